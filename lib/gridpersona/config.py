@@ -1,0 +1,286 @@
+"""Layered, validated configuration.
+
+``conf/base.yaml`` < ``conf/<env>.yaml`` < ``--set key=value`` overrides, merged
+key by key and validated against the models below. Every key remembers which
+layer set it, so an unknown key or a wrong type is reported with the file (or
+``--set``) and the dotted key, before any Spark work starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class ConfigError(Exception):
+    """Configuration is missing, malformed or invalid; the message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LakeConfig(_Section):
+    root: str = "./lake"
+    backend: Literal["deltalake", "delta-spark"] = "deltalake"
+    # Optional per-table location overrides: {"bronze.ami_interval": "/mnt/mdm/ami"}.
+    locations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("locations")
+    @classmethod
+    def _table_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", name):
+                raise ValueError(f"table name {name!r} must look like layer.table")
+        return v
+
+
+class SparkConfig(_Section):
+    master: str | None = "local[*]"
+    app_name: str = "gridpersona"
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    show_progress: bool = False
+    # Passed to SparkSession.builder.config() unchanged (cluster settings go here).
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def parse_hhmm_range(text: str) -> tuple[int, int]:
+    """'08:00-11:30' -> (480, 690) minutes after local midnight; '23:00-07:00' wraps."""
+    m = _HHMM.match(text)
+    if not m:
+        raise ValueError(f"time range {text!r} must look like HH:MM-HH:MM")
+    start = int(m[1]) * 60 + int(m[2])
+    end = int(m[3]) * 60 + int(m[4])
+    if start > 1440 or end > 1440 or start == end:
+        raise ValueError(f"time range {text!r} is empty or past 24:00")
+    return start, end
+
+
+class TariffConfig(_Section):
+    # Time-of-use periods in local wall-clock time; every minute of the day must
+    # fall into exactly one of them.
+    peak: list[str] = ["08:00-11:00", "18:00-23:00"]
+    flat: list[str] = ["07:00-08:00", "11:00-18:00"]
+    valley: list[str] = ["23:00-07:00"]
+
+    @model_validator(mode="after")
+    def _covers_day_once(self) -> "TariffConfig":
+        cover = [0] * 1440
+        for ranges in (self.peak, self.flat, self.valley):
+            for r in ranges:
+                start, end = parse_hhmm_range(r)
+                minutes = range(start, end) if start < end else [*range(start, 1440), *range(0, end)]
+                for minute in minutes:
+                    cover[minute] += 1
+        bad = [i for i, c in enumerate(cover) if c != 1]
+        if bad:
+            first = bad[0]
+            raise ValueError(
+                f"tariff periods must cover each minute of the day exactly once; "
+                f"{first // 60:02d}:{first % 60:02d} is covered {cover[first]} times"
+            )
+        return self
+
+
+def _check_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai)") from None
+    return v
+
+
+class AmiConfig(_Section):
+    interval_minutes: Literal[15, 30, 60] = 15
+    # Days are cut in this zone; instants are stored in UTC.
+    time_zone: str = "Asia/Shanghai"
+
+    _zone = field_validator("time_zone")(_check_zone)
+
+
+class FaultRates(_Section):
+    """Share of meters (or of readings) that get each planted fault."""
+
+    short_gap_meter_share: float = Field(0.10, ge=0, le=1)
+    short_gaps_per_meter: int = Field(3, ge=0)
+    long_gap_meter_share: float = Field(0.05, ge=0, le=1)
+    duplicate_reading_share: float = Field(0.001, ge=0, le=0.1)
+    spike_reading_share: float = Field(0.0005, ge=0, le=0.1)
+    negative_reading_share: float = Field(0.0005, ge=0, le=0.1)
+    null_reading_share: float = Field(0.0002, ge=0, le=0.1)
+    unknown_meter_share: float = Field(0.01, ge=0, le=0.5)
+
+
+class GenerateConfig(_Section):
+    meters: int = Field(3300, ge=1)
+    days: int = Field(90, ge=1)
+    seed: int = 20240501
+    start: dt.date = dt.date(2026, 6, 1)
+    # Share of meters per archetype; normalized to sum 1.
+    archetype_mix: dict[str, float] = Field(
+        default_factory=lambda: {
+            "evening_peak": 0.30,
+            "flat": 0.18,
+            "night": 0.12,
+            "double_peak": 0.16,
+            "ev_night": 0.08,
+            "vacant": 0.06,
+            "commercial_day": 0.10,
+        }
+    )
+    faults: FaultRates = Field(default_factory=FaultRates)
+    billing_months: int = Field(12, ge=1, le=60)
+
+    @field_validator("archetype_mix")
+    @classmethod
+    def _known_archetypes(cls, v: dict[str, float]) -> dict[str, float]:
+        from gridpersona.schemas import ARCHETYPES
+
+        unknown = sorted(set(v) - set(ARCHETYPES))
+        if unknown:
+            raise ValueError(f"unknown archetype(s) {unknown}; known: {list(ARCHETYPES)}")
+        if any(share < 0 for share in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("archetype shares must be >= 0 with a positive sum")
+        return v
+
+
+class IngestConfig(_Section):
+    # Zone in which zone-less timestamps of landed files are read.
+    source_time_zone: str = "Asia/Shanghai"
+    # Per bronze table: {contract column: source column}.
+    column_mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
+    csv_delimiter: str = ","
+
+    _zone = field_validator("source_time_zone")(_check_zone)
+
+
+class Settings(_Section):
+    env: str = "local"
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    ami: AmiConfig = Field(default_factory=AmiConfig)
+    tariff: TariffConfig = Field(default_factory=TariffConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    def config_hash(self) -> str:
+        """Stable short hash of the effective configuration (for run logs)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lake.root=/data/lake")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
+        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+# Keys whose values are free-form mappings: their children are not schema keys.
+_OPEN_MAPPINGS = {("lake", "locations"), ("spark", "conf"), ("generate", "archetype_mix"), ("ingest", "column_mappings")}
+
+
+def _merge(base: dict, layer: dict, source: str, origin: dict, prefix: tuple = ()) -> None:
+    """Merge ``layer`` into ``base`` in place, recording each leaf's source in ``origin``."""
+    for key, value in layer.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict) and path not in _OPEN_MAPPINGS and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, origin, path)
+        elif isinstance(value, dict) and path not in _OPEN_MAPPINGS:
+            base[key] = {}
+            _merge(base[key], value, source, origin, path)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+            for sub in value:
+                origin[path + (str(sub),)] = source
+            origin[path] = source
+        else:
+            base[key] = value
+            origin[path] = source
+
+
+def _source_of(loc: tuple, origin: dict) -> str:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origin:
+            return origin[loc[:n]]
+    # A section-level error (e.g. tariff periods that overlap): name every layer that set keys in it.
+    below = sorted({src for key, src in origin.items() if key[: len(loc)] == loc})
+    return " + ".join(below) if below else "defaults"
+
+
+def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (), conf_dir: str | Path | None = None) -> Settings:
+    """Load base < env < overrides, validate, and return Settings.
+
+    Raises ConfigError naming the file and dotted key when anything is wrong.
+    """
+    conf = Path(conf_dir) if conf_dir else DEFAULT_CONF_DIR
+    merged: dict[str, Any] = {}
+    origin: dict[tuple, str] = {}
+    base_path = conf / "base.yaml"
+    _merge(merged, _read_yaml(base_path), str(base_path), origin)
+    env_path = conf / f"{env}.yaml"
+    if not env_path.is_file():
+        known = sorted(p.stem for p in conf.glob("*.yaml") if p.stem not in {"base", "tags", "campaigns"})
+        raise ConfigError(f"environment {env!r}: config file not found: {env_path} (known environments: {known})")
+    _merge(merged, _read_yaml(env_path), str(env_path), origin)
+    for item in overrides:
+        keys, value = _parse_override(item)
+        nested: dict[str, Any] = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _merge(merged, nested, f"--set {item}", origin)
+    merged["env"] = env
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            key = ".".join(loc) or "(top level)"
+            source = _source_of(loc, origin)
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{source}: unknown key '{key}'")
+            else:
+                got = err.get("input")
+                shown = "" if isinstance(got, dict) else f" (got {got!r})"
+                lines.append(f"{source}: key '{key}': {err['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    return settings
