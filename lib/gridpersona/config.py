@@ -211,7 +211,12 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.split("."), value
+    parts = key.split(".")
+    # Under a free-form mapping the rest of the key is one name: spark.conf.spark.sql.shuffle.partitions.
+    for n in range(1, len(parts)):
+        if tuple(parts[:n]) in _OPEN_MAPPINGS:
+            return [*parts[:n], ".".join(parts[n:])], value
+    return parts, value
 
 
 # Keys whose values are free-form mappings: their children are not schema keys.

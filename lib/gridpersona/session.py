@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 
@@ -37,6 +38,10 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
     if settings.lake.backend == "delta-spark":
         conf["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         conf["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    if (settings.spark.master or "").startswith("local"):
+        # Only for sessions this process launches; clusters keep their own logging.
+        log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
     conf.update({k: str(v) for k, v in settings.spark.conf.items()})
     conf.update(extra_conf or {})
     for key, value in conf.items():
@@ -44,3 +49,18 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     return spark
+
+
+def delta_jars_on_classpath() -> list[str]:
+    """Delta Lake jars visible to a local Spark: in $SPARK_HOME/jars or listed in GRIDPERSONA_DELTA_JARS.
+
+    GRIDPERSONA_DELTA_JARS is a comma-separated list of jar paths (delta-spark and
+    delta-storage) for machines that have the jars but not in SPARK_HOME.
+    """
+    listed = [j for j in os.environ.get("GRIDPERSONA_DELTA_JARS", "").split(",") if j.strip()]
+    if listed:
+        return [j for j in listed if os.path.isfile(j)]
+    import pyspark
+
+    home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    return sorted(glob.glob(os.path.join(home, "jars", "delta-spark_*.jar")))

@@ -1,0 +1,187 @@
+"""The `gridpersona` command.
+
+    gridpersona [--env NAME] [--set KEY=VALUE ...] COMMAND [ARGS]
+
+Configuration is loaded and validated before any Spark session starts, so a bad
+key fails in a second, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+
+from gridpersona import __version__
+from gridpersona.config import ConfigError, Settings, load_settings
+from gridpersona.console import human_bytes, render_table, setup_logging, timed
+
+log = logging.getLogger("gridpersona")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gridpersona",
+        description="Smart-meter interval data -> load segments, customer portraits and campaign targets (PySpark + Delta).",
+    )
+    p.add_argument("--env", default="local", help="environment config conf/<env>.yaml over conf/base.yaml (default: local)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set lake.root=/data/lake (repeatable)")
+    p.add_argument("--conf-dir", default=None, help="config folder (default: the project's conf/)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"gridpersona {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    g = sub.add_parser("generate", help="write a synthetic lake with known ground truth (bronze.* and truth.*)")
+    g.add_argument("--meters", type=_positive, help="meters in the archive (default: generate.meters)")
+    g.add_argument("--days", type=_positive, help="days of interval data (default: generate.days)")
+    g.add_argument("--seed", type=int, help="random seed (default: generate.seed)")
+    g.add_argument("--start", type=_date, help="first local day, YYYY-MM-DD (default: generate.start)")
+    g.add_argument("--interval-minutes", type=int, choices=(15, 30, 60), help="meter interval (default: ami.interval_minutes)")
+
+    i = sub.add_parser("ingest", help="land Parquet/CSV files into a bronze table (contract-checked, rejects kept)")
+    i.add_argument("table", help="bronze table, e.g. bronze.ami_interval")
+    i.add_argument("paths", nargs="+", help="files or folders of .parquet or .csv")
+    i.add_argument("--format", dest="fmt", choices=("csv", "parquet"), help="input format (default: from the file extension)")
+    i.add_argument("--map", dest="mapping", action="append", default=[], metavar="COLUMN=SOURCE",
+                   help="contract column <- source column, e.g. --map kwh=ENERGY (repeatable; over ingest.column_mappings)")
+    i.add_argument("--replace-range", nargs=2, type=_date, metavar=("FIRST", "LAST"),
+                   help="replace the rows of these local dates (inclusive) instead of appending")
+    i.add_argument("--time-zone", help="zone of zone-less timestamps in the files (default: ingest.source_time_zone)")
+
+    t = sub.add_parser("tables", help="list the lake's tables with version, rows and size")
+    t.add_argument("--layer", help="only this layer (bronze, silver, gold, truth, ops)")
+
+    h = sub.add_parser("history", help="a table's Delta versions, newest first")
+    h.add_argument("table")
+    h.add_argument("--limit", type=_positive, default=20)
+
+    d = sub.add_parser("demo", help="the main job on the embedded default: generate the lake if absent, then list it")
+    d.add_argument("--regenerate", action="store_true", help="regenerate the synthetic lake even if it exists")
+    return p
+
+
+def _lake(settings: Settings, spark=None):
+    from gridpersona.lake import Lake
+
+    return Lake(settings, spark)
+
+
+def cmd_generate(settings: Settings, args) -> int:
+    from gridpersona.generate import generate_lake
+
+    lake = _lake(settings)
+    with timed("generate") as info:
+        counts = generate_lake(settings, lake, meters=args.meters, days=args.days, seed=args.seed, start=args.start,
+                               interval_minutes=args.interval_minutes, progress=log.info)
+        info["rows"] = sum(counts.values())
+    print(render_table(["table", "rows"], [[t, f"{n:,}"] for t, n in sorted(counts.items())], align_right=[1]))
+    print(f"lake: {lake.root}  ({info['seconds']:.1f} s)")
+    return 0
+
+
+def cmd_ingest(settings: Settings, args) -> int:
+    from gridpersona.ingest import ingest_files
+
+    mapping = {}
+    for item in args.mapping:
+        column, sep, source = item.partition("=")
+        if not sep or not column or not source:
+            raise ConfigError(f"--map {item!r}: expected COLUMN=SOURCE, e.g. --map kwh=ENERGY")
+        mapping[column.strip()] = source.strip()
+    lake = _lake(settings)
+    report = ingest_files(lake.spark, lake, settings, args.table, args.paths, fmt=args.fmt, mapping=mapping,
+                          replace_range=tuple(args.replace_range) if args.replace_range else None, time_zone=args.time_zone)
+    print(report.render())
+    return 0
+
+
+def cmd_tables(settings: Settings, args) -> int:
+    lake = _lake(settings)
+    names = [t for t in lake.list_tables() if not args.layer or t.split(".")[0] == args.layer]
+    if not names:
+        print(f"no tables under {lake.root} (run `gridpersona generate` or `gridpersona demo`)")
+        return 0
+    print(tables_report(lake, names))
+    return 0
+
+
+def tables_report(lake, names: list[str]) -> str:
+    rows = []
+    total_rows, total_bytes = 0, 0
+    for name in names:
+        info = lake.info(name)
+        total_rows += info.rows or 0
+        total_bytes += info.size_bytes
+        rows.append([name, info.version, "-" if info.rows is None else f"{info.rows:,}", human_bytes(info.size_bytes),
+                     info.files, ",".join(info.partition_by) or "-"])
+    rows.append(["total", "", f"{total_rows:,}", human_bytes(total_bytes), "", ""])
+    return render_table(["table", "version", "rows", "size", "files", "partitioned by"], rows, align_right=[1, 2, 3, 4]) + f"\nlake: {lake.root}"
+
+
+def cmd_history(settings: Settings, args) -> int:
+    lake = _lake(settings)
+    rows = []
+    for h in lake.history(args.table, args.limit):
+        when = dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        params = {k: v for k, v in (h["parameters"] or {}).items() if k in ("mode", "partitionBy", "predicate")}
+        rows.append([h["version"], when, h["operation"], " ".join(f"{k}={v}" for k, v in params.items())])
+    print(render_table(["version", "committed", "operation", "parameters"], rows, align_right=[0]))
+    return 0
+
+
+def cmd_demo(settings: Settings, args) -> int:
+    lake = _lake(settings)
+    started = time.perf_counter()
+    if args.regenerate or not lake.exists("bronze.ami_interval"):
+        ns = argparse.Namespace(meters=None, days=None, seed=None, start=None, interval_minutes=None)
+        cmd_generate(settings, ns)
+    else:
+        log.info("synthetic lake present at %s (use --regenerate to rebuild it)", lake.root)
+    print()
+    print(tables_report(lake, lake.list_tables()))
+    print(f"demo finished in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from gridpersona.lake import LakeError
+
+    try:
+        settings = load_settings(args.env, args.overrides, conf_dir=args.conf_dir)
+        return COMMANDS[args.command](settings, args)
+    except (ConfigError, LakeError, FileNotFoundError, ValueError) as exc:
+        # Errors meant for people: no traceback (use -v for one).
+        if args.verbose:
+            log.exception("failed")
+        print(f"gridpersona {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

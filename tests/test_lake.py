@@ -1,0 +1,204 @@
+"""The lake layer (deltalake backend): round trips, partition replace, atomicity, schema and feature checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from gridpersona.lake import Lake, LakeError, SchemaMismatchError
+
+SCHEMA = T.StructType([
+    T.StructField("meter_id", T.StringType()),
+    T.StructField("ts", T.TimestampType()),
+    T.StructField("kwh", T.DoubleType()),
+    T.StructField("date", T.DateType()),
+])
+D1, D2, D3 = dt.date(2026, 6, 1), dt.date(2026, 6, 2), dt.date(2026, 6, 3)
+
+
+def _rows(day: dt.date, meters=("m1", "m2"), kwh=1.0):
+    base = dt.datetime(day.year, day.month, day.day, 1, 0, tzinfo=dt.timezone.utc)
+    return [(m, base + dt.timedelta(minutes=15 * i), kwh + i, day) for m in meters for i in range(3)]
+
+
+def _frame(spark, rows):
+    return spark.createDataFrame(rows, SCHEMA)
+
+
+def _spark_rows(df):
+    # Compare instants as epoch micros: independent of session and Python time zones.
+    return sorted(df.select("meter_id", F.unix_micros("ts").alias("ts"), "kwh", "date").collect())
+
+
+def _arrow_rows(table: pa.Table):
+    ts = table.column("ts").cast(pa.int64()).to_pylist()
+    return sorted(zip(table.column("meter_id").to_pylist(), ts, table.column("kwh").to_pylist(), table.column("date").to_pylist()))
+
+
+def test_written_table_reads_back_identically_through_spark_and_deltalake(spark, lake):
+    rows = _rows(D1) + _rows(D2, kwh=5.0)
+    lake.append(_frame(spark, rows), "bronze.roundtrip", partition_by=["date"])
+
+    via_spark = lake.read("bronze.roundtrip")
+    via_deltars = DeltaTable(lake.path("bronze.roundtrip")).to_pyarrow_table()
+
+    assert via_spark.schema.names == ["meter_id", "ts", "kwh", "date"]
+    assert [f.dataType for f in via_spark.schema.fields] == [f.dataType for f in SCHEMA.fields]
+    assert via_deltars.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert via_deltars.schema.field("date").type == pa.date32()
+    assert via_deltars.schema.names == via_spark.schema.names
+    assert _spark_rows(via_spark) == [tuple(r) for r in _arrow_rows(via_deltars)]
+    assert len(_arrow_rows(via_deltars)) == len(rows)
+    # The partition column is restored from the log, not lost with the directory names.
+    assert {r["date"] for r in via_spark.select("date").collect()} == {D1, D2}
+
+
+def test_tables_stay_at_the_lowest_protocol(spark, lake):
+    lake.append(_frame(spark, _rows(D1)), "bronze.protocol", partition_by=["date"])
+    protocol = DeltaTable(lake.path("bronze.protocol")).protocol()
+    assert (protocol.min_reader_version, protocol.min_writer_version) == (1, 2)
+    assert not protocol.reader_features
+
+
+def test_replacing_one_partition_rewrites_only_that_partition(spark, lake):
+    table = "bronze.replace"
+    lake.append(_frame(spark, _rows(D1) + _rows(D2) + _rows(D3)), table, partition_by=["date"])
+    before = {a["path"]: a for a in pa.table(DeltaTable(lake.path(table)).get_add_actions(flatten=True)).to_pylist()}
+
+    lake.replace(_frame(spark, _rows(D2, meters=("m9",), kwh=9.0)), table, where={"date": D2})
+
+    after = {a["path"]: a for a in pa.table(DeltaTable(lake.path(table)).get_add_actions(flatten=True)).to_pylist()}
+    untouched_before = {p for p, a in before.items() if a["partition.date"] != D2}
+    untouched_after = {p for p, a in after.items() if a["partition.date"] != D2}
+    assert untouched_before == untouched_after  # the same files, not rewritten copies
+    day2 = lake.read(table).filter(F.col("date") == D2)
+    assert sorted(r["meter_id"] for r in day2.collect()) == ["m9", "m9", "m9"]
+    assert lake.read(table).filter(F.col("date") != D2).count() == 12
+
+
+def test_writing_the_same_partition_twice_leaves_no_duplicates(spark, lake):
+    table = "bronze.idempotent"
+    frame = _frame(spark, _rows(D1))
+    lake.replace(frame, table, where={"date": D1}, partition_by=["date"])
+    lake.replace(frame, table, where={"date": D1})
+    out = lake.read(table)
+    assert out.count() == 6
+    assert out.dropDuplicates(["meter_id", "ts"]).count() == 6
+
+
+def test_replace_refuses_rows_outside_the_replaced_partition(spark, lake):
+    lake.append(_frame(spark, _rows(D1)), "bronze.stray", partition_by=["date"])
+    with pytest.raises(LakeError, match="outside the replaced partitions"):
+        lake.replace(_frame(spark, _rows(D2)), "bronze.stray", where={"date": D1})
+
+
+def test_failed_commit_leaves_previous_version_and_no_partial_rows(spark, lake, monkeypatch):
+    table = "bronze.atomic"
+    lake.append(_frame(spark, _rows(D1)), table, partition_by=["date"])
+    version = lake.version(table)
+    seen_files = []
+
+    def crash(self, table_name, exists, actions, *a, **k):
+        # Data files are in place (moved into the table folder) when the commit fails.
+        seen_files.extend(os.path.join(self.path(table_name), act.path) for act in actions)
+        assert all(os.path.exists(p) for p in seen_files)
+        raise RuntimeError("simulated crash before commit")
+
+    monkeypatch.setattr(Lake, "_commit", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        lake.append(_frame(spark, _rows(D2, kwh=7.0)), table)
+    monkeypatch.undo()
+
+    assert seen_files, "the failing write must have produced data files"
+    assert lake.version(table) == version
+    assert _spark_rows(lake.read(table)) == _spark_rows(_frame(spark, _rows(D1)))
+    assert DeltaTable(lake.path(table)).to_pyarrow_table().num_rows == 6
+    # The orphaned files are cleaned away, staging included.
+    assert not any(os.path.exists(p) for p in seen_files)
+    assert not os.path.exists(os.path.join(lake.path(table), "_staging"))
+
+
+def test_append_with_other_schema_names_table_and_column(spark, lake):
+    table = "bronze.schema_check"
+    lake.append(_frame(spark, _rows(D1)), table, partition_by=["date"])
+    wrong = _frame(spark, _rows(D2)).withColumn("kwh", F.col("kwh").cast("string"))
+    with pytest.raises(SchemaMismatchError) as err:
+        lake.append(wrong, table)
+    message = str(err.value)
+    assert "bronze.schema_check" in message and "'kwh'" in message
+    assert "expected double, got string" in message
+
+    extra = _frame(spark, _rows(D2)).withColumn("quality", F.lit(1))
+    with pytest.raises(SchemaMismatchError, match="column 'quality' \\(int\\) is not in the table"):
+        lake.append(extra, table)
+    assert lake.read(table).count() == 6
+
+
+def test_reading_version_n_returns_what_was_committed_at_n(spark, lake):
+    table = "bronze.versions"
+    snapshots = {}
+    v = lake.append(_frame(spark, _rows(D1)), table, partition_by=["date"])
+    snapshots[v] = _spark_rows(lake.read(table))
+    v = lake.append(_frame(spark, _rows(D2)), table)
+    snapshots[v] = _spark_rows(lake.read(table))
+    v = lake.replace(_frame(spark, _rows(D1, kwh=3.0)), table, where={"date": D1})
+    snapshots[v] = _spark_rows(lake.read(table))
+    v = lake.overwrite(_frame(spark, _rows(D3)), table)
+    snapshots[v] = _spark_rows(lake.read(table))
+
+    assert sorted(snapshots) == [0, 1, 2, 3]
+    for version, expected in snapshots.items():
+        assert _spark_rows(lake.read(table, version=version)) == expected
+    assert len(snapshots[0]) == 6 and len(snapshots[1]) == 12 and len(snapshots[3]) == 6
+    assert [h["version"] for h in lake.history(table)] == [3, 2, 1, 0]
+
+
+def test_table_with_deletion_vectors_is_refused(lake):
+    path = lake.path("bronze.dv")
+    data = pa.table({"a": pa.array([1, 2, 3], pa.int64())})
+    write_deltalake(path, data, configuration={"delta.enableDeletionVectors": "true"})
+    assert "deletionVectors" in (DeltaTable(path).protocol().reader_features or [])
+    with pytest.raises(LakeError, match="deletion vectors"):
+        lake.read("bronze.dv")
+
+
+def test_table_with_column_mapping_is_refused(lake):
+    # A minimal log as delta-spark writes it for a column-mapped table.
+    path = lake.path("bronze.colmap")
+    os.makedirs(os.path.join(path, "_delta_log"))
+    schema = {"type": "struct", "fields": [{"name": "a", "type": "long", "nullable": True, "metadata": {
+        "delta.columnMapping.id": 1, "delta.columnMapping.physicalName": "col-5f3c"}}]}
+    actions = [
+        {"protocol": {"minReaderVersion": 2, "minWriterVersion": 5}},
+        {"metaData": {"id": "00000000-0000-0000-0000-000000000001", "format": {"provider": "parquet", "options": {}},
+                      "schemaString": json.dumps(schema), "partitionColumns": [],
+                      "configuration": {"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "1"},
+                      "createdTime": 0}},
+    ]
+    with open(os.path.join(path, "_delta_log", "00000000000000000000.json"), "w") as fh:
+        fh.write("\n".join(json.dumps(a) for a in actions) + "\n")
+    with pytest.raises(LakeError, match="column mapping"):
+        lake.read("bronze.colmap")
+
+
+def test_info_and_list_tables(spark, lake):
+    lake.append(_frame(spark, _rows(D1) + _rows(D2)), "silver.a", partition_by=["date"])
+    lake.append(_frame(spark, _rows(D1)), "bronze.b")
+    assert lake.list_tables() == ["bronze.b", "silver.a"]
+    info = lake.info("silver.a")
+    assert (info.version, info.rows, info.partition_by) == (0, 12, ("date",))
+    assert info.files >= 2 and info.size_bytes > 0
+
+
+def test_missing_table_error_names_it(lake):
+    with pytest.raises(LakeError, match="bronze.nothing: no Delta table"):
+        lake.read("bronze.nothing")
+    with pytest.raises(LakeError, match="layer.table"):
+        lake.path("nolayer")
