@@ -1,0 +1,157 @@
+"""The input contract guard for bronze tables.
+
+Bronze tables are where outside data enters the pipeline, so their contracts
+(``schemas.BRONZE``) are enforced at two grains:
+
+- table grain: :func:`read_bronze` reads a bronze table and refuses it when its
+  schema breaks the contract, naming table and column;
+- row grain: :func:`validate_rows` (and its two halves :func:`flag_rows` and
+  :func:`split_flagged`) sort rows into valid ones and rejects with a reason.
+
+The row-level functions are pure ``DataFrame -> DataFrame``: no I/O, no session.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from gridpersona.lake import Lake, LakeError, SchemaMismatchError, check_schema
+from gridpersona.schemas import BRONZE, TableSpec
+
+REASON = "reason"
+ROW_JSON = "row_json"
+
+# Columns whose value is a function of another column of the same row:
+# table -> (local date column, instant column). The date is the local calendar
+# date of the instant in `ami.time_zone`.
+LOCAL_DATE_OF: dict[str, tuple[str, str]] = {"bronze.ami_interval": ("date", "ts")}
+
+_MICROS_PER_DAY = 86_400_000_000
+
+
+class UnknownTableError(LakeError):
+    """A table name that is not one of the bronze contracts."""
+
+
+def bronze_spec(table: str) -> TableSpec:
+    """The contract of bronze ``table``; UnknownTableError listing the valid names otherwise."""
+    spec = BRONZE.get(table)
+    if spec is None:
+        raise UnknownTableError(
+            f"{table!r} is not a bronze table; valid bronze tables: {', '.join(sorted(BRONZE))}"
+        )
+    return spec
+
+
+def _contract_text(spec: TableSpec) -> str:
+    return ", ".join(f"{c.name} {c.dtype.simpleString()}" for c in spec.columns)
+
+
+def check_contract(table: str, schema: T.StructType) -> None:
+    """Raise SchemaMismatchError when ``schema`` breaks the contract of bronze ``table``.
+
+    The message names the table, each offending column (expected vs got) and
+    what to do about it.
+    """
+    spec = bronze_spec(table)
+    try:
+        check_schema(table, spec.schema, schema)
+    except SchemaMismatchError as exc:
+        raise SchemaMismatchError(
+            f"{exc}. The table breaks its input contract ({_contract_text(spec)}). "
+            f"Fix the producer, or rewrite the table from its source files with "
+            f"`gridpersona ingest {table}` (which casts to the contract) into an empty table."
+        ) from None
+
+
+def read_bronze(lake: Lake, table: str) -> DataFrame:
+    """Read bronze ``table`` through ``lake``, checked against its contract.
+
+    Returns the latest snapshot with the contract's columns in contract order.
+    Raises UnknownTableError for a name that is not a bronze table and
+    SchemaMismatchError (naming table and column) when the stored schema
+    breaks the contract.
+    """
+    spec = bronze_spec(table)
+    df = lake.read(table)
+    check_contract(table, df.schema)
+    return df.select(*[F.col(f"`{name}`") for name in spec.column_names])
+
+
+def local_date(ts: Column, time_zone: str) -> Column:
+    """Local calendar date of the instant ``ts`` in ``time_zone``.
+
+    Independent of ``spark.sql.session.timeZone``: ``from_utc_timestamp``
+    shifts the epoch micros by the zone's offset at that instant, and the day
+    is cut from the shifted micros arithmetically (``to_date`` would cut it in
+    the session zone).
+    """
+    shifted = F.unix_micros(F.from_utc_timestamp(ts, time_zone))
+    return F.date_from_unix_date(F.floor(shifted / F.lit(_MICROS_PER_DAY)).cast("int"))
+
+
+def _is_missing(col: Column, dtype: T.DataType) -> Column:
+    if isinstance(dtype, T.StringType):
+        # A blank identifier is as missing as a null one.
+        return col.isNull() | (F.trim(col) == F.lit(""))
+    return col.isNull()
+
+
+def flag_rows(df: DataFrame, spec: TableSpec, time_zone: str) -> DataFrame:
+    """``df`` plus a ``reason`` column: null for valid rows, else the first failing check.
+
+    Checks, in order: a reason already in ``df.reason`` (e.g. a cast failure
+    found upstream), ``missing_required:<col>`` for each non-nullable column
+    in contract order, ``invalid_value:<col>`` for values outside
+    ``spec.allowed_values``, and ``date_mismatch`` when a local date column
+    (``LOCAL_DATE_OF``) differs from the local date of its instant in
+    ``time_zone``. ``df`` must hold every contract column; other columns pass
+    through unchanged.
+    """
+    missing = [c for c in spec.column_names if c not in df.columns]
+    if missing:
+        raise SchemaMismatchError(f"{spec.name}: cannot validate rows, frame lacks contract column(s) {missing}")
+    dtypes = {c.name: c.dtype for c in spec.columns}
+    checks: list[Column] = []
+    for name in spec.required:
+        checks.append(F.when(_is_missing(F.col(f"`{name}`"), dtypes[name]), F.lit(f"missing_required:{name}")))
+    for name, allowed in spec.allowed_values.items():
+        col = F.col(f"`{name}`")
+        checks.append(F.when(col.isNotNull() & ~col.isin(list(allowed)), F.lit(f"invalid_value:{name}")))
+    if spec.name in LOCAL_DATE_OF:
+        date_col, ts_col = LOCAL_DATE_OF[spec.name]
+        date, ts = F.col(f"`{date_col}`"), F.col(f"`{ts_col}`")
+        mismatch = date.isNotNull() & ts.isNotNull() & (date != local_date(ts, time_zone))
+        checks.append(F.when(mismatch, F.lit("date_mismatch")))
+    if REASON in df.columns:
+        checks.insert(0, F.col(REASON))
+    reason = F.coalesce(*checks) if checks else F.lit(None)
+    return df.withColumn(REASON, reason.cast("string"))
+
+
+def split_flagged(flagged: DataFrame, spec: TableSpec) -> tuple[DataFrame, DataFrame]:
+    """Split a frame from :func:`flag_rows` into ``(valid_df, rejects_df)``.
+
+    ``valid_df`` holds the contract columns in contract order. ``rejects_df``
+    keeps every column of ``flagged`` plus ``row_json``: an existing
+    ``row_json`` column (the row as read, set upstream) or else the JSON of
+    the row's contract columns.
+    """
+    valid = flagged.filter(F.col(REASON).isNull()).select(*[F.col(f"`{c}`") for c in spec.column_names])
+    rejects = flagged.filter(F.col(REASON).isNotNull())
+    if ROW_JSON not in flagged.columns:
+        as_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in spec.column_names]), {"ignoreNullFields": "false"})
+        rejects = rejects.withColumn(ROW_JSON, as_json)
+    return valid, rejects
+
+
+def validate_rows(df: DataFrame, spec: TableSpec, time_zone: str) -> tuple[DataFrame, DataFrame]:
+    """Row-level contract checks: ``(valid_df, rejects_df)``; every row lands in exactly one.
+
+    See :func:`flag_rows` for the checks and reasons and :func:`split_flagged`
+    for the two frames. Both are lazy views of ``df``; a caller that consumes
+    both should persist ``flag_rows(...)`` and split that (as ingest does).
+    """
+    return split_flagged(flag_rows(df, spec, time_zone), spec)
