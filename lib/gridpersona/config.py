@@ -168,6 +168,21 @@ class IngestConfig(_Section):
     _zone = field_validator("source_time_zone")(_check_zone)
 
 
+class CleanConfig(_Section):
+    # robust: Z = (x - median) / (P99 - median), the meter's own upper spread as scale;
+    # zscore: classic (x - mean) / std over the meter's own readings.
+    outlier_method: Literal["robust", "zscore"] = "robust"
+    outlier_z: float = Field(3.0, gt=0)
+    # Gaps of at most this many intervals are interpolated; longer ones leave the day incomplete.
+    max_interpolate_intervals: int = Field(4, ge=0)
+    # A reading above this is physically implausible for one interval and is quarantined.
+    max_interval_kwh: float = Field(10000.0, gt=0)
+
+
+class PipelineConfig(_Section):
+    window_days: int = Field(90, ge=1)
+
+
 class Settings(_Section):
     env: str = "local"
     lake: LakeConfig = Field(default_factory=LakeConfig)
@@ -176,6 +191,8 @@ class Settings(_Section):
     tariff: TariffConfig = Field(default_factory=TariffConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     def config_hash(self) -> str:
         """Stable short hash of the effective configuration (for run logs)."""

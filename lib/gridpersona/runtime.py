@@ -1,0 +1,120 @@
+"""Running stages: context, timings, row counts and the ``ops.job_runs`` log.
+
+A stage is a function ``(ctx: StageContext) -> StageResult`` that reads through
+``ctx.lake``, applies transformations and writes its outputs idempotently for
+``ctx.as_of`` (a rerun replaces exactly its own output).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from gridpersona import __version__
+from gridpersona.config import Settings
+from gridpersona.lake import Lake
+
+log = logging.getLogger("gridpersona")
+
+JOB_RUNS_TABLE = "ops.job_runs"
+JOB_RUNS_SCHEMA = T.StructType([
+    T.StructField("run_id", T.StringType(), False),
+    T.StructField("stage", T.StringType(), False),
+    T.StructField("as_of", T.DateType(), False),
+    T.StructField("window_days", T.IntegerType(), True),
+    T.StructField("started_at", T.TimestampType(), False),
+    T.StructField("duration_s", T.DoubleType(), True),
+    T.StructField("status", T.StringType(), False),
+    T.StructField("rows_in", T.LongType(), True),
+    T.StructField("rows_out", T.LongType(), True),
+    T.StructField("outputs", T.StringType(), True),
+    T.StructField("error", T.StringType(), True),
+    T.StructField("config_hash", T.StringType(), True),
+    T.StructField("code_version", T.StringType(), True),
+    T.StructField("env", T.StringType(), True),
+])
+
+
+@dataclass
+class StageContext:
+    settings: Settings
+    spark: SparkSession
+    lake: Lake
+    as_of: dt.date
+    window_days: int
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def window(self) -> tuple[dt.date, dt.date]:
+        """First and last local day of the run's window (inclusive)."""
+        return self.as_of - dt.timedelta(days=self.window_days - 1), self.as_of
+
+    @property
+    def window_dates(self) -> list[dt.date]:
+        first, last = self.window
+        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+@dataclass
+class StageResult:
+    rows_in: int = 0
+    outputs: dict[str, int] = field(default_factory=dict)  # table -> rows written
+    notes: list[str] = field(default_factory=list)  # lines for the console summary
+    seconds: float = 0.0
+
+    @property
+    def rows_out(self) -> int:
+        return sum(self.outputs.values())
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=__file__.rsplit("/lib/", 1)[0]).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageContext) -> StageResult:
+    """Run one stage with timing and logging; append its outcome to ops.job_runs, failed or not."""
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    log.info("[%s] as-of %s, window %d days, run %s", name, ctx.as_of, ctx.window_days, ctx.run_id)
+    try:
+        result = fn(ctx)
+    except BaseException as exc:
+        seconds = time.perf_counter() - t0
+        log.error("[%s] failed after %.1f s: %s", name, seconds, exc)
+        _record(ctx, name, started, seconds, "failed", None, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        raise
+    result.seconds = time.perf_counter() - t0
+    for line in result.notes:
+        log.info("[%s] %s", name, line)
+    outs = ", ".join(f"{t} {n:,}" for t, n in result.outputs.items())
+    log.info("[%s] done in %.1f s: %s rows in -> %s", name, result.seconds, f"{result.rows_in:,}", outs)
+    _record(ctx, name, started, result.seconds, "succeeded", result)
+    return result
+
+
+def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float, status: str,
+            result: StageResult | None, error: str | None = None) -> None:
+    import json
+
+    row = (ctx.run_id, stage, ctx.as_of, ctx.window_days, started, round(seconds, 3), status,
+           result.rows_in if result else None, result.rows_out if result else None,
+           json.dumps(result.outputs) if result else None, error[:4000] if error else None,
+           ctx.settings.config_hash(), code_version(), ctx.settings.env)
+    try:
+        ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
+    except Exception as exc:  # the run log must never hide the stage's own outcome
+        log.warning("could not append to %s: %s", JOB_RUNS_TABLE, exc)

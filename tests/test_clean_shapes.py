@@ -1,0 +1,165 @@
+"""Clean and shapes transformations on tiny hand-made frames (hand-computed expectations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from pyspark.sql import functions as F
+
+from gridpersona.config import TariffConfig
+from gridpersona.transform import clean as C
+from gridpersona.transform import shapes as S
+
+UTC = dt.timezone.utc
+RAW = "meter_id string, ts timestamp, kwh double, date date"
+SH = "Asia/Shanghai"
+
+
+def _ts(day: dt.date, minutes: int, zone: str = SH) -> dt.datetime:
+    return (dt.datetime.combine(day, dt.time(), ZoneInfo(zone)) + dt.timedelta(minutes=minutes)).astimezone(UTC)
+
+
+def _tag(spark, rows, first, last, interval=15, zone=SH, known=("m1", "m2")):
+    raw = spark.createDataFrame(rows, RAW)
+    archive = spark.createDataFrame([(m,) for m in known], "meter_id string")
+    return C.tag_reasons(raw, archive, time_zone=zone, interval_minutes=interval,
+                         first_date=first, last_date=last, max_interval_kwh=100.0)
+
+
+D = dt.date(2026, 6, 1)
+
+
+def test_each_quarantine_reason_is_assigned(spark):
+    rows = [
+        ("m1", _ts(D, 0), 1.0, D),           # ok
+        ("m1", _ts(D, 15), None, D),         # null_value
+        ("mX", _ts(D, 0), 1.0, D),           # unknown_meter
+        ("m1", _ts(D, 7), 1.0, D),           # misaligned_ts
+        ("m1", _ts(D, -15), 1.0, D),         # out_of_window (local day before the window)
+        ("m1", _ts(D, 1440), 1.0, D),        # future_ts (local day after as-of)
+        ("m1", _ts(D, 30), -0.5, D),         # negative
+        ("m1", _ts(D, 45), 500.0, D),        # out_of_range
+    ]
+    tagged = _tag(spark, rows, D, D)
+    got = sorted((r["meter_id"], r["reason"] or "") for r in tagged.collect())
+    assert got == sorted([("m1", ""), ("m1", "null_value"), ("mX", "unknown_meter"), ("m1", "misaligned_ts"),
+                          ("m1", "out_of_window"), ("m1", "future_ts"), ("m1", "negative"), ("m1", "out_of_range")])
+
+
+def _clean(spark, rows, first=D, last=D, z=3.0, method="robust"):
+    tagged = _tag(spark, rows, first, last)
+    stats = C.meter_reading_stats(tagged.filter(F.col("reason").isNull()))
+    return C.clean_readings(tagged, stats, method=method, z_threshold=z, interval_minutes=15)
+
+
+def test_second_reading_at_same_instant_is_a_duplicate(spark):
+    rows = [("m1", _ts(D, 15 * i), 1.0, D) for i in range(8)] + [("m1", _ts(D, 30), 1.0, D)]
+    out = _clean(spark, rows)
+    reasons = [r["reason"] for r in out.collect()]
+    assert reasons.count("duplicate") == 1 and reasons.count(None) == 8
+
+
+def test_spike_is_flagged_and_replaced_by_interpolation(spark):
+    # Four days of readings (the P99 scale needs more than a handful of readings).
+    values = [1.0, 1.2, 1.1, 1.3, 1.0, 1.2, 1.1, 1.3] * 48
+    values[10] = 60.0  # neighbours 1.2 (slot 9) and 1.3 (slot 11)
+    rows = [("m1", _ts(D, 15 * i), v, D) for i, v in enumerate(values)]
+    out = _clean(spark, rows, last=D + dt.timedelta(days=3)).collect()
+    spike = next(r for r in out if r["kwh"] == 60.0)
+    assert spike["quality"] == "outlier_replaced"
+    assert spike["kwh_clean"] == pytest.approx((1.2 + 1.3) / 2)
+    assert sum(1 for r in out if r["quality"] == "outlier_replaced") == 1
+
+
+def test_short_gaps_are_interpolated_long_gaps_left_missing(spark):
+    present = [i for i in range(20) if i not in (3, 4) and not 8 <= i <= 13]  # gap of 2 and gap of 6
+    rows = [("m1", _ts(D, 15 * i), float(i), D) for i in present]
+    readings = _clean(spark, rows).filter("reason IS NULL").select("meter_id", "ts", "kwh_clean")
+    filled = C.fill_short_gaps(readings, max_gap=4, interval_minutes=15, time_zone=SH)
+    got = sorted((r["slot"], r["kwh_clean"], r["quality"]) for r in filled.collect())
+    # Linear between slot 2 (2.0) and slot 5 (5.0); the 6-interval gap stays missing.
+    assert got == [(3, pytest.approx(3.0), "interpolated"), (4, pytest.approx(4.0), "interpolated")]
+
+
+def test_local_calendar_knows_dst_days():
+    cal = {d: n for d, _, n in C.local_calendar(dt.date(2026, 3, 28), dt.date(2026, 3, 30), "Europe/Berlin", 15)}
+    assert cal == {dt.date(2026, 3, 28): 96, dt.date(2026, 3, 29): 92, dt.date(2026, 3, 30): 96}
+    fall = C.local_calendar(dt.date(2026, 10, 25), dt.date(2026, 10, 25), "Europe/Berlin", 15)
+    assert fall[0][2] == 100
+    assert C.local_calendar(D, D, SH, 60)[0][2] == 24
+
+
+def _day_readings(spark, day, zone, intervals, interval=15, kwh=lambda i: 1.0, skip=()):
+    start = dt.datetime.combine(day, dt.time(), ZoneInfo(zone)).astimezone(UTC)
+    rows = [("m1", start + dt.timedelta(minutes=interval * i), kwh(i), day) for i in range(intervals) if i not in skip]
+    df = C.with_local_time(spark.createDataFrame(rows, RAW), zone, interval)
+    return df.select("meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh",
+                     F.col("kwh").alias("kwh_raw"), F.lit("measured").alias("quality"))
+
+
+def _calendar(spark, day, zone, interval=15):
+    return spark.createDataFrame([(d, n) for d, _, n in C.local_calendar(day, day, zone, interval)],
+                                 "date date, expected_intervals int")
+
+
+HOURLY_TARIFF = TariffConfig(peak=["08:00-11:00", "18:00-23:00"], flat=["07:00-08:00", "11:00-18:00"], valley=["23:00-07:00"])
+
+
+def test_hourly_day_hand_computed(spark):
+    day = dt.date(2026, 6, 3)  # a Wednesday
+    kwh = lambda i: 2.0 if 18 <= i < 23 else 1.0  # 5 evening hours at 2 kWh, 19 others at 1 kWh
+    clean = _day_readings(spark, day, SH, 24, interval=60, kwh=kwh)
+    row = S.daily_load_shapes(clean, _calendar(spark, day, SH, 60), interval_minutes=60, tariff=HOURLY_TARIFF).collect()[0]
+    assert row["slot_kwh"] == [kwh(i) for i in range(24)]
+    assert row["daily_kwh"] == pytest.approx(29.0)
+    assert sum(row["shape"]) == pytest.approx(1.0)
+    assert row["shape"][18] == pytest.approx(2.0 / 29.0)
+    assert row["peak_share"] == pytest.approx((3 * 1.0 + 5 * 2.0) / 29.0)    # 08-11 and 18-23
+    assert row["valley_share"] == pytest.approx(8 * 1.0 / 29.0)              # 23-07
+    assert row["flat_share"] == pytest.approx(8 * 1.0 / 29.0)                # 07-08 and 11-18
+    assert (row["max_kwh"], row["min_kwh"]) == (2.0, 1.0)
+    assert row["load_factor"] == pytest.approx(29.0 / 24 / 2.0)
+    assert row["completeness"] == 1.0 and row["imputed_slots"] == 0
+    assert (row["day_of_week"], row["is_weekend"]) == (3, False)
+
+
+def test_gap_day_has_zero_slots_and_lower_completeness(spark):
+    day = dt.date(2026, 6, 6)  # a Saturday
+    clean = _day_readings(spark, day, SH, 96, skip=range(40, 52))
+    row = S.daily_load_shapes(clean, _calendar(spark, day, SH), interval_minutes=15, tariff=TariffConfig()).collect()[0]
+    assert len(row["slot_kwh"]) == 96
+    assert row["slot_kwh"][40:52] == [0.0] * 12 and row["slot_kwh"][39] == 1.0
+    assert row["daily_kwh"] == pytest.approx(84.0)
+    assert row["completeness"] == pytest.approx(84 / 96)
+    assert row["is_weekend"] is True and row["day_of_week"] == 6
+
+
+def test_dst_days_follow_the_energy_conserving_rule(spark):
+    berlin = "Europe/Berlin"
+    spring, fall = dt.date(2026, 3, 29), dt.date(2026, 10, 25)
+    clean = _day_readings(spark, spring, berlin, 92).unionByName(_day_readings(spark, fall, berlin, 100))
+    cal = _calendar(spark, spring, berlin).unionByName(_calendar(spark, fall, berlin))
+    rows = {r["date"]: r for r in S.daily_load_shapes(clean, cal, interval_minutes=15, tariff=TariffConfig()).collect()}
+    # Spring forward: 02:00-02:45 do not exist: slots 8-11 hold 0 kWh; the day is complete with 92 readings.
+    assert rows[spring]["slot_kwh"][8:12] == [0.0] * 4
+    assert rows[spring]["daily_kwh"] == pytest.approx(92.0) and rows[spring]["completeness"] == 1.0
+    # Fall back: 02:00-02:45 happen twice: both readings summed in their wall-clock slot.
+    assert rows[fall]["slot_kwh"][8:12] == [2.0] * 4
+    assert rows[fall]["daily_kwh"] == pytest.approx(100.0) and rows[fall]["completeness"] == 1.0
+    assert len(rows[fall]["slot_kwh"]) == 96
+
+
+def test_minmax_normalization(spark):
+    day = dt.date(2026, 6, 3)
+    clean = _day_readings(spark, day, SH, 24, interval=60, kwh=lambda i: float(i % 4))
+    row = S.daily_load_shapes(clean, _calendar(spark, day, SH, 60), interval_minutes=60, tariff=HOURLY_TARIFF,
+                              normalization="minmax").collect()[0]
+    assert row["shape"][:4] == [0.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+
+
+def test_tariff_masks_cover_each_slot_once():
+    masks = S.tariff_slot_masks(TariffConfig(), 15)
+    assert all(sum(masks[p][i] for p in S.PERIODS) == 1.0 for i in range(96))
+    assert masks["valley"][0] == 1.0 and masks["peak"][8 * 4] == 1.0 and masks["flat"][7 * 4] == 1.0
