@@ -21,11 +21,15 @@ def _ts(day: dt.date, minutes: int, zone: str = SH) -> dt.datetime:
     return (dt.datetime.combine(day, dt.time(), ZoneInfo(zone)) + dt.timedelta(minutes=minutes)).astimezone(UTC)
 
 
+def _calendar_frame(spark, first, last, zone=SH, interval=15):
+    return spark.createDataFrame(C.local_calendar(first, last, zone, interval), C.calendar_rows_schema())
+
+
 def _tag(spark, rows, first, last, interval=15, zone=SH, known=("m1", "m2")):
     raw = spark.createDataFrame(rows, RAW)
     archive = spark.createDataFrame([(m,) for m in known], "meter_id string")
-    return C.tag_reasons(raw, archive, time_zone=zone, interval_minutes=interval,
-                         first_date=first, last_date=last, max_interval_kwh=100.0)
+    return C.tag_reasons(raw, archive, _calendar_frame(spark, first, last, zone, interval), time_zone=zone,
+                         interval_minutes=interval, first_date=first, last_date=last, max_interval_kwh=100.0)
 
 
 D = dt.date(2026, 6, 1)
@@ -48,39 +52,68 @@ def test_each_quarantine_reason_is_assigned(spark):
                           ("m1", "out_of_window"), ("m1", "future_ts"), ("m1", "negative"), ("m1", "out_of_range")])
 
 
-def _clean(spark, rows, first=D, last=D, z=3.0, method="robust"):
-    tagged = _tag(spark, rows, first, last)
-    stats = C.meter_reading_stats(tagged.filter(F.col("reason").isNull()))
-    return C.clean_readings(tagged, stats, method=method, z_threshold=z, interval_minutes=15)
+def _clean(spark, rows, first=D, last=D, z=3.0, method="robust", max_gap=4, known=("m1", "m2")):
+    """Run the whole clean chain on hand-made rows; returns (clean rows, quarantine rows)."""
+    out = C.clean_interval_readings(
+        spark.createDataFrame(rows, RAW), spark.createDataFrame([(m,) for m in known], "meter_id string"),
+        _calendar_frame(spark, first, last), time_zone=SH, interval_minutes=15, first_date=first, last_date=last,
+        max_interval_kwh=100.0, method=method, z_threshold=z, max_gap=max_gap)
+    return out.clean.collect(), out.quarantine.collect()
 
 
-def test_second_reading_at_same_instant_is_a_duplicate(spark):
-    rows = [("m1", _ts(D, 15 * i), 1.0, D) for i in range(8)] + [("m1", _ts(D, 30), 1.0, D)]
-    out = _clean(spark, rows)
-    reasons = [r["reason"] for r in out.collect()]
-    assert reasons.count("duplicate") == 1 and reasons.count(None) == 8
+def test_every_raw_row_lands_in_clean_or_quarantine_exactly_once(spark):
+    rows = [("m1", _ts(D, 15 * i), 1.0 + (i % 3) * 0.1, D) for i in range(96)]
+    rows += [("m1", _ts(D, 30), 1.1, D), ("m1", _ts(D, 30), 1.1, D),  # an instant read three times
+             ("m1", _ts(D, 45), 0.9, D),                               # a conflicting second reading
+             ("m1", _ts(D, 60), None, D), ("mX", _ts(D, 0), 2.0, D)]
+    clean, quarantine = _clean(spark, rows)
+    measured = [r for r in clean if r["quality"] in ("measured", "outlier_replaced")]
+    assert len(measured) + len(quarantine) == len(rows)
+    assert sorted(r["reason"] for r in quarantine) == ["duplicate", "duplicate", "duplicate", "null_value", "unknown_meter"]
+    kept_45 = next(r for r in clean if r["slot"] == 3)
+    assert kept_45["kwh"] == pytest.approx(1.0)  # the larger of the two conflicting readings is kept
+    assert len({(r["meter_id"], r["ts"]) for r in clean}) == len(clean) == 96
 
 
 def test_spike_is_flagged_and_replaced_by_interpolation(spark):
     # Four days of readings (the P99 scale needs more than a handful of readings).
     values = [1.0, 1.2, 1.1, 1.3, 1.0, 1.2, 1.1, 1.3] * 48
     values[10] = 60.0  # neighbours 1.2 (slot 9) and 1.3 (slot 11)
-    rows = [("m1", _ts(D, 15 * i), v, D) for i, v in enumerate(values)]
-    out = _clean(spark, rows, last=D + dt.timedelta(days=3)).collect()
-    spike = next(r for r in out if r["kwh"] == 60.0)
+    rows = [("m1", _ts(D, 15 * i), v, D + dt.timedelta(days=i // 96)) for i, v in enumerate(values)]
+    clean, quarantine = _clean(spark, rows, last=D + dt.timedelta(days=3))
+    spike = next(r for r in clean if r["kwh_raw"] == 60.0)
     assert spike["quality"] == "outlier_replaced"
-    assert spike["kwh_clean"] == pytest.approx((1.2 + 1.3) / 2)
-    assert sum(1 for r in out if r["quality"] == "outlier_replaced") == 1
+    assert spike["kwh"] == pytest.approx((1.2 + 1.3) / 2)
+    assert sum(1 for r in clean if r["quality"] == "outlier_replaced") == 1
+    assert not quarantine and len(clean) == len(values)
 
 
 def test_short_gaps_are_interpolated_long_gaps_left_missing(spark):
-    present = [i for i in range(20) if i not in (3, 4) and not 8 <= i <= 13]  # gap of 2 and gap of 6
+    present = [i for i in range(96) if i not in (3, 4) and not 8 <= i <= 13]  # gap of 2 and gap of 6
     rows = [("m1", _ts(D, 15 * i), float(i), D) for i in present]
-    readings = _clean(spark, rows).filter("reason IS NULL").select("meter_id", "ts", "kwh_clean")
-    filled = C.fill_short_gaps(readings, max_gap=4, interval_minutes=15, time_zone=SH)
-    got = sorted((r["slot"], r["kwh_clean"], r["quality"]) for r in filled.collect())
+    clean, _ = _clean(spark, rows, z=1e9)
+    filled = sorted((r["slot"], r["kwh"], r["kwh_raw"]) for r in clean if r["quality"] == "interpolated")
     # Linear between slot 2 (2.0) and slot 5 (5.0); the 6-interval gap stays missing.
-    assert got == [(3, pytest.approx(3.0), "interpolated"), (4, pytest.approx(4.0), "interpolated")]
+    assert filled == [(3, pytest.approx(3.0), None), (4, pytest.approx(4.0), None)]
+    assert not {r["slot"] for r in clean} & set(range(8, 14))
+
+
+def test_gap_across_midnight_is_interpolated_from_both_days(spark):
+    d2 = D + dt.timedelta(days=1)
+    rows = [("m1", _ts(D, 15 * i), 1.0, D) for i in range(95)]         # 23:45 missing on day 1
+    rows += [("m1", _ts(d2, 15 * i), 3.0, d2) for i in range(1, 96)]   # 00:00 missing on day 2
+    clean, _ = _clean(spark, rows, last=d2, z=1e9)
+    filled = sorted((r["date"], r["slot"], r["kwh"]) for r in clean if r["quality"] == "interpolated")
+    assert filled == [(D, 95, pytest.approx(1 + 2 / 3)), (d2, 0, pytest.approx(1 + 4 / 3))]
+
+
+def test_meter_reading_stats_quantiles_within_bin_width(spark):
+    rows = [("m1", float(v)) for v in range(1, 1001)]
+    stats = C.meter_reading_stats(spark.createDataFrame(rows, "meter_id string, kwh double")).collect()[0]
+    assert stats["median_kwh"] == pytest.approx(500, rel=0.05)
+    assert stats["p99_kwh"] == pytest.approx(990, rel=0.05)
+    assert stats["mean_kwh"] == pytest.approx(500.5)
+    assert stats["std_kwh"] == pytest.approx(288.67, rel=1e-3)
 
 
 def test_local_calendar_knows_dst_days():

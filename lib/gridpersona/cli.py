@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("table")
     h.add_argument("--limit", type=_positive, default=20)
 
+    r = sub.add_parser("run", help="run one pipeline stage or all of them for an as-of date")
+    r.add_argument("stage", help="clean, shapes, segment-train, segment-assign, profile, or all")
+    r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
+    r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
+
     d = sub.add_parser("demo", help="the main job on the embedded default: generate the lake if absent, then list it")
     d.add_argument("--regenerate", action="store_true", help="regenerate the synthetic lake even if it exists")
     return p
@@ -150,6 +155,26 @@ def cmd_history(settings: Settings, args) -> int:
     return 0
 
 
+def stage_summary(results) -> str:
+    rows = []
+    for name, res in results:
+        outs = ", ".join(f"{t} {n:,}" for t, n in res.outputs.items())
+        rate = f"{res.rows_in / res.seconds:,.0f}" if res.rows_in and res.seconds else "-"
+        rows.append([name, f"{res.seconds:.1f}", f"{res.rows_in:,}", rate, outs])
+    total = sum(res.seconds for _, res in results)
+    rows.append(["total", f"{total:.1f}", "", "", ""])
+    return render_table(["stage", "seconds", "rows in", "rows/s", "rows out"], rows, align_right=[1, 2, 3])
+
+
+def cmd_run(settings: Settings, args) -> int:
+    from gridpersona.pipeline import run_pipeline
+
+    lake = _lake(settings)
+    results = run_pipeline(settings, lake.spark, lake, args.stage, args.as_of, args.window_days)
+    print(stage_summary(results))
+    return 0
+
+
 def cmd_demo(settings: Settings, args) -> int:
     lake = _lake(settings)
     started = time.perf_counter()
@@ -164,7 +189,8 @@ def cmd_demo(settings: Settings, args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history, "demo": cmd_demo}
+COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history,
+            "run": cmd_run, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

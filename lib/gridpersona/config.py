@@ -179,6 +179,115 @@ class CleanConfig(_Section):
     max_interval_kwh: float = Field(10000.0, gt=0)
 
 
+class ShapesConfig(_Section):
+    # total: slot kWh / daily kWh (shape sums to 1); minmax: (x - min) / (max - min).
+    normalization: Literal["total", "minmax"] = "total"
+    # Count the stage's input rows for the run log (one more pass over ami_clean).
+    count_input: bool = True
+
+
+class SegmentBound(_Section):
+    """Inclusive bounds on one centroid feature; a missing side is open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SegmentBound":
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class SegmentLabel(_Section):
+    """A segment label: archetype code, display names, and the feature bounds that give it (all must hold)."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    zh: str
+    en: str
+    when: dict[str, SegmentBound] = Field(default_factory=dict)
+
+
+SEGMENT_BUILTIN_FEATURES = ("peak_to_mean", "peak_hour", "weekend_ratio", "mean_daily_kwh")
+
+
+def segment_feature_names(windows) -> set[str]:
+    """Centroid features the label rules may test: the built-ins plus <window>_share and weekend_<window>_share."""
+    names = set(SEGMENT_BUILTIN_FEATURES)
+    for w in windows:
+        names |= {f"{w}_share", f"weekend_{w}_share"}
+    return names
+
+
+def _default_segment_labels() -> list[SegmentLabel]:
+    rules = [
+        ("vacant", "空置型", "Vacant", {"mean_daily_kwh": {"max": 1.5}}),
+        ("commercial_day", "日间商业型", "Commercial daytime", {"daytime_share": {"min": 0.55}, "weekend_ratio": {"max": 0.8}}),
+        ("night", "低谷型", "Night / valley", {"night_share": {"min": 0.6}}),
+        ("ev_night", "夜间充电型", "EV night charging", {"small_hours_share": {"min": 0.2}, "evening_share": {"min": 0.15}}),
+        ("double_peak", "双峰型", "Double peak", {"morning_share": {"min": 0.18}, "evening_share": {"min": 0.25}}),
+        ("evening_peak", "高峰型", "Evening peak", {"evening_share": {"min": 0.35}}),
+        ("flat", "平稳型", "Flat", {"peak_to_mean": {"max": 1.6}}),
+    ]
+    return [SegmentLabel(code=c, zh=zh, en=en, when=w) for c, zh, en, w in rules]
+
+
+class SegmentConfig(_Section):
+    # Typical shape per meter: mean_shape (mean of the daily normalized shapes) |
+    # energy_weighted (kWh per slot summed over the window / the window's kWh).
+    typical_shape: Literal["mean_shape", "energy_weighted"] = "mean_shape"
+    # Only days at least this complete enter the typical shape.
+    min_completeness: float = Field(0.9, ge=0, le=1)
+    # Meters with a mean daily kWh below this go to the reserved vacant segment before KMeans (null: no rule).
+    vacant_max_daily_kwh: float | None = Field(1.5, gt=0)
+    vacant_segment_id: int = Field(0, ge=0)
+    # Fixed k, or null to choose k in [k_min, k_max] by silhouette.
+    k: int | None = Field(None, ge=2)
+    k_min: int = Field(4, ge=2)
+    k_max: int = Field(10, ge=2)
+    # Silhouette for the k range is computed on a deterministic sample of this many meters (0: all).
+    silhouette_sample_meters: int = Field(4000, ge=0)
+    seed: int = 20240501
+    max_iter: int = Field(40, ge=1)
+    tol: float = Field(1e-4, gt=0)
+    init_steps: int = Field(2, ge=1)
+    # Principal components KMeans clusters on (0: the typical shapes themselves).
+    pca_components: int = Field(0, ge=0)
+    # Partitions of the feature frame KMeans runs on; 1 keeps sums in a fixed order (bit-identical reruns).
+    partitions: int = Field(1, ge=1)
+    # Model version segment-assign uses (null: the latest trained on or before the as-of date).
+    model_version: str | None = None
+    # Named local-time windows; label rules test <name>_share (weekday) and weekend_<name>_share.
+    windows: dict[str, str] = Field(default_factory=lambda: {
+        "night": "23:00-07:00", "small_hours": "00:00-05:00", "morning": "06:00-10:00",
+        "daytime": "08:00-18:00", "evening": "18:00-23:00"})
+    # Ordered: the first rule whose bounds all hold names the centroid; else the fallback.
+    labels: list[SegmentLabel] = Field(default_factory=_default_segment_labels)
+    fallback: SegmentLabel = Field(default_factory=lambda: SegmentLabel(code="mixed", zh="混合型", en="Mixed"))
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, text in v.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"window name {name!r} must be lower_snake_case")
+            parse_hhmm_range(text)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SegmentConfig":
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min {self.k_min} is above k_max {self.k_max}")
+        known = segment_feature_names(self.windows)
+        for i, rule in enumerate(self.labels):
+            unknown = sorted(set(rule.when) - known)
+            if unknown:
+                raise ValueError(f"labels[{i}] ({rule.code}): unknown feature(s) {unknown}; known: {sorted(known)}")
+        return self
+
+
 class PipelineConfig(_Section):
     window_days: int = Field(90, ge=1)
 
@@ -192,7 +301,9 @@ class Settings(_Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
+    shapes: ShapesConfig = Field(default_factory=ShapesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
 
     def config_hash(self) -> str:
         """Stable short hash of the effective configuration (for run logs)."""

@@ -129,6 +129,8 @@ class Lake:
         self._spark = spark
         self.root = os.path.abspath(os.path.expanduser(settings.lake.root))
         self.backend = settings.lake.backend
+        # What the latest write through this Lake did: table, version, rows, files.
+        self.last_write: dict[str, Any] = {}
 
     # ------------------------------------------------------------ basics
     @property
@@ -340,7 +342,11 @@ class Lake:
         else:
             writer = writer.mode(mode)
         writer.save(self.path(table))
-        return self.version(table)
+        latest = self._history_spark(table, 1)[0]
+        metrics = latest.get("metrics") or {}
+        self.last_write = {"table": table, "version": int(latest["version"]),
+                           "rows": int(metrics.get("numOutputRows", 0)), "files": int(metrics.get("numFiles", 0))}
+        return self.last_write["version"]
 
     def _stage_parquet(self, df: DataFrame, table: str, partition_by: tuple[str, ...]) -> tuple[str, list[dict]]:
         """Spark writes the frame's Parquet files into a staging folder; returns (folder, files)."""
@@ -405,6 +411,7 @@ class Lake:
             if os.path.isdir(staging_parent) and not os.listdir(staging_parent):
                 os.rmdir(staging_parent)
         version = DeltaTable(root).version()
+        self.last_write = {"table": table, "version": version, "rows": sum(f["rows"] for f in files), "files": len(files)}
         log.debug("%s: committed version %d (%d files, %.1fs)", table, version, len(files), time.time() - t0)
         return version
 

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from gridpersona.bronze import read_bronze
 from gridpersona.runtime import StageContext, StageResult
 from gridpersona.transform import clean as C
+from gridpersona.transform import shapes as S
 
 AMI_CLEAN = "silver.ami_clean"
 AMI_QUARANTINE = "silver.ami_quarantine"
@@ -29,51 +30,58 @@ def run_clean(ctx: StageContext) -> StageResult:
     s = ctx.settings
     first, last = ctx.window
     dates = ctx.window_dates
+    calendar = calendar_frame(ctx)
     raw = read_bronze(ctx.lake, "bronze.ami_interval").filter(F.col("date").between(first, last))
     archive = read_bronze(ctx.lake, "bronze.customer_archive").select("meter_id")
-    tagged = C.tag_reasons(raw, archive, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
-                           first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh)
-    stats = C.meter_reading_stats(tagged.filter(F.col("reason").isNull()))
-    readings = C.clean_readings(tagged, stats, method=s.clean.outlier_method, z_threshold=s.clean.outlier_z,
-                                interval_minutes=s.ami.interval_minutes)
-    readings = readings.persist(StorageLevel.MEMORY_AND_DISK)
+    out = C.clean_interval_readings(
+        raw, archive, calendar, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
+        first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh, method=s.clean.outlier_method,
+        z_threshold=s.clean.outlier_z, max_gap=s.clean.max_interpolate_intervals,
+        cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        quarantine = readings.filter(F.col("reason").isNotNull()).select(
-            "meter_id", "ts", "kwh", "date", "local_date", "reason")
-        measured = readings.filter(F.col("reason").isNull()).select(
-            "meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh_clean", F.col("kwh").alias("kwh_raw"), "quality")
-        filled = C.fill_short_gaps(measured, max_gap=s.clean.max_interpolate_intervals,
-                                   interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone)
-        filled = filled.select("meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh_clean",
-                               F.lit(None).cast("double").alias("kwh_raw"), "quality")
-        clean = measured.unionByName(filled).withColumnRenamed("kwh_clean", "kwh").select(
-            "meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality")
-
-        ctx.lake.replace(quarantine, AMI_QUARANTINE, where={"date": dates}, partition_by=["date"])
-        ctx.lake.replace(clean, AMI_CLEAN, where={"date": dates}, partition_by=["date"])
-        written_clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
-        written_quarantine = ctx.lake.read(AMI_QUARANTINE).filter(F.col("date").between(first, last))
-        quality = C.meter_day_quality(written_clean, written_quarantine, calendar_frame(ctx).select("date", "expected_intervals"))
-        ctx.lake.replace(quality, METER_DAY_QUALITY, where={"date": dates}, partition_by=["date"])
-
-        # Reconciliation: every raw row is in exactly one of clean (measured or replaced) or quarantine.
-        counts = {r["k"]: r["n"] for r in readings.groupBy(F.coalesce("reason", "quality").alias("k")).count()
-                  .withColumnRenamed("count", "n").collect()}
+        ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}, partition_by=["date"])
+        quarantined_rows = ctx.lake.last_write["rows"]
+        ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}, partition_by=["date"])
+        clean_rows = ctx.lake.last_write["rows"]
     finally:
-        readings.unpersist()
-    raw_rows = sum(counts.values())
+        out.days.unpersist()
+        out.stats.unpersist()
+
+    written_clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
+    written_quarantine = ctx.lake.read(AMI_QUARANTINE).filter(F.col("date").between(first, last))
+    quality = C.meter_day_quality(written_clean, written_quarantine, archive, calendar)
+    ctx.lake.replace(quality, METER_DAY_QUALITY, where={"date": dates}, partition_by=["date"])
+    quality_rows = ctx.lake.last_write["rows"]
+
+    # Reconciliation from what was written: every raw row is in exactly one of clean or quarantine.
+    quarantined = {r["reason"]: r["count"] for r in written_quarantine.groupBy("reason").count().collect()}
     clean_counts = {r["quality"]: r["count"] for r in written_clean.groupBy("quality").count().collect()}
-    kept = clean_counts.get("measured", 0) + clean_counts.get("outlier_replaced", 0)
-    quarantined = {k: v for k, v in counts.items() if k in C.QUARANTINE_REASONS}
-    result = StageResult(rows_in=raw_rows)
-    result.outputs = {AMI_CLEAN: sum(clean_counts.values()), AMI_QUARANTINE: sum(quarantined.values()),
-                      METER_DAY_QUALITY: ctx.lake.read(METER_DAY_QUALITY).filter(F.col("date").between(first, last)).count()}
-    balance = "OK" if kept + sum(quarantined.values()) == raw_rows else "MISMATCH"
+    raw_rows = raw.count()
+    kept_rows = clean_counts.get("measured", 0) + clean_counts.get("outlier_replaced", 0)
+    total_q = sum(quarantined.values())
+    result = StageResult(rows_in=raw_rows, outputs={AMI_CLEAN: clean_rows, AMI_QUARANTINE: quarantined_rows,
+                                                    METER_DAY_QUALITY: quality_rows})
+    balance = "OK" if kept_rows + total_q == raw_rows else "MISMATCH"
     result.notes.append(
-        f"reconciliation {balance}: raw {raw_rows:,} = clean {kept:,} (measured {clean_counts.get('measured', 0):,}, "
-        f"outlier_replaced {clean_counts.get('outlier_replaced', 0):,}) + quarantine {sum(quarantined.values()):,} ("
+        f"reconciliation {balance}: raw {raw_rows:,} = clean {kept_rows:,} (measured {clean_counts.get('measured', 0):,}, "
+        f"outlier_replaced {clean_counts.get('outlier_replaced', 0):,}) + quarantine {total_q:,} ("
         + ", ".join(f"{k} {quarantined.get(k, 0):,}" for k in C.QUARANTINE_REASONS) + ")")
     result.notes.append(f"interpolated {clean_counts.get('interpolated', 0):,} readings in short gaps")
     if balance != "OK":
         raise RuntimeError(f"clean: reconciliation failed: {result.notes[0]}")
     return result
+
+
+DAILY_LOAD_SHAPE = "silver.daily_load_shape"
+
+
+def run_shapes(ctx: StageContext) -> StageResult:
+    """silver.ami_clean (window) -> silver.daily_load_shape (one row per meter and local day)."""
+    s = ctx.settings
+    first, last = ctx.window
+    clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
+    shapes = S.daily_load_shapes(clean, calendar_frame(ctx), interval_minutes=s.ami.interval_minutes,
+                                 tariff=s.tariff, normalization=s.shapes.normalization)
+    ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": ctx.window_dates}, partition_by=["date"])
+    written = ctx.lake.last_write["rows"]
+    return StageResult(rows_in=int(clean.count()) if s.shapes.count_input else 0, outputs={DAILY_LOAD_SHAPE: written})

@@ -27,6 +27,9 @@ kWh is the sum of its readings, and its expected interval count is 92 or 100.
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, Window
@@ -88,14 +91,25 @@ def with_local_time(df: DataFrame, time_zone: str, interval_minutes: int) -> Dat
     )
 
 
-def tag_reasons(raw: DataFrame, known_meters: DataFrame, *, time_zone: str, interval_minutes: int,
-                first_date: dt.date, last_date: dt.date, max_interval_kwh: float) -> DataFrame:
-    """Raw readings + ``local_date``, ``slot`` and ``reason`` (null when the row may be clean).
+def calendar_rows_schema() -> str:
+    return "date date, day_start_epoch long, expected_intervals int"
 
-    ``known_meters`` has one column ``meter_id`` (the archive's meters); it is small and broadcast.
+
+def tag_reasons(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *, time_zone: str, interval_minutes: int,
+                first_date: dt.date, last_date: dt.date, max_interval_kwh: float) -> DataFrame:
+    """Raw readings + ``local_date``, ``slot``, ``pos`` and ``reason`` (null when the row may be clean).
+
+    ``known_meters`` has one column ``meter_id`` (the archive's meters); ``calendar`` is
+    :func:`local_calendar` as a frame. Both are small and broadcast. ``pos`` is the
+    reading's position among the local day's intervals (0 .. expected_intervals - 1),
+    which differs from the wall-clock ``slot`` only on DST days.
     """
     known = F.broadcast(known_meters.select("meter_id").distinct().withColumn("_known", F.lit(True)))
+    cal = F.broadcast(calendar.select(F.col("date").alias("local_date"), "day_start_epoch"))
     df = with_local_time(raw.join(known, "meter_id", "left"), time_zone, interval_minutes)
+    df = (df.join(cal, "local_date", "left")
+          .withColumn("pos", ((F.unix_seconds("ts") - F.col("day_start_epoch")) / (interval_minutes * 60)).cast("int"))
+          .drop("day_start_epoch"))
     reason = (
         F.when(F.col("kwh").isNull(), "null_value")
         .when(F.col("_known").isNull(), "unknown_meter")
@@ -108,106 +122,267 @@ def tag_reasons(raw: DataFrame, known_meters: DataFrame, *, time_zone: str, inte
     return df.withColumn("reason", reason).drop("_known", "aligned")
 
 
+
+
+# Histogram bins for the per-meter quantiles: log-spaced, 5 % wide.
+_BIN_BASE = 1.05
+_BIN_FLOOR_KWH = 1e-4
+
+
 def meter_reading_stats(accepted: DataFrame) -> DataFrame:
-    """Per meter: median, P99, mean and standard deviation of its readings (for the Z-scores)."""
-    return accepted.groupBy("meter_id").agg(
-        F.percentile_approx("kwh", F.array(F.lit(0.5), F.lit(0.99)), 2000).alias("_q"),
-        F.mean("kwh").alias("mean_kwh"),
-        F.stddev_pop("kwh").alias("std_kwh"),
-    ).select("meter_id", F.col("_q")[0].alias("median_kwh"), F.col("_q")[1].alias("p99_kwh"), "mean_kwh", "std_kwh")
+    """Per meter: median and P99 (within 5 %, from a log-binned histogram), mean and std of its readings.
+
+    The histogram is a plain ``groupBy(meter, bin).count()`` (code-generated, collapsed
+    before the shuffle); quantiles are read off its cumulative counts. Exact enough for an
+    outlier scale and far cheaper than a quantile sketch per reading.
+    """
+    value = F.greatest(F.col("kwh"), F.lit(_BIN_FLOOR_KWH))
+    bins = (accepted.withColumn("bin", F.floor(F.log(value) / math.log(_BIN_BASE)).cast("int"))
+            .groupBy("meter_id", "bin")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum("kwh").alias("s1"), F.sum(F.col("kwh") * F.col("kwh")).alias("s2")))
+    by_meter = Window.partitionBy("meter_id")
+    cum = (bins.withColumn("total", F.sum("n").over(by_meter))
+           .withColumn("cum", F.sum("n").over(by_meter.orderBy("bin").rowsBetween(Window.unboundedPreceding, 0))))
+    centre = lambda b: F.pow(F.lit(_BIN_BASE), b + 0.5)  # geometric middle of the bin
+    stats = cum.groupBy("meter_id").agg(
+        F.min(F.when(F.col("cum") >= 0.5 * F.col("total"), F.col("bin"))).alias("_b50"),
+        F.min(F.when(F.col("cum") >= 0.99 * F.col("total"), F.col("bin"))).alias("_b99"),
+        F.sum("n").alias("_n"), F.sum("s1").alias("_s1"), F.sum("s2").alias("_s2"),
+    )
+    mean = F.col("_s1") / F.col("_n")
+    return stats.select(
+        "meter_id",
+        centre(F.col("_b50")).alias("median_kwh"),
+        centre(F.col("_b99")).alias("p99_kwh"),
+        mean.alias("mean_kwh"),
+        F.sqrt(F.greatest(F.col("_s2") / F.col("_n") - mean * mean, F.lit(0.0))).alias("std_kwh"),
+    )
 
 
-def outlier_score(method: str) -> Column:
-    """Z of ``kwh`` against the meter's own readings (columns of meter_reading_stats joined in)."""
+def outlier_score(value: Column, method: str) -> Column:
+    """Z of ``value`` against the meter's own readings (columns of meter_reading_stats in scope)."""
     if method == "zscore":
-        return (F.col("kwh") - F.col("mean_kwh")) / F.greatest(F.col("std_kwh"), F.lit(1e-6))
+        return (value - F.col("mean_kwh")) / F.greatest(F.col("std_kwh"), F.lit(1e-6))
     if method == "robust":
         # Scale = the meter's upper spread (P99 - median): load curves are skewed, so a
         # symmetric MAD would call every daily peak an outlier.
-        return (F.col("kwh") - F.col("median_kwh")) / F.greatest(F.col("p99_kwh") - F.col("median_kwh"), F.lit(1e-3))
+        return (value - F.col("median_kwh")) / F.greatest(F.col("p99_kwh") - F.col("median_kwh"), F.lit(1e-3))
     raise ValueError(f"clean.outlier_method {method!r}: expected 'robust' or 'zscore'")
 
 
-def _seconds(col: str) -> Column:
-    return F.unix_seconds(F.col(col))
+def flag_outliers(accepted: DataFrame, stats: DataFrame, *, method: str, z_threshold: float) -> DataFrame:
+    """Accepted readings + ``outlier`` (|Z| above the threshold) and the meter's ``median_kwh``."""
+    joined = accepted.join(F.broadcast(stats.select("meter_id", "median_kwh", "p99_kwh", "mean_kwh", "std_kwh")),
+                           "meter_id", "left")
+    return (joined.withColumn("outlier", F.coalesce(F.abs(outlier_score(F.col("kwh"), method)) > z_threshold, F.lit(False)))
+            .drop("p99_kwh", "mean_kwh", "std_kwh"))
 
 
-def clean_readings(tagged: DataFrame, stats: DataFrame, *, method: str, z_threshold: float, interval_minutes: int) -> DataFrame:
-    """Rows of ``tag_reasons`` -> the same rows with final ``reason`` (duplicates added) and for
-    non-quarantined rows ``kwh_clean`` and ``quality``. One shuffle: by meter, ordered by time."""
-    by_meter = Window.partitionBy("meter_id").orderBy("ts", F.col("kwh").desc_nulls_last())
-    df = tagged.join(F.broadcast(stats), "meter_id", "left")
-    # Duplicates: a reading at the same instant as the accepted row before it (rows with an
-    # earlier reason stay out of the comparison so they cannot shadow a good reading).
-    ok = F.col("reason").isNull()
-    ok_ts = F.when(ok, F.col("ts"))
-    prev_ok_ts = F.last(ok_ts, ignorenulls=True).over(by_meter.rowsBetween(Window.unboundedPreceding, -1))
-    df = df.withColumn("reason", F.when(ok & (prev_ok_ts == F.col("ts")), F.lit("duplicate")).otherwise(F.col("reason")))
+def _mask_words(positions: int) -> int:
+    return (positions + 63) // 64
 
-    ok = F.col("reason").isNull()
-    df = df.withColumn("outlier", ok & (F.abs(outlier_score(method)) > z_threshold))
-    good = ok & ~F.col("outlier")
-    before = by_meter.rowsBetween(-_NEIGHBOUR_ROWS, -1)
-    after = by_meter.rowsBetween(1, _NEIGHBOUR_ROWS)
-    prev_kwh = F.last(F.when(good, F.col("kwh")), ignorenulls=True).over(before)
-    prev_t = F.last(F.when(good, _seconds("ts")), ignorenulls=True).over(before)
-    next_kwh = F.first(F.when(good, F.col("kwh")), ignorenulls=True).over(after)
-    next_t = F.first(F.when(good, _seconds("ts")), ignorenulls=True).over(after)
-    df = (df.withColumn("_pk", prev_kwh).withColumn("_pt", prev_t)
-            .withColumn("_nk", next_kwh).withColumn("_nt", next_t))
-    t = _seconds("ts")
-    interpolated = F.when(F.col("_pk").isNotNull() & F.col("_nk").isNotNull(),
-                          F.col("_pk") + (F.col("_nk") - F.col("_pk")) * (t - F.col("_pt")) / (F.col("_nt") - F.col("_pt")))
-    replacement = F.coalesce(interpolated, F.col("_pk"), F.col("_nk"), F.col("median_kwh"))
-    return (
-        df.withColumn("kwh_clean", F.when(~ok, F.lit(None).cast("double"))
-                      .when(F.col("outlier"), replacement).otherwise(F.col("kwh")))
-        .withColumn("quality", F.when(~ok, F.lit(None).cast("string"))
-                    .when(F.col("outlier"), F.lit("outlier_replaced")).otherwise(F.lit("measured")))
-        .drop("_pk", "_pt", "_nk", "_nt", "median_kwh", "p99_kwh", "mean_kwh", "std_kwh", "outlier")
+
+def _position_mask(pred: Column, positions: int) -> list[Column]:
+    """bit_or of 1 << pos over the rows matching ``pred``: which positions of the day they fill."""
+    return [F.bit_or(F.when(pred & (F.col("pos") >= 64 * w) & (F.col("pos") < 64 * (w + 1)),
+                            F.expr(f"shiftleft(1L, pos - {64 * w})")).otherwise(F.lit(0).cast("long")))
+            for w in range(_mask_words(positions))]
+
+
+def _mask_count(prefix: str, positions: int) -> Column:
+    total = F.lit(0)
+    for w in range(_mask_words(positions)):
+        total = total + F.bit_count(F.col(f"{prefix}{w}"))
+    return total.cast("int")
+
+
+def _mask_has(prefix: str, pos: Column, positions: int) -> Column:
+    cond = F.lit(False)
+    for w in range(_mask_words(positions)):
+        in_word = (pos >= 64 * w) & (pos < 64 * (w + 1))
+        bit = F.call_function("shiftright", F.col(f"{prefix}{w}"), pos - 64 * w)
+        cond = cond | (in_word & (bit.bitwiseAND(F.lit(1)) == 1))
+    return cond
+
+
+def meter_day_readings(flagged: DataFrame, positions: int) -> DataFrame:
+    """Flagged accepted readings -> one row per meter and local day.
+
+    ``good``: array of ``positions`` kWh from the non-outlier readings (null where none;
+    the largest where an instant was read twice); ``readings``: rows; ``present``: distinct
+    positions read; ``good_present``: distinct positions with a non-outlier reading;
+    ``outlier_mask*``: positions with an outlier. One aggregation of conditional maxima and
+    bit masks: Spark's code-generated hash aggregate collapses each meter-day before the
+    shuffle (no pivot, no collect_list).
+    """
+    ok = ~F.col("outlier")
+    per_pos = [F.max(F.when(ok & (F.col("pos") == p), F.col("kwh"))).alias(f"_p{p}") for p in range(positions)]
+    words = _mask_words(positions)
+    masks = ([m.alias(f"all_mask{w}") for w, m in enumerate(_position_mask(F.lit(True), positions))]
+             + [m.alias(f"good_mask{w}") for w, m in enumerate(_position_mask(ok, positions))]
+             + [m.alias(f"outlier_mask{w}") for w, m in enumerate(_position_mask(~ok, positions))])
+    days = flagged.groupBy("meter_id", F.col("local_date").alias("date")).agg(
+        F.count(F.lit(1)).alias("readings"), F.first("median_kwh").alias("median_kwh"), *masks, *per_pos)
+    return days.select(
+        "meter_id", "date", "readings", "median_kwh",
+        _mask_count("all_mask", positions).alias("present"),
+        _mask_count("good_mask", positions).alias("good_present"),
+        *[f"outlier_mask{w}" for w in range(words)],
+        F.array(*[f"_p{p}" for p in range(positions)]).alias("good"),
     )
 
 
-def fill_short_gaps(clean: DataFrame, *, max_gap: int, interval_minutes: int, time_zone: str) -> DataFrame:
-    """Clean rows (meter_id, ts, kwh_clean, ...) -> the interpolated rows for gaps of 1..max_gap intervals.
+def _first_present(arr: Column, n: Column) -> Column:
+    return F.when(arr[0].isNotNull(), F.lit(0)).otherwise(
+        F.array_min(F.filter(F.sequence(F.lit(0), n - 1), lambda j: arr[j].isNotNull())))
 
-    Returns meter_id, ts, local_date, slot, kwh_clean, quality='interpolated'.
+
+def _last_present(arr: Column, n: Column) -> Column:
+    return F.when(arr[n - 1].isNotNull(), n - 1).otherwise(
+        F.array_max(F.filter(F.sequence(F.lit(0), n - 1), lambda j: arr[j].isNotNull())))
+
+
+def repair_days(days: DataFrame, calendar: DataFrame, *, max_gap: int) -> DataFrame:
+    """Meter-days of :func:`meter_day_readings` -> + ``kwh`` (repaired array), ``needs_repair``,
+    ``expected_intervals`` and ``day_start_epoch``.
+
+    A position whose readings were all outliers is replaced by linear interpolation between
+    the nearest good readings (across midnight too; one side, then the meter median, when a
+    side is missing). A run of at most ``max_gap`` missing positions between two good
+    readings is interpolated; longer runs stay null. Complete days pass through untouched:
+    the array work runs on the few days that need it.
+    """
+    cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
+    n = F.col("expected_intervals")
+    df = days.join(cal, "date").withColumn("good", F.slice("good", 1, n))
+    df = df.withColumn("needs_repair", F.col("good_present") < n)
+    good = F.col("good")
+    by_meter = Window.partitionBy("meter_id").orderBy("date")
+    complete = ~F.col("needs_repair")
+    has_good = F.col("good_present") > 0
+    df = (df.withColumn("_first", F.when(complete, F.lit(0)).when(has_good, _first_present(good, n)))
+            .withColumn("_last", F.when(complete, n - 1).when(has_good, _last_present(good, n))))
+    prev_ok = F.lag("date").over(by_meter) == F.date_sub("date", 1)
+    next_ok = F.lead("date").over(by_meter) == F.date_add("date", 1)
+    df = (df.withColumn("_pv", F.when(prev_ok, F.lag(F.struct(
+                F.col("_last").alias("i"), good[F.col("_last")].alias("v"), n.alias("n"))).over(by_meter)))
+            .withColumn("_nv", F.when(next_ok, F.lead(F.struct(
+                F.col("_first").alias("i"), good[F.col("_first")].alias("v"))).over(by_meter))))
+    words = sum(1 for c in days.columns if c.startswith("outlier_mask"))
+
+    def fix(x: Column, i: Column) -> Column:
+        prev_in = F.when(i > 0, F.array_max(F.filter(F.sequence(F.lit(0), i - 1), lambda j: good[j].isNotNull())))
+        next_in = F.when(i < n - 1, F.array_min(F.filter(F.sequence(i + 1, n - 1), lambda j: good[j].isNotNull())))
+        # Positions on one line through midnight: the previous day's are negative, the next day's >= n.
+        prev_pos = F.coalesce(prev_in, F.col("_pv.i") - F.col("_pv.n"))
+        prev_val = F.coalesce(good[prev_in], F.col("_pv.v"))
+        next_pos = F.coalesce(next_in, n + F.col("_nv.i"))
+        next_val = F.coalesce(good[next_in], F.col("_nv.v"))
+        line = prev_val + (next_val - prev_val) * (i - prev_pos) / (next_pos - prev_pos)
+        return (F.when(x.isNotNull(), x)
+                .when(_mask_has("outlier_mask", i, 64 * words), F.coalesce(line, prev_val, next_val, F.col("median_kwh")))
+                .when(next_pos - prev_pos - 1 <= max_gap, line))
+
+    df = df.withColumn("kwh", F.when(complete, good).otherwise(F.transform(good, fix)))
+    return df.drop("_first", "_last", "_pv", "_nv")
+
+
+def repaired_rows(repaired: DataFrame, outliers: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+    """The clean rows that repair created: ``outlier_replaced`` (raw value in ``kwh_raw``) and ``interpolated``.
+
+    ``outliers``: the outlier readings (meter_id, ts, kwh), small.
     """
     step = interval_minutes * 60
-    by_meter = Window.partitionBy("meter_id").orderBy("ts")
-    df = (clean.select("meter_id", "ts", "kwh_clean")
-          .withColumn("_prev_t", F.lag(_seconds("ts")).over(by_meter))
-          .withColumn("_prev_kwh", F.lag("kwh_clean").over(by_meter))
-          .withColumn("_missing", ((_seconds("ts") - F.col("_prev_t")) / step - 1).cast("int"))
-          .filter((F.col("_missing") >= 1) & (F.col("_missing") <= max_gap)))
-    filled = (df.withColumn("_i", F.explode(F.sequence(F.lit(1), F.col("_missing"))))
-              .select("meter_id",
-                      F.timestamp_seconds(F.col("_prev_t") + F.col("_i") * step).alias("ts"),
-                      (F.col("_prev_kwh") + (F.col("kwh_clean") - F.col("_prev_kwh")) * F.col("_i") / (F.col("_missing") + 1)).alias("kwh_clean"),
-                      F.lit("interpolated").alias("quality")))
-    return with_local_time(filled, time_zone, interval_minutes).drop("aligned")
+    words = sum(1 for c in repaired.columns if c.startswith("outlier_mask"))
+    df = (repaired.filter("needs_repair")
+          .select("meter_id", "date", "day_start_epoch", *[f"outlier_mask{w}" for w in range(words)],
+                  F.posexplode(F.arrays_zip(F.col("good").alias("good"), F.col("kwh").alias("kwh"))).alias("pos", "r"))
+          .filter(F.col("r.good").isNull() & F.col("r.kwh").isNotNull()))
+    df = df.select(
+        "meter_id", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step).alias("ts"), "date",
+        F.col("pos").alias("slot"), F.col("r.kwh").alias("kwh"),
+        F.when(_mask_has("outlier_mask", F.col("pos"), 64 * words), "outlier_replaced").otherwise("interpolated").alias("quality"))
+    raw = F.broadcast(outliers.groupBy("meter_id", "ts").agg(F.max("kwh").alias("_raw")))
+    df = (df.join(raw, ["meter_id", "ts"], "left")
+          .withColumn("kwh_raw", F.when(F.col("quality") == "outlier_replaced", F.col("_raw"))))
+    if fixed_utc_offset_seconds(time_zone) is None:
+        # DST zones: position and wall-clock slot differ on the two change days.
+        df = with_local_time(df.drop("slot"), time_zone, interval_minutes).drop("local_date", "aligned")
+    return df.select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality")
 
 
-def meter_day_quality(clean: DataFrame, quarantine: DataFrame, calendar: DataFrame) -> DataFrame:
-    """One row per meter and local day: expected, measured, replaced, interpolated, missing, quarantined.
+def split_duplicates(flagged: DataFrame, days: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(kept, duplicates): on the meter-days read more often than they have distinct positions,
+    keep one reading per instant (non-outlier first, then the largest kWh); the rest are
+    duplicates. Only those few meter-days are sorted; all other readings pass through.
 
-    ``calendar``: date, expected_intervals. A day is complete when nothing is missing.
+    Both outputs keep the columns of ``flagged``; kept rows cover every meter-day.
     """
+    dup_days = F.broadcast(days.filter(F.col("readings") > F.col("present"))
+                           .select("meter_id", F.col("date").alias("local_date")))
+    plain = flagged.join(dup_days, ["meter_id", "local_date"], "left_anti")
+    suspects = flagged.join(dup_days, ["meter_id", "local_date"], "left_semi")
+    w = Window.partitionBy("meter_id", "ts").orderBy(F.col("outlier").asc(), F.col("kwh").desc())
+    ranked = suspects.withColumn("_n", F.row_number().over(w))
+    kept = plain.unionByName(ranked.filter(F.col("_n") == 1).drop("_n"))
+    duplicates = ranked.filter(F.col("_n") > 1).drop("_n")
+    return kept, duplicates
+
+
+def meter_day_quality(clean: DataFrame, quarantine: DataFrame, known_meters: DataFrame, calendar: DataFrame) -> DataFrame:
+    """One row per known meter and local day of the calendar: expected, measured, replaced,
+    interpolated, missing and quarantined counts; a day with no reading at all is all missing."""
     counts = clean.groupBy("meter_id", "date").agg(
-        F.sum(F.when(F.col("quality") == "measured", 1).otherwise(0)).alias("measured_intervals"),
-        F.sum(F.when(F.col("quality") == "outlier_replaced", 1).otherwise(0)).alias("outlier_intervals"),
-        F.sum(F.when(F.col("quality") == "interpolated", 1).otherwise(0)).alias("interpolated_intervals"),
-        F.count(F.lit(1)).alias("_present"),
+        F.sum(F.when(F.col("quality") == "measured", 1).otherwise(0)).cast("int").alias("measured_intervals"),
+        F.sum(F.when(F.col("quality") == "outlier_replaced", 1).otherwise(0)).cast("int").alias("outlier_intervals"),
+        F.sum(F.when(F.col("quality") == "interpolated", 1).otherwise(0)).cast("int").alias("interpolated_intervals"),
     )
-    quarantined = (quarantine.filter(F.col("local_date").isNotNull())
-                   .groupBy("meter_id", F.col("local_date").alias("date")).agg(F.count(F.lit(1)).alias("quarantined_readings")))
-    out = (counts.join(F.broadcast(calendar), "date")
-           .join(quarantined, ["meter_id", "date"], "left")
-           .withColumn("quarantined_readings", F.coalesce("quarantined_readings", F.lit(0)).cast("int"))
-           .withColumn("missing_intervals", F.greatest(F.col("expected_intervals") - F.col("_present"), F.lit(0)).cast("int")))
+    quarantined = quarantine.filter(F.col("local_date").isNotNull()).groupBy(
+        "meter_id", F.col("local_date").alias("date")).agg(F.count(F.lit(1)).cast("int").alias("quarantined_readings"))
+    grid = known_meters.select("meter_id").distinct().crossJoin(F.broadcast(calendar.select("date", "expected_intervals")))
+    out = (grid.join(counts, ["meter_id", "date"], "left").join(quarantined, ["meter_id", "date"], "left")
+           .fillna(0, ["measured_intervals", "outlier_intervals", "interpolated_intervals", "quarantined_readings"]))
+    present = F.col("measured_intervals") + F.col("outlier_intervals") + F.col("interpolated_intervals")
+    missing = F.greatest(F.col("expected_intervals") - present, F.lit(0)).cast("int")
     return out.select(
-        "meter_id", "date", F.col("expected_intervals").cast("int"),
-        F.col("measured_intervals").cast("int"), F.col("outlier_intervals").cast("int"),
-        F.col("interpolated_intervals").cast("int"), "missing_intervals", "quarantined_readings",
-        (F.col("missing_intervals") == 0).alias("complete"),
-    )
+        "meter_id", "date", F.col("expected_intervals").cast("int"), "measured_intervals", "outlier_intervals",
+        "interpolated_intervals", missing.alias("missing_intervals"), "quarantined_readings",
+        (missing == 0).alias("complete"))
+
+
+@dataclass
+class CleanOutput:
+    """The frames of one clean run; ``days`` is reused by several outputs (persist it)."""
+
+    clean: DataFrame        # silver.ami_clean rows
+    quarantine: DataFrame   # silver.ami_quarantine rows
+    days: DataFrame
+    stats: DataFrame
+
+
+def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *, time_zone: str,
+                            interval_minutes: int, first_date: dt.date, last_date: dt.date, max_interval_kwh: float,
+                            method: str, z_threshold: float, max_gap: int,
+                            cache: Callable[[DataFrame], DataFrame] = lambda df: df) -> CleanOutput:
+    """Raw readings -> clean rows and quarantine rows (see the module docstring for the rules).
+
+    ``cache`` is applied to the frames read more than once (the job passes ``persist``).
+    """
+    positions = int(max(r["expected_intervals"] for r in calendar.select("expected_intervals").collect()))
+    tagged = tag_reasons(raw, known_meters, calendar, time_zone=time_zone, interval_minutes=interval_minutes,
+                         first_date=first_date, last_date=last_date, max_interval_kwh=max_interval_kwh)
+    accepted = tagged.filter(F.col("reason").isNull())
+    stats = cache(meter_reading_stats(accepted))
+    flagged = flag_outliers(accepted, stats, method=method, z_threshold=z_threshold)
+    days = cache(meter_day_readings(flagged, positions))
+    kept, duplicates = split_duplicates(flagged, days)
+    quarantine_cols = ["meter_id", "ts", "kwh", "date", "local_date", "reason"]
+    quarantine = (tagged.filter(F.col("reason").isNotNull()).select(*quarantine_cols)
+                  .unionByName(duplicates.withColumn("reason", F.lit("duplicate")).select(*quarantine_cols)))
+    repaired = repair_days(days, calendar, max_gap=max_gap)
+    measured = kept.filter(~F.col("outlier")).select(
+        "meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh", F.col("kwh").alias("kwh_raw"),
+        F.lit("measured").alias("quality"))
+    fixed = repaired_rows(repaired, flagged.filter("outlier").select("meter_id", "ts", "kwh"),
+                          interval_minutes=interval_minutes, time_zone=time_zone)
+    return CleanOutput(clean=measured.unionByName(fixed), quarantine=quarantine, days=days, stats=stats)

@@ -1,0 +1,473 @@
+"""Segment: typical load shapes per meter -> clusters with names and stable ids.
+
+Pure transformations (``DataFrame -> DataFrame``, no I/O, no session, no
+global config) plus small numpy helpers that work on the bounded per-segment
+data the driver holds (centroids, label rules, id matching, ARI).
+
+Typical shape (the feature vector)
+    Per meter, over the days of the window whose ``completeness`` is at least
+    ``min_completeness``: a weekday and a weekend typical shape of ``n`` slots
+    each, concatenated (``2n`` features; weekday first). A meter without a
+    complete weekend day in the window reuses its weekday shape (and the other
+    way round), so every vector has both halves. Two methods:
+
+    - ``mean_shape``: the mean of the daily normalized shapes (every day counts
+      the same, whatever its energy);
+    - ``energy_weighted``: the sum of kWh per slot over the window divided by
+      the window's total kWh (high-energy days weigh more).
+
+    Both are one aggregation per meter with one conditional sum per slot and
+    day type (``sum(when(is_weekend, x[i]))``), which Spark code-generates and
+    collapses before the shuffle (no ``collect_list``, no UDF). The sums are
+    taken over fixed-point integers (``floor(x * scale)``): integer addition is
+    associative, so the result does not depend on the order in which a
+    shuffle hands partial sums over, and two runs give bit-identical features
+    (a double sum may differ in its last bits from run to run, which would
+    leak into distances and centroids). The resolution (1e-12 of a shape
+    value, 1e-6 kWh) is far below anything the clustering can see.
+
+Vacancy
+    Vacant premises draw a near-zero, noise-dominated load whose normalized
+    shape says little. A rule ahead of KMeans (mean daily kWh over the complete
+    days below a threshold) puts them in a reserved segment; KMeans then
+    clusters the others. See :func:`flag_vacant`.
+
+Naming
+    Each centroid is described by a few interpretable features
+    (:func:`centroid_features`: the share of the weekday typical shape falling
+    in named hour windows such as ``night_share``, ``peak_to_mean``,
+    ``peak_hour``, ``weekend_ratio``, ``mean_daily_kwh``) and named by the first
+    rule of an ordered list whose bounds all hold (:func:`label_centroid`);
+    a fallback label otherwise. Several clusters may share a label.
+
+Stable ids
+    New centroids are matched one-to-one to the previous model's centroids by
+    minimum total Euclidean distance (Hungarian algorithm, :func:`match_ids`);
+    matched clusters keep the old id, unmatched ones get fresh ids above every
+    id the previous model used, in a canonical order (label rule order, then the
+    weekday peak slot, then the centroid itself) so a first training gives the
+    same ids whatever order KMeans returned its clusters in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+TYPICAL_SHAPE_METHODS = ("mean_shape", "energy_weighted")
+
+# Fixed-point scales of the order-independent sums (see module docstring).
+_SHAPE_SCALE = 1e12  # shape values are in [0, 1]
+_KWH_SCALE = 1e6  # kWh to the milli-watt-hour
+
+
+def _fixed(col: Column, scale: float) -> Column:
+    return F.floor(col * F.lit(scale))
+
+
+# ------------------------------------------------------------------ features
+
+
+def typical_shapes(daily: DataFrame, *, slots: int, method: str = "mean_shape",
+                   min_completeness: float = 0.9) -> DataFrame:
+    """silver.daily_load_shape rows (already cut to the window) -> one row per meter.
+
+    Returns ``meter_id``, ``days_used`` (complete days), ``weekday_days``,
+    ``weekend_days``, ``mean_daily_kwh`` (over complete days),
+    ``weekday_daily_kwh``, ``weekend_daily_kwh``, ``weekend_ratio`` (weekend
+    over weekday mean daily kWh; null when either is missing or the weekday mean
+    is 0) and ``features``: array<double> of ``2 * slots`` values, the weekday
+    then the weekend typical shape, each summing to 1 (a meter without energy
+    gets a uniform shape). Meters without a complete day are absent.
+    """
+    if method not in TYPICAL_SHAPE_METHODS:
+        raise ValueError(f"segment.typical_shape {method!r}: expected one of {TYPICAL_SHAPE_METHODS}")
+    n = int(slots)
+    weekend = F.col("is_weekend")
+    weekday = ~F.col("is_weekend")
+    if method == "mean_shape":
+        value, scale = F.col("shape"), _SHAPE_SCALE
+    else:
+        value, scale = F.col("slot_kwh"), _KWH_SCALE
+    sums = []
+    for tag, cond in (("d", weekday), ("e", weekend)):
+        sums += [F.sum(F.when(cond, _fixed(value[i], scale))).alias(f"_{tag}{i}") for i in range(n)]
+    per_meter = (
+        daily.filter(F.col("completeness") >= F.lit(float(min_completeness)))
+        .groupBy("meter_id")
+        .agg(
+            F.count(F.when(weekday, 1)).cast("int").alias("weekday_days"),
+            F.count(F.when(weekend, 1)).cast("int").alias("weekend_days"),
+            F.sum(F.when(weekday, _fixed(F.col("daily_kwh"), _KWH_SCALE))).alias("_dk"),
+            F.sum(F.when(weekend, _fixed(F.col("daily_kwh"), _KWH_SCALE))).alias("_ek"),
+            *sums,
+        )
+    )
+    uniform = F.lit(1.0 / n)
+
+    def half(tag: str, days: str) -> list[Column]:
+        cols = [F.coalesce(F.col(f"_{tag}{i}"), F.lit(0)).cast("double") for i in range(n)]
+        if method == "mean_shape":
+            denom = F.col(days).cast("double") * F.lit(scale)
+        else:
+            denom = F.col(f"_{tag}total").cast("double")
+        return [F.when(denom > 0, c / denom).otherwise(uniform) for c in cols]
+
+    if method == "energy_weighted":
+        # The shape's own slot total (not daily_kwh) so each half sums to exactly 1 in fixed point.
+        per_meter = per_meter.select(
+            "*", *[sum((F.coalesce(F.col(f"_{t}{i}"), F.lit(0)) for i in range(n)), F.lit(0)).alias(f"_{t}total")
+                   for t in ("d", "e")])
+    wd, we = half("d", "weekday_days"), half("e", "weekend_days")
+    # A missing half reuses the other one.
+    has_wd, has_we = F.col("weekday_days") > 0, F.col("weekend_days") > 0
+    features = F.array(*[F.when(has_wd, wd[i]).otherwise(we[i]) for i in range(n)],
+                       *[F.when(has_we, we[i]).otherwise(wd[i]) for i in range(n)])
+    dk = F.col("_dk").cast("double") / F.lit(_KWH_SCALE)
+    ek = F.col("_ek").cast("double") / F.lit(_KWH_SCALE)
+    wd_mean = F.when(has_wd, F.coalesce(dk, F.lit(0.0)) / F.col("weekday_days"))
+    we_mean = F.when(has_we, F.coalesce(ek, F.lit(0.0)) / F.col("weekend_days"))
+    days = F.col("weekday_days") + F.col("weekend_days")
+    return per_meter.select(
+        "meter_id",
+        days.cast("int").alias("days_used"),
+        "weekday_days",
+        "weekend_days",
+        ((F.coalesce(dk, F.lit(0.0)) + F.coalesce(ek, F.lit(0.0))) / days).alias("mean_daily_kwh"),
+        wd_mean.alias("weekday_daily_kwh"),
+        we_mean.alias("weekend_daily_kwh"),
+        F.when(wd_mean > 0, we_mean / wd_mean).alias("weekend_ratio"),
+        features.alias("features"),
+    )
+
+
+def flag_vacant(features: DataFrame, max_daily_kwh: float | None) -> DataFrame:
+    """Add ``is_vacant``: mean daily kWh below ``max_daily_kwh`` (None: the rule is off, all False)."""
+    if max_daily_kwh is None:
+        return features.withColumn("is_vacant", F.lit(False))
+    return features.withColumn("is_vacant", F.col("mean_daily_kwh") < F.lit(float(max_daily_kwh)))
+
+
+def deterministic_sample(df: DataFrame, max_rows: int, total_rows: int, seed: int, key: str = "meter_id") -> DataFrame:
+    """About ``max_rows`` rows of ``df`` chosen by a hash of ``key`` and ``seed``.
+
+    The same rows whatever the partitioning or row order (a hash, not a random
+    draw). ``df`` itself when ``max_rows`` is 0 or ``total_rows <= max_rows``.
+    """
+    if max_rows <= 0 or total_rows <= max_rows:
+        return df
+    buckets = 1_000_000
+    keep = int(math.ceil(buckets * max_rows / total_rows))
+    return df.filter(F.pmod(F.xxhash64(F.col(key), F.lit(int(seed))), F.lit(buckets)) < F.lit(keep))
+
+
+def squared_distance(a: Column, b: Column) -> Column:
+    """Squared Euclidean distance of two equal-length array<double> columns."""
+    return F.aggregate(F.zip_with(a, b, lambda x, y: (x - y) * (x - y)), F.lit(0.0), lambda acc, x: acc + x)
+
+
+def cluster_summary(assigned: DataFrame, *, group: str, width: int) -> DataFrame:
+    """Per ``group`` value: size, mean daily kWh, weekend ratio of the group's energy and the member-mean features.
+
+    ``assigned``: typical_shapes rows with a ``group`` column. ``weekend_ratio``
+    here is the ratio of the members' mean weekend and weekday daily kWh.
+    Returns ``group``, ``size``, ``mean_daily_kwh``, ``weekend_ratio``,
+    ``centroid`` (array<double> of ``width``).
+    """
+    agg = assigned.groupBy(group).agg(
+        F.count(F.lit(1)).alias("size"),
+        F.avg("mean_daily_kwh").alias("mean_daily_kwh"),
+        F.avg("weekday_daily_kwh").alias("_wd"),
+        F.avg("weekend_daily_kwh").alias("_we"),
+        *[F.avg(F.col("features")[i]).alias(f"_c{i}") for i in range(width)],
+    )
+    return agg.select(
+        group, "size", "mean_daily_kwh",
+        F.when(F.col("_wd") > 0, F.col("_we") / F.col("_wd")).alias("weekend_ratio"),
+        F.array(*[F.col(f"_c{i}") for i in range(width)]).alias("centroid"),
+    )
+
+
+def attach_segments(predicted: DataFrame, segments: DataFrame) -> DataFrame:
+    """Meters with their segment and the distance to the segment's centroid.
+
+    ``predicted``: typical_shapes rows with ``cluster_index`` (the KMeans
+    prediction; null for meters the vacancy rule took). ``segments`` (small,
+    broadcast): ``segment_id``, ``cluster_index`` (null for the vacancy rule's
+    segment), ``centroid``, ``segment_label``, ``name_zh``, ``name_en``. A
+    meter whose cluster has no segment is dropped. The distance is Euclidean,
+    in the typical-shape space, to the segment's stored centroid.
+    """
+    key = F.coalesce(F.col("cluster_index"), F.lit(-1)).alias("_key")
+    seg = F.broadcast(segments.select(key, "segment_id", "centroid", "segment_label", "name_zh", "name_en"))
+    return (predicted.select("*", key).join(seg, "_key", "inner")
+            .withColumn("distance", F.sqrt(squared_distance(F.col("features"), F.col("centroid"))))
+            .drop("_key", "centroid"))
+
+
+def customer_segments(assigned: DataFrame, archive: DataFrame, *, as_of, model_version: str) -> DataFrame:
+    """gold.customer_segments rows: ``assigned`` (attach_segments) joined to the archive's customer id.
+
+    ``archive`` must carry ``meter_id`` and ``customer_id`` only (no PII is
+    selected here, whatever else it holds). A meter unknown to the archive keeps
+    a null customer id.
+    """
+    ids = archive.select("meter_id", "customer_id").dropDuplicates(["meter_id"])
+    return assigned.join(ids, "meter_id", "left").select(
+        F.lit(as_of).cast("date").alias("as_of"),
+        "customer_id", "meter_id",
+        F.col("segment_id").cast("int").alias("segment_id"),
+        "segment_label",
+        F.col("name_zh").alias("segment_name_zh"),
+        F.col("name_en").alias("segment_name_en"),
+        F.col("distance").cast("double").alias("distance"),
+        F.lit(model_version).alias("model_version"),
+    )
+
+
+def meter_load_summary(daily: DataFrame, *, min_completeness: float) -> DataFrame:
+    """Per meter over the window's complete days: mean daily kWh, peak/flat/valley shares, load factor, weekend ratio."""
+    weekend = F.col("is_weekend")
+    wd = F.avg(F.when(~weekend, F.col("daily_kwh")))
+    we = F.avg(F.when(weekend, F.col("daily_kwh")))
+    return (daily.filter(F.col("completeness") >= F.lit(float(min_completeness)))
+            .groupBy("meter_id").agg(
+                F.avg("daily_kwh").alias("daily_kwh"),
+                F.avg("peak_share").alias("peak_share"),
+                F.avg("flat_share").alias("flat_share"),
+                F.avg("valley_share").alias("valley_share"),
+                F.avg("load_factor").alias("load_factor"),
+                F.when(wd > 0, we / wd).alias("weekend_ratio"),
+            ))
+
+
+def segment_profile(segments: DataFrame, meter_summary: DataFrame, model: DataFrame, *, as_of) -> DataFrame:
+    """gold.segment_profile rows: one per (model version, segment) present in ``segments``.
+
+    ``segments``: gold.customer_segments rows of one as-of; ``meter_summary``:
+    :func:`meter_load_summary`; ``model`` (small): ``model_version``,
+    ``segment_id``, ``centroid``. Means are over meters (each meter counts
+    once; a meter without a complete day adds to the size only). ``share`` is
+    the segment's share of the as-of's segmented meters.
+    """
+    joined = segments.join(meter_summary, "meter_id", "left")
+    per_seg = joined.groupBy("model_version", "segment_id", "segment_label", "segment_name_zh", "segment_name_en").agg(
+        F.count(F.lit(1)).alias("meters"),
+        F.avg("daily_kwh").alias("mean_daily_kwh"),
+        F.avg("peak_share").alias("peak_share"),
+        F.avg("flat_share").alias("flat_share"),
+        F.avg("valley_share").alias("valley_share"),
+        F.avg("load_factor").alias("load_factor"),
+        F.avg("weekend_ratio").alias("weekend_ratio"),
+        F.avg("distance").alias("mean_distance"),
+    )
+    total = F.sum("meters").over(Window.partitionBy())
+    centroids = F.broadcast(model.select("model_version", "segment_id", F.col("centroid").alias("centroid_shape")))
+    return (per_seg.join(centroids, ["model_version", "segment_id"], "left")
+            .select(
+                F.lit(as_of).cast("date").alias("as_of"), "model_version",
+                F.col("segment_id").cast("int").alias("segment_id"), "segment_label",
+                "segment_name_zh", "segment_name_en",
+                F.col("meters").cast("long").alias("meters"),
+                (F.col("meters") / total).alias("share"),
+                "mean_daily_kwh", "peak_share", "flat_share", "valley_share", "load_factor", "weekend_ratio",
+                "mean_distance", "centroid_shape",
+            ))
+
+
+# ------------------------------------------------------------------ naming (numpy, driver side)
+
+
+def window_mask(start_minute: int, end_minute: int, slots: int) -> np.ndarray:
+    """1.0 for each slot of the day whose first minute lies in [start, end) (wrapping midnight), else 0.0."""
+    step = 1440 // slots
+    starts = np.arange(slots) * step
+    if start_minute < end_minute:
+        inside = (starts >= start_minute) & (starts < end_minute)
+    else:
+        inside = (starts >= start_minute) | (starts < end_minute)
+    return inside.astype(float)
+
+
+def centroid_features(centroid: Sequence[float], *, slots: int, windows: Mapping[str, tuple[int, int]],
+                      mean_daily_kwh: float | None = None, weekend_ratio: float | None = None) -> dict[str, float]:
+    """Interpretable features of a centroid (weekday half first, as typical_shapes builds it).
+
+    ``<name>_share`` for each window (share of the weekday typical shape in the
+    window), ``weekend_<name>_share`` (same on the weekend half),
+    ``peak_to_mean`` (weekday max slot over mean slot), ``peak_hour`` (local hour
+    at the middle of the weekday max slot), ``weekend_ratio`` and
+    ``mean_daily_kwh`` as given (NaN when None).
+    """
+    c = np.asarray(centroid, dtype=float)
+    wd, we = c[:slots], c[slots:2 * slots] if len(c) >= 2 * slots else c[:slots]
+    out: dict[str, float] = {}
+    wd_total, we_total = wd.sum(), we.sum()
+    for name, (start, end) in windows.items():
+        mask = window_mask(start, end, slots)
+        out[f"{name}_share"] = float(wd @ mask / wd_total) if wd_total > 0 else float("nan")
+        out[f"weekend_{name}_share"] = float(we @ mask / we_total) if we_total > 0 else float("nan")
+    mean = wd.mean()
+    out["peak_to_mean"] = float(wd.max() / mean) if mean > 0 else float("nan")
+    out["peak_hour"] = float((int(np.argmax(wd)) + 0.5) * 24.0 / slots)
+    out["weekend_ratio"] = float("nan") if weekend_ratio is None else float(weekend_ratio)
+    out["mean_daily_kwh"] = float("nan") if mean_daily_kwh is None else float(mean_daily_kwh)
+    return out
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """A segment label and the bounds on centroid features that give it (all must hold)."""
+
+    code: str
+    zh: str
+    en: str
+    when: Mapping[str, tuple[float | None, float | None]]  # feature -> (min, max), inclusive; None = open
+
+
+def rule_matches(rule: LabelRule, features: Mapping[str, float]) -> bool:
+    """True when every bound of ``rule`` holds; a NaN or missing feature fails its bound."""
+    for name, (lo, hi) in rule.when.items():
+        value = features.get(name, float("nan"))
+        if value is None or math.isnan(value):
+            return False
+        if lo is not None and value < lo:
+            return False
+        if hi is not None and value > hi:
+            return False
+    return True
+
+
+def label_centroid(features: Mapping[str, float], rules: Sequence[LabelRule], fallback: LabelRule) -> tuple[LabelRule, int]:
+    """(the first rule whose bounds all hold or ``fallback``, its position; len(rules) for the fallback)."""
+    for i, rule in enumerate(rules):
+        if rule_matches(rule, features):
+            return rule, i
+    return fallback, len(rules)
+
+
+# ------------------------------------------------------------------ stable ids (numpy, driver side)
+
+
+def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Minimum-cost one-to-one assignment of rows to columns of ``cost`` (rectangular allowed).
+
+    Returns (row, column) pairs, min(rows, cols) of them, sorted by row. The
+    classic O(n^2 m) shortest-augmenting-path algorithm with potentials; k is
+    small (tens), so plain Python is fast enough and needs no scipy.
+    """
+    cost = np.asarray(cost, dtype=float)
+    transposed = cost.shape[0] > cost.shape[1]
+    a = cost.T if transposed else cost
+    n, m = a.shape
+    if n == 0:
+        return []
+    inf = float("inf")
+    u = [0.0] * (n + 1)
+    v = [0.0] * (m + 1)
+    p = [0] * (m + 1)  # p[j]: row (1-based) matched to column j
+    way = [0] * (m + 1)
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = [inf] * (m + 1)
+        used = [False] * (m + 1)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = p[j0], inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = a[i0 - 1, j - 1] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    pairs = [(p[j] - 1, j - 1) for j in range(1, m + 1) if p[j]]
+    if transposed:
+        pairs = [(c, r) for r, c in pairs]
+    return sorted(pairs)
+
+
+def canonical_order(centroids: Sequence[Sequence[float]], label_ranks: Sequence[int], slots: int) -> list[int]:
+    """Indexes of ``centroids`` in a canonical order: label rule position, weekday peak slot, then the values."""
+    keys = []
+    for i, c in enumerate(centroids):
+        arr = np.asarray(c, dtype=float)
+        keys.append((label_ranks[i], int(np.argmax(arr[:slots])), tuple(np.round(arr, 9)), i))
+    return [k[-1] for k in sorted(keys)]
+
+
+def match_ids(new_centroids: Sequence[Sequence[float]], label_ranks: Sequence[int],
+              previous: Mapping[int, Sequence[float]], *, slots: int, reserved: Iterable[int] = ()) -> list[int]:
+    """Segment id for each new centroid, stable with respect to ``previous`` ({segment id: centroid}).
+
+    Matched (Hungarian, Euclidean) new centroids take the previous ids; the rest
+    get fresh ids above every previous and reserved id, in canonical order.
+    """
+    k = len(new_centroids)
+    ids: list[int | None] = [None] * k
+    prev_ids = sorted(previous)
+    if prev_ids and k:
+        new = np.asarray(new_centroids, dtype=float)
+        old = np.asarray([previous[i] for i in prev_ids], dtype=float)
+        if new.shape[1] == old.shape[1]:
+            cost = np.sqrt(((new[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
+            for r, c in hungarian(cost):
+                ids[r] = prev_ids[c]
+    next_id = max([*prev_ids, *reserved, 0]) + 1 if (prev_ids or list(reserved)) else 1
+    for i in canonical_order(new_centroids, label_ranks, slots):
+        if ids[i] is None:
+            ids[i] = next_id
+            next_id += 1
+    return [int(i) for i in ids]  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def adjusted_rand_index(labels_a: Sequence[Any], labels_b: Sequence[Any]) -> float:
+    """Adjusted Rand index of two labelings of the same items (1.0 identical partitions, ~0 random)."""
+    a = np.asarray(labels_a, dtype=object).astype(str)
+    b = np.asarray(labels_b, dtype=object).astype(str)
+    if len(a) != len(b):
+        raise ValueError(f"labelings differ in length: {len(a)} vs {len(b)}")
+    if len(a) < 2:
+        return 1.0
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    table = np.zeros((ai.max() + 1, bi.max() + 1))
+    np.add.at(table, (ai, bi), 1)
+
+    def pairs(x):
+        return (x * (x - 1) / 2.0).sum()
+
+    index = pairs(table)
+    sum_a, sum_b = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = sum_a * sum_b / pairs(np.array([len(a)]))
+    best = (sum_a + sum_b) / 2.0
+    return 1.0 if best == expected else float((index - expected) / (best - expected))
+
+
+def silhouette_json(scores: Mapping[int, float]) -> str:
+    """{k: silhouette} -> a stable JSON string (keys in order, 6 decimals)."""
+    return json.dumps({str(k): round(float(v), 6) for k, v in sorted(scores.items())})
