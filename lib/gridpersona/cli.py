@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
     r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
 
+    tc = sub.add_parser("truth-check", help="score the pipeline's outputs against a synthetic lake's ground truth")
+    tc.add_argument("--as-of", type=_date, required=True)
+    tc.add_argument("--window-days", type=_positive, help="default: pipeline.window_days")
+
     d = sub.add_parser("demo", help="the main job on the embedded default: generate the lake if absent, then list it")
     d.add_argument("--regenerate", action="store_true", help="regenerate the synthetic lake even if it exists")
     return p
@@ -175,6 +179,34 @@ def cmd_run(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_truth_check(settings: Settings, args) -> int:
+    from gridpersona.evaluation import fault_detection, segment_agreement
+
+    lake = _lake(settings)
+    days = args.window_days or settings.pipeline.window_days
+    first = args.as_of - dt.timedelta(days=days - 1)
+    print(truth_report(lake, first, args.as_of, settings.ami.interval_minutes))
+    return 0
+
+
+def truth_report(lake, first: dt.date, last: dt.date, interval_minutes: int) -> str:
+    from gridpersona.evaluation import fault_detection, segment_agreement
+
+    scores = fault_detection(lake, first, last, interval_minutes)
+    lines = ["fault detection vs truth.faults (local days %s .. %s)" % (first, last),
+             render_table(["fault", "planted", "detected", "true pos", "precision", "recall"],
+                          [[s.category, f"{s.planted:,}", f"{s.detected:,}", f"{s.true_positive:,}",
+                            f"{s.precision:.4f}", f"{s.recall:.4f}"] for s in scores], align_right=[1, 2, 3, 4, 5])]
+    if lake.exists("gold.customer_segments"):
+        agree = segment_agreement(lake, last)
+        lines += ["", f"segments vs truth.meters.archetype ({agree['meters']:,} meters): "
+                      f"ARI(segment_id) {agree['ari_segment_id']:.4f}, ARI(segment_label) {agree['ari_segment_label']:.4f}",
+                  render_table(["archetype", "majority label", "share"],
+                               [[a, lab, f"{share:.3f}"] for a, (lab, share) in sorted(agree["majority_label"].items())],
+                               align_right=[2])]
+    return "\n".join(lines)
+
+
 def cmd_demo(settings: Settings, args) -> int:
     lake = _lake(settings)
     started = time.perf_counter()
@@ -190,7 +222,7 @@ def cmd_demo(settings: Settings, args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history,
-            "run": cmd_run, "demo": cmd_demo}
+            "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,14 +31,16 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name or settings.spark.app_name)
-    if settings.spark.master:
+    # Under spark-submit the JVM is already up with the submitted --master: keep it.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if settings.spark.master and not submitted:
         builder = builder.master(settings.spark.master)
     conf = {**_BASE_CONF, "spark.sql.session.timeZone": settings.ami.time_zone}
     conf["spark.ui.showConsoleProgress"] = str(settings.spark.show_progress).lower()
     if settings.lake.backend == "delta-spark":
         conf["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         conf["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-    if (settings.spark.master or "").startswith("local"):
+    if (settings.spark.master or "").startswith("local") and not submitted:
         # Only for sessions this process launches; clusters keep their own logging.
         log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"

@@ -1,0 +1,135 @@
+"""Checks of pipeline outputs against the synthetic lake's ground truth (truth.*).
+
+Only for lakes written by `gridpersona generate`; the pipeline itself never reads truth.*.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from gridpersona.lake import Lake
+
+
+@dataclass(frozen=True)
+class DetectionScore:
+    category: str
+    planted: int
+    detected: int
+    true_positive: int
+
+    @property
+    def precision(self) -> float:
+        return self.true_positive / self.detected if self.detected else (1.0 if not self.planted else 0.0)
+
+    @property
+    def recall(self) -> float:
+        return self.true_positive / self.planted if self.planted else 1.0
+
+
+def _score(category: str, planted: DataFrame, detected: DataFrame) -> DetectionScore:
+    """Multiset match on (meter_id, ts): a reading read three times is two duplicates."""
+    p = planted.groupBy("meter_id", "ts").agg(F.count(F.lit(1)).alias("np"))
+    d = detected.groupBy("meter_id", "ts").agg(F.count(F.lit(1)).alias("nd"))
+    row = (p.join(d, ["meter_id", "ts"], "full")
+           .agg(F.sum(F.coalesce("np", F.lit(0))).alias("planted"), F.sum(F.coalesce("nd", F.lit(0))).alias("detected"),
+                F.sum(F.least(F.coalesce("np", F.lit(0)), F.coalesce("nd", F.lit(0)))).alias("tp"))
+           .collect()[0])
+    return DetectionScore(category, int(row["planted"] or 0), int(row["detected"] or 0), int(row["tp"] or 0))
+
+
+def fault_detection(lake: Lake, first: dt.date, last: dt.date, interval_minutes: int) -> list[DetectionScore]:
+    """Precision and recall of the clean stage per planted fault category, over the local days [first, last].
+
+    What counts as detected: quarantine reasons for duplicate / negative / null_value /
+    unknown_meter; ``outlier_replaced`` for spike; ``interpolated`` rows at instants that
+    were absent from the raw data for short_gap; intervals left missing on incomplete
+    days for long_gap.
+    """
+    truth = lake.read("truth.faults").filter(_local_day_in(first, last, lake))
+    clean = lake.read("silver.ami_clean").filter(F.col("date").between(first, last))
+    quarantine = lake.read("silver.ami_quarantine").filter(F.col("date").between(first, last))
+    quality = lake.read("silver.meter_day_quality").filter(F.col("date").between(first, last))
+
+    def planted(category: str) -> DataFrame:
+        return truth.filter(F.col("fault") == category).select("meter_id", "ts")
+
+    scores = [_score(reason, planted(reason), quarantine.filter(F.col("reason") == reason).select("meter_id", "ts"))
+              for reason in ("duplicate", "negative", "null_value", "unknown_meter")]
+    scores.append(_score("spike", planted("spike"),
+                         clean.filter(F.col("quality") == "outlier_replaced").select("meter_id", "ts")))
+    # A short gap is an instant absent from the raw data that got an interpolated value
+    # (interpolated values at quarantined instants are repairs of those readings instead).
+    filled = (clean.filter(F.col("quality") == "interpolated")
+              .join(quarantine.select("meter_id", "ts").distinct(), ["meter_id", "ts"], "left_anti"))
+    scores.append(_score("short_gap", planted("short_gap"), filled.select("meter_id", "ts")))
+    scores.append(_score("long_gap", planted("long_gap"), _missing_instants(clean, quality, lake, interval_minutes)))
+    return scores
+
+
+def _local_day_in(first: dt.date, last: dt.date, lake: Lake):
+    from gridpersona.transform.clean import local_seconds
+
+    local = local_seconds("ts", lake.settings.ami.time_zone)
+    day = F.date_from_unix_date(F.floor(local / 86400).cast("int"))
+    return day.between(F.lit(first), F.lit(last))
+
+
+def _missing_instants(clean: DataFrame, quality: DataFrame, lake: Lake, interval_minutes: int) -> DataFrame:
+    """(meter_id, ts) of the intervals that no clean row covers, on the days with missing intervals."""
+    from gridpersona.transform.clean import local_calendar
+
+    days = quality.filter(F.col("missing_intervals") > 0).select("meter_id", "date")
+    bounds = days.agg(F.min("date"), F.max("date")).collect()[0]
+    if bounds[0] is None:
+        return clean.select("meter_id", "ts").limit(0)
+    cal = lake.spark.createDataFrame(
+        local_calendar(bounds[0], bounds[1], lake.settings.ami.time_zone, interval_minutes),
+        "date date, day_start_epoch long, expected_intervals int")
+    expected = (days.join(F.broadcast(cal), "date")
+                .select("meter_id", "date", F.explode(F.sequence(F.lit(0), F.col("expected_intervals") - 1)).alias("pos"),
+                        "day_start_epoch")
+                .select("meter_id", "date",
+                        F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * interval_minutes * 60).alias("ts")))
+    present = clean.join(days, ["meter_id", "date"], "left_semi").select("meter_id", "ts")
+    return expected.join(present, ["meter_id", "ts"], "left_anti").select("meter_id", "ts")
+
+
+def adjusted_rand_index(labels_a: np.ndarray, labels_b: np.ndarray) -> float:
+    """Adjusted Rand index of two labelings of the same items (Hubert & Arabie)."""
+    _, a = np.unique(labels_a, return_inverse=True)
+    _, b = np.unique(labels_b, return_inverse=True)
+    table = np.zeros((a.max() + 1, b.max() + 1), dtype=np.int64)
+    np.add.at(table, (a, b), 1)
+    comb = lambda x: x * (x - 1) / 2.0
+    sum_cells = comb(table).sum()
+    sum_a = comb(table.sum(axis=1)).sum()
+    sum_b = comb(table.sum(axis=0)).sum()
+    expected = sum_a * sum_b / comb(len(a))
+    maximum = (sum_a + sum_b) / 2.0
+    return float((sum_cells - expected) / (maximum - expected)) if maximum != expected else 1.0
+
+
+def segment_agreement(lake: Lake, as_of: dt.date) -> dict:
+    """ARI of gold.customer_segments (segment id and label) vs truth.meters.archetype, and each
+    archetype's majority segment label with its share."""
+    segments = lake.read("gold.customer_segments").filter(F.col("as_of") == as_of).select(
+        "meter_id", "segment_id", "segment_label")
+    truth = lake.read("truth.meters").select("meter_id", "archetype")
+    rows = segments.join(truth, "meter_id").collect()  # one row per meter: bounded
+    by_archetype: dict[str, Counter] = {}
+    for r in rows:
+        by_archetype.setdefault(r["archetype"], Counter())[r["segment_label"]] += 1
+    majority = {a: (c.most_common(1)[0][0], c.most_common(1)[0][1] / sum(c.values())) for a, c in by_archetype.items()}
+    archetypes = np.array([r["archetype"] for r in rows])
+    return {
+        "meters": len(rows),
+        "ari_segment_id": adjusted_rand_index(np.array([r["segment_id"] for r in rows]), archetypes),
+        "ari_segment_label": adjusted_rand_index(np.array([r["segment_label"] for r in rows]), archetypes),
+        "majority_label": majority,
+    }
