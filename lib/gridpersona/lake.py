@@ -127,7 +127,8 @@ class Lake:
     def __init__(self, settings: Settings, spark: SparkSession | None = None):
         self.settings = settings
         self._spark = spark
-        self.root = os.path.abspath(os.path.expanduser(settings.lake.root))
+        # Resolved: delta-rs reports file paths with symlinks resolved, and basePath must match them.
+        self.root = os.path.realpath(os.path.expanduser(settings.lake.root))
         self.backend = settings.lake.backend
         # What the latest write through this Lake did: table, version, rows, files.
         self.last_write: dict[str, Any] = {}
@@ -143,7 +144,7 @@ class Lake:
 
     def path(self, table: str) -> str:
         if table in self.settings.lake.locations:
-            return os.path.abspath(os.path.expanduser(self.settings.lake.locations[table]))
+            return os.path.realpath(os.path.expanduser(self.settings.lake.locations[table]))
         layer, _, name = table.partition(".")
         if not layer or not name or "/" in table:
             raise LakeError(f"table name {table!r} must look like layer.table (e.g. bronze.ami_interval)")
