@@ -16,15 +16,15 @@ Typical shape (the feature vector)
     - ``energy_weighted``: the sum of kWh per slot over the window divided by
       the window's total kWh (high-energy days weigh more).
 
-    Both are one aggregation per meter with one conditional sum per slot and
-    day type (``sum(when(is_weekend, x[i]))``), which Spark code-generates and
-    collapses before the shuffle (no ``collect_list``, no UDF). The sums are
-    taken over fixed-point integers (``floor(x * scale)``): integer addition is
-    associative, so the result does not depend on the order in which a
-    shuffle hands partial sums over, and two runs give bit-identical features
-    (a double sum may differ in its last bits from run to run, which would
-    leak into distances and centroids). The resolution (1e-12 of a shape
-    value, 1e-6 kWh) is far below anything the clustering can see.
+    Both are one aggregation per meter: the meter's complete days are
+    collected into one list sorted by date, and the slot arrays are summed
+    with ``aggregate``/``zip_with`` (no Python UDF). Measured on 3,300 meters x
+    30 days this is about twice as fast as one conditional sum per slot and
+    day type (``sum(when(is_weekend, shape[i]))`` x 2n: past ~100 aggregate
+    columns Spark drops whole-stage code generation for that aggregate), and the
+    sums run in date order, so the features are bit-identical from run to run
+    (a shuffled double sum may differ in its last bits, which would leak into
+    distances and centroids).
 
 Vacancy
     Vacant premises draw a near-zero, noise-dominated load whose normalized
@@ -63,15 +63,6 @@ from pyspark.sql.window import Window
 
 TYPICAL_SHAPE_METHODS = ("mean_shape", "energy_weighted")
 
-# Fixed-point scales of the order-independent sums (see module docstring).
-_SHAPE_SCALE = 1e12  # shape values are in [0, 1]
-_KWH_SCALE = 1e6  # kWh to the milli-watt-hour
-
-
-def _fixed(col: Column, scale: float) -> Column:
-    return F.floor(col * F.lit(scale))
-
-
 # ------------------------------------------------------------------ features
 
 
@@ -79,6 +70,8 @@ def typical_shapes(daily: DataFrame, *, slots: int, method: str = "mean_shape",
                    min_completeness: float = 0.9) -> DataFrame:
     """silver.daily_load_shape rows (already cut to the window) -> one row per meter.
 
+    ``daily`` needs ``meter_id``, ``date``, ``completeness``, ``is_weekend``,
+    ``daily_kwh`` and ``shape`` (mean_shape) or ``slot_kwh`` (energy_weighted).
     Returns ``meter_id``, ``days_used`` (complete days), ``weekday_days``,
     ``weekend_days``, ``mean_daily_kwh`` (over complete days),
     ``weekday_daily_kwh``, ``weekend_daily_kwh``, ``weekend_ratio`` (weekend
@@ -90,61 +83,66 @@ def typical_shapes(daily: DataFrame, *, slots: int, method: str = "mean_shape",
     if method not in TYPICAL_SHAPE_METHODS:
         raise ValueError(f"segment.typical_shape {method!r}: expected one of {TYPICAL_SHAPE_METHODS}")
     n = int(slots)
-    weekend = F.col("is_weekend")
-    weekday = ~F.col("is_weekend")
-    if method == "mean_shape":
-        value, scale = F.col("shape"), _SHAPE_SCALE
-    else:
-        value, scale = F.col("slot_kwh"), _KWH_SCALE
-    sums = []
-    for tag, cond in (("d", weekday), ("e", weekend)):
-        sums += [F.sum(F.when(cond, _fixed(value[i], scale))).alias(f"_{tag}{i}") for i in range(n)]
+    value = "shape" if method == "mean_shape" else "slot_kwh"
+    # One list of the meter's complete days, sorted by date: every sum below runs in date order.
     per_meter = (
         daily.filter(F.col("completeness") >= F.lit(float(min_completeness)))
         .groupBy("meter_id")
-        .agg(
-            F.count(F.when(weekday, 1)).cast("int").alias("weekday_days"),
-            F.count(F.when(weekend, 1)).cast("int").alias("weekend_days"),
-            F.sum(F.when(weekday, _fixed(F.col("daily_kwh"), _KWH_SCALE))).alias("_dk"),
-            F.sum(F.when(weekend, _fixed(F.col("daily_kwh"), _KWH_SCALE))).alias("_ek"),
-            *sums,
-        )
+        .agg(F.array_sort(F.collect_list(F.struct("date", "is_weekend", "daily_kwh", F.col(value).alias("v"))))
+             .alias("_days"))
     )
-    uniform = F.lit(1.0 / n)
+    zero = F.array_repeat(F.lit(0.0), n)
+    halves = per_meter.select(
+        "meter_id",
+        F.filter("_days", lambda d: ~d["is_weekend"]).alias("_wd"),
+        F.filter("_days", lambda d: d["is_weekend"]).alias("_we"),
+    )
 
-    def half(tag: str, days: str) -> list[Column]:
-        cols = [F.coalesce(F.col(f"_{tag}{i}"), F.lit(0)).cast("double") for i in range(n)]
-        if method == "mean_shape":
-            denom = F.col(days).cast("double") * F.lit(scale)
-        else:
-            denom = F.col(f"_{tag}total").cast("double")
-        return [F.when(denom > 0, c / denom).otherwise(uniform) for c in cols]
+    def slot_sums(days: str) -> Column:
+        return F.aggregate(days, zero, lambda acc, d: F.zip_with(acc, d["v"], lambda a, b: a + b))
+
+    def kwh_sum(days: str) -> Column:
+        return F.aggregate(days, F.lit(0.0), lambda acc, d: acc + d["daily_kwh"])
+
+    sums = halves.select(
+        "meter_id",
+        F.size("_wd").cast("int").alias("weekday_days"),
+        F.size("_we").cast("int").alias("weekend_days"),
+        slot_sums("_wd").alias("_wd_sum"),
+        slot_sums("_we").alias("_we_sum"),
+        kwh_sum("_wd").alias("_wd_kwh"),
+        kwh_sum("_we").alias("_we_kwh"),
+    )
 
     if method == "energy_weighted":
-        # The shape's own slot total (not daily_kwh) so each half sums to exactly 1 in fixed point.
-        per_meter = per_meter.select(
-            "*", *[sum((F.coalesce(F.col(f"_{t}{i}"), F.lit(0)) for i in range(n)), F.lit(0)).alias(f"_{t}total")
-                   for t in ("d", "e")])
-    wd, we = half("d", "weekday_days"), half("e", "weekend_days")
-    # A missing half reuses the other one.
+        # The halves' own slot totals, as columns: inside the transform lambda below an
+        # aggregate would be evaluated once per slot.
+        sums = sums.select("*", *[F.aggregate(f"_{h}_sum", F.lit(0.0), lambda acc, x: acc + x).alias(f"_{h}_total")
+                                  for h in ("wd", "we")])
+
+    def normalized(half: str) -> Column:
+        denom = F.col("weekday_days" if half == "wd" else "weekend_days").cast("double") \
+            if method == "mean_shape" else F.col(f"_{half}_total")
+        return (F.when(denom > 0, F.transform(f"_{half}_sum", lambda x: x / denom))
+                .otherwise(F.array_repeat(F.lit(1.0 / n), n)))
+
     has_wd, has_we = F.col("weekday_days") > 0, F.col("weekend_days") > 0
-    features = F.array(*[F.when(has_wd, wd[i]).otherwise(we[i]) for i in range(n)],
-                       *[F.when(has_we, we[i]).otherwise(wd[i]) for i in range(n)])
-    dk = F.col("_dk").cast("double") / F.lit(_KWH_SCALE)
-    ek = F.col("_ek").cast("double") / F.lit(_KWH_SCALE)
-    wd_mean = F.when(has_wd, F.coalesce(dk, F.lit(0.0)) / F.col("weekday_days"))
-    we_mean = F.when(has_we, F.coalesce(ek, F.lit(0.0)) / F.col("weekend_days"))
+    shaped = sums.select("*", normalized("wd").alias("_wd_shape"), normalized("we").alias("_we_shape"))
+    wd_mean = F.when(has_wd, F.col("_wd_kwh") / F.col("weekday_days"))
+    we_mean = F.when(has_we, F.col("_we_kwh") / F.col("weekend_days"))
     days = F.col("weekday_days") + F.col("weekend_days")
-    return per_meter.select(
+    return shaped.select(
         "meter_id",
         days.cast("int").alias("days_used"),
         "weekday_days",
         "weekend_days",
-        ((F.coalesce(dk, F.lit(0.0)) + F.coalesce(ek, F.lit(0.0))) / days).alias("mean_daily_kwh"),
+        ((F.col("_wd_kwh") + F.col("_we_kwh")) / days).alias("mean_daily_kwh"),
         wd_mean.alias("weekday_daily_kwh"),
         we_mean.alias("weekend_daily_kwh"),
         F.when(wd_mean > 0, we_mean / wd_mean).alias("weekend_ratio"),
-        features.alias("features"),
+        # A missing half reuses the other one.
+        F.concat(F.when(has_wd, F.col("_wd_shape")).otherwise(F.col("_we_shape")),
+                 F.when(has_we, F.col("_we_shape")).otherwise(F.col("_wd_shape"))).alias("features"),
     )
 
 
@@ -173,25 +171,28 @@ def squared_distance(a: Column, b: Column) -> Column:
     return F.aggregate(F.zip_with(a, b, lambda x, y: (x - y) * (x - y)), F.lit(0.0), lambda acc, x: acc + x)
 
 
-def cluster_summary(assigned: DataFrame, *, group: str, width: int) -> DataFrame:
-    """Per ``group`` value: size, mean daily kWh, weekend ratio of the group's energy and the member-mean features.
+def cluster_summary(assigned: DataFrame, *, group: str, vector: str = "vec") -> DataFrame:
+    """Per ``group`` value: size, mean daily kWh, weekend ratio and the member-mean typical shape.
 
-    ``assigned``: typical_shapes rows with a ``group`` column. ``weekend_ratio``
-    here is the ratio of the members' mean weekend and weekday daily kWh.
-    Returns ``group``, ``size``, ``mean_daily_kwh``, ``weekend_ratio``,
-    ``centroid`` (array<double> of ``width``).
+    ``assigned``: typical_shapes rows with a ``group`` column and the features
+    as an ML vector column ``vector``. ``weekend_ratio`` here is the ratio of
+    the members' mean weekend and weekday daily kWh. Returns ``group``,
+    ``size``, ``mean_daily_kwh``, ``weekend_ratio``, ``centroid`` (array<double>).
     """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.stat import Summarizer
+
     agg = assigned.groupBy(group).agg(
         F.count(F.lit(1)).alias("size"),
         F.avg("mean_daily_kwh").alias("mean_daily_kwh"),
         F.avg("weekday_daily_kwh").alias("_wd"),
         F.avg("weekend_daily_kwh").alias("_we"),
-        *[F.avg(F.col("features")[i]).alias(f"_c{i}") for i in range(width)],
+        Summarizer.mean(F.col(vector)).alias("_centroid"),
     )
     return agg.select(
         group, "size", "mean_daily_kwh",
         F.when(F.col("_wd") > 0, F.col("_we") / F.col("_wd")).alias("weekend_ratio"),
-        F.array(*[F.col(f"_c{i}") for i in range(width)]).alias("centroid"),
+        vector_to_array("_centroid").alias("centroid"),
     )
 
 
@@ -215,11 +216,12 @@ def attach_segments(predicted: DataFrame, segments: DataFrame) -> DataFrame:
 def customer_segments(assigned: DataFrame, archive: DataFrame, *, as_of, model_version: str) -> DataFrame:
     """gold.customer_segments rows: ``assigned`` (attach_segments) joined to the archive's customer id.
 
-    ``archive`` must carry ``meter_id`` and ``customer_id`` only (no PII is
-    selected here, whatever else it holds). A meter unknown to the archive keeps
-    a null customer id.
+    Only ``meter_id`` and ``customer_id`` are taken from ``archive`` (no PII,
+    whatever else it holds). A meter unknown to the archive keeps a null
+    customer id; a meter listed under several customers takes the smallest id
+    (deterministic, never a duplicate row).
     """
-    ids = archive.select("meter_id", "customer_id").dropDuplicates(["meter_id"])
+    ids = archive.groupBy("meter_id").agg(F.min("customer_id").alias("customer_id"))
     return assigned.join(ids, "meter_id", "left").select(
         F.lit(as_of).cast("date").alias("as_of"),
         "customer_id", "meter_id",
@@ -406,6 +408,51 @@ def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:
     if transposed:
         pairs = [(c, r) for r, c in pairs]
     return sorted(pairs)
+
+
+def ward_merges(centers: Sequence[Sequence[float]], sizes: Sequence[int], ks: Iterable[int]
+                ) -> dict[int, tuple[list[int], float]]:
+    """Merge clusters bottom-up by Ward's criterion; for each k in ``ks`` (<= len(centers)) the partition.
+
+    Returns {k: (group of each input cluster, 0..k-1 numbered by first
+    appearance; the summed Ward merge costs)}. A merge of clusters i, j costs
+    ``n_i n_j / (n_i + n_j) * |c_i - c_j|^2``: the rise in within-cluster sum of
+    squares, so an over-clustering's cost plus the merge cost bounds the cost
+    of a good k-cluster solution. Ties go to the lowest cluster indexes.
+    """
+    cents = [np.asarray(c, dtype=float) for c in centers]
+    weights = [float(w) for w in sizes]
+    members = [[i] for i in range(len(cents))]
+    wanted = sorted(set(int(k) for k in ks), reverse=True)
+    out: dict[int, tuple[list[int], float]] = {}
+    total = 0.0
+
+    def record(k: int) -> None:
+        group = [0] * len(centers)
+        for g, ms in enumerate(sorted(members, key=min)):
+            for m in ms:
+                group[m] = g
+        out[k] = (group, total)
+
+    for k in wanted:
+        while len(members) > k:
+            best = None
+            for i in range(len(members)):
+                for j in range(i + 1, len(members)):
+                    w = weights[i] + weights[j]
+                    cost = 0.0 if w == 0 else weights[i] * weights[j] / w * float(((cents[i] - cents[j]) ** 2).sum())
+                    if best is None or cost < best[0]:
+                        best = (cost, i, j)
+            cost, i, j = best
+            w = weights[i] + weights[j]
+            cents[i] = cents[i] if w == 0 else (weights[i] * cents[i] + weights[j] * cents[j]) / w
+            weights[i] = w
+            members[i] = members[i] + members[j]
+            total += cost
+            del cents[j], weights[j], members[j]
+        if len(members) == k:
+            record(k)
+    return out
 
 
 def canonical_order(centroids: Sequence[Sequence[float]], label_ranks: Sequence[int], slots: int) -> list[int]:

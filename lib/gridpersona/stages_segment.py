@@ -1,0 +1,625 @@
+"""Segment and profile stages: config + lake I/O around :mod:`gridpersona.transform.segment`.
+
+``segment-train``  silver.daily_load_shape (window) -> gold.segment_model + the saved MLlib model(s)
+``segment-assign`` silver.daily_load_shape (window), a trained model -> gold.customer_segments
+``profile``        gold.customer_segments, silver.daily_load_shape -> gold.segment_profile
+
+Model versions
+    A model is named by the as-of date it was trained for: ``model_version``
+    ``YYYYMMDD``. Its rows in gold.segment_model (one per segment, partition
+    ``model_version``) and its MLlib model(s) under
+    ``<lake root>/models/segment/v<version>/`` (``kmeans/``, ``pca/`` when PCA is
+    on) are replaced by a rerun for the same as-of, so a rerun never adds a
+    version. segment-assign uses ``segment.model_version`` when set, else the
+    latest version trained on or before its as-of date (never a model that saw
+    later data).
+
+Stable ids
+    Training matches its centroids to the latest model trained on or before the
+    as-of date, including the version a rerun replaces (whose ids already
+    follow the model before it). Matched clusters keep that model's ids; the
+    vacancy rule's segment always has ``segment.vacant_segment_id``. So a
+    retrain of the same as-of with another seed keeps the ids, and a rerun with
+    the same inputs and config reproduces the same rows.
+
+KMeans and the choice of k
+    KMeans (MLlib, k-means|| init, seeded) trains on a deterministic hash sample
+    of at most ``segment.train_sample_meters`` non-vacant meters; every meter is
+    assigned. Its cost here is per-job overhead (each iteration is a Spark
+    job), not arithmetic. One k-means|| run lands in a poor local optimum in
+    30-50% of seeds on the synthetic lake's typical shapes (a tight flat
+    cluster beside a spread-out EV cluster), so one run per k would let the seed
+    pick k and the segments. With k not fixed, training therefore:
+
+    1. over-clusters at ``k_max`` (lowest cost of ``n_init`` seeded runs; an
+       over-clustering does not miss a well-separated group);
+    2. merges those clusters bottom-up by Ward's criterion down to every k in
+       ``[k_min, k_max]`` and scores each partition with MLlib's
+       ClusteringEvaluator (silhouette) -> ``silhouette_by_k``;
+    3. fits KMeans at the best k, in rounds of ``parallel_fits`` seeded runs,
+       until a run's cost reaches the bound the over-clustering gives (its cost
+       plus the Ward merge cost, +2%), at most ``max_runs`` runs; the lowest
+       cost wins.
+
+    That is about 5 KMeans runs and 7 silhouettes for k in 4..10, instead of
+    7 x n_init runs. With a fixed k: the best of ``n_init`` runs. Runs go
+    through ``parallel_fits`` driver threads (jobs overlap their overhead).
+
+Determinism
+    The per-meter feature frame (meters x 2n doubles) is computed once,
+    hash-partitioned by meter into ``segment.partitions`` (default 1)
+    partitions, sorted by meter id, cached, and reused by segment-assign in the
+    same Spark session while silver.daily_load_shape is unchanged (keyed on its
+    Delta version). On one partition every MLlib sum runs in a fixed order, so
+    a seeded run gives the same centroids every time; the winning run is chosen
+    by cost, then seed, never by thread timing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from gridpersona.bronze import read_bronze
+from gridpersona.config import Settings, parse_hhmm_range
+from gridpersona.lake import check_schema
+from gridpersona.runtime import StageContext, StageResult, code_version
+from gridpersona.transform import segment as G
+
+log = logging.getLogger("gridpersona")
+
+DAILY_LOAD_SHAPE = "silver.daily_load_shape"
+SEGMENT_MODEL = "gold.segment_model"
+CUSTOMER_SEGMENTS = "gold.customer_segments"
+SEGMENT_PROFILE = "gold.segment_profile"
+
+S, D, DT, L, I = T.StringType(), T.DoubleType(), T.DateType(), T.LongType(), T.IntegerType()
+
+SEGMENT_MODEL_SCHEMA = T.StructType([
+    T.StructField("model_version", S, False),  # partition; YYYYMMDD of the training as-of
+    T.StructField("as_of", DT, False),
+    T.StructField("segment_id", I, False),
+    T.StructField("segment_label", S, False),  # archetype code (evening_peak, flat, ..., mixed)
+    T.StructField("name_zh", S, False),
+    T.StructField("name_en", S, False),
+    T.StructField("cluster_index", I, True),  # KMeans cluster; null for the vacancy rule's segment
+    T.StructField("centroid", T.ArrayType(D, False), False),  # member-mean typical shape: weekday then weekend
+    T.StructField("size", L, False),  # meters in the segment at training
+    T.StructField("share", D, False),
+    T.StructField("mean_daily_kwh", D, True),
+    T.StructField("weekend_ratio", D, True),
+    T.StructField("label_features", S, False),  # JSON: the centroid features the label rules saw
+    T.StructField("k", I, False),  # KMeans clusters (the vacancy segment not counted)
+    T.StructField("k_selection", S, False),  # fixed | silhouette
+    T.StructField("silhouette", D, True),  # of the saved KMeans model, on the training meters
+    T.StructField("silhouette_by_k", S, False),  # JSON {k: silhouette} the choice of k was made on
+    T.StructField("train_meters", L, False),  # non-vacant meters KMeans trained on (a deterministic sample)
+    T.StructField("training_cost", D, False),  # KMeans within-cluster sum of squares on them
+    T.StructField("kmeans_runs", I, False),  # seeded KMeans runs made
+    T.StructField("typical_shape", S, False),  # mean_shape | energy_weighted
+    T.StructField("slots", I, False),  # slots per day (n); centroid has 2n values
+    T.StructField("pca_components", I, False),  # 0: KMeans on the typical shapes themselves
+    T.StructField("window_days", I, False),
+    T.StructField("seed", L, False),  # seed of the KMeans run that was kept (segment.seed + run index)
+    T.StructField("reference_version", S, True),  # earlier model whose ids were kept (null: first model)
+    T.StructField("model_path", S, False),  # MLlib model folder, relative to the lake root
+    T.StructField("config_hash", S, False),
+    T.StructField("code_version", S, False),
+])
+
+CUSTOMER_SEGMENTS_SCHEMA = T.StructType([
+    T.StructField("as_of", DT, False),
+    T.StructField("customer_id", S, True),
+    T.StructField("meter_id", S, False),
+    T.StructField("segment_id", I, False),
+    T.StructField("segment_label", S, False),
+    T.StructField("segment_name_zh", S, False),
+    T.StructField("segment_name_en", S, False),
+    T.StructField("distance", D, False),
+    T.StructField("model_version", S, False),
+])
+
+SEGMENT_PROFILE_SCHEMA = T.StructType([
+    T.StructField("as_of", DT, False),
+    T.StructField("model_version", S, False),
+    T.StructField("segment_id", I, False),
+    T.StructField("segment_label", S, False),
+    T.StructField("segment_name_zh", S, False),
+    T.StructField("segment_name_en", S, False),
+    T.StructField("meters", L, False),
+    T.StructField("share", D, False),  # of the as-of's segmented meters
+    T.StructField("mean_daily_kwh", D, True),  # means over the segment's meters (complete days)
+    T.StructField("peak_share", D, True),
+    T.StructField("flat_share", D, True),
+    T.StructField("valley_share", D, True),
+    T.StructField("load_factor", D, True),
+    T.StructField("weekend_ratio", D, True),
+    T.StructField("mean_distance", D, True),  # to the segment's centroid
+    T.StructField("centroid_shape", T.ArrayType(D, True), True),  # weekday then weekend typical shape
+])
+
+VACANT_LABEL = G.LabelRule("vacant", "空置型", "Vacant", {})
+
+
+# ------------------------------------------------------------------ config -> plain parameters
+
+
+def _slots(settings: Settings) -> int:
+    return 1440 // settings.ami.interval_minutes
+
+
+def label_rules(settings: Settings) -> tuple[list[G.LabelRule], G.LabelRule]:
+    """(ordered rules, fallback) from ``segment.labels`` / ``segment.fallback``."""
+    seg = settings.segment
+
+    def rule(lbl) -> G.LabelRule:
+        return G.LabelRule(lbl.code, lbl.zh, lbl.en, {k: (b.min, b.max) for k, b in lbl.when.items()})
+
+    return [rule(x) for x in seg.labels], rule(seg.fallback)
+
+
+def label_windows(settings: Settings) -> dict[str, tuple[int, int]]:
+    return {name: parse_hhmm_range(text) for name, text in settings.segment.windows.items()}
+
+
+def vacant_rule_label(settings: Settings) -> G.LabelRule:
+    """Display names of the vacancy rule's segment: the ``vacant`` label rule's when configured."""
+    rules, _ = label_rules(settings)
+    return next((r for r in rules if r.code == "vacant"), VACANT_LABEL)
+
+
+def model_version_of(as_of: dt.date) -> str:
+    return as_of.strftime("%Y%m%d")
+
+
+def model_dir(version: str) -> str:
+    """Where a model version's MLlib models live, relative to the lake root."""
+    return f"models/segment/v{version}"
+
+
+# ------------------------------------------------------------------ features (cached per session)
+
+_FEATURES: dict[str, Any] = {}
+
+
+def segment_features(ctx: StageContext, method: str | None = None) -> DataFrame:
+    """The window's typical shapes with ``is_vacant``: cached, sorted, on ``segment.partitions`` partitions.
+
+    Reused by a later stage of the same session while the inputs (the silver
+    table's Delta version, window, method, thresholds) are unchanged.
+    """
+    s = ctx.settings
+    seg = s.segment
+    method = method or seg.typical_shape
+    first, last = ctx.window
+    lake = ctx.lake
+    if not lake.exists(DAILY_LOAD_SHAPE):
+        raise RuntimeError(f"{DAILY_LOAD_SHAPE}: table not found under {lake.root}; run the shapes stage first "
+                           f"(gridpersona run shapes --as-of {ctx.as_of})")
+    head = lake.history(DAILY_LOAD_SHAPE, 1)[0]
+    key = (id(ctx.spark), lake.path(DAILY_LOAD_SHAPE), head["version"], head["timestamp"], first, last, method,
+           seg.min_completeness, seg.vacant_max_daily_kwh, seg.partitions, _slots(s))
+    if _FEATURES.get("key") == key:
+        return _FEATURES["frame"]
+    if _FEATURES.get("frame") is not None:
+        _FEATURES["frame"].unpersist()
+        _FEATURES.clear()
+    source = "shape" if method == "mean_shape" else "slot_kwh"
+    daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
+             .select("meter_id", "date", "completeness", "is_weekend", "daily_kwh", source))
+    feats = G.typical_shapes(daily, slots=_slots(s), method=method, min_completeness=seg.min_completeness)
+    feats = (G.flag_vacant(feats, seg.vacant_max_daily_kwh)
+             .repartition(seg.partitions, "meter_id").sortWithinPartitions("meter_id")
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    _FEATURES.update(key=key, frame=feats)
+    return feats
+
+
+def release_features() -> None:
+    """Drop the cached feature frame (tests, long-lived sessions)."""
+    if _FEATURES.get("frame") is not None:
+        _FEATURES["frame"].unpersist()
+    _FEATURES.clear()
+
+
+def _vacancy_counts(feats: DataFrame) -> tuple[int, int]:
+    """(active, vacant) meter counts; also materializes the cached frame."""
+    counts = {bool(r[0]): int(r[1]) for r in feats.groupBy("is_vacant").count().collect()}
+    return counts.get(False, 0), counts.get(True, 0)
+
+
+# ------------------------------------------------------------------ model table access
+
+
+def _model_table(lake) -> list[dict]:
+    if not lake.exists(SEGMENT_MODEL):
+        return []
+    return lake.read_arrow(SEGMENT_MODEL).to_pylist()
+
+
+def latest_model_version(lake, as_of: dt.date) -> str | None:
+    """The newest model version trained on or before ``as_of`` (None when there is none)."""
+    rows = [r for r in _model_table(lake) if r["as_of"] <= as_of]
+    return max((r["as_of"], r["model_version"]) for r in rows)[1] if rows else None
+
+
+def model_segments(lake, version: str) -> list[dict]:
+    """gold.segment_model rows of ``version`` sorted by segment id; LookupError naming the versions otherwise."""
+    table = _model_table(lake)
+    rows = sorted((r for r in table if r["model_version"] == version), key=lambda r: r["segment_id"])
+    if not rows:
+        known = sorted({r["model_version"] for r in table})
+        raise LookupError(f"{SEGMENT_MODEL}: no model version {version!r} (known versions: {known or 'none'}); "
+                          f"run segment-train first or fix segment.model_version")
+    return rows
+
+
+# ------------------------------------------------------------------ train
+
+
+def _kmeans(k: int, seed: int, seg, features_col: str):
+    from pyspark.ml.clustering import KMeans
+
+    return KMeans(k=k, seed=seed, maxIter=seg.max_iter, tol=seg.tol, initMode="k-means||",
+                  initSteps=seg.init_steps, featuresCol=features_col, predictionCol="cluster_index")
+
+
+def _in_threads(fn, items: list, threads: int) -> list:
+    """``[fn(x) for x in items]``, run in up to ``threads`` driver threads (results in input order)."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _fit(frame: DataFrame, k: int, seed: int, seg, features_col: str) -> tuple[int, Any, float]:
+    model = _kmeans(k, seed, seg, features_col).fit(frame)
+    return seed, model, float(model.summary.trainingCost)
+
+
+def _lowest_cost(runs: list[tuple[int, Any, float]]) -> tuple[int, Any, float]:
+    """The run with the lowest cost; costs equal to 1e-9 go to the lower seed (thread timing never decides)."""
+    best = None
+    for run in sorted(runs, key=lambda r: r[0]):
+        if best is None or run[2] < best[2] * (1 - 1e-9):
+            best = run
+    return best
+
+
+def best_of_runs(frame: DataFrame, k: int, seg, features_col: str, runs: int) -> tuple[int, Any, float, int]:
+    """(seed, model, cost, runs made): the lowest-cost of ``runs`` seeded KMeans runs."""
+    seeds = [seg.seed + i for i in range(runs)]
+    done = _in_threads(lambda seed: _fit(frame, k, seed, seg, features_col), seeds, seg.parallel_fits)
+    return (*_lowest_cost(done), len(done))
+
+
+def fit_to_bound(frame: DataFrame, k: int, seg, features_col: str, bound: float) -> tuple[int, Any, float, int]:
+    """(seed, model, cost, runs made): KMeans runs in rounds of ``parallel_fits`` until one costs <= ``bound``.
+
+    At most ``max_runs`` runs; then the lowest cost of all of them.
+    """
+    done: list[tuple[int, Any, float]] = []
+    step = max(1, seg.parallel_fits)
+    for start in range(0, seg.max_runs, step):
+        seeds = [seg.seed + i for i in range(start, min(start + step, seg.max_runs))]
+        done += _in_threads(lambda seed: _fit(frame, k, seed, seg, features_col), seeds, step)
+        if any(cost <= bound for _, _, cost in done):
+            break
+    return (*_lowest_cost(done), len(done))
+
+
+def _silhouette_of(predictions: DataFrame, features_col: str, prediction_col: str) -> float:
+    from pyspark.ml.evaluation import ClusteringEvaluator
+
+    evaluator = ClusteringEvaluator(featuresCol=features_col, predictionCol=prediction_col,
+                                    metricName="silhouette", distanceMeasure="squaredEuclidean")
+    return float(evaluator.evaluate(predictions))
+
+
+def _silhouette(model, frame: DataFrame, features_col: str) -> float:
+    return _silhouette_of(model.transform(frame), features_col, "cluster_index")
+
+
+def run_segment_train(ctx: StageContext) -> StageResult:
+    """silver.daily_load_shape (window) -> gold.segment_model (one row per segment) + MLlib model(s) on disk."""
+    from pyspark.ml.functions import array_to_vector
+
+    s, seg, lake = ctx.settings, ctx.settings.segment, ctx.lake
+    slots, width = _slots(s), 2 * _slots(s)
+    version = model_version_of(ctx.as_of)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    feats = segment_features(ctx)
+    n_active, n_vacant = _vacancy_counts(feats)
+    timings["features"] = time.perf_counter() - t0
+    if n_active + n_vacant == 0:
+        first, last = ctx.window
+        raise RuntimeError(f"segment-train: no meter in {DAILY_LOAD_SHAPE} has a day between {first} and {last} with "
+                           f"completeness >= {seg.min_completeness}; run shapes for this window first")
+    active = feats.filter(~F.col("is_vacant")).withColumn("vec", array_to_vector("features"))
+    features_col = "vec"
+    pca_model = None
+    if seg.pca_components:
+        from pyspark.ml.feature import PCA
+
+        if seg.pca_components > width:
+            raise ValueError(f"segment.pca_components {seg.pca_components} exceeds the {width} typical-shape features")
+        t = time.perf_counter()
+        pca_model = PCA(k=seg.pca_components, inputCol="vec", outputCol="pca").fit(active)
+        active = pca_model.transform(active)
+        features_col = "pca"
+        timings["pca"] = time.perf_counter() - t
+
+    # KMeans trains on a deterministic sample (job overhead, not rows, is its cost; the sample caps memory).
+    t = time.perf_counter()
+    ks = [seg.k] if seg.k else list(range(seg.k_min, seg.k_max + 1))
+    if n_active < max(2, max(ks)):
+        raise RuntimeError(f"segment-train: {n_active} non-vacant meters cannot make {max(ks)} clusters "
+                           f"(vacancy rule took {n_vacant}); lower segment.k / segment.k_max or widen the window")
+    # Not cached: KMeans caches its own vectors when its input is not (faster per iteration than reading a cache).
+    train = active if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
+        G.deterministic_sample(active, seg.train_sample_meters, n_active, seg.seed)
+    train_rows = n_active if train is active else train.count()
+    if seg.k:
+        seed, model, cost, runs = best_of_runs(train, seg.k, seg, features_col, seg.n_init)
+        scores = {seg.k: _silhouette(model, train, features_col)}
+        chosen, final_silhouette = seg.k, scores[seg.k]
+    else:
+        # Over-cluster at k_max, merge by Ward's criterion down to each k, score each partition by
+        # silhouette: one robust clustering instead of several error-prone KMeans runs per k.
+        k_over = max(ks)
+        seed, over, over_cost, runs = best_of_runs(train, k_over, seg, features_col, seg.n_init)
+        merges = G.ward_merges(over.clusterCenters(), over.summary.clusterSizes, ks)
+        predicted = over.transform(train).select(features_col, "cluster_index").persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            def score(k: int) -> float:
+                group = F.element_at(F.array(*[F.lit(g) for g in merges[k][0]]), F.col("cluster_index") + 1)
+                return _silhouette_of(predicted.withColumn("segment_group", group), features_col, "segment_group")
+
+            scores = dict(zip(ks, _in_threads(score, ks, seg.parallel_fits)))
+        finally:
+            predicted.unpersist()
+        chosen = max(scores, key=lambda k: (round(scores[k], 9), -k))
+        bound = (over_cost + merges[chosen][1]) * 1.02
+        if chosen == k_over:
+            model, cost = over, over_cost
+        else:
+            seed, model, cost, more = fit_to_bound(train, chosen, seg, features_col, bound)
+            runs += more
+        final_silhouette = scores[chosen] if chosen == k_over else _silhouette(model, train, features_col)
+    k_found = len(model.clusterCenters())
+    timings["kmeans"] = time.perf_counter() - t
+
+    # Per-cluster member means in the typical-shape space (+ the vacancy segment as cluster -1).
+    t = time.perf_counter()
+    cols = ["meter_id", "mean_daily_kwh", "weekday_daily_kwh", "weekend_daily_kwh", "vec"]
+    predicted = model.transform(active).select(*cols, "cluster_index")
+    vacant_rows = feats.filter(F.col("is_vacant")).withColumn("vec", array_to_vector("features"))
+    predicted = predicted.unionByName(vacant_rows.select(*cols, F.lit(-1).alias("cluster_index")))
+    summary = sorted((r.asDict() for r in G.cluster_summary(predicted, group="cluster_index").collect()),
+                     key=lambda r: r["cluster_index"])
+    # A cluster no meter falls in still gets a segment (a later window may fill it): its KMeans center.
+    present = {r["cluster_index"] for r in summary}
+    for i, center in enumerate(model.clusterCenters()):
+        if i not in present:
+            shape = center if pca_model is None else pca_model.pc.toArray() @ center
+            summary.append(dict(cluster_index=i, size=0, mean_daily_kwh=None, weekend_ratio=None, centroid=list(shape)))
+    timings["summary"] = time.perf_counter() - t
+
+    # Names and stable ids.
+    rules, fallback = label_rules(s)
+    windows = label_windows(s)
+    clusters = [r for r in summary if r["cluster_index"] >= 0]
+    named = []
+    for r in clusters:
+        feats_c = G.centroid_features(r["centroid"], slots=slots, windows=windows,
+                                      mean_daily_kwh=r["mean_daily_kwh"], weekend_ratio=r["weekend_ratio"])
+        rule, rank = G.label_centroid(feats_c, rules, fallback)
+        named.append((r, feats_c, rule, rank))
+    # Ids follow the latest model on or before the as-of (a rerun: the version it replaces, whose ids
+    # already follow the earlier model); reference_version names the earlier model they descend from.
+    matched_to = latest_model_version(lake, ctx.as_of)
+    previous, reference = {}, None
+    if matched_to:
+        prev_rows = model_segments(lake, matched_to)
+        previous = {p["segment_id"]: p["centroid"] for p in prev_rows
+                    if p["cluster_index"] is not None and len(p["centroid"]) == width}
+        reference = prev_rows[0]["reference_version"] if matched_to == version else matched_to
+    use_vacancy = seg.vacant_max_daily_kwh is not None
+    reserved = [seg.vacant_segment_id] if use_vacancy else []
+    previous = {i: c for i, c in previous.items() if i not in reserved}
+    ids = G.match_ids([r["centroid"] for r, *_ in named], [rank for *_, rank in named], previous,
+                      slots=slots, reserved=reserved)
+
+    # Save the MLlib model(s) before the table row that points at them.
+    t = time.perf_counter()
+    rel_path = model_dir(version)
+    path = os.path.join(lake.root, rel_path)
+    model.write().overwrite().save(os.path.join(path, "kmeans"))
+    if pca_model is not None:
+        pca_model.write().overwrite().save(os.path.join(path, "pca"))
+    timings["save"] = time.perf_counter() - t
+
+    total = n_active + n_vacant
+    common = dict(model_version=version, as_of=ctx.as_of, k=k_found,
+                  k_selection="fixed" if seg.k else "silhouette", silhouette=final_silhouette,
+                  silhouette_by_k=G.silhouette_json(scores), train_meters=int(train_rows), training_cost=cost,
+                  kmeans_runs=int(runs),
+                  typical_shape=seg.typical_shape, slots=slots, pca_components=seg.pca_components,
+                  window_days=ctx.window_days, seed=seed, reference_version=reference, model_path=rel_path,
+                  config_hash=s.config_hash(), code_version=code_version())
+    rows = []
+    for (r, feats_c, rule, _), seg_id in zip(named, ids):
+        rows.append(dict(common, segment_id=seg_id, segment_label=rule.code, name_zh=rule.zh, name_en=rule.en,
+                         cluster_index=int(r["cluster_index"]), centroid=[float(x) for x in r["centroid"]],
+                         size=int(r["size"]), share=r["size"] / total, mean_daily_kwh=r["mean_daily_kwh"],
+                         weekend_ratio=r["weekend_ratio"], label_features=_features_json(feats_c)))
+    vacant = next((r for r in summary if r["cluster_index"] < 0), None)
+    if use_vacancy:
+        vl = vacant_rule_label(s)
+        centroid = [float(x) for x in vacant["centroid"]] if vacant else [1.0 / slots] * width
+        feats_v = G.centroid_features(centroid, slots=slots, windows=windows,
+                                      mean_daily_kwh=vacant["mean_daily_kwh"] if vacant else None,
+                                      weekend_ratio=vacant["weekend_ratio"] if vacant else None)
+        rows.append(dict(common, segment_id=seg.vacant_segment_id, segment_label=vl.code, name_zh=vl.zh,
+                         name_en=vl.en, cluster_index=None, centroid=centroid, size=int(vacant["size"]) if vacant else 0,
+                         share=(vacant["size"] if vacant else 0) / total,
+                         mean_daily_kwh=vacant["mean_daily_kwh"] if vacant else None,
+                         weekend_ratio=vacant["weekend_ratio"] if vacant else None,
+                         label_features=_features_json(feats_v)))
+    rows.sort(key=lambda r: r["segment_id"])
+    t = time.perf_counter()
+    table = ctx.spark.createDataFrame([tuple(r[f.name] for f in SEGMENT_MODEL_SCHEMA.fields) for r in rows],
+                                      SEGMENT_MODEL_SCHEMA)
+    lake.replace(table, SEGMENT_MODEL, where={"model_version": version}, partition_by=["model_version"])
+    timings["write"] = time.perf_counter() - t
+
+    result = StageResult(rows_in=total, outputs={SEGMENT_MODEL: len(rows)})
+    sil = ", ".join(f"k={k}: {v:.3f}" for k, v in sorted(scores.items()))
+    result.notes.append(f"model {version}: k={k_found} ({common['k_selection']}; silhouette on {train_rows:,} meters: "
+                        f"{sil}; {runs} KMeans runs, seed {seed}); {seg.typical_shape} typical shapes of {total:,} "
+                        f"meters, {n_vacant:,} by the vacancy rule")
+    result.notes.append(f"ids matched to model {matched_to}" if matched_to else "no earlier model: ids in canonical order")
+    for r in rows:
+        result.notes.append(f"segment {r['segment_id']}: {r['segment_label']} {r['name_zh']} / {r['name_en']}, "
+                            f"{r['size']:,} meters ({r['share']:.1%}), {_fmt(r['mean_daily_kwh'])} kWh/day")
+    result.notes.append("timings " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return result
+
+
+def _features_json(features: dict[str, float]) -> str:
+    return json.dumps({k: (None if v != v else round(v, 6)) for k, v in sorted(features.items())})
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+# ------------------------------------------------------------------ assign
+
+
+def load_models(lake, segments: list[dict]):
+    """(KMeansModel, PCAModel or None) saved for the model these gold.segment_model rows describe."""
+    from pyspark.ml.clustering import KMeansModel
+    from pyspark.ml.feature import PCAModel
+
+    head = segments[0]
+    path = os.path.join(lake.root, head["model_path"])
+    kmeans_path = os.path.join(path, "kmeans")
+    if not os.path.isdir(kmeans_path):
+        raise FileNotFoundError(f"{SEGMENT_MODEL} version {head['model_version']}: saved model missing at "
+                                f"{kmeans_path}; retrain with `gridpersona run segment-train --as-of {head['as_of']}`")
+    pca = PCAModel.load(os.path.join(path, "pca")) if head["pca_components"] else None
+    return KMeansModel.load(kmeans_path), pca
+
+
+def run_segment_assign(ctx: StageContext) -> StageResult:
+    """silver.daily_load_shape (window) + a trained model -> gold.customer_segments for the as-of (no retraining)."""
+    from pyspark.ml.functions import array_to_vector
+
+    s, seg, lake = ctx.settings, ctx.settings.segment, ctx.lake
+    timings: dict[str, float] = {}
+    version = seg.model_version or latest_model_version(lake, ctx.as_of)
+    if version is None:
+        raise LookupError(f"segment-assign: no model in {SEGMENT_MODEL} trained on or before {ctx.as_of}; run "
+                          f"`gridpersona run segment-train --as-of {ctx.as_of}` or set segment.model_version")
+    segments = model_segments(lake, version)
+    head = segments[0]
+    if head["slots"] != _slots(s):
+        raise ValueError(f"model {version} was trained on {head['slots']} slots per day; ami.interval_minutes "
+                         f"{s.ami.interval_minutes} gives {_slots(s)}: retrain the model")
+    t = time.perf_counter()
+    kmeans, pca = load_models(lake, segments)
+    timings["load_model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    # The model's own feature method, so the vectors mean what they meant at training.
+    feats = segment_features(ctx, method=head["typical_shape"])
+    has_vacant = any(r["cluster_index"] is None for r in segments)
+    active = feats.filter(~F.col("is_vacant")).withColumn("vec", array_to_vector("features")) if has_vacant else \
+        feats.withColumn("vec", array_to_vector("features"))
+    if pca is not None:
+        active = pca.transform(active)
+    kmeans = kmeans.setPredictionCol("cluster_index")
+    cols = [c for c in feats.columns]
+    predicted = kmeans.transform(active).select(*cols, "cluster_index")
+    if has_vacant:
+        predicted = predicted.unionByName(feats.filter(F.col("is_vacant")).select(*cols, F.lit(None).cast("int")
+                                                                                   .alias("cluster_index")))
+    seg_rows = [(r["segment_id"], r["cluster_index"], r["centroid"], r["segment_label"], r["name_zh"], r["name_en"])
+                for r in segments]
+    seg_df = ctx.spark.createDataFrame(seg_rows, "segment_id int, cluster_index int, centroid array<double>, "
+                                                 "segment_label string, name_zh string, name_en string")
+    assigned = G.attach_segments(predicted, seg_df)
+    archive = read_bronze(lake, "bronze.customer_archive").select("customer_id", "meter_id")
+    out = G.customer_segments(assigned, archive, as_of=ctx.as_of, model_version=version)
+    check_schema(CUSTOMER_SEGMENTS, CUSTOMER_SEGMENTS_SCHEMA, out.schema)
+    lake.replace(out, CUSTOMER_SEGMENTS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    written = int(lake.last_write["rows"])
+    timings["assign_write"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    counts = {(r["segment_id"], r["segment_label"]): r["count"] for r in
+              lake.read(CUSTOMER_SEGMENTS).filter(F.col("as_of") == F.lit(ctx.as_of))
+              .groupBy("segment_id", "segment_label").count().collect()}
+    timings["count"] = time.perf_counter() - t
+    result = StageResult(rows_in=written, outputs={CUSTOMER_SEGMENTS: written})
+    result.notes.append(f"{written:,} meters assigned with model {version} (k={head['k']}, {head['typical_shape']})")
+    result.notes.append("segments: " + ", ".join(f"{i} {lbl} {n:,}" for (i, lbl), n in sorted(counts.items())))
+    result.notes.append("timings " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return result
+
+
+# ------------------------------------------------------------------ profile
+
+
+def run_profile(ctx: StageContext) -> StageResult:
+    """gold.customer_segments (as-of) + silver.daily_load_shape (window) -> gold.segment_profile (as-of)."""
+    s, lake = ctx.settings, ctx.lake
+    first, last = ctx.window
+    if not lake.exists(CUSTOMER_SEGMENTS):
+        raise RuntimeError(f"profile: {CUSTOMER_SEGMENTS} not found; run segment-assign --as-of {ctx.as_of} first")
+    segments = lake.read(CUSTOMER_SEGMENTS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    if not segments.limit(1).count():
+        raise RuntimeError(f"profile: {CUSTOMER_SEGMENTS} has no rows for as-of {ctx.as_of}; run segment-assign "
+                           f"--as-of {ctx.as_of} first")
+    model = ctx.spark.createDataFrame(
+        [(r["model_version"], r["segment_id"], r["centroid"]) for r in _model_table(lake)],
+        "model_version string, segment_id int, centroid array<double>")
+    daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
+             .select("meter_id", "completeness", "is_weekend", "daily_kwh", "peak_share", "flat_share",
+                     "valley_share", "load_factor"))
+    summary = G.meter_load_summary(daily, min_completeness=s.segment.min_completeness)
+    profile = G.segment_profile(segments, summary, model, as_of=ctx.as_of)
+    check_schema(SEGMENT_PROFILE, SEGMENT_PROFILE_SCHEMA, profile.schema)
+    lake.replace(profile, SEGMENT_PROFILE, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    written = int(lake.last_write["rows"])
+    rows = [r for r in lake.read_arrow(SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of]
+    rows.sort(key=lambda r: (r["model_version"], r["segment_id"]))
+    meters = sum(r["meters"] for r in rows)
+    result = StageResult(rows_in=meters, outputs={SEGMENT_PROFILE: written})
+    for r in rows:
+        result.notes.append(
+            f"segment {r['segment_id']} {r['segment_label']} {r['segment_name_zh']}: {r['meters']:,} meters "
+            f"({r['share']:.1%}), {_fmt(r['mean_daily_kwh'])} kWh/day, peak {_pct(r['peak_share'])}, "
+            f"valley {_pct(r['valley_share'])}, load factor {_fmt2(r['load_factor'])}")
+    return result
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _fmt2(x) -> str:
+    return "-" if x is None else f"{x:.2f}"

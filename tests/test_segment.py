@@ -1,0 +1,365 @@
+"""Segment and profile: typical shapes, vacancy, naming, stable ids, train/assign/profile on a small lake.
+
+The end-to-end tests write a small silver.daily_load_shape built here in numpy
+(hourly meters, four clearly different load archetypes plus vacant premises)
+and a customer archive with PII columns, then run the stage functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+
+from gridpersona import stages_segment as SS
+from gridpersona.generate import arrow_schema
+from gridpersona.runtime import StageContext
+from gridpersona.schemas import BRONZE
+from gridpersona.transform import segment as G
+
+DAILY = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, shape array<double>, "
+         "peak_share double, flat_share double, valley_share double, max_kwh double, min_kwh double, "
+         "load_factor double, completeness double, imputed_slots int, day_of_week int, is_weekend boolean")
+MON = dt.date(2026, 6, 1)  # a Monday
+
+
+def _day_row(meter, date, slot_kwh, completeness=1.0):
+    slot_kwh = [float(x) for x in slot_kwh]
+    total = float(sum(slot_kwh))
+    shape = [x / total for x in slot_kwh] if total > 0 else [1.0 / len(slot_kwh)] * len(slot_kwh)
+    n = len(slot_kwh)
+    peak = sum(slot_kwh[i] for i in range(n) if 8 <= i * 24 // n < 11 or 18 <= i * 24 // n < 23)
+    valley = sum(slot_kwh[i] for i in range(n) if i * 24 // n >= 23 or i * 24 // n < 7)
+    return (meter, date, slot_kwh, total, shape, peak / total if total else None, (total - peak - valley) / total if total else None,
+            valley / total if total else None, max(slot_kwh), min(slot_kwh),
+            total / n / max(slot_kwh) if max(slot_kwh) else None, completeness, 0, date.isoweekday(), date.isoweekday() >= 6)
+
+
+# ------------------------------------------------------------------ typical shape math
+
+
+def _hand_days(spark):
+    sat = MON + dt.timedelta(days=5)
+    rows = [
+        _day_row("a", MON, [1, 1, 1, 1]),                           # weekday, 4 kWh
+        _day_row("a", MON + dt.timedelta(days=1), [0, 0, 2, 6]),    # weekday, 8 kWh
+        _day_row("a", sat, [2, 0, 0, 2]),                           # weekend, 4 kWh
+        _day_row("a", MON + dt.timedelta(days=2), [50, 0, 0, 0], completeness=0.5),  # incomplete: ignored
+        _day_row("b", MON, [0, 3, 1, 0]),                           # weekday only: weekend reuses it
+    ]
+    return spark.createDataFrame(rows, DAILY)
+
+
+def test_typical_shape_mean_of_daily_shapes(spark):
+    out = {r["meter_id"]: r for r in G.typical_shapes(_hand_days(spark), slots=4, method="mean_shape",
+                                                        min_completeness=0.9).collect()}
+    a, b = out["a"], out["b"]
+    # weekday: mean of [.25,.25,.25,.25] and [0,0,.25,.75]; weekend: [.5,0,0,.5]
+    assert a["features"] == pytest.approx([0.125, 0.125, 0.25, 0.5, 0.5, 0.0, 0.0, 0.5], abs=1e-11)
+    assert (a["days_used"], a["weekday_days"], a["weekend_days"]) == (3, 2, 1)
+    assert a["mean_daily_kwh"] == pytest.approx(16 / 3)
+    assert a["weekday_daily_kwh"] == pytest.approx(6.0) and a["weekend_daily_kwh"] == pytest.approx(4.0)
+    assert a["weekend_ratio"] == pytest.approx(4 / 6)
+    assert b["features"] == pytest.approx([0, 0.75, 0.25, 0] * 2, abs=1e-11)
+    assert b["weekend_days"] == 0 and b["weekend_ratio"] is None
+
+
+def test_typical_shape_energy_weighted(spark):
+    out = {r["meter_id"]: r for r in G.typical_shapes(_hand_days(spark), slots=4, method="energy_weighted",
+                                                        min_completeness=0.9).collect()}
+    # weekday: ([1,1,1,1] + [0,0,2,6]) / 12 kWh; weekend: [2,0,0,2] / 4 kWh
+    assert out["a"]["features"] == pytest.approx([1 / 12, 1 / 12, 3 / 12, 7 / 12, 0.5, 0, 0, 0.5], abs=1e-11)
+    assert sum(out["a"]["features"][:4]) == pytest.approx(1.0, abs=1e-12)
+    assert out["b"]["features"] == pytest.approx([0, 0.75, 0.25, 0] * 2, abs=1e-11)
+
+
+def test_vacancy_rule_flags_low_consumption(spark):
+    df = spark.createDataFrame([("m1", 0.4), ("m2", 1.49), ("m3", 1.5), ("m4", 12.0)], "meter_id string, mean_daily_kwh double")
+    got = {r["meter_id"]: r["is_vacant"] for r in G.flag_vacant(df, 1.5).collect()}
+    assert got == {"m1": True, "m2": True, "m3": False, "m4": False}
+    assert not any(r["is_vacant"] for r in G.flag_vacant(df, None).collect())
+
+
+# ------------------------------------------------------------------ naming
+
+
+def _hours(slots):
+    return (np.arange(slots) + 0.5) * 24.0 / slots
+
+
+def _bump(h, c, w):
+    d = (h - c + 12.0) % 24.0 - 12.0
+    return np.exp(-0.5 * (d / w) ** 2)
+
+
+def _box(h, a, b):
+    return ((h >= a) & (h < b)).astype(float) if a < b else ((h >= a) | (h < b)).astype(float)
+
+
+def _norm(x):
+    return x / x.sum()
+
+
+def _archetype_shapes(slots=96):
+    h = _hours(slots)
+    evening = _norm(0.25 + 0.15 * _bump(h, 7.5, 1) + 0.2 * _bump(h, 13, 2.5) + 2.6 * _bump(h, 20.5, 1.5))
+    double = _norm(0.25 + 1.9 * _bump(h, 7.8, 0.9) + 2.0 * _bump(h, 19.8, 1.3))
+    flat = _norm(1.0 + 0.08 * _bump(h, 14, 4))
+    night = _norm(0.15 + 2.5 * _box(h, 23, 7))
+    # 8 kWh of evening-peak household plus 12 kWh charged 23:00-02:00
+    ev = _norm(8 * evening + 12 * _norm(_box(h, 23, 2)))
+    commercial = _norm(0.15 + _box(h, 8, 18))
+    return {"evening_peak": (evening, 9.0, 1.15), "double_peak": (double, 10.0, 1.15), "flat": (flat, 7.0, 1.15),
+            "night": (night, 10.0, 1.15), "ev_night": (ev, 20.0, 1.1), "commercial_day": (commercial, 150.0, 0.35),
+            "vacant": (_norm(1.0 + 4 * _box(h, 19, 5.5)), 0.5, 1.0)}
+
+
+def test_default_label_rules_name_archetype_centroids(make_settings):
+    settings = make_settings()
+    rules, fallback = SS.label_rules(settings)
+    windows = SS.label_windows(settings)
+    for code, (shape, kwh, weekend_ratio) in _archetype_shapes().items():
+        feats = G.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
+                                    mean_daily_kwh=kwh, weekend_ratio=weekend_ratio)
+        rule, _ = G.label_centroid(feats, rules, fallback)
+        assert rule.code == code, (code, feats)
+    assert {r.code: r.zh for r in rules}["evening_peak"] in ("高峰型", "晚高峰型")
+    assert {r.code: r.zh for r in rules}["flat"] == "平稳型"
+
+
+def test_label_rules_first_match_and_fallback():
+    rules = [G.LabelRule("night", "低谷型", "Night", {"night_share": (0.6, None)}),
+             G.LabelRule("flat", "平稳型", "Flat", {"peak_to_mean": (None, 1.6)})]
+    fallback = G.LabelRule("mixed", "混合型", "Mixed", {})
+    assert G.label_centroid({"night_share": 0.7, "peak_to_mean": 1.2}, rules, fallback)[0].code == "night"
+    assert G.label_centroid({"night_share": 0.3, "peak_to_mean": 1.2}, rules, fallback)[0].code == "flat"
+    assert G.label_centroid({"night_share": 0.3, "peak_to_mean": 3.0}, rules, fallback) == (fallback, 2)
+    assert G.label_centroid({"night_share": float("nan"), "peak_to_mean": 3.0}, rules, fallback)[0].code == "mixed"
+
+
+def test_unknown_label_feature_is_a_config_error(make_settings):
+    from gridpersona.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown feature"):
+        make_settings('segment.labels=[{code: x, zh: 某, en: X, when: {nite_share: {min: 0.5}}}]')
+
+
+# ------------------------------------------------------------------ stable ids
+
+
+def test_match_ids_keep_ids_when_centroids_are_permuted():
+    rng = np.random.default_rng(1)
+    old = {3: rng.random(8), 5: rng.random(8), 9: rng.random(8)}
+    order = [9, 3, 5]
+    new = [old[i] + 0.01 * rng.random(8) for i in order]
+    assert G.match_ids(new, [0, 0, 0], old, slots=4, reserved=[0]) == order
+    # An extra cluster gets a fresh id above every previous and reserved id.
+    assert G.match_ids([*new, rng.random(8) + 5], [0, 0, 0, 0], old, slots=4, reserved=[0]) == [*order, 10]
+    # Fewer clusters: the nearest old ids are kept.
+    assert G.match_ids(new[:2], [0, 0], old, slots=4) == order[:2]
+
+
+def test_first_ids_follow_a_canonical_order():
+    a, b, c = np.eye(4)[[2, 0, 1]]
+    ranks = [1, 0, 1]
+    ids = G.match_ids([a, b, c], ranks, {}, slots=4, reserved=[0])
+    assert ids == [3, 1, 2]  # rule order first, then the weekday peak slot
+    assert G.match_ids([c, a, b], [1, 1, 0], {}, slots=4, reserved=[0]) == [2, 3, 1]
+
+
+def test_hungarian_beats_greedy():
+    cost = np.array([[1.0, 2.0], [1.1, 10.0]])  # greedy would take (0,0) and leave (1,1) = 10
+    assert G.hungarian(cost) == [(0, 1), (1, 0)]
+
+
+def test_adjusted_rand_index():
+    assert G.adjusted_rand_index([0, 0, 1, 1, 2, 2], ["b", "b", "a", "a", "c", "c"]) == pytest.approx(1.0)
+    assert G.adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
+
+
+# ------------------------------------------------------------------ end to end on a small lake
+
+ARCHS = ("evening_peak", "night", "commercial_day", "flat", "vacant")
+PER_ARCH = (14, 10, 8, 10, 6)
+DAYS = 14
+
+
+def _meter_day(arch, h, weekend, rng, shift, scale):
+    if arch == "evening_peak":
+        base = 0.25 + 0.2 * _bump(h - shift, 13, 2.5) + 2.6 * _bump(h - shift, 20.5, 1.5)
+    elif arch == "night":
+        base = 0.15 + 2.5 * _box((h - shift) % 24, 23, 7)
+    elif arch == "commercial_day":
+        base = 0.15 + (0.25 if weekend else 1.0) * _box((h - shift) % 24, 8, 18)
+    elif arch == "flat":
+        base = 1.0 + 0.08 * _bump(h, 14, 4)
+    else:
+        base = 1.0 + 4 * _box(h, 19, 5.5)
+    noisy = base * rng.lognormal(0, 0.15, len(h))
+    return scale * noisy / noisy.sum()
+
+
+def _write_small_lake(spark, lake, seed=7):
+    """silver.daily_load_shape (hourly, 48 meters x 14 days) and bronze.customer_archive; returns {meter: archetype}."""
+    rng = np.random.default_rng(seed)
+    h = _hours(24)
+    truth, rows = {}, []
+    scale_of = {"evening_peak": 9, "night": 10, "commercial_day": 150, "flat": 7, "vacant": 0.5}
+    n = 0
+    for arch, count in zip(ARCHS, PER_ARCH):
+        for _ in range(count):
+            n += 1
+            meter = f"M{n:04d}"
+            truth[meter] = arch
+            shift, scale = rng.normal(0, 0.1), scale_of[arch] * rng.uniform(0.7, 1.3)
+            for d in range(DAYS):
+                date = MON + dt.timedelta(days=d)
+                weekend = date.isoweekday() >= 6
+                kwh = _meter_day(arch, h, weekend, rng, shift, scale * (0.43 if weekend and arch == "commercial_day" else 1))
+                rows.append(_day_row(meter, date, kwh, completeness=0.5 if (n == 3 and d == 2) else 1.0))
+    daily = spark.createDataFrame(rows, DAILY)
+    lake.replace(daily, SS.DAILY_LOAD_SHAPE, where={"date": [MON + dt.timedelta(days=d) for d in range(DAYS)]},
+                 partition_by=["date"])
+    spec = BRONZE["bronze.customer_archive"]
+    meters = sorted(truth)
+    cols = {c.name: [None] * len(meters) for c in spec.columns}
+    cols.update(customer_id=[f"C{m[1:]}" for m in meters], meter_id=meters, customer_name=["张三"] * len(meters),
+                phone=["13800000000"] * len(meters), address=["某路 1 号"] * len(meters), region=["R1"] * len(meters),
+                customer_type=["residential"] * len(meters))
+    lake.write_arrow("bronze.customer_archive", pa.table(cols, schema=arrow_schema(spec)))
+    return truth
+
+
+def _settings(root, *overrides):
+    from gridpersona.config import load_settings
+
+    return load_settings("test", [f"lake.root={root}", "ami.interval_minutes=60", "segment.k_min=3",
+                                  "segment.k_max=5", "segment.n_init=2", *overrides])
+
+
+def _ctx(settings, spark, lake, as_of=MON + dt.timedelta(days=DAYS - 1)):
+    return StageContext(settings, spark, lake, as_of, DAYS)
+
+
+def _segments(lake, as_of):
+    return {r["meter_id"]: r for r in lake.read(SS.CUSTOMER_SEGMENTS).filter(F.col("as_of") == as_of).collect()}
+
+
+def _model_rows(lake):
+    return sorted(lake.read_arrow(SS.SEGMENT_MODEL).to_pylist(), key=lambda r: (r["model_version"], r["segment_id"]))
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """A small lake after segment-train, segment-assign and profile: (settings, lake, truth, results, first outputs)."""
+    from gridpersona.lake import Lake
+
+    settings = _settings(tmp_path_factory.mktemp("segment") / "lake")
+    lake = Lake(settings, spark)
+    truth = _write_small_lake(spark, lake)
+    SS.release_features()
+    ctx = _ctx(settings, spark, lake)
+    results = {"train": SS.run_segment_train(ctx), "assign": SS.run_segment_assign(ctx), "profile": SS.run_profile(ctx)}
+    first = {"model": _model_rows(lake), "segments": _segments(lake, ctx.as_of),
+             "profile": [r for r in lake.read_arrow(SS.SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of]}
+    yield settings, lake, truth, results, first
+    SS.release_features()
+
+
+def test_train_names_each_archetype_and_reserves_vacant(trained):
+    settings, lake, truth, results, first = trained
+    model = first["model"]
+    assert results["train"].outputs == {SS.SEGMENT_MODEL: len(model)}
+    assert model[0]["k"] == 4 and model[0]["k_selection"] == "silhouette"  # four non-vacant archetypes
+    assert set(json.loads(model[0]["silhouette_by_k"])) == {"3", "4", "5"}
+    vacant = [r for r in model if r["cluster_index"] is None]
+    assert [(r["segment_id"], r["segment_label"], r["name_zh"]) for r in vacant] == [(0, "vacant", "空置型")]
+    assert sorted(r["segment_label"] for r in model) == sorted(ARCHS)
+    assert all(len(r["centroid"]) == 48 for r in model)
+    assert sum(r["size"] for r in model) == len(truth)
+    assert os.path.isdir(os.path.join(lake.root, model[0]["model_path"], "kmeans"))
+
+
+def test_assign_recovers_the_planted_archetypes(trained):
+    settings, lake, truth, results, first = trained
+    segs = first["segments"]
+    assert set(segs) == set(truth)
+    assert all(segs[m]["segment_label"] == a for m, a in truth.items())
+    assert G.adjusted_rand_index([segs[m]["segment_id"] for m in sorted(truth)], [truth[m] for m in sorted(truth)]) == 1.0
+    assert all(r["model_version"] == "20260614" and r["distance"] >= 0 and r["customer_id"] for r in segs.values())
+    assert results["assign"].outputs == {SS.CUSTOMER_SEGMENTS: len(truth)}
+
+
+def test_profile_sizes_sum_to_the_meters_and_shares_to_one(trained):
+    settings, lake, truth, results, first = trained
+    rows = first["profile"]
+    assert results["profile"].rows_in == len(truth)
+    assert sum(r["meters"] for r in rows) == len(truth)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    by_label = {r["segment_label"]: r for r in rows}
+    assert by_label["commercial_day"]["mean_daily_kwh"] > 50 > by_label["night"]["mean_daily_kwh"]
+    assert by_label["night"]["valley_share"] > 0.6
+    assert by_label["commercial_day"]["weekend_ratio"] == pytest.approx(0.43, abs=0.02)
+    assert all(len(r["centroid_shape"]) == 48 for r in rows)
+
+
+def test_no_pii_reaches_gold(trained):
+    settings, lake, truth, results, first = trained
+    pii = {c.name for c in BRONZE["bronze.customer_archive"].columns if c.pii}
+    for table in (SS.SEGMENT_MODEL, SS.CUSTOMER_SEGMENTS, SS.SEGMENT_PROFILE):
+        assert not pii & set(lake.read(table).columns), table
+    assert "张三" not in str(first["segments"]) and "13800000000" not in str(first["profile"])
+
+
+def test_assign_reuses_the_saved_model_without_retraining(spark, trained, monkeypatch):
+    from pyspark.ml.clustering import KMeans
+
+    settings, lake, truth, results, first = trained
+
+    def no_fit(*a, **k):
+        raise AssertionError("segment-assign must not train")
+
+    monkeypatch.setattr(KMeans, "fit", no_fit)
+    SS.release_features()
+    pinned = _settings(settings.lake.root, "segment.model_version=20260614")
+    SS.run_segment_assign(_ctx(pinned, spark, lake))
+    assert _segments(lake, _ctx(pinned, spark, lake).as_of) == first["segments"]
+
+
+def test_rerun_with_the_same_inputs_writes_identical_rows(spark, trained):
+    settings, lake, truth, results, first = trained
+    SS.release_features()  # recompute the features from the lake, as a new session would
+    ctx = _ctx(settings, spark, lake)
+    SS.run_segment_train(ctx)
+    SS.run_segment_assign(ctx)
+    SS.run_profile(ctx)
+    assert _model_rows(lake) == first["model"]  # the same version, replaced by the same rows
+    assert _segments(lake, ctx.as_of) == first["segments"]
+    assert [r for r in lake.read_arrow(SS.SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of] == first["profile"]
+
+
+def test_retrain_with_another_seed_keeps_segment_ids(spark, trained):
+    settings, lake, truth, results, first = trained
+    other = _settings(settings.lake.root, "segment.seed=99")
+    ctx = _ctx(other, spark, lake)
+    SS.run_segment_train(ctx)
+    SS.run_segment_assign(ctx)
+    after = _segments(lake, ctx.as_of)
+    assert {m: r["segment_id"] for m, r in after.items()} == {m: r["segment_id"] for m, r in first["segments"].items()}
+    assert {r["model_version"] for r in _model_rows(lake)} == {"20260614"}  # replaced, not added
+
+
+def test_assign_without_a_model_says_what_to_do(spark, tmp_path):
+    from gridpersona.lake import Lake
+
+    settings = _settings(tmp_path / "lake")
+    lake = Lake(settings, spark)
+    _write_small_lake(spark, lake)
+    SS.release_features()
+    with pytest.raises(LookupError, match="segment-train"):
+        SS.run_segment_assign(_ctx(settings, spark, lake))
