@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ENV ?= local
 
-.PHONY: setup demo test test-fast tables clean-lake docs
+.PHONY: setup demo test test-fast tables clean-lake docs bench
 
 setup:
 	VENV=$(VENV) scripts/setup.sh
@@ -22,6 +22,10 @@ tables:
 
 docs:                  ## regenerate docs/data_dictionary.md from the table contracts
 	$(BIN)/python -m gridpersona.docs > docs/data_dictionary.md
+
+bench: setup           ## benchmark: 20k meters x 30 days (and 3x), Spark stages vs DuckDB + scikit-learn (bench/README.md)
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/run.py --meters 20000 --days 30 --scale 1,3
 
 clean-lake:
 	rm -rf lake
