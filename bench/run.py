@@ -119,6 +119,36 @@ def stage_runner(wanted: list[str]):
     return runnable, skipped, run, notes
 
 
+# What each stage writes (tables, and folders under the lake root), dropped before a run.
+STAGE_OUTPUTS = {
+    "clean": (["silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality"], []),
+    "shapes": (["silver.daily_load_shape"], []),
+    "segment-train": (["gold.segment_model"], ["models/segment"]),
+    "segment-assign": (["gold.customer_segments"], []),
+    "profile": (["gold.segment_profile"], []),
+}
+
+
+def drop_stage_outputs(lake, stages: list[str]) -> list[str]:
+    """Remove what ``stages`` write from a benchmark lake (never another lake: the marker file is checked).
+
+    Every run then writes into new tables: no table left by older code with another
+    schema, and the same work (create, not replace) at every run.
+    """
+    import shutil
+
+    if read_marker(lake.root) is None:
+        raise SystemExit(f"{lake.root} has no {MARKER}: not a benchmark lake, its tables are not dropped")
+    dropped = []
+    for stage in stages:
+        tables, folders = STAGE_OUTPUTS[stage]
+        for path in [lake.path(t) for t in tables] + [os.path.join(lake.root, f) for f in folders]:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+                dropped.append(os.path.relpath(path, lake.root))
+    return dropped
+
+
 def error_summary(exc: BaseException) -> str:
     """First line of an error and its root cause (a Py4J error's Java 'Caused by:'), without stack frames."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("at ")]
@@ -292,6 +322,8 @@ def run_scale(args, spark, scale: int, root: str, runnable: list[str], run_stage
     rec: dict = {"scale": scale, "meters": args.meters * scale, "days": args.days, "lake": root,
                  "as_of": str(last), "window_days": args.days, "stages": [], "loadavg_before": loadavg()}
     failed = None
+    if not args.keep_outputs:
+        rec["dropped_before_run"] = drop_stage_outputs(lake, runnable)
     t_all = time.perf_counter()
     for stage in runnable:
         t0, cpu0 = time.perf_counter(), tree_cpu_seconds()
@@ -479,6 +511,8 @@ def parse_args(argv):
     p.add_argument("--env", default="local", help="config environment (default local)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, as for gridpersona --set (repeatable)")
+    p.add_argument("--keep-outputs", action="store_true",
+                   help="keep the tables the stages write (default: drop them first, so every run creates them anew)")
     p.add_argument("--no-reference", action="store_true", help="skip the DuckDB + scikit-learn reference")
     p.add_argument("--one-rule", action="store_true", help="run the reference with the configured typical-shape rule only")
     p.add_argument("--no-diagnostics", action="store_true", help="skip the shapes/typical-shape diagnostics")
