@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--refresh-seconds", type=float, default=60.0,
                     help="re-register tables whose Delta version moved, every N seconds (default 60; 0 = never)")
 
+    rp = sub.add_parser("report", help="write a self-contained HTML report (pictures inline) of one as-of",
+                        description="Self-contained HTML: stage timings and rows (ops.job_runs), data quality, "
+                                    "segment table, centroid load curves, segment radar, tag distributions, "
+                                    "campaign funnel. Aggregates only, no customer rows or PII.")
+    rp.add_argument("--as-of", type=_date, help="as-of date (default: the newest in gold.segment_profile)")
+    rp.add_argument("--out", help="output file (default: <lake.root>/_reports/report-<as-of>.html)")
+
     d = sub.add_parser("demo", help="the main job on the embedded default: generate the lake if absent, then list it")
     d.add_argument("--regenerate", action="store_true", help="regenerate the synthetic lake even if it exists")
     return p
@@ -279,6 +286,18 @@ def cmd_sql_server(settings: Settings, args) -> int:
                  refresh_seconds=args.refresh_seconds, ready=ready)
 
 
+def cmd_report(settings: Settings, args) -> int:
+    from gridpersona.report import write_report
+
+    lake = _lake(settings)
+    path, report = write_report(lake, out=args.out, as_of=args.as_of)
+    print(f"report for as-of {report.as_of}: {path}")
+    print(f"  pictures: {', '.join(report.images) or 'none'}")
+    if report.missing:
+        print(f"  not computed for this as-of: {', '.join(report.missing)}")
+    return 0
+
+
 def cmd_demo(settings: Settings, args) -> int:
     from gridpersona.pipeline import run_pipeline
 
@@ -298,12 +317,16 @@ def cmd_demo(settings: Settings, args) -> int:
     print(stage_summary(results))
     print()
     print(tables_report(lake, lake.list_tables()))
+    from gridpersona.report import write_report
+
+    path, report = write_report(lake, as_of=as_of)
+    print(f"report ({len(report.images)} pictures): {path}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return 0
 
 
 COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history,
-            "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql,
+            "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql, "report": cmd_report,
             "sql-server": cmd_sql_server}
 
 
