@@ -12,6 +12,7 @@ import datetime as dt
 import html.parser
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -323,7 +324,8 @@ def test_sql_server_answers_beeline(analyst_lake, tmp_path):
              f"SELECT segment_label, count(*) AS customers FROM gold.customer_segments WHERE as_of = DATE'{AS_OF}' "
              "GROUP BY segment_label ORDER BY segment_label"],
             capture_output=True, text=True, timeout=240, env={**os.environ, "SPARK_HOME": _spark_home()})
-        lines = [ln for ln in beeline.stdout.splitlines() if ln.strip()]
+        # beeline -e echoes its prompt before the first output line.
+        lines = [re.sub(r"^\d+: jdbc:hive2://\S+> ", "", ln) for ln in beeline.stdout.splitlines() if ln.strip()]
         assert beeline.returncode == 0, beeline.stderr[-3000:]
         assert lines == ["segment_label,customers", "commercial_day,1", "evening_peak,3", "night,2"], beeline.stdout
     finally:
