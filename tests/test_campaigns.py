@@ -249,6 +249,25 @@ def test_a_customer_cut_by_capacity_keeps_the_slot_for_a_lower_priority_campaign
     assert picked(targets(spark, tags, cs, m=1).targets) == {("first", "A"), ("second", "B")}
 
 
+def test_uncapped_levels_share_a_step_and_a_capped_level_closes_it():
+    priorities = {"a": 1, "b": 2, "c": 2, "d": 3, "e": 4, "f": 5}
+    assert C.arbitration_blocks(priorities, {k: None for k in priorities}) == [[1, 2, 3, 4, 5]]
+    assert C.arbitration_blocks(priorities, {"a": 10, "c": 5, "f": 1}) == [[1], [2], [3, 4, 5]]
+
+
+def test_rules_are_analysed_by_spark_against_the_real_tags_before_targeting(spark):
+    from gridpersona.stages_campaigns import check_rules_against
+
+    tags = tags_frame(spark, [dict(customer_id="A")])
+    check_rules_against(tags, [campaign(score="household_size * 2")], RULES)
+    with pytest.raises(ValueError, match=r"campaign 'c1': score 'no_such_function\(vip\)' does not analyse"):
+        check_rules_against(tags, [campaign(score="no_such_function(vip)")], RULES)
+    with pytest.raises(ValueError, match=r"campaign 'c1': score 'region' must be numeric, got string"):
+        check_rules_against(tags, [campaign(score="region")], RULES)
+    with pytest.raises(ValueError, match=r"campaign 'c1': eligibility 'smart_tech': .*has no column\(s\) \['smart_tech'\]"):
+        check_rules_against(tags.drop("smart_tech"), [campaign(eligibility="smart_tech")], RULES)
+
+
 def test_targets_columns_groups_and_checkpointed_levels(spark):
     tags = tags_frame(spark, [dict(customer_id=f"C{i:04d}", ev_owner=True, segment_label="ev_night")
                               for i in range(400)])

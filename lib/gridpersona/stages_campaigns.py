@@ -64,15 +64,22 @@ def check_rules_against(tags: DataFrame, campaigns, channel_rules) -> None:
         rules.append((f"campaign {c.id!r}", "eligibility", c.eligibility, "boolean"))
         rules += [(f"campaign {c.id!r}", f"qualifiers.{code}", sql, "boolean") for code, sql in c.qualifiers.items()]
         rules.append((f"campaign {c.id!r}", "score", c.score, "numeric"))
-    for owner, key, sql, kind in rules:
+    for owner, key, sql, _ in rules:
         absent = [n for n in referenced_columns(sql) if n not in tags.columns]
         if absent:
             raise ValueError(f"{owner}: {key} {sql!r}: {CUSTOMER_TAGS} has no column(s) {absent}")
-        try:
-            dtype = tags.select(F.expr(f"({sql})").alias("v")).schema["v"].dataType
-        except AnalysisException as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(f"{owner}: {key} {sql!r} does not analyse over {CUSTOMER_TAGS}: {first}") from None
+    try:  # one analysis for all rules; on failure, one per rule to name the culprit
+        schema = tags.select(*[F.expr(f"({sql})").alias(f"r{i}") for i, (_, _, sql, _) in enumerate(rules)]).schema
+        types = [schema[f"r{i}"].dataType for i in range(len(rules))]
+    except AnalysisException:
+        types = []
+        for owner, key, sql, _ in rules:
+            try:
+                types.append(tags.select(F.expr(f"({sql})").alias("v")).schema["v"].dataType)
+            except AnalysisException as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise ValueError(f"{owner}: {key} {sql!r} does not analyse over {CUSTOMER_TAGS}: {first}") from None
+    for (owner, key, sql, kind), dtype in zip(rules, types):
         ok = dtype.typeName() in ("boolean", "void") if kind == "boolean" else \
             dtype.typeName() in ("byte", "short", "integer", "long", "float", "double", "decimal", "void")
         if not ok:
@@ -89,7 +96,7 @@ def run_campaigns(ctx: StageContext) -> StageResult:
     tags = read_tags(ctx)
     check_rules_against(tags, active, conf.channel_rules)
     contacts = read_bronze(lake, CONTACT_HISTORY)
-    # Materialize each arbitration level (and the screened candidates) so the plan stays linear in the levels.
+    # Materialize the screened candidates and each arbitration block so the plan stays linear in the blocks.
     targeting = C.campaign_targets(tags, contacts, active, as_of=ctx.as_of, time_zone=s.ami.time_zone,
                                    max_per_customer=conf.max_per_customer, channel_rules=conf.channel_rules,
                                    fallback_channel=conf.fallback_channel,

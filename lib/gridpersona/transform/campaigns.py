@@ -21,8 +21,11 @@ its targets for one cycle (as-of date) in five steps:
    id) up to the slots left of ``max_per_customer``; then each campaign keeps
    its top ``capacity`` customers by score (ties: smaller customer_id). A
    customer cut by a higher-priority campaign's capacity still has the slot for
-   a lower-priority one. Control customers use a slot too, so a campaign's
-   treatment and control groups see the other campaigns alike.
+   a lower-priority one; within one level, a customer cut by capacity is not
+   moved to another campaign of the same level. Control customers use a slot
+   too, so a campaign's treatment and control groups see the other campaigns
+   alike. Consecutive levels without capacity limits are served in one step
+   (:func:`arbitration_blocks`; same result).
 4. **Holdout** (:func:`assign_ab_groups`): ``control`` when the hash bucket of
    (customer, campaign) is below ``holdout_share`` (:mod:`gridpersona.holdout`),
    else ``treatment``. Control targets keep the channel they would have had and
@@ -173,31 +176,52 @@ def screen_candidates(candidates: DataFrame, last_contacts: DataFrame, as_of: dt
     return joined.withColumn("exclusion", reason).drop("last_contact_date")
 
 
+def arbitration_blocks(priorities: dict[str, int], capacities: dict[str, int | None]) -> list[list[int]]:
+    """Priority levels grouped into blocks that can be served in one step each.
+
+    Without capacity limits, serving levels one after another is the same as
+    ranking a customer's campaigns by (priority, score, id) and keeping the
+    first slots, so consecutive uncapped levels share a step; a level with a
+    capacity-limited campaign closes its block, since the levels after it
+    depend on whom its capacity cut.
+    """
+    capped = {priorities[c] for c, n in capacities.items() if n is not None and c in priorities}
+    blocks: list[list[int]] = [[]]
+    for level in sorted(set(priorities.values())):
+        blocks[-1].append(level)
+        if level in capped:
+            blocks.append([])
+    return [b for b in blocks if b]
+
+
 def select_targets(kept: DataFrame, *, max_per_customer: int, priorities: dict[str, int],
                    capacities: dict[str, int | None], checkpoint: Callable[[DataFrame], DataFrame] | None = None
                    ) -> DataFrame:
     """Arbitration (at most ``max_per_customer`` campaigns per customer, by priority then score) and capacity.
 
     ``kept``: screened candidates without an exclusion (customer_id, campaign_id,
-    priority, score, ...). ``priorities``: campaign id -> priority (the levels
-    served, in ascending order); ``capacities``: campaign id -> top N (None: all).
-    Priority levels are served in order (module docstring, step 3).
-    ``checkpoint`` (e.g. ``DataFrame.localCheckpoint``) materializes each
-    level's picks, which keeps the query plan linear in the number of levels;
-    without it every level re-plans all earlier ones (fine for a few levels).
-    Returns the selected rows of ``kept`` (same columns).
+    priority, score, ...). ``priorities``: campaign id -> priority;
+    ``capacities``: campaign id -> top N (None: all). Priority levels are
+    served in order (module docstring, step 3), in the blocks of
+    :func:`arbitration_blocks`: per block, a customer keeps their campaigns
+    ranked by (priority, score desc, campaign id) up to the slots the earlier
+    blocks left, then each campaign keeps its top ``capacity`` by (score desc,
+    customer id). ``checkpoint`` (e.g. ``DataFrame.localCheckpoint``)
+    materializes each block's picks but the last, which keeps the query plan
+    linear in the number of blocks (without it every block re-plans the
+    earlier ones). Returns the selected rows of ``kept`` (same columns).
     """
-    levels = sorted(set(priorities.values()))
     by_score = [F.col("score").desc_nulls_last()]
     cap = F.lit(None).cast("int")
     for cid, n in capacities.items():
         if n is not None:
             cap = F.when(F.col("campaign_id") == F.lit(cid), F.lit(int(n))).otherwise(cap)
+    blocks = arbitration_blocks(priorities, capacities)
     chosen: list[DataFrame] = []
-    for level in levels:
-        cand = kept.filter(F.col("priority") == F.lit(level))
+    for i, block in enumerate(blocks):
+        cand = kept.filter(F.col("priority").isin(block))
         if chosen:
-            # Slots each customer used at the levels before (their picks, materialized when checkpointed).
+            # Slots each customer used in the blocks before.
             earlier = chosen[0].select("customer_id")
             for df in chosen[1:]:
                 earlier = earlier.unionByName(df.select("customer_id"))
@@ -206,14 +230,15 @@ def select_targets(kept: DataFrame, *, max_per_customer: int, priorities: dict[s
         else:
             cand = cand.withColumn("slots_used", F.lit(0))
         cand = cand.withColumn("slots_left", F.lit(max_per_customer) - F.coalesce(F.col("slots_used"), F.lit(0)))
-        per_customer = Window.partitionBy("customer_id").orderBy(*by_score, F.col("campaign_id"))
+        per_customer = Window.partitionBy("customer_id").orderBy(F.col("priority"), *by_score, F.col("campaign_id"))
         cand = cand.withColumn("customer_rank", F.row_number().over(per_customer))
         cand = cand.filter(F.col("customer_rank") <= F.col("slots_left"))
         per_campaign = Window.partitionBy("campaign_id").orderBy(*by_score, F.col("customer_id"))
         cand = cand.withColumn("campaign_rank", F.row_number().over(per_campaign))
         cand = cand.filter(cap.isNull() | (F.col("campaign_rank") <= cap))
         picked = cand.select(*kept.columns)
-        chosen.append(checkpoint(picked) if checkpoint is not None else picked)
+        last = i == len(blocks) - 1
+        chosen.append(checkpoint(picked) if checkpoint is not None and not last else picked)
     if not chosen:
         return kept.limit(0)
     out = chosen[0]
