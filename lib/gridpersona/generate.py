@@ -914,8 +914,8 @@ def _current_cycle(cust: Customers, campaigns, seed: int, snapshot: dt.date, tz:
     targets, its treatment and control then differ by the planted uplift in
     expectation. Rows exist for every customer (not only targets), since the
     generator cannot know the targets; evaluation joins them to the targets.
-    These are outcomes the CRM reports after the cycle: dated 1-21 days after
-    the snapshot day. Returns (bronze.campaign_response rows, truth.campaigns).
+    These are outcomes the CRM reports after the cycle: dated within the 21
+    days after the snapshot day. Returns (bronze.campaign_response rows, truth.campaigns).
     """
     from gridpersona.holdout import is_control
 

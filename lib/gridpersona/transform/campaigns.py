@@ -43,6 +43,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from gridpersona.bronze import local_date
 from gridpersona.holdout import ab_group_col
 
 # gold.customer_tags as agreed between the tags and campaigns stages (briefs/contract.md): the columns
@@ -153,8 +154,6 @@ def last_contact_dates(contacts: DataFrame, as_of: dt.date, time_zone: str) -> D
 
     Later contacts are ignored, so a rerun for an earlier as-of sees what that cycle saw.
     """
-    from gridpersona.bronze import local_date
-
     day = local_date(F.col("ts"), time_zone)
     return (contacts.select("customer_id", day.alias("contact_date"))
             .filter(F.col("contact_date") <= F.lit(as_of))
