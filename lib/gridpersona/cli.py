@@ -76,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("table")
     h.add_argument("--limit", type=_positive, default=20)
 
+    from gridpersona.pipeline import STAGE_ORDER
+
     r = sub.add_parser("run", help="run one pipeline stage or all of them for an as-of date")
-    r.add_argument("stage", help="clean, shapes, segment-train, segment-assign, profile, or all")
+    r.add_argument("stage", help=", ".join(STAGE_ORDER) + ", or all")
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
     r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
 
