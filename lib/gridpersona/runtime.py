@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 
 from gridpersona import __version__
 from gridpersona.config import Settings
+from gridpersona.console import stage_scope
 from gridpersona.lake import Lake
 
 log = logging.getLogger("gridpersona")
@@ -77,6 +78,13 @@ class StageResult:
 
 
 def code_version() -> str:
+    """The package version plus the git commit: baked into a shipped artifact by scripts/submit.sh, else asked of git."""
+    try:
+        from gridpersona._build_info import CODE_VERSION  # only in artifacts built by submit.sh
+
+        return CODE_VERSION
+    except ImportError:
+        pass
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=__file__.rsplit("/lib/", 1)[0]).stdout.strip()
@@ -91,7 +99,8 @@ def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageCo
     t0 = time.perf_counter()
     log.info("[%s] as-of %s, window %d days, run %s", name, ctx.as_of, ctx.window_days, ctx.run_id)
     try:
-        result = fn(ctx)
+        with stage_scope(name):
+            result = fn(ctx)
     except BaseException as exc:
         seconds = time.perf_counter() - t0
         log.error("[%s] failed after %.1f s: %s", name, seconds, exc)
