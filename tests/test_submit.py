@@ -57,9 +57,11 @@ def test_spark_submit_runs_clean_then_shapes_and_writes_the_tables(small_lake, s
     runs = [submit(stage, "--as-of", AS_OF.isoformat(), "--env", "test", *set_args, build_dir=tmp_path / "build")
             for stage in ("clean", "shapes")]
 
-    # The job printed its stage with timings and row counts, including progress lines per write.
-    assert re.search(r"\[clean\] done in [\d.]+ s: [\d,]+ rows in -> silver\.ami_clean", runs[0].stderr)
-    assert re.search(r"\[clean\] replace silver\.ami_quarantine: [\d,]+ rows, version \d+", runs[0].stderr)
+    # The job printed its stage with timings and row counts, including progress lines per write
+    # (spark-submit sends the Python driver's stderr to its stdout).
+    clean_out = runs[0].stdout + runs[0].stderr
+    assert re.search(r"\[clean\] done in [\d.]+ s: [\d,]+ rows in -> silver\.ami_clean", clean_out)
+    assert re.search(r"\[clean\] replace silver\.ami_quarantine: [\d,]+ rows, version \d+", clean_out)
     assert "--master local[2]" in shown_command(runs[0]).replace("\\", "")
 
     lake = Lake(settings, spark)
