@@ -40,7 +40,8 @@ Python dependencies:
                         (venv-pack, build/submit/gridpersona-env.tar.gz), ship it with
                         --archives ...#environment and run executors (and a cluster-mode driver) on
                         ./environment/bin/python. Needed where the cluster's Python lacks deltalake,
-                        pyarrow, pydantic, pyyaml, numpy
+                        pyarrow, pydantic, pyyaml, numpy. With a local master the archive is
+                        unpacked into the build dir and the Python workers run on it
   --venv-archive PATH   ship an already packed environment (.tar.gz from venv-pack/conda-pack)
                         the same way instead of building one
 
@@ -177,7 +178,13 @@ else
   JOB_CONF_DIR="$BUILD_DIR/conf"
 fi
 export PYSPARK_DRIVER_PYTHON PYSPARK_PYTHON
-if [ -n "$VENV_ARCHIVE" ]; then
+if [ -n "$VENV_ARCHIVE" ] && [[ "$MASTER" == local* ]]; then
+  # A local master has no container working directory to unpack into: unpack the archive here
+  # and run the Python workers on it, which checks that the packed environment works.
+  rm -rf "$BUILD_DIR/environment" && mkdir -p "$BUILD_DIR/environment"
+  tar -xzf "$VENV_ARCHIVE" -C "$BUILD_DIR/environment"
+  PYSPARK_PYTHON="$BUILD_DIR/environment/bin/python" PYSPARK_DRIVER_PYTHON="$PYTHON"
+elif [ -n "$VENV_ARCHIVE" ]; then
   ARCHIVES+=("$VENV_ARCHIVE#environment")
   PYSPARK_PYTHON=./environment/bin/python
   if [ "$DEPLOY_MODE" = client ]; then PYSPARK_DRIVER_PYTHON="$PYTHON"; else unset PYSPARK_DRIVER_PYTHON; fi
