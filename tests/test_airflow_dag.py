@@ -26,6 +26,7 @@ AIRFLOW_VENV = Path(os.environ.get("AIRFLOW_VENV", ROOT / ".venv-airflow"))
 METERS, DAYS = 100, 7
 START = dt.date(2026, 6, 1)
 AS_OF = START + dt.timedelta(days=DAYS - 1)  # 2026-06-07
+QUICK_JVM = "-XX:TieredStopAtLevel=1"  # short-lived JVMs: C1 only (see tests/test_submit.py)
 
 # Loads the DagBag and describes every DAG as JSON; also reports whether parsing imported Spark or gridpersona.
 DESCRIBE = r"""
@@ -149,6 +150,7 @@ def test_airflow_dags_test_runs_the_daily_path_end_to_end(airflow, spark, tmp_pa
 
     airflow("airflow", "db", "migrate")
     variables = {
+        "JAVA_TOOL_OPTIONS": QUICK_JVM,  # reaches the spark-submit JVMs through the BashOperator's env
         "AIRFLOW_VAR_GRIDPERSONA_HOME": str(ROOT),
         "AIRFLOW_VAR_GRIDPERSONA_ENV": "test",
         "AIRFLOW_VAR_GRIDPERSONA_MASTER": "local[2]",
