@@ -58,6 +58,39 @@ def test_a_failed_stage_is_recorded_as_failed_with_its_error_and_still_raises(se
     assert row["config_hash"] == settings.config_hash() and row["code_version"]
 
 
+def test_a_failure_that_breaks_spark_itself_is_still_recorded(settings, spark, lake):
+    class BrokenSpark:
+        """Stands for a session whose Python workers cannot start: every job fails."""
+
+        def __getattr__(self, name):
+            raise RuntimeError("Cannot run program \"./environment/bin/python\": No such file or directory")
+
+    def stage_needing_spark(ctx: StageContext) -> StageResult:
+        ctx.spark.createDataFrame([(1,)], "x int").count()
+        return StageResult()
+
+    ctx = StageContext(settings, BrokenSpark(), lake, AS_OF, 30)
+    with pytest.raises(RuntimeError):
+        run_stage("shapes", stage_needing_spark, ctx)
+    (row,) = lake.read(JOB_RUNS_TABLE).collect()
+    assert (row["stage"], row["status"]) == ("shapes", "failed")
+    assert "./environment/bin/python" in row["error"]
+
+
+def test_run_log_rows_written_without_spark_match_the_table_schema(settings, spark, lake):
+    from gridpersona.lake import check_schema
+
+    started = dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.timezone.utc)
+    row = ("r1", "clean", AS_OF, 30, started, 1.5, "succeeded", 10, 9, "{}", None, "h", "0.1.0", "test")
+    # A table first written by Spark (older lakes) takes rows written through Arrow, and back.
+    lake.append(spark.createDataFrame([row], runtime.JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
+    lake.write_arrow(JOB_RUNS_TABLE, runtime.job_runs_arrow([row]), mode="append")
+    check_schema(JOB_RUNS_TABLE, runtime.JOB_RUNS_SCHEMA, lake.read(JOB_RUNS_TABLE).schema)
+    rows = lake.read(JOB_RUNS_TABLE).collect()
+    assert len(rows) == 2 and rows[0] == rows[1]
+    assert rows[0]["started_at"] == dt.datetime.fromtimestamp(started.timestamp())  # PySpark: naive, process-local
+
+
 def test_code_version_prefers_the_version_baked_into_a_shipped_artifact(monkeypatch):
     import sys
     import types
