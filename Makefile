@@ -3,18 +3,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ENV ?= local
 
-.PHONY: setup demo test test-fast tables clean-lake docs bench
+.PHONY: setup airflow-setup demo test test-fast tables clean-lake docs bench
 
 setup:
 	VENV=$(VENV) scripts/setup.sh
 
+airflow-setup:         ## Apache Airflow in its own venv (.venv-airflow) from scripts/airflow-requirements.lock
+	scripts/setup-airflow.sh
+
 demo: setup            ## set up, then run the main job on the embedded default
 	$(BIN)/gridpersona --env $(ENV) demo
 
-test: setup            ## the full test suite (what CI runs)
+test: setup airflow-setup  ## the full test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: setup       ## unit tests only, no end-to-end lake
+test-fast: setup airflow-setup  ## unit tests only, no end-to-end lake
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 tables:

@@ -6,9 +6,28 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator, Sequence
 
 log = logging.getLogger("gridpersona")
+
+# The stage running now, so that progress lines from deeper down (lake writes) say whose they are.
+_current_stage: ContextVar[str | None] = ContextVar("gridpersona_stage", default=None)
+
+
+def stage_prefix() -> str:
+    """'[clean] ' while a stage runs (see stage_scope), else ''."""
+    name = _current_stage.get()
+    return f"[{name}] " if name else ""
+
+
+@contextmanager
+def stage_scope(name: str) -> Iterator[None]:
+    token = _current_stage.set(name)
+    try:
+        yield
+    finally:
+        _current_stage.reset(token)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -33,6 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from gridpersona.config import Settings
+from gridpersona.console import stage_prefix
 
 log = logging.getLogger(__name__)
 
@@ -345,9 +346,15 @@ class Lake:
         for col in partition_by:
             if col not in df.columns:
                 raise LakeError(f"{table}: partition column '{col}' is not in the frame (columns: {df.columns})")
+        t0 = time.perf_counter()
         if self.backend == "delta-spark":
-            return self._write_spark(df, table, mode, partition_by, where, exists)
-        return self._write_deltars(df, table, mode, partition_by, where, exists, description)
+            version = self._write_spark(df, table, mode, partition_by, where, exists)
+        else:
+            version = self._write_deltars(df, table, mode, partition_by, where, exists, description)
+        # Progress while a stage runs: each committed write, not only the stage's total at its end.
+        log.info("%s%s %s: %s rows, version %d, %d files (%.1f s)", stage_prefix(), mode, table,
+                 f"{self.last_write.get('rows', 0):,}", version, self.last_write.get("files", 0), time.perf_counter() - t0)
+        return version
 
     def _partition_columns(self, table: str) -> tuple[str, ...]:
         if self.backend == "delta-spark":

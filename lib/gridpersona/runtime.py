@@ -16,11 +16,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from gridpersona import __version__
 from gridpersona.config import Settings
+from gridpersona.console import stage_scope
 from gridpersona.lake import Lake
 
 log = logging.getLogger("gridpersona")
@@ -77,6 +79,13 @@ class StageResult:
 
 
 def code_version() -> str:
+    """The package version plus the git commit: baked into a shipped artifact by scripts/submit.sh, else asked of git."""
+    try:
+        from gridpersona._build_info import CODE_VERSION  # only in artifacts built by submit.sh
+
+        return CODE_VERSION
+    except ImportError:
+        pass
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=__file__.rsplit("/lib/", 1)[0]).stdout.strip()
@@ -91,7 +100,8 @@ def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageCo
     t0 = time.perf_counter()
     log.info("[%s] as-of %s, window %d days, run %s", name, ctx.as_of, ctx.window_days, ctx.run_id)
     try:
-        result = fn(ctx)
+        with stage_scope(name):
+            result = fn(ctx)
     except BaseException as exc:
         seconds = time.perf_counter() - t0
         log.error("[%s] failed after %.1f s: %s", name, seconds, exc)
@@ -115,6 +125,22 @@ def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float,
            json.dumps(result.outputs) if result else None, error[:4000] if error else None,
            ctx.settings.config_hash(), code_version(), ctx.settings.env)
     try:
-        ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
+        if ctx.lake.backend == "deltalake":
+            # Through Arrow and delta-rs, no Spark job: a failure that broke Spark itself (Python
+            # workers that cannot start, a lost executor) is still recorded, and faster.
+            ctx.lake.write_arrow(JOB_RUNS_TABLE, job_runs_arrow([row]), mode="append")
+        else:
+            ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
     except Exception as exc:  # the run log must never hide the stage's own outcome
         log.warning("could not append to %s: %s", JOB_RUNS_TABLE, exc)
+
+
+_ARROW_TYPES = {T.StringType: pa.string(), T.DateType: pa.date32(), T.IntegerType: pa.int32(),
+                T.LongType: pa.int64(), T.DoubleType: pa.float64(), T.TimestampType: pa.timestamp("us", tz="UTC")}
+
+
+def job_runs_arrow(rows: list[tuple]) -> pa.Table:
+    """ops.job_runs rows (tuples in JOB_RUNS_SCHEMA order) as an Arrow table of the same schema."""
+    schema = pa.schema([pa.field(f.name, _ARROW_TYPES[type(f.dataType)], nullable=f.nullable)
+                        for f in JOB_RUNS_SCHEMA.fields])
+    return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)

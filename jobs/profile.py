@@ -1,8 +1,0 @@
-"""spark-submit entry point: the profile stage. See lib/gridpersona/jobs.py."""
-
-import sys
-
-from gridpersona.jobs import main
-
-if __name__ == "__main__":
-    sys.exit(main("profile"))
