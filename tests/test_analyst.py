@@ -24,12 +24,15 @@ from pyspark.sql import types as T
 from gridpersona import portraits as P
 from gridpersona.cli import main as cli_main
 from gridpersona.config import load_settings
-from gridpersona.lake import Lake
+from gridpersona.lake import Lake, check_schema
 from gridpersona.report import build_report, write_report
 from gridpersona.runtime import JOB_RUNS_SCHEMA
 from gridpersona.schemas import BRONZE
 from gridpersona.sql import QueryResult, SqlError, format_result, referenced_tables, run_query
 from gridpersona.stages_segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+from gridpersona.transform.campaign_eval import CAMPAIGN_EVALUATION_SCHEMA, campaign_evaluation, family_intervals, \
+    newcombe_interval
+from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_SCHEMA
 
 AS_OF = dt.date(2026, 6, 30)  # every table
 BARE_AS_OF = dt.date(2026, 5, 31)  # segments only: tags and campaigns "not computed"
@@ -64,11 +67,9 @@ TAGS_SCHEMA = T.StructType([T.StructField(n, t) for n, t in [
     ("price_sensitivity", T.StringType()), ("credit_rating", T.StringType()), ("payment_channel_pref", T.StringType()),
     ("ev_owner", T.BooleanType()), ("vacancy", T.BooleanType()), ("green_eco", T.BooleanType()),
     ("churn_risk", T.StringType())]])
-TARGETS_SCHEMA = ("as_of date, campaign_id string, customer_id string, `group` string, channel string, priority int, "
-                  "score double, qualifying_tags array<string>, offer_code string")
-EVALUATION_SCHEMA = ("as_of date, campaign_id string, segment_id int, treatment_customers long, treatment_responders long, "
-                     "treatment_rate double, control_customers long, control_responders long, control_rate double, "
-                     "uplift double, ci_low double, ci_high double")
+# Campaign responses of the hand-made cycle: (campaign, customer, responded).
+RESPONSES = [("tou_ev", "C4", True), ("tou_ev", "C5", False),
+             ("green_power", "C1", True), ("green_power", "C3", False), ("green_power", "C5", False)]
 
 
 def build_analyst_lake(spark, root) -> Lake:
@@ -99,17 +100,21 @@ def build_analyst_lake(spark, root) -> Lake:
                  "low") for i, (c, m, sid) in enumerate(CUSTOMERS)]
     lake.replace(spark.createDataFrame(tag_rows, TAGS_SCHEMA), "gold.customer_tags", where={"as_of": [AS_OF]},
                  partition_by=["as_of"])
-    targets = [(AS_OF, "tou_ev", c, "control" if c == "C5" else "treatment", "app", 1, 0.9, ["ev_owner"], "TOU-EV")
-               for c in ("C4", "C5")]
-    targets += [(AS_OF, "green_power", c, "control" if c == "C3" else "treatment", "sms", 2, 0.5, ["green_eco"], "GREEN")
-                for c in ("C1", "C3", "C5")]
-    lake.replace(spark.createDataFrame(targets, TARGETS_SCHEMA), "gold.campaign_targets", where={"as_of": [AS_OF]},
-                 partition_by=["as_of"])
-    evaluation = [(AS_OF, "tou_ev", None, 1, 1, 1.0, 1, 0, 0.0, 1.0, 0.2, 1.0),
-                  (AS_OF, "green_power", None, 2, 1, 0.5, 1, 0, 0.0, 0.5, -0.1, 1.0),
-                  (AS_OF, "green_power", 1, 2, 1, 0.5, 1, 0, 0.0, 0.5, -0.1, 1.0)]
-    lake.replace(spark.createDataFrame(evaluation, EVALUATION_SCHEMA), "gold.campaign_evaluation", where={"as_of": [AS_OF]},
-                 partition_by=["as_of"])
+    # Campaign tables in their real schemas: targets as the campaigns stage writes them, the evaluation computed
+    # from them and hand-made responses by the evaluate stage's own transformation.
+    seg_of = {c: sid for c, _, sid in CUSTOMERS}
+    targets = [(AS_OF, "tou_ev", c, "control" if c == "C5" else "treatment", "app", 1, 0.9, ["ev_owner"], "TOU-EV",
+                seg_of[c], labels[seg_of[c]][0]) for c in ("C4", "C5")]
+    targets += [(AS_OF, "green_power", c, "control" if c == "C3" else "treatment", "sms", 2, 0.5, ["green_eco"], "GREEN",
+                 seg_of[c], labels[seg_of[c]][0]) for c in ("C1", "C3", "C5")]
+    targets_df = spark.createDataFrame(targets, CAMPAIGN_TARGETS_SCHEMA)
+    lake.replace(targets_df, "gold.campaign_targets", where={"as_of": [AS_OF]}, partition_by=["as_of"])
+    responses = spark.createDataFrame(
+        [(cid, AS_OF, c, yes, dt.datetime(2026, 7, 3, tzinfo=dt.timezone.utc) if yes else None)
+         for cid, c, yes in RESPONSES], BRONZE["bronze.campaign_response"].schema)
+    evaluation = campaign_evaluation(targets_df, responses, confidence=0.95)
+    check_schema("gold.campaign_evaluation", CAMPAIGN_EVALUATION_SCHEMA, evaluation.schema)
+    lake.replace(evaluation, "gold.campaign_evaluation", where={"as_of": [AS_OF]}, partition_by=["as_of"])
     return lake
 
 
@@ -219,11 +224,43 @@ def test_portrait_loaders_aggregate_the_as_of(analyst_lake):
     dist = P.load_tag_distributions(analyst_lake, AS_OF)
     assert dist["consumption_level"] == {"high": 2, "medium": 2, "low": 2}
     assert dist["price_sensitivity"] == {"high": 3, "low": 3}
-    funnel = {r["campaign_id"]: r for r in P.load_campaign_funnel(analyst_lake, AS_OF)}
-    assert (funnel["green_power"]["targeted"], funnel["green_power"]["treatment"], funnel["green_power"]["control"]) == (3, 2, 1)
-    assert funnel["green_power"]["treatment_responders"] == 1 and funnel["tou_ev"]["uplift"] == 1.0
     assert P.load_tag_distributions(analyst_lake, BARE_AS_OF) is None
     assert P.load_campaign_funnel(analyst_lake, BARE_AS_OF) is None
+
+
+def test_campaign_funnel_reads_the_real_target_and_evaluation_columns(analyst_lake):
+    funnel = {r["campaign_id"]: r for r in P.load_campaign_funnel(analyst_lake, AS_OF)}
+    green, tou = funnel["green_power"], funnel["tou_ev"]
+    # From gold.campaign_targets, by ab_group.
+    assert (green["targeted"], green["treatment"], green["control"]) == (3, 2, 1)
+    assert (tou["targeted"], tou["treatment"], tou["control"]) == (2, 1, 1)
+    # From the campaign rows of gold.campaign_evaluation, under the table's own column names.
+    assert set(P.FUNNEL_EVALUATION_COLUMNS) <= set(green) and set(P.FUNNEL_EVALUATION_COLUMNS) <= set(CAMPAIGN_EVALUATION_SCHEMA.names)
+    assert (green["n_treatment"], green["responders_treatment"], green["n_control"], green["responders_control"]) == (2, 1, 1, 0)
+    assert (green["rate_treatment"], green["rate_control"], green["uplift"]) == (0.5, 0.0, 0.5)
+    assert (tou["rate_treatment"], tou["uplift"]) == (1.0, 1.0)
+    assert (green["uplift_ci_low"], green["uplift_ci_high"]) == pytest.approx(newcombe_interval(1, 2, 0, 1, 0.95))
+    family = family_intervals([(1, 2, 0, 1), (1, 1, 0, 1)], 0.95)  # green_power, tou_ev: the cycle's two campaigns
+    assert green["family_size"] == 2 and green["family_confidence"] == pytest.approx(0.975)
+    assert (green["uplift_family_low"], green["uplift_family_high"]) == pytest.approx(family[0], abs=1e-9)
+    assert (tou["uplift_family_low"], tou["uplift_family_high"]) == pytest.approx(family[1], abs=1e-9)
+    assert all(r["evaluated"] for r in funnel.values())
+
+
+def test_campaign_funnel_refuses_tables_without_the_contract_columns(spark, tmp_path):
+    lake = Lake(load_settings("test", [f"lake.root={tmp_path / 'lake'}"]), spark)
+    guessed = spark.createDataFrame([(AS_OF, "tou_ev", "C1", "treatment")],
+                                    "as_of date, campaign_id string, customer_id string, `group` string")
+    lake.replace(guessed, "gold.campaign_targets", where={"as_of": [AS_OF]}, partition_by=["as_of"])
+    with pytest.raises(ValueError, match=r"gold.campaign_targets lacks column\(s\) \['ab_group'\]"):
+        P.load_campaign_funnel(lake, AS_OF)
+
+
+def test_sql_describes_the_evaluation_columns_from_the_contract(analyst_lake, spark):
+    rows = {r[0]: r[2] for r in run_query(spark, analyst_lake, "DESCRIBE gold.campaign_evaluation").rows}
+    assert list(rows)[:len(CAMPAIGN_EVALUATION_SCHEMA)] == CAMPAIGN_EVALUATION_SCHEMA.names
+    assert "Bonferroni" in rows["family_confidence"]
+    assert "together with probability >= confidence" in rows["uplift_family_low"]
 
 
 class _Html(html.parser.HTMLParser):

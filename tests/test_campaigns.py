@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -383,3 +384,101 @@ def test_campaign_evaluation_joins_responses_of_the_cycle_per_campaign_and_segme
     assert top["uplift"] == 0.0 and top["ci_method"] == E.CI_METHOD and top["significant"] is False
     ev_night = rows[("segment", "ev_night")]
     assert (ev_night["rate_treatment"], ev_night["rate_control"], ev_night["uplift"]) == (1.0, 0.0, 1.0)
+    # Families: the cycle's campaign rows (here 1) and its campaign x segment rows (here 2), each with both arms.
+    assert (top["family_size"], top["family_confidence"]) == (1, pytest.approx(0.95))
+    assert (top["uplift_family_low"], top["uplift_family_high"]) == pytest.approx((top["uplift_ci_low"],
+                                                                                   top["uplift_ci_high"]), abs=1e-9)
+    assert {(r["family_size"], round(r["family_confidence"], 12)) for k, r in rows.items() if k[0] == "segment"} == \
+        {(2, 0.975)}
+    assert ev_night["uplift_family_low"] < ev_night["uplift_ci_low"] and \
+        ev_night["uplift_family_high"] >= ev_night["uplift_ci_high"]
+
+
+# ------------------------------------------------------------------ simultaneous (family) intervals
+
+def test_bonferroni_level_splits_the_error_over_the_family():
+    assert E.bonferroni_confidence(0.95, 1) == pytest.approx(0.95)
+    assert E.bonferroni_confidence(0.95, 8) == pytest.approx(1 - 0.05 / 8)
+    assert E.bonferroni_confidence(0.90, 40) == pytest.approx(1 - 0.10 / 40)
+    with pytest.raises(ValueError, match="family_size"):
+        E.bonferroni_confidence(0.95, 0)
+    # The family interval is the Newcombe interval at that level: wider than the row's own.
+    groups = [(30, 200, 5, 50), (12, 90, 1, 20), (0, 15, 0, 4)]
+    fam = E.family_intervals(groups + [(3, 10, 0, 0)], 0.95)
+    assert fam[3] is None  # empty control arm: no interval, and not counted in the family
+    for g, f in zip(groups, fam):
+        assert f == pytest.approx(E.newcombe_interval(*g, confidence=1 - 0.05 / 3))
+        own = E.newcombe_interval(*g, confidence=0.95)
+        assert f[0] < own[0] and own[1] < f[1] or f[1] == own[1] == 1.0
+
+
+def test_normal_quantile_column_matches_the_exact_quantile(spark):
+    ps = [1e-9, 1e-6, 0.001, 0.02, 0.02425, 0.1, 0.3, 0.5, 0.7, 0.975, 0.97575, 0.99, 0.999375, 1 - 1e-7]
+    got = [r["z"] for r in spark.createDataFrame([(p,) for p in ps], "p double")
+           .select(E.normal_quantile_col(F.col("p")).alias("z")).collect()]
+    for p, z in zip(ps, got):
+        exact = NormalDist().inv_cdf(p)
+        assert z == pytest.approx(exact, rel=2e-9, abs=1e-12), p
+    bounds = spark.createDataFrame([(0.0,), (1.0,)], "p double").select(E.normal_quantile_col(F.col("p")).alias("z"))
+    assert [r["z"] for r in bounds.collect()] == [None, None]
+
+
+def _counts(spark, rows: list[tuple[str, str, int, int, int, int]]):
+    """A per-row counts frame (cycle, level, x_t, n_t, x_c, n_c) as response_counts returns it."""
+    return spark.createDataFrame(rows, "as_of string, level string, responders_treatment long, n_treatment long, "
+                                       "responders_control long, n_control long")
+
+
+def test_spark_family_intervals_equal_the_python_twin_per_cycle_and_level(spark):
+    rows = [("c1", "campaign", 30, 200, 5, 50), ("c1", "campaign", 0, 40, 0, 10), ("c1", "campaign", 4, 20, 0, 0),
+            ("c1", "campaign", 12, 300, 2, 60),
+            ("c1", "segment", 10, 60, 1, 12), ("c1", "segment", 20, 140, 4, 38), ("c1", "segment", 0, 40, 0, 10),
+            ("c1", "segment", 7, 150, 1, 30), ("c1", "segment", 5, 150, 1, 30),
+            ("c2", "campaign", 9, 30, 2, 8), ("c2", "campaign", 3, 0, 0, 5)]
+    out = E.with_family_interval(_counts(spark, rows), family_by=["as_of", "level"], confidence=0.95).collect()
+    by_family: dict[tuple, list] = {}
+    for r in rows:
+        by_family.setdefault(r[:2], []).append(r[2:])
+    expected = {}
+    for key, groups in by_family.items():
+        m = sum(1 for _, n_t, _, n_c in groups if n_t and n_c)
+        for g, interval in zip(groups, E.family_intervals(groups, 0.95)):
+            expected[(*key, *g)] = (m, interval)
+    assert len(out) == len(rows)
+    for r in out:
+        m, interval = expected[(r["as_of"], r["level"], r["responders_treatment"], r["n_treatment"],
+                                r["responders_control"], r["n_control"])]
+        assert r["family_size"] == m  # c1 campaign: 3 of 4 have both arms; c1 segment: 5; c2: 1
+        assert r["family_confidence"] == pytest.approx(E.bonferroni_confidence(0.95, m))
+        if interval is None:
+            assert r["uplift_family_low"] is None and r["uplift_family_high"] is None and r["significant_family"] is None
+        else:
+            assert (r["uplift_family_low"], r["uplift_family_high"]) == pytest.approx(interval, abs=1e-9)
+            assert r["significant_family"] == (interval[0] > 0 or interval[1] < 0)
+
+
+def test_family_intervals_cover_all_true_uplifts_together_in_about_95_percent_of_simulated_cycles(spark):
+    # Eight campaigns of one cycle sized like the default lake's (treatment n, control n, base rate, true uplift).
+    campaigns = [(150, 38, 0.08, 0.10), (1200, 130, 0.03, 0.02), (400, 45, 0.05, 0.04), (900, 160, 0.10, 0.05),
+                 (250, 28, 0.04, 0.06), (600, 110, 0.12, 0.03), (300, 55, 0.06, 0.08), (1800, 200, 0.02, 0.015)]
+    rng = np.random.default_rng(20240502)
+    cycles = 600
+    rows = [(f"cycle{k:04d}", "campaign", int(rng.binomial(n_t, base + up)), n_t, int(rng.binomial(n_c, base)), n_c,
+             up) for k in range(cycles) for n_t, n_c, base, up in campaigns]
+    counts = spark.createDataFrame(rows, "as_of string, level string, responders_treatment long, n_treatment long, "
+                                         "responders_control long, n_control long, true_uplift double")
+    out = E.with_family_interval(E.with_uplift_interval(counts, confidence=0.95), family_by=["as_of", "level"],
+                                 confidence=0.95)
+
+    def inside(lo: str, hi: str):
+        return ((F.col(lo) <= F.col("true_uplift")) & (F.col("true_uplift") <= F.col(hi))).cast("int")
+
+    per_cycle = out.groupBy("as_of").agg(F.min(inside("uplift_family_low", "uplift_family_high")).alias("family"),
+                                         F.min(inside("uplift_ci_low", "uplift_ci_high")).alias("own"),
+                                         F.max("family_size").alias("m"))
+    res = per_cycle.agg(F.avg("family").alias("family"), F.avg("own").alias("own"), F.max("m").alias("m")).first()
+    assert res["m"] == len(campaigns)
+    # All eight family intervals cover together in ~95 % of cycles (binomial sd over 600 cycles ~0.9 points) ...
+    assert res["family"] >= 0.93, res
+    # ... while all eight per-campaign 95 % intervals cover together only ~0.95^8 = 66 % of the time.
+    assert res["own"] <= 0.80, res

@@ -409,7 +409,8 @@ class CampaignsConfig(_Section):
     # Ordered; the first rule that holds picks a target's channel, else fallback_channel.
     channel_rules: list[ChannelRule] = Field(default_factory=_default_channel_rules)
     fallback_channel: ContactChannel = "sms"
-    # Two-sided confidence level of the uplift intervals in gold.campaign_evaluation.
+    # Two-sided level of each uplift interval in gold.campaign_evaluation, and the joint level of the
+    # simultaneous (Bonferroni) family intervals: all of a family cover together with this probability.
     confidence: float = Field(0.95, gt=0.5, lt=1)
     definitions: list[Campaign] = Field(default_factory=list)
 

@@ -20,6 +20,9 @@ from typing import Any, Sequence
 
 from pyspark.sql import functions as F
 
+from gridpersona.transform.campaign_eval import CAMPAIGN_EVALUATION_SCHEMA
+from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_SCHEMA
+
 SEGMENT_PROFILE = "gold.segment_profile"
 CUSTOMER_TAGS = "gold.customer_tags"
 CAMPAIGN_TARGETS = "gold.campaign_targets"
@@ -116,51 +119,56 @@ def load_boolean_tags_by_segment(lake, as_of: dt.date, tags: Sequence[str] = BOO
     return sorted((r.asDict() for r in rows), key=lambda r: -r["customers"])
 
 
-def _pick(columns: Sequence[str], *candidates: str) -> str | None:
-    return next((c for c in candidates if c in columns), None)
+# gold.campaign_evaluation columns the funnel carries, per campaign row (names as written by the evaluate stage).
+FUNNEL_EVALUATION_COLUMNS = ("targets_without_response", "n_treatment", "responders_treatment", "rate_treatment",
+                             "n_control", "responders_control", "rate_control", "uplift", "uplift_ci_low",
+                             "uplift_ci_high", "confidence", "significant", "family_size", "family_confidence",
+                             "uplift_family_low", "uplift_family_high", "significant_family")
 
 
 def load_campaign_funnel(lake, as_of: dt.date) -> list[dict] | None:
-    """Per campaign at ``as_of``: targeted customers, treatment and control counts, and (when
-    gold.campaign_evaluation holds the as-of) responders and response rates. None if no targets."""
+    """Per campaign at ``as_of``, one dict (by campaign_id); None if gold.campaign_targets has no rows for it.
+
+    From gold.campaign_targets: ``targeted`` (targets), ``treatment`` and
+    ``control`` (targets by ``ab_group``). From the ``campaign`` rows of
+    gold.campaign_evaluation, when it holds the as-of (``evaluated``), the
+    columns of :data:`FUNNEL_EVALUATION_COLUMNS` under their own names
+    (absent keys otherwise). ``customers``: tagged customers of the as-of, or None.
+    """
     targets = _as_of_rows(lake, CAMPAIGN_TARGETS, as_of)
     if targets is None:
         return None
-    group = _pick(targets.columns, "group", "target_group", "arm", "assignment")
-    aggs = [F.countDistinct("customer_id").alias("targeted")]
-    if group:
-        aggs += [F.sum((F.lower(F.col(group)) == "treatment").cast("long")).alias("treatment"),
-                 F.sum((F.lower(F.col(group)) == "control").cast("long")).alias("control")]
-    rows = {r["campaign_id"]: {"campaign_id": r["campaign_id"], **{k: r[k] for k in r.asDict() if k != "campaign_id"}}
-            for r in targets.groupBy("campaign_id").agg(*aggs).collect()}
+    _require_columns(CAMPAIGN_TARGETS, targets.columns, ("campaign_id", "ab_group"), CAMPAIGN_TARGETS_SCHEMA)
+    group = F.col("ab_group")
+    counts = targets.groupBy("campaign_id").agg(
+        F.count(F.lit(1)).alias("targeted"),
+        F.sum((group == "treatment").cast("long")).alias("treatment"),
+        F.sum((group == "control").cast("long")).alias("control"))
+    rows = {r["campaign_id"]: r.asDict() for r in counts.collect()}
     tags = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
     customers = tags.count() if tags is not None else None
     evaluation = _as_of_rows(lake, CAMPAIGN_EVALUATION, as_of)
     if evaluation is not None:
-        cols = evaluation.columns
-        seg = _pick(cols, "segment_id", "segment_label", "segment")
-        if seg:  # the per-campaign rows (per-segment rows carry a segment)
-            level = _pick(cols, "level", "breakdown")
-            evaluation = evaluation.filter(F.col(level) == "campaign") if level else evaluation.filter(F.col(seg).isNull())
-        names = {
-            "treatment_responders": _pick(cols, "treatment_responders", "responders_treatment", "treatment_responded"),
-            "control_responders": _pick(cols, "control_responders", "responders_control", "control_responded"),
-            "treatment_rate": _pick(cols, "treatment_rate", "treatment_response_rate", "response_rate_treatment"),
-            "control_rate": _pick(cols, "control_rate", "control_response_rate", "response_rate_control"),
-            "uplift": _pick(cols, "uplift", "absolute_uplift", "uplift_abs"),
-            "ci_low": _pick(cols, "ci_low", "uplift_ci_low", "ci_lower", "uplift_ci_lower"),
-            "ci_high": _pick(cols, "ci_high", "uplift_ci_high", "ci_upper", "uplift_ci_upper"),
-        }
-        for r in evaluation.select("campaign_id", *[c for c in names.values() if c]).collect():
-            entry = rows.setdefault(r["campaign_id"], {"campaign_id": r["campaign_id"], "targeted": 0})
-            for key, col in names.items():
-                if col:
-                    entry[key] = r[col]
+        _require_columns(CAMPAIGN_EVALUATION, evaluation.columns, ("campaign_id", "level", *FUNNEL_EVALUATION_COLUMNS),
+                         CAMPAIGN_EVALUATION_SCHEMA)
+        top = evaluation.filter(F.col("level") == "campaign").select("campaign_id", *FUNNEL_EVALUATION_COLUMNS)
+        for r in top.collect():
+            entry = rows.setdefault(r["campaign_id"], {"campaign_id": r["campaign_id"], "targeted": 0, "treatment": 0,
+                                                       "control": 0})
+            entry.update({c: r[c] for c in FUNNEL_EVALUATION_COLUMNS})
     out = sorted(rows.values(), key=lambda r: r["campaign_id"])
     for r in out:
         r["customers"] = customers
         r["evaluated"] = evaluation is not None
     return out
+
+
+def _require_columns(table: str, have: Sequence[str], needed: Sequence[str], contract) -> None:
+    """A table written before (or without) its contract's columns fails naming them, not with a KeyError later."""
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise ValueError(f"{table} lacks column(s) {missing} of its contract ({len(contract.fields)} columns: "
+                         f"{', '.join(contract.fieldNames())}); rerun the stage that writes it")
 
 
 def load_job_runs(lake, as_of: dt.date) -> list[dict] | None:
@@ -322,7 +330,7 @@ def plot_campaign_funnel(funnel: list[dict]):
     plt = _plt()
     names = [r["campaign_id"] for r in funnel]
     stages = [("targeted", "targeted", "tab:gray"), ("treatment", "treatment (contacted)", "tab:blue"),
-              ("treatment_responders", "responded (treatment)", "tab:green"), ("control", "control (holdout)", "tab:orange")]
+              ("responders_treatment", "responded (treatment)", "tab:green"), ("control", "control (holdout)", "tab:orange")]
     stages = [s for s in stages if any(r.get(s[0]) is not None for r in funnel)]
     fig, ax = plt.subplots(figsize=(8.5, 0.7 * max(len(names), 1) + 1.5))
     height = 0.8 / max(len(stages), 1)

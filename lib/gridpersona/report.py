@@ -45,6 +45,10 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _interval(low, high) -> str:
+    return "-" if low is None or high is None else f"[{_pct(low)}, {_pct(high)}]"
+
+
 def _num(x, digits: int = 2) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
@@ -154,12 +158,21 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
     funnel = P.load_campaign_funnel(lake, as_of)
     if funnel:
         b.figure("Campaign funnel", P.plot_campaign_funnel(funnel), "Targeted customers per campaign, treatment vs control, responses")
-        headers = ["campaign", "targeted", "treatment", "control", "response (treatment)", "response (control)", "uplift", "95% CI"]
+        level = next((r["confidence"] for r in funnel if r.get("confidence") is not None), None)
+        family = next((r for r in funnel if r.get("family_confidence") is not None), None)
+        ci_head = f"{level:.0%} CI" if level is not None else "CI"
+        headers = ["campaign", "targeted", "treatment", "control", "response (treatment)", "response (control)", "uplift",
+                   ci_head, "family CI"]
         b.add(_table(headers, [[r["campaign_id"], f"{r.get('targeted') or 0:,}", f"{r.get('treatment') or 0:,}",
-                                f"{r.get('control') or 0:,}", _pct(r.get("treatment_rate")), _pct(r.get("control_rate")),
-                                _pct(r.get("uplift")),
-                                f"[{_pct(r.get('ci_low'))}, {_pct(r.get('ci_high'))}]" if r.get("ci_low") is not None else "-"]
+                                f"{r.get('control') or 0:,}", _pct(r.get("rate_treatment")), _pct(r.get("rate_control")),
+                                _pct(r.get("uplift")), _interval(r.get("uplift_ci_low"), r.get("uplift_ci_high")),
+                                _interval(r.get("uplift_family_low"), r.get("uplift_family_high"))]
                                for r in funnel], numeric={1, 2, 3, 4, 5, 6}))
+        if family is not None:
+            b.add(f'<p class="meta">{ci_head}: each campaign\'s own Newcombe interval. Family CI: simultaneous '
+                  f"(Bonferroni) intervals over the cycle's {family['family_size']} evaluated campaigns, each at "
+                  f"{family['family_confidence']:.2%}: all of them cover their true uplifts together with probability "
+                  f"&ge; {family['confidence']:.0%}.</p>")
         if not funnel[0]["evaluated"]:
             b.not_computed("Campaign evaluation", P.CAMPAIGN_EVALUATION)
     else:

@@ -221,8 +221,15 @@ INGEST_REJECTS = TableSpec(
 ALL_SPECS: dict[str, TableSpec] = {**BRONZE, **TRUTH, INGEST_REJECTS.name: INGEST_REJECTS}
 
 
+def gold_specs() -> dict[str, TableSpec]:
+    """Contracts of gold tables that are written down beside their transformation (imported lazily)."""
+    from gridpersona.transform.campaign_eval import CAMPAIGN_EVALUATION_SPEC
+
+    return {CAMPAIGN_EVALUATION_SPEC.name: CAMPAIGN_EVALUATION_SPEC}
+
+
 def spec_for(table: str) -> TableSpec | None:
-    return ALL_SPECS.get(table)
+    return ALL_SPECS.get(table) or gold_specs().get(table)
 
 
 def pii_columns() -> set[str]:

@@ -146,6 +146,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         evaluation = evaluation.limit(0)
         result.notes.append(f"no {CAMPAIGN_RESPONSE} rows for cycle {ctx.as_of} yet: nothing evaluated")
     check_schema(CAMPAIGN_EVALUATION, E.CAMPAIGN_EVALUATION_SCHEMA, evaluation.schema)
+    _check_table_is_current(lake)
     lake.replace(evaluation, CAMPAIGN_EVALUATION, where={"as_of": ctx.as_of}, partition_by=["as_of"])
     result.outputs[CAMPAIGN_EVALUATION] = int(lake.last_write["rows"])
     rows = (lake.read(CAMPAIGN_EVALUATION)
@@ -155,10 +156,29 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         result.notes.append(
             f"{r['campaign_id']}: treatment {_rate(r['responders_treatment'], r['n_treatment'])}, control "
             f"{_rate(r['responders_control'], r['n_control'])}, uplift {_pp(r['uplift'])} "
-            f"[{_pp(r['uplift_ci_low'])}, {_pp(r['uplift_ci_high'])}] ({r['confidence']:.0%} {r['ci_method']})"
+            f"[{_pp(r['uplift_ci_low'])}, {_pp(r['uplift_ci_high'])}] ({r['confidence']:.0%} {r['ci_method']}), "
+            f"family [{_pp(r['uplift_family_low'])}, {_pp(r['uplift_family_high'])}]"
             + (f"; {r['targets_without_response']:,} targets without a response row"
                if r["targets_without_response"] else ""))
+    if rows and rows[0]["family_confidence"] is not None:
+        r = rows[0]
+        result.notes.append(
+            f"family intervals: {r['family_size']} campaigns at {r['family_confidence']:.4%} each "
+            f"({E.FAMILY_METHOD}): all cover their true uplifts together with probability >= {r['confidence']:.0%}")
     return result
+
+
+def _check_table_is_current(lake) -> None:
+    """Refuse, with what to do, a gold.campaign_evaluation written before its current columns (e.g. the family ones)."""
+    if not lake.exists(CAMPAIGN_EVALUATION):
+        return
+    have = set(lake.read(CAMPAIGN_EVALUATION).columns)
+    missing = [f.name for f in E.CAMPAIGN_EVALUATION_SCHEMA.fields if f.name not in have]
+    if missing:
+        raise RuntimeError(
+            f"evaluate: {CAMPAIGN_EVALUATION} at {lake.path(CAMPAIGN_EVALUATION)} predates column(s) {missing}. "
+            f"The table is derived from {CAMPAIGN_TARGETS} and {CAMPAIGN_RESPONSE} only: delete its folder and "
+            f"rerun `gridpersona run evaluate --as-of D` for each evaluated cycle D")
 
 
 def _rate(x: int, n: int) -> str:
