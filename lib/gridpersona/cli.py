@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--limit", type=_positive, default=20)
 
     r = sub.add_parser("run", help="run one pipeline stage or all of them for an as-of date")
-    r.add_argument("stage", help="clean, shapes, segment-train, segment-assign, profile, or all")
+    r.add_argument("stage", help="clean, shapes, segment-train, segment-assign, tags, profile, or all")
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
     r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
 

@@ -11,17 +11,18 @@ from gridpersona.runtime import StageContext, StageResult, run_stage
 
 log = logging.getLogger("gridpersona")
 
-STAGE_ORDER = ("clean", "shapes", "segment-train", "segment-assign", "profile")
+STAGE_ORDER = ("clean", "shapes", "segment-train", "segment-assign", "tags", "profile")
 
 
 def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
-    from gridpersona import stages, stages_segment
+    from gridpersona import stages, stages_segment, stages_tags
 
     return {
         "clean": stages.run_clean,
         "shapes": stages.run_shapes,
         "segment-train": stages_segment.run_segment_train,
         "segment-assign": stages_segment.run_segment_assign,
+        "tags": stages_tags.run_tags,
         "profile": stages_segment.run_profile,
     }
 
