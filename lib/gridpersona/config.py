@@ -144,6 +144,8 @@ class GenerateConfig(_Section):
     )
     faults: FaultRates = Field(default_factory=FaultRates)
     billing_months: int = Field(12, ge=1, le=60)
+    # Share of known residential (non-vacant) meters whose load surges over the window's last 14-21 days.
+    bill_shock_share: float = Field(0.04, ge=0, le=1)
 
     @field_validator("archetype_mix")
     @classmethod
