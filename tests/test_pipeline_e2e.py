@@ -35,7 +35,8 @@ def _snapshot(lake: Lake, table: str) -> list[tuple]:
             return F.transform(f.name, lambda x: F.round(x, 9)).alias(f.name)
         return F.col(f.name)
 
-    return sorted(tuple(r) for r in df.select(*[stable(f) for f in df.schema.fields]).collect())
+    # repr as sort key: rows may hold nulls, which do not compare with values.
+    return sorted((tuple(r) for r in df.select(*[stable(f) for f in df.schema.fields]).collect()), key=repr)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,6 @@ def test_tags_match_the_planted_truth(pipeline_lake):
         assert planted and sum(s.planted for s in planted) > 0, tag
         for s in planted:
             assert s.precision >= bar and s.recall >= bar, s
-    assert scores["bill_shock_risk=true"].planted > 0
     assert "ev_owner=true" in truth_report(lake, START, AS_OF, settings.ami.interval_minutes)
 
 

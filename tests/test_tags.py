@@ -190,7 +190,7 @@ CASES = [
     ("vacancy", {"current_near_zero_run_days": 7}, True),
     ("vacancy", {"current_near_zero_run_days": 6, "longest_near_zero_run_days": 20}, False),
     ("bill_shock_risk", {"projected_month_kwh": 450.0, "bill_shock_ratio": 450.0 / 280.0}, True),
-    ("bill_shock_risk", {"projected_month_kwh": 300.0, "bill_shock_ratio": 300.0 / 280.0}, False),
+    ("bill_shock_risk", {"projected_month_kwh": 380.0, "bill_shock_ratio": 380.0 / 280.0}, False),
     ("bill_shock_risk", {"projected_month_kwh": 60.0, "same_month_last_year_kwh": 30.0, "bill_shock_ratio": 2.0}, False),
     ("bill_shock_risk", {"bill_shock_ratio": None}, None),
     ("payment_channel_pref", {"payments_online": 2, "payments_offline": 9, "payments_auto_debit": 1}, "offline"),
@@ -256,7 +256,7 @@ def test_every_tag_has_at_least_one_rule_case(tags_config):
 def test_all_tags_compile_into_one_select_over_the_view(tagged_cases, tags_config):
     _, out = tagged_cases
     assert out.columns == [*CUSTOMER_TAGS_CONTEXT, *[t.code for t in tags_config.definitions], "tag_catalog_version"]
-    assert out.schema == TG.customer_tags_schema(tags_config)
+    assert [(f.name, f.dataType) for f in out.schema] == [(f.name, f.dataType) for f in TG.customer_tags_schema(tags_config)]
     plan = out._jdf.queryExecution().optimizedPlan()
     # Above the scan of the view: projections only (no join, aggregate, window or second pass over the view).
     nodes = []
@@ -315,7 +315,7 @@ def test_docs_tags_md_matches_the_definitions():
 def test_hour_windows_stay_inside_the_configured_local_ranges():
     assert FV.window_ranges("23:00-05:00") == [(1380, 1440), (0, 300)]
     starts = FV.hour_window_starts("23:00-05:00", 15)
-    assert starts == [92, *range(0, 17)]  # 23:00 on the same day, 00:00 .. 04:00
+    assert starts == [*range(0, 17), 92]  # 00:00 .. 04:00, and 23:00 on the same day
     assert FV.hour_window_starts("00:00-07:00", 60) == list(range(0, 7))
 
 
@@ -336,7 +336,7 @@ def test_feature_view_load_billing_interaction_and_campaign_columns(spark, tags_
     ev_day[0] = ev_day[1] = 3.6  # 00:00-02:00 charging: a 3.5 kW surge over a 0.1 kW base
     vacant = [0.02] * 24
     daily = (_daily_rows("M_EV", [ev_day, base, ev_day, ev_day])
-             + _daily_rows("M_VAC", [base, vacant, vacant, vacant], completeness=[1, 1, 0.5, 1])
+             + _daily_rows("M_VAC", [base, vacant, vacant, vacant], completeness=[1.0, 1.0, 0.5, 1.0])
              + _daily_rows("M_FLAT", [base] * 4))
     daily_df = spark.createDataFrame(daily, "meter_id string, date date, slot_kwh array<double>, daily_kwh double, "
                                             "completeness double, peak_share double, flat_share double, "
@@ -384,7 +384,7 @@ def test_feature_view_load_billing_interaction_and_campaign_columns(spark, tags_
 
     view = FV.customer_feature_view(archive, segments, daily_df, billing, interactions, contacts, responses,
                                     as_of=AS_OF, interval_minutes=60, time_zone="Asia/Shanghai", params=params)
-    assert view.schema == FEATURE_VIEW.schema
+    assert [(f.name, f.dataType) for f in view.schema] == [(f.name, f.dataType) for f in FEATURE_VIEW.schema]
     rows = {r["customer_id"]: r.asDict() for r in view.collect()}
     ev, vac, flat = rows["C_EV"], rows["C_VAC"], rows["C_FLAT"]
     assert ev["products_held"] == ["tou", "ev_charger"] and flat["products_held"] == [] and vac["products_held"] == []
@@ -456,3 +456,37 @@ def test_consumption_price_quadrant_names_the_corners(spark):
     assert got[("residential", "low", "low")]["quadrant"] == "low_use_low_sensitivity"
     assert got[("residential", "medium", "high")]["quadrant"] is None
     assert got[("commercial", "high", "low")]["share"] == 1.0
+
+
+# ------------------------------------------------------------------ the generator plants bill shocks
+
+
+def test_generator_plants_bill_shocks_visible_in_the_readings(make_settings, spark):
+    from collections import defaultdict
+
+    from gridpersona.generate import generate_lake
+    from gridpersona.lake import Lake
+
+    settings = make_settings("generate.faults.unknown_meter_share=0", "generate.bill_shock_share=0.2",
+                             "generate.faults.short_gap_meter_share=0", "generate.faults.long_gap_meter_share=0")
+    lake = Lake(settings, spark)
+    generate_lake(settings, lake, meters=60, days=28, start="2026-06-01", interval_minutes=60)
+    truth = {r["meter_id"]: r for r in lake.read_arrow("truth.meters").to_pylist()}
+    shocked = {m for m, r in truth.items() if r["bill_shock"]}
+    assert shocked and all(truth[m]["archetype"] not in ("vacant", "commercial_day") for m in shocked)
+    ami = lake.read_arrow("bronze.ami_interval", columns=["meter_id", "date", "kwh"]).to_pylist()
+    first_week, last_week = defaultdict(float), defaultdict(float)
+    for r in ami:
+        if r["kwh"] is None:
+            continue
+        day = (r["date"] - dt.date(2026, 6, 1)).days
+        if day < 7:
+            first_week[r["meter_id"]] += r["kwh"]
+        elif day >= 21:
+            last_week[r["meter_id"]] += r["kwh"]
+    growth = {m: last_week[m] / first_week[m] for m in truth if truth[m]["archetype"] != "vacant"}
+    assert min(growth[m] for m in shocked) > 1.5
+    assert max(g for m, g in growth.items() if m not in shocked) < 1.35
+    short = make_settings("generate.bill_shock_share=0.5")
+    generate_lake(short, Lake(short, spark), meters=20, days=14, start="2026-06-01", interval_minutes=60)
+    assert not any(r["bill_shock"] for r in Lake(short, spark).read_arrow("truth.meters").to_pylist())

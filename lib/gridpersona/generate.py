@@ -21,9 +21,10 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
   the generated AMI window (seasonal and weekday factors average to 1 over the
   window; for EV owners it includes the expected charging energy). Bills use
   the same seasonal curve, so bills and readings agree.
-- **Bill shocks.** ``generate.bill_shock_share`` of the known residential,
-  non-vacant meters get a new load over the window's last 14-21 days: their
-  household load is multiplied by 1.8-2.4 from then on (``truth.meters.bill_shock``).
+- **Bill shocks.** In windows of 28 days or more, ``generate.bill_shock_share``
+  of the known residential, non-vacant meters get a new load over the window's last 14-21 days: their
+  household load grows by 0.8-1.4x the meter's mean daily kWh from then on
+  (``truth.meters.bill_shock``).
   Bills, all of earlier months, do not include it; ``mean_daily_kwh`` does.
 - **Faults** are planned up front on a (known meter x interval) grid so they
   never overlap: gaps first (each gap's neighbouring intervals stay normal
@@ -910,18 +911,21 @@ class BillShock:
 
 def _bill_shocks(pop: Population, share: float, days: int, seed: int) -> BillShock:
     """Pick ``share`` of the known residential, non-vacant meters for a bill shock: a new load (an air
-    conditioner, a heater) raises the household load 1.8-2.4x over the window's last 14-21 days, so this
+    conditioner, a heater) raises the meter's load 1.8-2.4x over the window's last 14-21 days, so this
     month's bill, still unbilled, will be far above the same month last year. Meters unknown to the
-    archive never get one."""
+    archive never get one, nor does any meter in a window shorter than 28 days (a surge needs a week of
+    ordinary days before it)."""
     rng = _rng(seed, "bill_shock")
     names = pop.arch_names()
     eligible = np.flatnonzero((np.arange(pop.n) < pop.n_known) & np.isin(names, _RESIDENTIAL_WITH_SEASON))
-    count = min(len(eligible), _round_half_up(share * len(eligible)))
+    count = min(len(eligible), _round_half_up(share * len(eligible))) if days >= 28 else 0
     factor = np.ones(pop.n)
     first = np.full(pop.n, days, dtype=np.int64)
     if count:
         chosen = np.sort(rng.choice(eligible, size=count, replace=False))
-        factor[chosen] = rng.uniform(1.8, 2.4, count)
+        # The meter's whole consumption grows 1.8-2.4x: an EV owner's household load grows by as much energy.
+        whole = rng.uniform(1.8, 2.4, count)
+        factor[chosen] = 1.0 + (whole - 1.0) * pop.mean_daily_kwh[chosen] / pop.household_kwh[chosen]
         first[chosen] = np.maximum(0, days - rng.integers(14, 22, count))
     return BillShock(factor, first, days)
 
