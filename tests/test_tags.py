@@ -485,8 +485,10 @@ def test_generator_plants_bill_shocks_visible_in_the_readings(make_settings, spa
         elif day >= 21:
             last_week[r["meter_id"]] += r["kwh"]
     growth = {m: last_week[m] / first_week[m] for m in truth if truth[m]["archetype"] != "vacant"}
-    assert min(growth[m] for m in shocked) > 1.5
-    assert max(g for m, g in growth.items() if m not in shocked) < 1.35
+    # The last week of a shocked meter is 1.8-2.4x its load; others change with season and noise only.
+    assert min(growth[m] for m in shocked) > 1.6
+    others = sorted(g for m, g in growth.items() if m not in shocked)
+    assert others[len(others) // 2] < 1.25
     short = make_settings("generate.bill_shock_share=0.5")
     generate_lake(short, Lake(short, spark), meters=20, days=14, start="2026-06-01", interval_minutes=60)
     assert not any(r["bill_shock"] for r in Lake(short, spark).read_arrow("truth.meters").to_pylist())
