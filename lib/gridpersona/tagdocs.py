@@ -29,7 +29,10 @@ builds the view for the as-of date, compiles **all tags into one select** over i
 
 The `profile` stage then writes the group portraits (seed 000 §2.2): `gold.segment_tag_profile` (each
 load segment's distribution over every categorical tag, against the whole population) and
-`gold.consumption_price_quadrant` (consumption level x price sensitivity, §2.2.2).
+`gold.consumption_price_quadrant` (consumption level x price sensitivity, §2.2.2). The portraits are a
+companion table in long form (segment, tag, value, customers, share, population share, lift) rather
+than a column of `gold.segment_profile`: its rows follow whatever tags `conf/tags.yaml` defines without
+changing `gold.segment_profile`'s schema, and analysts filter, join and pivot it in plain SQL.
 
 **Checks.** At config load, before Spark starts, every expression is parsed as Spark SQL (sqlglot's
 Spark dialect, pure Python) and every column it names must be a feature-view column or an earlier
