@@ -202,3 +202,14 @@ def test_missing_table_error_names_it(lake):
         lake.read("bronze.nothing")
     with pytest.raises(LakeError, match="layer.table"):
         lake.path("nolayer")
+
+
+def test_partition_rows_counts_from_the_delta_log(spark, lake):
+    table = "bronze.counted"
+    lake.replace(_frame(spark, _rows(D1) + _rows(D2, meters=("m1", "m2", "m3"))), table,
+                 where={"date": [D1, D2]}, partition_by=["date"])
+    assert lake.partition_rows(table, "date", [D1]) == 6
+    assert lake.partition_rows(table, "date", [D2]) == 9
+    assert lake.partition_rows(table, "date", [D1, D2, D3]) == 15
+    lake.replace(_frame(spark, _rows(D2, meters=("m9",))), table, where={"date": D2})
+    assert lake.partition_rows(table, "date", [D1, D2]) == lake.read(table).count() == 9

@@ -76,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("table")
     h.add_argument("--limit", type=_positive, default=20)
 
+    from gridpersona.pipeline import STAGE_ORDER
+
     r = sub.add_parser("run", help="run one pipeline stage or all of them for an as-of date")
-    r.add_argument("stage", help="clean, shapes, segment-train, segment-assign, tags, profile, or all")
+    r.add_argument("stage", help=", ".join(STAGE_ORDER) + ", or all")
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
     r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
 
@@ -85,6 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
                                             "lake's ground truth")
     tc.add_argument("--as-of", type=_date, required=True)
     tc.add_argument("--window-days", type=_positive, help="default: pipeline.window_days")
+
+    q = sub.add_parser("sql", help="run Spark SQL over the lake's tables by their layer.table names",
+                       description="Run one Spark SQL statement with every lake table registered under its "
+                                   "layer.table name (e.g. gold.customer_segments). PII columns of "
+                                   "bronze.customer_archive (customer_name, phone, address) are hidden unless "
+                                   "--allow-pii is given.")
+    q.add_argument("statement", help='the SQL statement, e.g. "SELECT segment_label, count(*) FROM gold.customer_segments GROUP BY 1"')
+    q.add_argument("--format", dest="fmt", choices=("table", "csv", "json"), default="table",
+                   help="table (default, readable), csv (header row first) or json (JSON Lines: one object per row)")
+    q.add_argument("--limit", type=int, default=1000, metavar="N",
+                   help="print at most N rows (default 1000; 0 = all rows, mind the driver's memory)")
+    q.add_argument("--allow-pii", action="store_true",
+                   help="show customer PII columns (name, phone, address) of bronze.customer_archive")
+
+    ss = sub.add_parser("sql-server", help="serve the lake over JDBC/ODBC (Spark's Hive Thrift server) for beeline and BI tools",
+                        description="Start Spark's Hive Thrift server inside this driver with every lake table "
+                                    "registered under its layer.table name; connect with "
+                                    "$SPARK_HOME/bin/beeline -u jdbc:hive2://HOST:PORT. Runs until Ctrl-C / SIGTERM.")
+    ss.add_argument("--port", type=_positive, default=10000, help="TCP port (default 10000)")
+    ss.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1, loopback only: there is no authentication)")
+    ss.add_argument("--allow-pii", action="store_true", help="expose the PII columns of bronze.customer_archive")
+    ss.add_argument("--refresh-seconds", type=float, default=60.0,
+                    help="re-register tables whose Delta version moved, every N seconds (default 60; 0 = never)")
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report (pictures inline) of one as-of",
+                        description="Self-contained HTML: stage timings and rows (ops.job_runs), data quality, "
+                                    "segment table, centroid load curves, segment radar, tag distributions, "
+                                    "campaign funnel. Aggregates only, no customer rows or PII.")
+    rp.add_argument("--as-of", type=_date, help="as-of date (default: the newest in gold.segment_profile)")
+    rp.add_argument("--out", help="output file (default: <lake.root>/_reports/report-<as-of>.html)")
 
     d = sub.add_parser("demo", help="the main job on the embedded default: generate the lake if absent, then list it")
     d.add_argument("--regenerate", action="store_true", help="regenerate the synthetic lake even if it exists")
@@ -253,6 +286,46 @@ def segment_summary(lake, as_of: dt.date) -> str:
                         table, align_right=[0, 4, 5, 6, 7, 8, 9])
 
 
+def cmd_sql(settings: Settings, args) -> int:
+    from gridpersona.sql import format_result, run_query
+
+    if args.limit < 0:
+        raise ValueError("--limit must be >= 0 (0 = all rows)")
+    lake = _lake(settings)
+    result = run_query(lake.spark, lake, args.statement, limit=args.limit or None, allow_pii=args.allow_pii)
+    text = format_result(result, args.fmt)
+    if text:
+        print(text)
+    if args.fmt == "table":
+        print(f"({len(result.rows):,} row{'s' if len(result.rows) != 1 else ''})", file=sys.stderr)
+    if result.truncated:
+        print(f"(stopped at --limit {args.limit:,} rows; --limit 0 prints all)", file=sys.stderr)
+    return 0
+
+
+def cmd_sql_server(settings: Settings, args) -> int:
+    from gridpersona.sqlserver import serve
+
+    def ready(url: str, tables: list[str]) -> None:
+        print(f"sql-server listening on {url} with {len(tables)} tables", flush=True)
+        print(f"  beeline: $SPARK_HOME/bin/beeline -u {url} -e \"SHOW TABLES IN gold\"", flush=True)
+
+    return serve(settings, host=args.host, port=args.port, allow_pii=args.allow_pii,
+                 refresh_seconds=args.refresh_seconds, ready=ready)
+
+
+def cmd_report(settings: Settings, args) -> int:
+    from gridpersona.report import write_report
+
+    lake = _lake(settings)
+    path, report = write_report(lake, out=args.out, as_of=args.as_of)
+    print(f"report for as-of {report.as_of}: {path}")
+    print(f"  pictures: {', '.join(report.images) or 'none'}")
+    if report.missing:
+        print(f"  not computed for this as-of: {', '.join(report.missing)}")
+    return 0
+
+
 def cmd_demo(settings: Settings, args) -> int:
     from gridpersona.pipeline import run_pipeline
 
@@ -272,12 +345,17 @@ def cmd_demo(settings: Settings, args) -> int:
     print(stage_summary(results))
     print()
     print(tables_report(lake, lake.list_tables()))
+    from gridpersona.report import write_report
+
+    path, report = write_report(lake, as_of=as_of)
+    print(f"report ({len(report.images)} pictures): {path}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return 0
 
 
 COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history,
-            "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo}
+            "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql, "report": cmd_report,
+            "sql-server": cmd_sql_server}
 
 
 def main(argv: list[str] | None = None) -> int:

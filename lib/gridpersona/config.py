@@ -442,6 +442,130 @@ class PipelineConfig(_Section):
     window_days: int = Field(90, ge=1)
 
 
+# ---------------------------------------------------------------- campaigns (conf/campaigns.yaml)
+
+# The channels of schemas.CONTACT_CHANNELS.
+ContactChannel = Literal["app", "sms", "service_hall", "account_manager"]
+
+
+def _tag_columns() -> tuple[str, ...]:
+    from gridpersona.transform.campaigns import CUSTOMER_TAGS_COLUMNS
+
+    return tuple(CUSTOMER_TAGS_COLUMNS)
+
+
+def _check_sql(what: str, sql: str) -> None:
+    from gridpersona.sqlexpr import ExpressionError, check_expression
+
+    try:
+        check_expression(sql, _tag_columns())
+    except ExpressionError as exc:
+        raise ValueError(f"{what} {sql!r}: {exc}") from None
+
+
+class ChannelRule(_Section):
+    """A customer for whom ``when`` (Spark SQL over gold.customer_tags columns) holds is reached via ``channel``."""
+
+    channel: ContactChannel
+    when: str
+
+
+class CampaignExclusions(_Section):
+    """Who is never targeted, even when eligible."""
+
+    # do_not_contact true -- or unknown: consent is not assumed.
+    do_not_contact: bool = True
+    # has_arrears true (any bill past due and not fully paid as of the as-of).
+    arrears: bool = True
+    # Contacted by any campaign (bronze.contact_history) in the N local days ending on the as-of; null: no limit.
+    contacted_within_days: int | None = Field(30, ge=1)
+    # Already holds the campaign's offered_product (products_held).
+    holds_offered_product: bool = True
+
+
+class Campaign(_Section):
+    """One campaign: who qualifies, who is excluded, how they are ranked, reached and held out."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name_zh: str
+    name_en: str
+    offer_code: str = Field(min_length=1)
+    # Product code (as in products_held) the offer sells; null for services that sell none.
+    offered_product: str | None = None
+    # Spark SQL boolean over gold.customer_tags columns; must hold (null counts as false).
+    eligibility: str = "true"
+    # Tag code -> Spark SQL boolean; at least one must hold. The codes that hold are the target's qualifying_tags.
+    qualifiers: dict[str, str] = Field(min_length=1)
+    exclusions: CampaignExclusions = Field(default_factory=CampaignExclusions)
+    # 1 is the most important; a customer's campaigns are arbitrated by priority, then score.
+    priority: int = Field(ge=1)
+    # Spark SQL numeric over gold.customer_tags columns; higher first (null ranks last).
+    score: str = "0"
+    # Every target of this campaign is reached via this channel; null: campaigns.channel_rules.
+    channel: ContactChannel | None = None
+    # Top N by score (ties: smaller customer_id first); null: no limit.
+    capacity: int | None = Field(None, ge=1)
+    # Share of the selected targets held out as control (not contacted), by a hash of (customer, campaign).
+    holdout_share: float = Field(0.1, ge=0, lt=1)
+    enabled: bool = True
+
+    @field_validator("qualifiers")
+    @classmethod
+    def _codes(cls, v: dict[str, str]) -> dict[str, str]:
+        for code in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*(:[a-z0-9_]+)?", code):
+                raise ValueError(f"qualifier code {code!r} must look like tag_code or tag_code:value")
+        return v
+
+    @model_validator(mode="after")
+    def _expressions(self) -> "Campaign":
+        try:
+            _check_sql("eligibility", self.eligibility)
+            for code, sql in self.qualifiers.items():
+                _check_sql(f"qualifiers.{code}", sql)
+            _check_sql("score", self.score)
+        except ValueError as exc:
+            raise ValueError(f"campaign {self.id!r}: {exc}") from None
+        return self
+
+
+def _default_channel_rules() -> list[ChannelRule]:
+    return [
+        ChannelRule(channel="account_manager", when="vip"),
+        ChannelRule(channel="app", when="interaction_channel_pref = 'app' OR payment_channel_pref = 'online'"),
+        ChannelRule(channel="service_hall", when="payment_channel_pref = 'offline' OR interaction_channel_pref = 'service_hall'"),
+    ]
+
+
+class CampaignsConfig(_Section):
+    # M: a customer is a target (treatment or control) of at most this many campaigns per cycle.
+    max_per_customer: int = Field(2, ge=1)
+    # Ordered; the first rule that holds picks a target's channel, else fallback_channel.
+    channel_rules: list[ChannelRule] = Field(default_factory=_default_channel_rules)
+    fallback_channel: ContactChannel = "sms"
+    # Two-sided confidence level of the uplift intervals in gold.campaign_evaluation.
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    definitions: list[Campaign] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CampaignsConfig":
+        ids = [c.id for c in self.definitions]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"campaign id(s) {dupes} defined more than once")
+        for i, rule in enumerate(self.channel_rules):
+            try:
+                _check_sql(f"channel_rules[{i}] ({rule.channel}) when", rule.when)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def active(self) -> list[Campaign]:
+        """Enabled campaigns in arbitration order (priority, then id)."""
+        return sorted((c for c in self.definitions if c.enabled), key=lambda c: (c.priority, c.id))
+
+
 class Settings(_Section):
     env: str = "local"
     lake: LakeConfig = Field(default_factory=LakeConfig)
@@ -456,6 +580,7 @@ class Settings(_Section):
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     # conf/tags.yaml (merged after base.yaml, before the environment file).
     tags: TagsConfig = Field(default_factory=TagsConfig)
+    campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
 
     def config_hash(self) -> str:
         """Stable short hash of the effective configuration (for run logs)."""
@@ -531,10 +656,6 @@ def _source_of(loc: tuple, origin: dict) -> str:
     return " + ".join(below) if below else "defaults"
 
 
-# Sections kept in their own file beside base.yaml: {section: file name}.
-COMPANION_FILES = {"tags": "tags.yaml"}
-
-
 def _named_key(loc: tuple, merged: dict) -> str:
     """Dotted key of an error location; a list item of tags.definitions is named by its tag code."""
     if len(loc) >= 3 and loc[:2] == ("tags", "definitions") and loc[2].isdigit():
@@ -544,6 +665,16 @@ def _named_key(loc: tuple, merged: dict) -> str:
         if code:
             loc = (*loc[:2], f"{loc[2]}[{code}]", *loc[3:])
     return ".".join(loc) or "(top level)"
+
+
+def _campaign_of(loc: tuple, merged: dict) -> str:
+    """' (campaign <id>)' for a key under campaigns.definitions[i], so errors name the campaign."""
+    if len(loc) >= 3 and loc[:2] == ("campaigns", "definitions") and loc[2].isdigit():
+        items = merged.get("campaigns", {}).get("definitions")
+        i = int(loc[2])
+        if isinstance(items, list) and i < len(items) and isinstance(items[i], dict) and items[i].get("id"):
+            return f" (campaign {items[i]['id']!r})"
+    return ""
 
 
 def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (), conf_dir: str | Path | None = None) -> Settings:
@@ -556,12 +687,18 @@ def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (
     origin: dict[tuple, str] = {}
     base_path = conf / "base.yaml"
     _merge(merged, _read_yaml(base_path), str(base_path), origin)
-    # Companion files hold one section each: conf/tags.yaml -> `tags`. The environment file and --set
-    # may still override their keys.
-    for section, name in COMPANION_FILES.items():
-        path = conf / name
-        if path.is_file():
-            _merge(merged, {section: _read_yaml(path)}, str(path), origin)
+    # Campaign definitions live in their own file, under its one top-level key `campaigns`.
+    campaigns_path = conf / "campaigns.yaml"
+    if campaigns_path.is_file():
+        campaigns_data = _read_yaml(campaigns_path)
+        stray = sorted(set(campaigns_data) - {"campaigns"})
+        if stray:
+            raise ConfigError(f"{campaigns_path}: unknown top-level key(s) {stray}; this file holds only 'campaigns'")
+        _merge(merged, campaigns_data, str(campaigns_path), origin)
+    # conf/tags.yaml holds the `tags` section (its top-level keys: taxonomy, features, definitions).
+    tags_path = conf / "tags.yaml"
+    if tags_path.is_file():
+        _merge(merged, {"tags": _read_yaml(tags_path)}, str(tags_path), origin)
     env_path = conf / f"{env}.yaml"
     if not env_path.is_file():
         known = sorted(p.stem for p in conf.glob("*.yaml") if p.stem not in {"base", "tags", "campaigns"})
@@ -582,12 +719,13 @@ def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (
             loc = tuple(str(p) for p in err["loc"])
             key = _named_key(loc, merged)
             source = _source_of(loc, origin)
+            campaign = _campaign_of(loc, merged)
             if err["type"] == "extra_forbidden":
-                lines.append(f"{source}: unknown key '{key}'")
+                lines.append(f"{source}: unknown key '{key}'{campaign}")
             else:
                 got = err.get("input")
                 shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
                 msg = err["msg"].removeprefix("Value error, ")
-                lines.append(f"{source}: key '{key}': {msg}{shown}")
+                lines.append(f"{source}: key '{key}'{campaign}: {msg}{shown}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     return settings

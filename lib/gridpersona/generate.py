@@ -37,9 +37,14 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
   last local day. Billing covers the ``billing_months`` months ending with the
   latest month whose due date (15th of the following month) falls on or before
   that day, so every bill is due and its payment state is final; no payment,
-  interaction or response is dated after it. Service interactions cover the
-  365 days ending on that day; past campaign contacts the 180 days before
-  ``start``.
+  interaction or past cycle's response is dated after it. Service interactions
+  cover the 365 days ending on that day; past campaign contacts the 180 days
+  before ``start`` plus one cycle 30 days before the snapshot.
+- **Campaign cycle of the snapshot day.** Every configured campaign gets a
+  response row per archive customer for the cycle whose as-of is the
+  snapshot day, with a planted uplift for customers in treatment by the
+  pipeline's holdout hash (``truth.campaigns``: base rate, true uplift); those
+  responses are dated after the snapshot (what the CRM will report).
 
 Everything is deterministic by seed: each table and purpose (and each AMI day)
 draws from its own ``numpy`` stream derived from ``(seed, purpose, ...)``, so
@@ -73,6 +78,7 @@ TABLES = (
     "bronze.service_interaction",
     "bronze.contact_history",
     "bronze.campaign_response",
+    "truth.campaigns",
     "truth.meters",
     "bronze.ami_interval",
     "truth.faults",
@@ -821,9 +827,13 @@ def _service_interactions(pop: Population, cust: Customers, seed: int, snapshot:
     }, schema=arrow_schema(BRONZE["bronze.service_interaction"]))
 
 
-def _campaigns(pop: Population, cust: Customers, seed: int, start: dt.date, tz: ZoneInfo) -> tuple[pa.Table, pa.Table]:
-    """Past campaign cycles in the 180 days before ``start``: contacts (treatment) and responses.
+def _campaigns(pop: Population, cust: Customers, seed: int, start: dt.date, tz: ZoneInfo,
+               snapshot: dt.date | None = None) -> tuple[pa.Table, pa.Table]:
+    """Past campaign cycles: contacts (treatment) and responses.
 
+    Four cycles in the 180 days before ``start`` and, with ``snapshot``, an
+    ``app_promotion`` cycle 30 days before it, whose contacts (23-29 days before
+    the snapshot) make the campaigns' "contacted within N days" exclusions bite.
     Each cycle targets eligible customers (never do-not-contact ones) by a fit
     score; 10% of the targets are a holdout that is not contacted but still
     gets a response row, so treatment and control can be compared.
@@ -843,6 +853,10 @@ def _campaigns(pop: Population, cust: Customers, seed: int, start: dt.date, tz: 
         ("ev_charging", 75, 0.04, res & ~has["ev_charger"], ev),
         ("autopay", 45, 0.06, cust.pay_pref != "auto_debit", cust.pay_pref == "online"),
     ]
+    if snapshot is not None:
+        # Listed last, so the cycles above draw the same numbers with or without it.
+        cycles.append(("app_promotion", (start - snapshot).days + 30, 0.05, cust.interaction_pref != "app",
+                       cust.pay_pref == "online"))
     contacts: dict[str, list] = {"campaign_id": [], "customer_id": [], "ts": [], "channel": []}
     responses: dict[str, list] = {"campaign_id": [], "cycle_as_of": [], "customer_id": [], "responded": []}
     response_ts: list[np.ndarray] = []
@@ -930,6 +944,48 @@ def _bill_shocks(pop: Population, share: float, days: int, seed: int) -> BillSho
     return BillShock(factor, first, days)
 
 
+def _current_cycle(cust: Customers, campaigns, seed: int, snapshot: dt.date, tz: ZoneInfo
+                   ) -> tuple[pa.Table, pa.Table]:
+    """Responses of the campaign cycle of the snapshot day, with a planted uplift per campaign.
+
+    For every configured (enabled) campaign a base rate ~ U(3%, 12%) and a
+    true uplift ~ U(2, 10) points are drawn, and every archive customer gets a
+    response row with P(respond) = base + uplift when the customer is in the
+    campaign's treatment group by the pipeline's own hash
+    (:func:`gridpersona.holdout.is_control`), else base. Whoever the pipeline
+    targets, its treatment and control then differ by the planted uplift in
+    expectation. Rows exist for every customer (not only targets), since the
+    generator cannot know the targets; evaluation joins them to the targets.
+    These are outcomes the CRM reports after the cycle: dated within the 21
+    days after the snapshot day. Returns (bronze.campaign_response rows, truth.campaigns).
+    """
+    from gridpersona.holdout import is_control
+
+    n = len(cust.customer_id)
+    cycle_start = _local_midnight_us(snapshot + dt.timedelta(days=1), tz)
+    parts, truth = [], {"campaign_id": [], "cycle_as_of": [], "base_rate": [], "true_uplift": [], "holdout_share": []}
+    for c in campaigns:
+        # Streams per campaign id: adding or dropping a campaign leaves the others' draws alone.
+        rng = _rng(seed, f"campaign_cycle:{c.id}")
+        base, uplift = float(np.round(rng.uniform(0.03, 0.12), 4)), float(np.round(rng.uniform(0.02, 0.10), 4))
+        treated = np.array([not is_control(cid, c.id, c.holdout_share) for cid in cust.customer_id], dtype=bool)
+        responded = rng.random(n) < base + uplift * treated
+        delay_us = (rng.uniform(0.0, 21 * 24.0, n) * _US_PER_HOUR).astype(np.int64)
+        parts.append(pa.table({
+            "campaign_id": pa.array([c.id] * n, pa.string()),
+            "cycle_as_of": pa.array([snapshot] * n, pa.date32()),
+            "customer_id": pa.array(cust.customer_id, pa.string()),
+            "responded": pa.array(responded),
+            "response_ts": pa.array(cycle_start + delay_us, type=pa.timestamp("us", tz="UTC"), mask=~responded),
+        }))
+        for key, value in (("campaign_id", c.id), ("cycle_as_of", snapshot), ("base_rate", base),
+                           ("true_uplift", uplift), ("holdout_share", float(c.holdout_share))):
+            truth[key].append(value)
+    schema = arrow_schema(BRONZE["bronze.campaign_response"])
+    responses = pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
+    return responses, pa.Table.from_pydict(truth, schema=arrow_schema(TRUTH["truth.campaigns"]))
+
+
 def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = None) -> pa.Table:
     n_unknown = pop.n - pop.n_known
     arch = pop.arch_names()
@@ -1000,9 +1056,11 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
     write("bronze.customer_archive", cust.table)
     write("bronze.billing_payment", _billing(pop, cust, seed, gen.billing_months, grid, snapshot))
     write("bronze.service_interaction", _service_interactions(pop, cust, seed, snapshot, tz))
-    contacts, responses = _campaigns(pop, cust, seed, start, tz)
+    contacts, responses = _campaigns(pop, cust, seed, start, tz, snapshot)
     write("bronze.contact_history", contacts)
-    write("bronze.campaign_response", responses)
+    cycle_responses, campaign_truth = _current_cycle(cust, settings.campaigns.active, seed, snapshot, tz)
+    write("bronze.campaign_response", pa.concat_tables([responses, cycle_responses]))
+    write("truth.campaigns", campaign_truth)
     write("truth.meters", _truth_meters(pop, cust, shock))
 
     mean_interval = pop.mean_daily_kwh[: pop.n_known] * interval / 1440.0

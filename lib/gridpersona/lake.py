@@ -239,6 +239,27 @@ class Lake:
         return TableInfo(table, dt.version(), rows if actions.num_rows else 0, size, actions.num_rows,
                          tuple(dt.metadata().partition_columns))
 
+    def partition_rows(self, table: str, column: str, values: Iterable[Any]) -> int | None:
+        """Rows in the partitions ``column in values`` of the latest snapshot, from the Delta log's
+        per-file ``numRecords`` (no Spark job); None when the backend or a file lacks the statistic."""
+        if self.backend == "delta-spark":
+            return None
+        dt = self._delta_table(table)
+        wanted = {_partition_value_str(v) for v in values}
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        key = f"partition.{column}"
+        if not actions.num_rows:
+            return 0
+        if key not in actions.column_names or "num_records" not in actions.column_names:
+            return None
+        total = 0
+        for value, count in zip(actions.column(key).to_pylist(), actions.column("num_records").to_pylist()):
+            if _partition_value_str(value) in wanted:
+                if count is None:
+                    return None
+                total += int(count)
+        return total
+
     def schema(self, table: str, version: int | None = None) -> T.StructType:
         dt = self._delta_table(table, version)
         return T.StructType.fromJson(json.loads(dt.schema().to_json()))

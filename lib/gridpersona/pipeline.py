@@ -11,11 +11,11 @@ from gridpersona.runtime import StageContext, StageResult, run_stage
 
 log = logging.getLogger("gridpersona")
 
-STAGE_ORDER = ("clean", "shapes", "segment-train", "segment-assign", "tags", "profile")
+STAGE_ORDER = ("clean", "shapes", "segment-train", "segment-assign", "tags", "campaigns", "evaluate", "profile")
 
 
 def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
-    from gridpersona import stages, stages_segment, stages_tags
+    from gridpersona import stages, stages_campaigns, stages_segment, stages_tags
 
     return {
         "clean": stages.run_clean,
@@ -23,6 +23,8 @@ def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
         "segment-train": stages_segment.run_segment_train,
         "segment-assign": stages_segment.run_segment_assign,
         "tags": stages_tags.run_tags,
+        "campaigns": stages_campaigns.run_campaigns,
+        "evaluate": stages_campaigns.run_evaluate,
         "profile": stages_segment.run_profile,
     }
 

@@ -189,6 +189,19 @@ TRUTH: dict[str, TableSpec] = {
             ),
             keys=("meter_id", "ts", "fault"),
         ),
+        TableSpec(
+            "truth.campaigns",
+            "Synthetic ground truth per campaign of the snapshot day's cycle: the planted response rates "
+            "behind its bronze.campaign_response rows.",
+            (
+                Column("campaign_id", S, "Campaign id (conf/campaigns.yaml).", nullable=False),
+                Column("cycle_as_of", DT, "As-of date of the cycle (the lake's last day).", nullable=False),
+                Column("base_rate", D, "Planted response probability in the control group.", nullable=False),
+                Column("true_uplift", D, "Planted absolute uplift: treatment probability minus base_rate.", nullable=False),
+                Column("holdout_share", D, "Holdout share the treatment/control hash used.", nullable=False),
+            ),
+            keys=("campaign_id", "cycle_as_of"),
+        ),
     ]
 }
 

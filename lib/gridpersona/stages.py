@@ -56,7 +56,9 @@ def run_clean(ctx: StageContext) -> StageResult:
     # Reconciliation from what was written: every raw row is in exactly one of clean or quarantine.
     quarantined = {r["reason"]: r["count"] for r in written_quarantine.groupBy("reason").count().collect()}
     clean_counts = {r["quality"]: r["count"] for r in written_clean.groupBy("quality").count().collect()}
-    raw_rows = raw.count()
+    raw_rows = ctx.lake.partition_rows("bronze.ami_interval", "date", dates)
+    if raw_rows is None:  # no per-file statistics in the log: count
+        raw_rows = raw.count()
     kept_rows = clean_counts.get("measured", 0) + clean_counts.get("outlier_replaced", 0)
     total_q = sum(quarantined.values())
     result = StageResult(rows_in=raw_rows, outputs={AMI_CLEAN: clean_rows, AMI_QUARANTINE: quarantined_rows,
@@ -84,4 +86,7 @@ def run_shapes(ctx: StageContext) -> StageResult:
                                  tariff=s.tariff, normalization=s.shapes.normalization)
     ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": ctx.window_dates}, partition_by=["date"])
     written = ctx.lake.last_write["rows"]
-    return StageResult(rows_in=int(clean.count()) if s.shapes.count_input else 0, outputs={DAILY_LOAD_SHAPE: written})
+    rows_in = ctx.lake.partition_rows(AMI_CLEAN, "date", ctx.window_dates) if not s.shapes.count_input else None
+    if rows_in is None:
+        rows_in = int(clean.count())
+    return StageResult(rows_in=rows_in, outputs={DAILY_LOAD_SHAPE: written})

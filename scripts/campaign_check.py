@@ -1,0 +1,77 @@
+"""Planted vs measured campaign uplift on a synthetic lake (issue 4: campaigns and A/B evaluation).
+
+    PYTHONPATH=lib python scripts/campaign_check.py --lake /tmp/camplake --meters 3300 --days 35
+
+Generates the lake (unless --reuse), writes a stand-in gold.customer_tags for
+the last day from the ground truth (lib/gridpersona/campaign_truth.py; the tags
+stage replaces it once merged, --tags-from-lake keeps the lake's own), runs the
+campaigns and evaluate stages for that day and prints, per campaign, the
+planted uplift, the measured uplift with its interval, whether the interval
+covers the planted value, and the measured control share of the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from gridpersona.campaign_truth import uplift_truth_check, write_stand_in_tags
+from gridpersona.config import load_settings
+from gridpersona.console import render_table, setup_logging
+from gridpersona.generate import generate_lake
+from gridpersona.lake import Lake
+from gridpersona.pipeline import run_pipeline
+from gridpersona.session import build_spark
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lake", required=True, help="lake root")
+    p.add_argument("--meters", type=int, default=3300)
+    p.add_argument("--days", type=int, default=35)
+    p.add_argument("--start", default="2026-06-01")
+    p.add_argument("--env", default="local")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--reuse", action="store_true", help="keep an existing lake; do not generate")
+    p.add_argument("--tags-from-lake", action="store_true", help="use the lake's gold.customer_tags as they are")
+    args = p.parse_args(argv)
+    setup_logging(False)
+    settings = load_settings(args.env, [f"lake.root={args.lake}", *args.overrides])
+    spark = build_spark(settings, app_name="gridpersona-campaign-check")
+    lake = Lake(settings, spark)
+    start = dt.date.fromisoformat(args.start)
+    if not args.reuse:
+        generate_lake(settings, lake, meters=args.meters, days=args.days, start=start)
+    as_of = max(r["cycle_as_of"] for r in lake.read_arrow("truth.campaigns").to_pylist())
+    if not args.tags_from_lake:
+        write_stand_in_tags(lake, as_of)
+    results = run_pipeline(settings, spark, lake, "campaigns", as_of)
+    results += run_pipeline(settings, spark, lake, "evaluate", as_of)
+    for stage, result in results:
+        print(f"[{stage}] " + "\n[{stage}] ".join(result.notes).replace("{stage}", stage))
+    rows = uplift_truth_check(lake, as_of)
+
+    def pp(x):
+        return "-" if x is None else f"{100 * x:+.2f}"
+
+    table = [[r["campaign_id"], f"{100 * r['base_rate']:.2f}", pp(r["true_uplift"]), pp(r["uplift"]),
+              f"[{pp(r['uplift_ci_low'])}, {pp(r['uplift_ci_high'])}]",
+              {True: "yes", False: "NO", None: "-"}[r["covered"]], f"{r['n_treatment']:,}", f"{r['n_control']:,}",
+              f"{100 * r['holdout_share']:.0f}%",
+              "-" if r["control_share"] is None else f"{100 * r['control_share']:.1f}%"] for r in rows]
+    print(f"\ncycle {as_of}: planted vs measured uplift (percentage points), "
+          f"{settings.campaigns.confidence:.0%} Newcombe interval")
+    print(render_table(["campaign", "base %", "planted", "measured", "interval", "covers", "n treat", "n ctrl",
+                        "holdout", "ctrl share"], table, align_right=[1, 2, 3, 6, 7, 8, 9]))
+    n_c = sum(r["n_control"] for r in rows)
+    n = n_c + sum(r["n_treatment"] for r in rows)
+    covered = sum(1 for r in rows if r["covered"])
+    print(f"control share over all targets: {n_c:,}/{n:,} = {n_c / n:.2%}" if n else "no targets")
+    print(f"planted uplift inside its interval: {covered}/{len(rows)} campaigns")
+    spark.stop()
+    return 0 if covered == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Analyst surfaces (issue 5 items 3-5): `sql`, `sql-server` + beeline, the portraits notebook, the HTML report.
+
+One small hand-made lake (module fixture) holds the gold tables the analyst tools read,
+including hand-made versions of the tags/campaigns tables (contract columns) so those
+sections run, and a second as-of without them so "not computed" is exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html.parser
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from pyspark.sql import types as T
+
+from gridpersona import portraits as P
+from gridpersona.cli import main as cli_main
+from gridpersona.config import load_settings
+from gridpersona.lake import Lake
+from gridpersona.report import build_report, write_report
+from gridpersona.runtime import JOB_RUNS_SCHEMA
+from gridpersona.schemas import BRONZE
+from gridpersona.sql import QueryResult, SqlError, format_result, referenced_tables, run_query
+from gridpersona.stages_segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+
+AS_OF = dt.date(2026, 6, 30)  # every table
+BARE_AS_OF = dt.date(2026, 5, 31)  # segments only: tags and campaigns "not computed"
+PII_VALUES = ("Zhang Wei", "13800138000", "88 Secret Road")
+SLOTS = 24
+
+
+def _shape(peak_hour: int) -> list[float]:
+    day = [1.0 + (4.0 if h == peak_hour else 0.0) for h in range(SLOTS)]
+    total = sum(day)
+    return [x / total for x in day] * 2  # weekday then weekend
+
+
+SEGMENTS = [  # id, label, zh, en, meters, kwh, peak, flat, valley, load factor, weekend ratio, peak hour
+    (1, "evening_peak", "高峰型", "Evening peak", 3, 9.5, 0.6, 0.25, 0.15, 0.2, 1.1, 20),
+    (2, "night", "低谷型", "Night / valley", 2, 11.0, 0.1, 0.1, 0.8, 0.3, 1.0, 2),
+    (3, "commercial_day", "日间商业型", "Commercial daytime", 1, 210.0, 0.3, 0.55, 0.15, 0.4, 0.5, 12),
+]
+CUSTOMERS = [("C1", "M1", 1), ("C2", "M2", 1), ("C3", "M3", 1), ("C4", "M4", 2), ("C5", "M5", 2), ("C6", "M6", 3)]
+
+
+def _profile_rows(as_of: dt.date, scale: float = 1.0) -> list[tuple]:
+    total = sum(s[4] for s in SEGMENTS)
+    return [(as_of, "20260630", sid, label, zh, en, meters, meters / total, kwh * scale, peak, flat, valley, lf, wr, 0.1,
+             _shape(hour)) for sid, label, zh, en, meters, kwh, peak, flat, valley, lf, wr, hour in SEGMENTS]
+
+
+TAGS_SCHEMA = T.StructType([T.StructField(n, t) for n, t in [
+    ("as_of", T.DateType()), ("customer_id", T.StringType()), ("meter_id", T.StringType()), ("region", T.StringType()),
+    ("customer_type", T.StringType()), ("segment_id", T.IntegerType()), ("segment_label", T.StringType()),
+    ("vip", T.BooleanType()), ("do_not_contact", T.BooleanType()), ("consumption_level", T.StringType()),
+    ("price_sensitivity", T.StringType()), ("credit_rating", T.StringType()), ("payment_channel_pref", T.StringType()),
+    ("ev_owner", T.BooleanType()), ("vacancy", T.BooleanType()), ("green_eco", T.BooleanType()),
+    ("churn_risk", T.StringType())]])
+TARGETS_SCHEMA = ("as_of date, campaign_id string, customer_id string, `group` string, channel string, priority int, "
+                  "score double, qualifying_tags array<string>, offer_code string")
+EVALUATION_SCHEMA = ("as_of date, campaign_id string, segment_id int, treatment_customers long, treatment_responders long, "
+                     "treatment_rate double, control_customers long, control_responders long, control_rate double, "
+                     "uplift double, ci_low double, ci_high double")
+
+
+def build_analyst_lake(spark, root) -> Lake:
+    settings = load_settings("test", [f"lake.root={root}", "pipeline.window_days=30"])
+    lake = Lake(settings, spark)
+    # An older version of the profile whose rows a snapshot read must not return.
+    lake.replace(spark.createDataFrame(_profile_rows(AS_OF, scale=100.0), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+                 where={"as_of": [AS_OF]}, partition_by=["as_of"])
+    lake.replace(spark.createDataFrame(_profile_rows(AS_OF), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+                 where={"as_of": [AS_OF]})
+    lake.replace(spark.createDataFrame(_profile_rows(BARE_AS_OF), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+                 where={"as_of": [BARE_AS_OF]})
+    labels = {s[0]: s[1:4] for s in SEGMENTS}
+    lake.replace(spark.createDataFrame([(AS_OF, c, m, sid, *labels[sid], 0.1, "20260630") for c, m, sid in CUSTOMERS],
+                                       CUSTOMER_SEGMENTS_SCHEMA), "gold.customer_segments", where={"as_of": [AS_OF]},
+                 partition_by=["as_of"])
+    archive = BRONZE["bronze.customer_archive"].schema
+    lake.overwrite(spark.createDataFrame(
+        [(c, m, PII_VALUES[0], PII_VALUES[1], PII_VALUES[2], "R1", "residential", "tou", "35-49", 3, "apartment", 8.0,
+          "tou", False, False, dt.date(2020, 1, 1)) for c, m, _ in CUSTOMERS], archive), "bronze.customer_archive")
+    started = dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.timezone.utc)
+    runs = [("run1", stage, AS_OF, 30, started + dt.timedelta(minutes=i), 10.0 + i, "succeeded", 1000 // (i + 1), 10 * (i + 1),
+             "{}", None, "cfg123", "0.1.0+test", "test")
+            for i, stage in enumerate(["clean", "shapes", "segment-train", "segment-assign", "profile"])]
+    lake.append(spark.createDataFrame(runs, JOB_RUNS_SCHEMA), "ops.job_runs")
+    tag_rows = [(AS_OF, c, m, "R1", "residential", sid, labels[sid][0], False, c == "C6",
+                 ["high", "medium", "low"][i % 3], ["low", "high"][i % 2], "good", "online", sid == 2, False, i % 2 == 0,
+                 "low") for i, (c, m, sid) in enumerate(CUSTOMERS)]
+    lake.replace(spark.createDataFrame(tag_rows, TAGS_SCHEMA), "gold.customer_tags", where={"as_of": [AS_OF]},
+                 partition_by=["as_of"])
+    targets = [(AS_OF, "tou_ev", c, "control" if c == "C5" else "treatment", "app", 1, 0.9, ["ev_owner"], "TOU-EV")
+               for c in ("C4", "C5")]
+    targets += [(AS_OF, "green_power", c, "control" if c == "C3" else "treatment", "sms", 2, 0.5, ["green_eco"], "GREEN")
+                for c in ("C1", "C3", "C5")]
+    lake.replace(spark.createDataFrame(targets, TARGETS_SCHEMA), "gold.campaign_targets", where={"as_of": [AS_OF]},
+                 partition_by=["as_of"])
+    evaluation = [(AS_OF, "tou_ev", None, 1, 1, 1.0, 1, 0, 0.0, 1.0, 0.2, 1.0),
+                  (AS_OF, "green_power", None, 2, 1, 0.5, 1, 0, 0.0, 0.5, -0.1, 1.0),
+                  (AS_OF, "green_power", 1, 2, 1, 0.5, 1, 0, 0.0, 0.5, -0.1, 1.0)]
+    lake.replace(spark.createDataFrame(evaluation, EVALUATION_SCHEMA), "gold.campaign_evaluation", where={"as_of": [AS_OF]},
+                 partition_by=["as_of"])
+    return lake
+
+
+@pytest.fixture(scope="module")
+def analyst_lake(spark, tmp_path_factory):
+    return build_analyst_lake(spark, tmp_path_factory.mktemp("analyst") / "lake")
+
+
+# ------------------------------------------------------------------ sql
+
+
+def test_referenced_tables_finds_layer_table_names_in_any_quoting():
+    known = ["gold.customer_segments", "gold.segment_profile", "bronze.customer_archive"]
+    sql = ("SELECT * FROM gold.customer_segments s JOIN `gold`.`segment_profile` p USING (segment_id) "
+           "WHERE s.meter_id IN (SELECT meter_id FROM GOLD.customer_segments) AND x.y = 1")
+    assert referenced_tables(sql, known) == ["gold.customer_segments", "gold.segment_profile"]
+
+
+def test_format_result_renders_table_csv_and_json_lines():
+    result = QueryResult(["label", "meters", "day", "shape"], [T.StringType(), T.LongType(), T.DateType(), T.ArrayType(T.DoubleType())],
+                         [("flat", 27, dt.date(2026, 6, 14), [0.5, 0.25]), ("night, late", None, None, None)], False)
+    table = format_result(result, "table").splitlines()
+    assert table[0].split() == ["label", "meters", "day", "shape"]
+    assert table[2].split()[:3] == ["flat", "27", "2026-06-14"] and "NULL" in table[3]
+    assert format_result(result, "csv").splitlines() == [
+        "label,meters,day,shape", 'flat,27,2026-06-14,"[0.5, 0.25]"', '"night, late",,,']
+    rows = [json.loads(line) for line in format_result(result, "json").splitlines()]
+    assert rows == [{"label": "flat", "meters": 27, "day": "2026-06-14", "shape": [0.5, 0.25]},
+                    {"label": "night, late", "meters": None, "day": None, "shape": None}]
+
+
+def test_sql_reads_the_latest_snapshot_by_layer_table_name(analyst_lake, spark):
+    res = run_query(spark, analyst_lake, "SELECT as_of, segment_label, mean_daily_kwh FROM gold.segment_profile "
+                                         f"WHERE as_of = DATE'{AS_OF}' ORDER BY segment_id")
+    assert res.columns == ["as_of", "segment_label", "mean_daily_kwh"]
+    # The replaced version's rows (kWh x 100) are still on disk for time travel but not in the snapshot.
+    assert res.rows == [(AS_OF, "evening_peak", 9.5), (AS_OF, "night", 11.0), (AS_OF, "commercial_day", 210.0)]
+    joined = run_query(spark, analyst_lake, "SELECT s.segment_label, count(*) AS n FROM gold.customer_segments s "
+                                            "JOIN gold.customer_tags t USING (customer_id) GROUP BY 1 ORDER BY 1")
+    assert joined.rows == [("commercial_day", 1), ("evening_peak", 3), ("night", 2)]
+
+
+def test_sql_sees_a_new_version_on_the_next_query(analyst_lake, spark):
+    before = run_query(spark, analyst_lake, "SELECT count(*) FROM ops.job_runs").rows[0][0]
+    row = ("run2", "report-check", AS_OF, 30, dt.datetime(2026, 7, 2, tzinfo=dt.timezone.utc), 1.0, "failed", None, None,
+           None, "boom", "cfg123", "0.1.0+test", "test")
+    analyst_lake.append(spark.createDataFrame([row], JOB_RUNS_SCHEMA), "ops.job_runs")
+    assert run_query(spark, analyst_lake, "SELECT count(*) FROM ops.job_runs").rows[0][0] == before + 1
+
+
+def test_sql_hides_pii_columns_unless_allowed(analyst_lake, spark):
+    hidden = run_query(spark, analyst_lake, "SELECT * FROM bronze.customer_archive")
+    assert not {"customer_name", "phone", "address"} & set(hidden.columns)
+    assert not any(v in PII_VALUES for row in hidden.rows for v in row)
+    with pytest.raises(SqlError, match="customer PII.*--allow-pii"):
+        run_query(spark, analyst_lake, "SELECT phone FROM bronze.customer_archive")
+    shown = run_query(spark, analyst_lake, "SELECT customer_name, phone FROM bronze.customer_archive LIMIT 1", allow_pii=True)
+    assert shown.rows == [(PII_VALUES[0], PII_VALUES[1])]
+    # Registration is per statement: the next one without the flag hides them again.
+    again = run_query(spark, analyst_lake, "SELECT * FROM bronze.customer_archive")
+    assert "phone" not in again.columns
+
+
+def test_sql_limit_bounds_the_rows_and_says_so(analyst_lake, spark):
+    res = run_query(spark, analyst_lake, "SELECT * FROM gold.customer_segments", limit=2)
+    assert len(res.rows) == 2 and res.truncated
+    res = run_query(spark, analyst_lake, "SELECT * FROM gold.customer_segments", limit=None)
+    assert len(res.rows) == len(CUSTOMERS) and not res.truncated
+
+
+def test_sql_command_prints_table_csv_json_and_fails_cleanly(analyst_lake, capsys):
+    root = ["--env", "test", "--set", f"lake.root={analyst_lake.root}"]
+    assert cli_main(root + ["sql", "SELECT segment_id, segment_label FROM gold.segment_profile "
+                                   f"WHERE as_of = DATE'{AS_OF}' ORDER BY 1", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["segment_id,segment_label", "1,evening_peak", "2,night", "3,commercial_day"]
+    assert cli_main(root + ["sql", "SELECT count(*) AS n FROM gold.customer_segments", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": len(CUSTOMERS)}
+    assert cli_main(root + ["sql", "SHOW TABLES IN gold"]) == 0
+    out = capsys.readouterr().out
+    assert "segment_profile" in out and "campaign_targets" in out
+
+    assert cli_main(root + ["sql", "SELECT * FROM gold.no_such_table"]) == 2
+    err = capsys.readouterr().err
+    assert "TABLE_OR_VIEW_NOT_FOUND" in err and "lake tables: " in err and "gold.segment_profile" in err
+    assert "Traceback" not in err and "at org.apache" not in err
+    assert cli_main(root + ["sql", "SELEC 1 FROM gold.segment_profile"]) == 2
+    err = capsys.readouterr().err
+    assert "PARSE_SYNTAX_ERROR" in err and "^^^" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ portraits and report
+
+
+def test_radar_values_are_min_max_scaled_per_axis():
+    rows = [{"mean_daily_kwh": 1.0, "peak_share": 0.2}, {"mean_daily_kwh": 100.0, "peak_share": 0.6},
+            {"mean_daily_kwh": 10.0, "peak_share": None}]
+    values = P.radar_values(rows, (("mean_daily_kwh", "kWh"), ("peak_share", "peak")))
+    assert values[0] == [0.0, 0.0] and values[1] == [1.0, 1.0]
+    assert values[2][0] == pytest.approx(0.5)  # log scale: 10 lies halfway between 1 and 100
+    assert values[2][1] == 0.0  # unknown
+
+
+def test_portrait_loaders_aggregate_the_as_of(analyst_lake):
+    portraits = P.load_segment_portraits(analyst_lake, AS_OF)
+    assert [r["segment_label"] for r in portraits] == ["evening_peak", "night", "commercial_day"]
+    assert portraits[0]["peak_to_mean"] == pytest.approx(5.0 / (28.0 / 24))
+    dist = P.load_tag_distributions(analyst_lake, AS_OF)
+    assert dist["consumption_level"] == {"high": 2, "medium": 2, "low": 2}
+    assert dist["price_sensitivity"] == {"high": 3, "low": 3}
+    funnel = {r["campaign_id"]: r for r in P.load_campaign_funnel(analyst_lake, AS_OF)}
+    assert (funnel["green_power"]["targeted"], funnel["green_power"]["treatment"], funnel["green_power"]["control"]) == (3, 2, 1)
+    assert funnel["green_power"]["treatment_responders"] == 1 and funnel["tou_ev"]["uplift"] == 1.0
+    assert P.load_tag_distributions(analyst_lake, BARE_AS_OF) is None
+    assert P.load_campaign_funnel(analyst_lake, BARE_AS_OF) is None
+
+
+class _Html(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images: list[tuple[str, bytes]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            assert a["src"].startswith("data:image/png;base64,"), a["src"][:40]
+            self.images.append((a["alt"], base64.b64decode(a["src"].split(",", 1)[1])))
+        for name in ("src", "href"):
+            if tag != "img" and a.get(name):
+                raise AssertionError(f"external reference {tag} {name}={a[name]}")
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_is_self_contained_with_pictures_and_figures_and_no_pii(analyst_lake, tmp_path):
+    path, report = write_report(analyst_lake, out=str(tmp_path / "r.html"), as_of=AS_OF)
+    parser = _Html()
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    parser.feed(doc)
+    assert [alt for alt, _ in parser.images] == ["Stage timings", "Centroid load curves", "Segment radar",
+                                                 "Tag distributions", "Campaign funnel"]
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000 for _, png in parser.images)
+    text = " ".join(parser.text)
+    for figure in ("segment-train", "succeeded", "cfg123", "evening_peak", "高峰型", "commercial_day", "210.0",
+                   "green_power", "tou_ev", "100.0%"):
+        assert figure in text, figure
+    assert report.missing == ["Data quality"]  # no silver tables in this lake
+    for value in PII_VALUES:
+        assert value not in doc
+
+
+def test_report_says_not_computed_for_missing_sections(analyst_lake):
+    report = build_report(analyst_lake, BARE_AS_OF)
+    assert report.images == ["Centroid load curves", "Segment radar"]
+    assert set(report.missing) == {"Run log", "Data quality", "Tag distributions", "Campaign funnel"}
+    assert report.html.count(P.NOT_COMPUTED) == 4
+
+
+# ------------------------------------------------------------------ real clients: notebook kernel, beeline
+
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "segment_portraits.ipynb")
+
+
+@pytest.mark.e2e
+def test_portraits_notebook_executes_headless(analyst_lake):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = f"lake_root = {str(analyst_lake.root)!r}\nenv = 'test'\nas_of = '{AS_OF}'"
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pngs = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    assert len(pngs) == 4  # centroid curves, radar, tag distributions, campaign funnel
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "evening_peak" in text and "green_power" in text and P.NOT_COMPUTED not in text
+
+
+def _spark_home() -> str:
+    import pyspark
+
+    return os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+
+
+@pytest.mark.e2e
+def test_sql_server_answers_beeline(analyst_lake, tmp_path):
+    from gridpersona.sqlserver import free_port
+
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [os.path.join(os.path.dirname(__file__), "..", "lib"),
+                                                                     os.environ.get("PYTHONPATH", "")] if p)}
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "gridpersona.cli", "--env", "test", "--set",
+                                   f"lake.root={analyst_lake.root}", "sql-server", "--port", str(port)],
+                                  stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "listening on" not in log_path.read_text():
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "sql-server did not start: " + log_path.read_text()[-3000:]
+            time.sleep(1)
+        beeline = subprocess.run(
+            [os.path.join(_spark_home(), "bin", "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}", "--outputformat=csv2",
+             "--silent=true", "-e",
+             f"SELECT segment_label, count(*) AS customers FROM gold.customer_segments WHERE as_of = DATE'{AS_OF}' "
+             "GROUP BY segment_label ORDER BY segment_label"],
+            capture_output=True, text=True, timeout=240, env={**os.environ, "SPARK_HOME": _spark_home()})
+        # beeline -e echoes its prompt before the first output line.
+        lines = [re.sub(r"^\d+: jdbc:hive2://\S+> ", "", ln) for ln in beeline.stdout.splitlines() if ln.strip()]
+        assert beeline.returncode == 0, beeline.stderr[-3000:]
+        assert lines == ["segment_label,customers", "commercial_day,1", "evening_peak,3", "night,2"], beeline.stdout
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, log_path.read_text()[-3000:]
+    assert "sql-server: stopping" in log_path.read_text()

@@ -1,0 +1,135 @@
+"""Campaigns end to end on a small synthetic lake: stand-in tags -> campaigns -> evaluate, twice."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from gridpersona.campaign_truth import uplift_truth_check, write_stand_in_tags
+from gridpersona.generate import generate_lake
+from gridpersona.holdout import is_control
+from gridpersona.lake import Lake
+from gridpersona.pipeline import run_pipeline
+from gridpersona.schemas import pii_columns
+from gridpersona.transform.campaign_eval import CAMPAIGN_EVALUATION_SCHEMA
+from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_COLUMNS
+
+pytestmark = pytest.mark.e2e
+
+METERS, DAYS = 300, 3
+START = dt.date(2026, 6, 1)
+AS_OF = START + dt.timedelta(days=DAYS - 1)
+
+
+def _rows(lake: Lake, table: str) -> list[tuple]:
+    df = lake.read(table).filter(F.col("as_of") == F.lit(AS_OF))
+    return sorted(tuple(r) for r in df.collect())
+
+
+@pytest.fixture(scope="module")
+def campaign_lake(tmp_path_factory, spark):
+    from gridpersona.config import load_settings
+
+    root = tmp_path_factory.mktemp("campaigns-e2e") / "lake"
+    settings = load_settings("test", [f"lake.root={root}", f"pipeline.window_days={DAYS}",
+                                      "campaigns.max_per_customer=2"])
+    lake = Lake(settings, spark)
+    generate_lake(settings, lake, meters=METERS, days=DAYS, start=START)
+    write_stand_in_tags(lake, AS_OF)
+    first = run_pipeline(settings, spark, lake, "campaigns", AS_OF) + run_pipeline(settings, spark, lake, "evaluate", AS_OF)
+    snapshot = {t: _rows(lake, t) for t in ("gold.campaign_targets", "gold.campaign_evaluation")}
+    second = run_pipeline(settings, spark, lake, "campaigns", AS_OF) + run_pipeline(settings, spark, lake, "evaluate", AS_OF)
+    return settings, lake, first, second, snapshot
+
+
+def test_targets_respect_exclusions_arbitration_and_the_holdout_hash(campaign_lake):
+    settings, lake, first, _, _ = campaign_lake
+    targets = lake.read("gold.campaign_targets").filter(F.col("as_of") == F.lit(AS_OF))
+    assert targets.columns == CAMPAIGN_TARGETS_COLUMNS
+    rows = targets.collect()
+    conf = {c.id: c for c in settings.campaigns.active}
+    assert {r["campaign_id"] for r in rows} >= set(conf) - {"bill_shock_alert"}
+    assert dict(first)["campaigns"].outputs["gold.campaign_targets"] == len(rows)
+
+    tags = {r["customer_id"]: r for r in lake.read("gold.customer_tags").collect()}
+    per_customer: dict[str, int] = {}
+    for r in rows:
+        per_customer[r["customer_id"]] = per_customer.get(r["customer_id"], 0) + 1
+        t, c = tags[r["customer_id"]], conf[r["campaign_id"]]
+        assert t["do_not_contact"] is False
+        assert not (c.exclusions.arrears and t["has_arrears"])
+        assert not (c.offered_product and c.offered_product in t["products_held"])
+        assert r["qualifying_tags"] and r["offer_code"] == c.offer_code and r["priority"] == c.priority
+        assert (r["ab_group"] == "control") == is_control(r["customer_id"], r["campaign_id"], c.holdout_share)
+        assert r["channel"] == "account_manager" if (t["vip"] or c.channel == "account_manager") else \
+            r["channel"] in ("app", "sms", "service_hall")
+    assert max(per_customer.values()) <= settings.campaigns.max_per_customer
+    for cid, c in conf.items():
+        if c.capacity:
+            assert sum(1 for r in rows if r["campaign_id"] == cid) <= c.capacity
+
+    # Contacted in the last 30 days (the generator's app_promotion cycle): never a target of a 30-day campaign.
+    contacts = lake.read("bronze.contact_history").filter(F.col("campaign_id") == "app_promotion") \
+        .select("customer_id").distinct().collect()
+    recent = {r["customer_id"] for r in contacts}
+    assert recent
+    thirty = {cid for cid, c in conf.items() if (c.exclusions.contacted_within_days or 0) >= 30}
+    assert not [r for r in rows if r["customer_id"] in recent and r["campaign_id"] in thirty]
+
+
+def test_evaluation_reconciles_with_targets_and_responses(campaign_lake):
+    settings, lake, _, _, _ = campaign_lake
+    ev = lake.read("gold.campaign_evaluation").filter(F.col("as_of") == F.lit(AS_OF))
+    assert ev.columns == [f.name for f in CAMPAIGN_EVALUATION_SCHEMA.fields]
+    targets = lake.read("gold.campaign_targets").filter(F.col("as_of") == F.lit(AS_OF))
+    expected = {(r["campaign_id"], r["ab_group"]): r["count"] for r in
+                targets.groupBy("campaign_id", "ab_group").count().collect()}
+    top = {r["campaign_id"]: r for r in ev.filter(F.col("level") == "campaign").collect()}
+    assert set(top) == {c for c, _ in expected}
+    for cid, r in top.items():
+        # The generator writes a response for every customer and campaign of the cycle.
+        assert r["targets_without_response"] == 0
+        assert (r["n_treatment"], r["n_control"]) == (expected.get((cid, "treatment"), 0),
+                                                      expected.get((cid, "control"), 0))
+        if r["n_control"]:
+            assert r["uplift_ci_low"] <= r["uplift"] <= r["uplift_ci_high"]
+    segs = ev.filter(F.col("level") == "segment").groupBy("campaign_id").agg(
+        F.sum("n_treatment").alias("t"), F.sum("n_control").alias("c")).collect()
+    assert {r["campaign_id"]: (r["t"], r["c"]) for r in segs} == \
+        {cid: (r["n_treatment"], r["n_control"]) for cid, r in top.items()}
+    check = uplift_truth_check(lake, AS_OF)
+    assert {r["campaign_id"] for r in check} == {c.id for c in settings.campaigns.active}
+
+
+def test_generator_plants_the_uplift_by_the_same_hash(campaign_lake):
+    settings, lake, _, _, _ = campaign_lake
+    truth = {r["campaign_id"]: r for r in lake.read_arrow("truth.campaigns").to_pylist()}
+    responses = [r for r in lake.read_arrow("bronze.campaign_response").to_pylist() if r["cycle_as_of"] == AS_OF]
+    assert len(responses) == METERS * len(truth)
+    treated = [r["responded"] for r in responses
+               if not is_control(r["customer_id"], r["campaign_id"], truth[r["campaign_id"]]["holdout_share"])]
+    control = [r["responded"] for r in responses
+               if is_control(r["customer_id"], r["campaign_id"], truth[r["campaign_id"]]["holdout_share"])]
+    planted_t = sum((t["base_rate"] + t["true_uplift"]) * (1 - t["holdout_share"]) for t in truth.values()) / \
+        sum(1 - t["holdout_share"] for t in truth.values())
+    # Pooled over campaigns: ~2,000 treated rows, so the rate is within ~2 points of the planted mean.
+    assert abs(sum(treated) / len(treated) - planted_t) < 0.03
+    assert sum(control) / len(control) < sum(treated) / len(treated)
+    assert all(r["response_ts"] is None or r["response_ts"].date() > AS_OF - dt.timedelta(days=1) for r in responses)
+
+
+def test_rerun_replaces_the_as_of_partition_identically(campaign_lake):
+    _, lake, _, second, snapshot = campaign_lake
+    for table, before in snapshot.items():
+        assert _rows(lake, table) == before, table
+    assert dict(second)["campaigns"].outputs["gold.campaign_targets"] == len(snapshot["gold.campaign_targets"])
+    runs = lake.read("ops.job_runs").filter(F.col("stage").isin("campaigns", "evaluate")).collect()
+    assert len(runs) == 4 and {r["status"] for r in runs} == {"succeeded"}
+
+
+def test_no_pii_in_campaign_tables(campaign_lake):
+    _, lake, _, _, _ = campaign_lake
+    for table in ("gold.customer_tags", "gold.campaign_targets", "gold.campaign_evaluation"):
+        assert not set(lake.read(table).columns) & pii_columns(), table
