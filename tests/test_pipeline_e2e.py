@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.evaluation import fault_detection, segment_agreement
+from gridpersona.evaluation import fault_detection, segment_agreement, tag_accuracy
 from gridpersona.generate import generate_lake
 from gridpersona.lake import Lake
 from gridpersona.pipeline import STAGE_ORDER, run_pipeline
@@ -20,7 +20,8 @@ METERS, DAYS = 150, 14
 START = dt.date(2026, 6, 1)
 AS_OF = START + dt.timedelta(days=DAYS - 1)
 OUTPUTS = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.daily_load_shape",
-           "gold.segment_model", "gold.customer_segments", "gold.segment_profile")
+           "gold.segment_model", "gold.customer_segments", "gold.segment_profile", "gold.customer_tags",
+           "gold.tag_catalog", "gold.segment_tag_profile", "gold.consumption_price_quadrant")
 
 
 def _snapshot(lake: Lake, table: str) -> list[tuple]:
@@ -34,7 +35,8 @@ def _snapshot(lake: Lake, table: str) -> list[tuple]:
             return F.transform(f.name, lambda x: F.round(x, 9)).alias(f.name)
         return F.col(f.name)
 
-    return sorted(tuple(r) for r in df.select(*[stable(f) for f in df.schema.fields]).collect())
+    # repr as sort key: rows may hold nulls, which do not compare with values.
+    return sorted((tuple(r) for r in df.select(*[stable(f) for f in df.schema.fields]).collect()), key=repr)
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +118,42 @@ def test_no_pii_reaches_gold(pipeline_lake):
     pii = pii_columns()
     for table in [t for t in lake.list_tables() if t.startswith(("gold.", "silver."))]:
         assert not set(lake.read(table).columns) & pii, table
+
+
+def test_tags_match_the_planted_truth(pipeline_lake):
+    from gridpersona.cli import TAG_ACCURACY_BARS, truth_report
+
+    settings, lake, first, _, _ = pipeline_lake
+    scores = {s.category: s for s in tag_accuracy(lake, AS_OF)}
+    for tag, bar in TAG_ACCURACY_BARS.items():
+        planted = [s for name, s in scores.items() if name.startswith(tag + "=")]
+        assert planted and sum(s.planted for s in planted) > 0, tag
+        for s in planted:
+            assert s.precision >= bar and s.recall >= bar, s
+    assert "ev_owner=true" in truth_report(lake, START, AS_OF, settings.ami.interval_minutes)
+
+
+def test_customer_tags_hold_one_row_per_customer_with_the_catalog_version(pipeline_lake):
+    settings, lake, first, _, _ = pipeline_lake
+    tags = lake.read("gold.customer_tags").filter(F.col("as_of") == AS_OF)
+    archive = lake.read("bronze.customer_archive")
+    assert tags.count() == archive.count() == tags.select("customer_id").distinct().count()
+    catalog = lake.read("gold.tag_catalog").filter(F.col("as_of") == AS_OF).collect()
+    assert [r["code"] for r in sorted(catalog, key=lambda r: r["position"])] == [t.code for t in settings.tags.definitions]
+    versions = {r["tag_catalog_version"] for r in tags.select("tag_catalog_version").distinct().collect()}
+    assert versions == {catalog[0]["catalog_version"]}
+    assert dict(first)["tags"].outputs["gold.customer_tags"] == METERS
+
+
+def test_group_portraits_cover_every_segment_and_the_quadrants(pipeline_lake):
+    _, lake, first, _, _ = pipeline_lake
+    profile = lake.read("gold.segment_tag_profile").filter(F.col("as_of") == AS_OF)
+    segments = {r["segment_id"] for r in lake.read("gold.segment_profile").filter(F.col("as_of") == AS_OF).collect()}
+    assert {r["segment_id"] for r in profile.select("segment_id").distinct().collect()} >= segments | {-1}
+    ev = {r["segment_label"]: r["share"] for r in profile.filter((F.col("tag") == "ev_owner") & (F.col("value") == "true"))
+          .collect()}
+    assert ev["ev_night"] > 0.8 and ev.get("flat", 0.0) < 0.1
+    quadrant = lake.read("gold.consumption_price_quadrant").filter(F.col("as_of") == AS_OF).collect()
+    assert sum(r["customers"] for r in quadrant) == METERS
+    assert {r["quadrant"] for r in quadrant if r["customer_type"] == "residential"} >= {"high_use_low_sensitivity",
+                                                                                        "low_use_low_sensitivity"}

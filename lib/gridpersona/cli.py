@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
     r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
 
-    tc = sub.add_parser("truth-check", help="score the pipeline's outputs against a synthetic lake's ground truth")
+    tc = sub.add_parser("truth-check", help="score the pipeline's outputs (faults, segments, tags) against a synthetic "
+                                            "lake's ground truth")
     tc.add_argument("--as-of", type=_date, required=True)
     tc.add_argument("--window-days", type=_positive, help="default: pipeline.window_days")
 
@@ -237,7 +238,32 @@ def truth_report(lake, first: dt.date, last: dt.date, interval_minutes: int) -> 
                   render_table(["archetype", "majority label", "share"],
                                [[a, lab, f"{share:.3f}"] for a, (lab, share) in sorted(agree["majority_label"].items())],
                                align_right=[2])]
+    if lake.exists("gold.customer_tags"):
+        lines += ["", tag_accuracy_report(lake, last)]
     return "\n".join(lines)
+
+
+# Accuracy bars of issue 4 per planted tag (precision and recall of each planted value).
+TAG_ACCURACY_BARS = {"ev_owner": 0.90, "vacancy": 0.90, "credit_rating": 0.95, "payment_channel_pref": 0.95,
+                     "interaction_channel_pref": 0.95}
+
+
+def tag_accuracy_report(lake, as_of: dt.date) -> str:
+    """gold.customer_tags of the as-of vs truth.meters: precision / recall per planted tag value, with the bars."""
+    from gridpersona.evaluation import tag_accuracy
+
+    scores = tag_accuracy(lake, as_of)
+    if not any(s.planted or s.detected for s in scores):
+        return f"tags: gold.customer_tags has no rows for {as_of} (run tags --as-of {as_of})"
+    rows = []
+    for s in scores:
+        bar = TAG_ACCURACY_BARS.get(s.category.split("=")[0])
+        verdict = "-" if bar is None else ("ok" if min(s.precision, s.recall) >= bar else "BELOW")
+        rows.append([s.category, f"{s.planted:,}", f"{s.detected:,}", f"{s.true_positive:,}", f"{s.precision:.4f}",
+                     f"{s.recall:.4f}", "-" if bar is None else f"{bar:.2f}", verdict])
+    return (f"tags vs truth.meters (as of {as_of}; customers of the archive)\n"
+            + render_table(["tag=value", "planted", "tagged", "true pos", "precision", "recall", "bar", ""], rows,
+                           align_right=[1, 2, 3, 4, 5, 6]))
 
 
 def latest_ami_date(lake) -> dt.date:

@@ -144,6 +144,8 @@ class GenerateConfig(_Section):
     )
     faults: FaultRates = Field(default_factory=FaultRates)
     billing_months: int = Field(12, ge=1, le=60)
+    # Share of known residential (non-vacant) meters whose load surges over the window's last 14-21 days.
+    bill_shock_share: float = Field(0.04, ge=0, le=1)
 
     @field_validator("archetype_mix")
     @classmethod
@@ -304,6 +306,138 @@ class SegmentConfig(_Section):
         return self
 
 
+# ---------------------------------------------------------------- tags (conf/tags.yaml)
+
+_CODE = r"^[a-z][a-z0-9_]*$"
+
+
+class TaxonomyName(_Section):
+    zh: str
+    en: str
+
+
+class TaxonomyLevel1(_Section):
+    """A level-1 category of the tag system (seed 000 Table 2) and its level-2 categories."""
+
+    zh: str
+    en: str
+    level2: dict[str, TaxonomyName]
+
+
+class TagFeatures(_Section):
+    """Parameters of the per-customer feature view the tag expressions read (see docs/tags.md)."""
+
+    # Days less complete than this are left out of every load feature.
+    min_completeness: float = Field(0.9, ge=0, le=1)
+    # A complete day below this daily kWh is near-zero (vacancy runs).
+    near_zero_daily_kwh: float = Field(1.5, gt=0)
+    # recent_daily_kwh: the window's last this-many days; history: the days before.
+    recent_days: int = Field(14, ge=1)
+    billing_months: int = Field(12, ge=1, le=60)
+    interaction_days: int = Field(365, ge=1)
+    campaign_days: int = Field(365, ge=1)
+    # Night surge: highest 1-hour mean power inside ev_surge_window minus the lowest inside ev_base_window
+    # (local wall-clock ranges; one that wraps midnight is cut into its two parts of the local day).
+    ev_surge_window: str = "23:00-05:00"
+    ev_base_window: str = "00:00-07:00"
+    # A surge day: surge >= ev_surge_kw and >= ev_surge_ratio x the day's base power.
+    ev_surge_kw: float = Field(2.2, gt=0)
+    ev_surge_ratio: float = Field(1.0, ge=0)
+
+    @field_validator("ev_surge_window", "ev_base_window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        start, end = parse_hhmm_range(v)
+        length = (end - start) % 1440
+        if length < 60:
+            raise ValueError(f"window {v!r} is shorter than one hour")
+        return v
+
+
+class TagDefinition(_Section):
+    """One tag: where it sits in the taxonomy, its values and the Spark SQL expression that computes it."""
+
+    code: str = Field(pattern=_CODE)
+    zh: str
+    en: str
+    level1: str
+    level2: str
+    type: Literal["string", "boolean", "int", "double"] = "string"
+    # Values a string tag may take (null always means "not determinable"); empty: free text.
+    values: list[str] = Field(default_factory=list)
+    expr: str
+    definition: str
+
+    @model_validator(mode="after")
+    def _values_for_strings(self) -> "TagDefinition":
+        if self.values and self.type != "string":
+            raise ValueError(f"tag '{self.code}': values are for string tags; this one is {self.type}")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"tag '{self.code}': values repeat")
+        return self
+
+
+class TagsConfig(_Section):
+    """conf/tags.yaml: the taxonomy, the feature view's parameters and the tag definitions (in column order).
+
+    Every expression is parsed (Spark SQL, sqlglot) and its columns checked against
+    the documented feature view (``gridpersona.tagspec.FEATURE_VIEW``) and the tags
+    defined before it, here at load time: no Spark needed.
+    """
+
+    taxonomy: dict[str, TaxonomyLevel1] = Field(default_factory=dict)
+    features: TagFeatures = Field(default_factory=TagFeatures)
+    definitions: list[TagDefinition] = Field(default_factory=list)
+
+    @field_validator("definitions")
+    @classmethod
+    def _expressions(cls, v: list[TagDefinition]) -> list[TagDefinition]:
+        from gridpersona.sqlcheck import ExpressionError, check_expression
+        from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, feature_columns
+
+        view = feature_columns()
+        known: set[str] = set(view)
+        problems = []
+        seen: set[str] = set()
+        for tag in v:
+            if tag.code in seen:
+                problems.append(f"tag '{tag.code}': defined twice")
+            elif tag.code in CUSTOMER_TAGS_CONTEXT or tag.code == "tag_catalog_version":
+                problems.append(f"tag '{tag.code}': code is a context column of gold.customer_tags; choose another")
+            elif tag.code in view and tag.expr.strip() != tag.code:
+                # The view's column would shadow the tag for later expressions.
+                problems.append(f"tag '{tag.code}': code is a feature view column; only a pass-through "
+                                f"(expr: {tag.code}) may reuse it")
+            try:
+                check_expression(tag.expr, known)
+            except ExpressionError as exc:
+                problems.append(f"tag '{tag.code}': expression {exc}")
+            seen.add(tag.code)
+            # Later tags may use this one (Spark resolves it as a lateral column alias of the same select).
+            known.add(tag.code)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @model_validator(mode="after")
+    def _taxonomy_refs(self) -> "TagsConfig":
+        problems = []
+        for tag in self.definitions:
+            level1 = self.taxonomy.get(tag.level1)
+            if level1 is None:
+                problems.append(f"tag '{tag.code}': level1 '{tag.level1}' is not in the taxonomy "
+                                f"({', '.join(self.taxonomy) or 'empty'})")
+            elif tag.level2 not in level1.level2:
+                problems.append(f"tag '{tag.code}': level2 '{tag.level2}' is not under level1 '{tag.level1}' "
+                                f"({', '.join(level1.level2)})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def by_code(self) -> dict[str, TagDefinition]:
+        return {t.code: t for t in self.definitions}
+
+
 class PipelineConfig(_Section):
     window_days: int = Field(90, ge=1)
 
@@ -445,6 +579,8 @@ class Settings(_Section):
     shapes: ShapesConfig = Field(default_factory=ShapesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    # conf/tags.yaml (merged after base.yaml, before the environment file).
+    tags: TagsConfig = Field(default_factory=TagsConfig)
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
 
     def config_hash(self) -> str:
@@ -521,6 +657,17 @@ def _source_of(loc: tuple, origin: dict) -> str:
     return " + ".join(below) if below else "defaults"
 
 
+def _named_key(loc: tuple, merged: dict) -> str:
+    """Dotted key of an error location; a list item of tags.definitions is named by its tag code."""
+    if len(loc) >= 3 and loc[:2] == ("tags", "definitions") and loc[2].isdigit():
+        items = merged.get("tags", {}).get("definitions") or []
+        i = int(loc[2])
+        code = items[i].get("code") if i < len(items) and isinstance(items[i], dict) else None
+        if code:
+            loc = (*loc[:2], f"{loc[2]}[{code}]", *loc[3:])
+    return ".".join(loc) or "(top level)"
+
+
 def _campaign_of(loc: tuple, merged: dict) -> str:
     """' (campaign <id>)' for a key under campaigns.definitions[i], so errors name the campaign."""
     if len(loc) >= 3 and loc[:2] == ("campaigns", "definitions") and loc[2].isdigit():
@@ -549,6 +696,10 @@ def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (
         if stray:
             raise ConfigError(f"{campaigns_path}: unknown top-level key(s) {stray}; this file holds only 'campaigns'")
         _merge(merged, campaigns_data, str(campaigns_path), origin)
+    # conf/tags.yaml holds the `tags` section (its top-level keys: taxonomy, features, definitions).
+    tags_path = conf / "tags.yaml"
+    if tags_path.is_file():
+        _merge(merged, {"tags": _read_yaml(tags_path)}, str(tags_path), origin)
     env_path = conf / f"{env}.yaml"
     if not env_path.is_file():
         known = sorted(p.stem for p in conf.glob("*.yaml") if p.stem not in {"base", "tags", "campaigns"})
@@ -567,14 +718,15 @@ def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (
         lines = []
         for err in exc.errors():
             loc = tuple(str(p) for p in err["loc"])
-            key = ".".join(loc) or "(top level)"
+            key = _named_key(loc, merged)
             source = _source_of(loc, origin)
             campaign = _campaign_of(loc, merged)
             if err["type"] == "extra_forbidden":
                 lines.append(f"{source}: unknown key '{key}'{campaign}")
             else:
                 got = err.get("input")
-                shown = "" if isinstance(got, dict) else f" (got {got!r})"
-                lines.append(f"{source}: key '{key}'{campaign}: {err['msg']}{shown}")
+                shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+                msg = err["msg"].removeprefix("Value error, ")
+                lines.append(f"{source}: key '{key}'{campaign}: {msg}{shown}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     return settings

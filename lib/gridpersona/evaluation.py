@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType
 
 from gridpersona.lake import Lake
 
@@ -133,3 +134,56 @@ def segment_agreement(lake: Lake, as_of: dt.date) -> dict:
         "ari_segment_label": adjusted_rand_index(np.array([r["segment_label"] for r in rows]), archetypes),
         "majority_label": majority,
     }
+
+
+# ------------------------------------------------------------------ tags vs planted truth
+
+# gold.customer_tags column -> truth.meters column, for the tags the generator plants.
+PLANTED_TAGS = {
+    "ev_owner": "ev_owner",
+    "vacancy": "vacant",
+    "credit_rating": "credit_rating",
+    "payment_channel_pref": "payment_channel_pref",
+    "interaction_channel_pref": "interaction_channel_pref",
+    "bill_shock_risk": "bill_shock",
+}
+
+
+def tag_accuracy(lake: Lake, as_of: dt.date, tags: dict[str, str] | None = None) -> list[DetectionScore]:
+    """Precision and recall of gold.customer_tags (as-of) per planted tag value, against truth.meters.
+
+    One score per (tag, value), named ``tag=value``: ``planted`` customers whose
+    truth has the value, ``detected`` customers tagged with it, ``true_positive``
+    both. Boolean tags are scored on their ``true`` value. Customers are those of
+    the archive (truth rows with a customer id); a null tag counts as not tagged.
+    """
+    tags = tags or PLANTED_TAGS
+    tagged = lake.read("gold.customer_tags").filter(F.col("as_of") == F.lit(as_of))
+    present = [t for t in tags if t in tagged.columns]
+    truth = lake.read("truth.meters").filter(F.col("customer_id").isNotNull())
+    joined = tagged.select("customer_id", *[F.col(t).alias(f"tag__{t}") for t in present]).join(
+        truth.select("customer_id", *[F.col(tags[t]).alias(f"truth__{t}") for t in present]), "customer_id", "inner")
+
+    def text(c: str):
+        return F.col(c).cast("string")
+
+    pairs = F.array(*[F.struct(F.lit(t).alias("tag"), text(f"tag__{t}").alias("got"), text(f"truth__{t}").alias("want"))
+                      for t in present])
+    long = joined.select(F.explode(pairs).alias("p")).select("p.*")
+    values = long.select("tag", F.explode(F.array("got", "want")).alias("value")).filter(F.col("value").isNotNull())
+    scored = (long.join(values.distinct(), "tag")
+              .groupBy("tag", "value").agg(
+                  F.sum((F.col("want") == F.col("value")).cast("int")).alias("planted"),
+                  F.sum(F.coalesce((F.col("got") == F.col("value")).cast("int"), F.lit(0))).alias("detected"),
+                  F.sum(F.coalesce(((F.col("got") == F.col("value")) & (F.col("want") == F.col("value"))).cast("int"),
+                                   F.lit(0))).alias("tp"))
+              .collect())  # a handful of (tag, value) rows
+    booleans = {t for t in present if isinstance(tagged.schema[t].dataType, BooleanType)}
+    out = []
+    order = {t: i for i, t in enumerate(present)}
+    for r in sorted(scored, key=lambda r: (order[r["tag"]], r["value"])):
+        if r["tag"] in booleans and r["value"] != "true":
+            continue
+        out.append(DetectionScore(f"{r['tag']}={r['value']}", int(r["planted"] or 0), int(r["detected"] or 0),
+                                  int(r["tp"] or 0)))
+    return out

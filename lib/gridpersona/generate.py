@@ -21,6 +21,11 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
   the generated AMI window (seasonal and weekday factors average to 1 over the
   window; for EV owners it includes the expected charging energy). Bills use
   the same seasonal curve, so bills and readings agree.
+- **Bill shocks.** In windows of 28 days or more, ``generate.bill_shock_share``
+  of the known residential, non-vacant meters get a new load over the window's last 14-21 days: their
+  household load grows by 0.8-1.4x the meter's mean daily kWh from then on
+  (``truth.meters.bill_shock``).
+  Bills, all of earlier months, do not include it; ``mean_daily_kwh`` does.
 - **Faults** are planned up front on a (known meter x interval) grid so they
   never overlap: gaps first (each gap's neighbouring intervals stay normal
   readings, so gaps never touch each other or another fault), then point
@@ -434,8 +439,9 @@ def _plan_faults(rates: FaultRates, n_known: int, total_slots: int, mean_interva
 # ------------------------------------------------------------------ AMI readings
 
 def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, counter: dict[str, int],
-                 progress: Callable[[str], None] | None) -> Iterator[pa.RecordBatch]:
-    """One record batch per local day: every meter's readings with the planned faults applied."""
+                 progress: Callable[[str], None] | None, shock: BillShock | None = None) -> Iterator[pa.RecordBatch]:
+    """One record batch per local day: every meter's readings with the planned faults applied
+    (and the household load of bill-shock meters raised from their first surge day on)."""
     schema = arrow_schema(BRONZE["bronze.ami_interval"])
     names = pop.arch_names()
     groups = {a: np.flatnonzero(names == a) for a in ARCHETYPES}
@@ -481,6 +487,8 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
         season = 1.0 + pop.season_amp * (window_season[d] - 1.0)
         level = (pop.household_kwh * week_level[:, 1 if weekend else 0] * season
                  * (1.0 + pop.season_amp * (weather[d] - 1.0)) * _lognormal_mean1(rng, pop.day_sigma, pop.n))
+        if shock is not None:
+            level = level * np.where(d >= shock.first_day, shock.factor, 1.0)
         values = level[:, None] * shape * _lognormal_mean1(rng, pop.int_sigma[:, None], (pop.n, n))
         if len(ev):
             t0 = step_h * np.arange(n)[None, :]
@@ -902,6 +910,40 @@ def _campaigns(pop: Population, cust: Customers, seed: int, start: dt.date, tz: 
     return contact_table, response_table
 
 
+@dataclass
+class BillShock:
+    """Planted bill shocks: from ``first_day`` (index into the window) on, household load x ``factor``."""
+
+    factor: np.ndarray  # (n,) 1.0 for meters without a shock
+    first_day: np.ndarray  # (n,) int; ``days`` (never) for meters without a shock
+    days: int  # days in the window
+
+    @property
+    def planted(self) -> np.ndarray:
+        return self.factor > 1.0
+
+
+def _bill_shocks(pop: Population, share: float, days: int, seed: int) -> BillShock:
+    """Pick ``share`` of the known residential, non-vacant meters for a bill shock: a new load (an air
+    conditioner, a heater) raises the meter's load 1.8-2.4x over the window's last 14-21 days, so this
+    month's bill, still unbilled, will be far above the same month last year. Meters unknown to the
+    archive never get one, nor does any meter in a window shorter than 28 days (a surge needs a week of
+    ordinary days before it)."""
+    rng = _rng(seed, "bill_shock")
+    names = pop.arch_names()
+    eligible = np.flatnonzero((np.arange(pop.n) < pop.n_known) & np.isin(names, _RESIDENTIAL_WITH_SEASON))
+    count = min(len(eligible), _round_half_up(share * len(eligible))) if days >= 28 else 0
+    factor = np.ones(pop.n)
+    first = np.full(pop.n, days, dtype=np.int64)
+    if count:
+        chosen = np.sort(rng.choice(eligible, size=count, replace=False))
+        # The meter's whole consumption grows 1.8-2.4x: an EV owner's household load grows by as much energy.
+        whole = rng.uniform(1.8, 2.4, count)
+        factor[chosen] = 1.0 + (whole - 1.0) * pop.mean_daily_kwh[chosen] / pop.household_kwh[chosen]
+        first[chosen] = np.maximum(0, days - rng.integers(14, 22, count))
+    return BillShock(factor, first, days)
+
+
 def _current_cycle(cust: Customers, campaigns, seed: int, snapshot: dt.date, tz: ZoneInfo
                    ) -> tuple[pa.Table, pa.Table]:
     """Responses of the campaign cycle of the snapshot day, with a planted uplift per campaign.
@@ -944,18 +986,24 @@ def _current_cycle(cust: Customers, campaigns, seed: int, snapshot: dt.date, tz:
     return responses, pa.Table.from_pydict(truth, schema=arrow_schema(TRUTH["truth.campaigns"]))
 
 
-def _truth_meters(pop: Population, cust: Customers) -> pa.Table:
+def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = None) -> pa.Table:
     n_unknown = pop.n - pop.n_known
     arch = pop.arch_names()
     pad = [None] * n_unknown
+    mean_daily = pop.mean_daily_kwh
+    if shock is not None:
+        # Expected window mean includes the surge days (bills, already issued, do not).
+        surge_days = shock.days - shock.first_day
+        mean_daily = mean_daily + pop.household_kwh * (shock.factor - 1.0) * surge_days / shock.days
     return pa.Table.from_pydict({
         "meter_id": pop.meter_ids,
         "customer_id": cust.customer_id + pad,
         "archetype": arch.tolist(),
         "in_archive": np.arange(pop.n) < pop.n_known,
-        "mean_daily_kwh": np.round(pop.mean_daily_kwh, 3),
+        "mean_daily_kwh": np.round(mean_daily, 3),
         "ev_owner": arch == "ev_night",
         "vacant": arch == "vacant",
+        "bill_shock": shock.planted if shock is not None else np.zeros(pop.n, dtype=bool),
         "credit_rating": cust.credit.tolist() + pad,
         "payment_channel_pref": cust.pay_pref.tolist() + pad,
         "interaction_channel_pref": cust.interaction_pref.tolist() + pad,
@@ -997,6 +1045,7 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
     pop = _population(gen.archetype_mix, meters, gen.faults.unknown_meter_share, seed)
     first_bill = _billing_months(snapshot, gen.billing_months)[0]
     cust = _customers(pop, seed, first_bill - dt.timedelta(days=30))
+    shock = _bill_shocks(pop, gen.bill_shock_share, days, seed)
     counts: dict[str, int] = {}
 
     def write(table: str, data: pa.Table) -> None:
@@ -1012,13 +1061,13 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
     cycle_responses, campaign_truth = _current_cycle(cust, settings.campaigns.active, seed, snapshot, tz)
     write("bronze.campaign_response", pa.concat_tables([responses, cycle_responses]))
     write("truth.campaigns", campaign_truth)
-    write("truth.meters", _truth_meters(pop, cust))
+    write("truth.meters", _truth_meters(pop, cust, shock))
 
     mean_interval = pop.mean_daily_kwh[: pop.n_known] * interval / 1440.0
     charger = pop.ev_power_kw[: pop.n_known] * interval / 60.0
     plan = _plan_faults(gen.faults, pop.n_known, grid.total_slots, mean_interval, charger, seed)
     reader = pa.RecordBatchReader.from_batches(arrow_schema(BRONZE["bronze.ami_interval"]),
-                                               _ami_batches(pop, grid, plan, seed, counts, progress))
+                                               _ami_batches(pop, grid, plan, seed, counts, progress, shock))
     lake.write_arrow("bronze.ami_interval", reader, mode="overwrite", partition_by=["date"])
     counts.setdefault("bronze.ami_interval", 0)
     write("truth.faults", _truth_faults(pop, grid, plan))

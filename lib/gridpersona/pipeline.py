@@ -11,19 +11,18 @@ from gridpersona.runtime import StageContext, StageResult, run_stage
 
 log = logging.getLogger("gridpersona")
 
-# campaigns and evaluate go after `tags` (added by the tags branch); at merge the order is
-# clean, shapes, segment-train, segment-assign, tags, campaigns, evaluate, profile.
-STAGE_ORDER = ("clean", "shapes", "segment-train", "segment-assign", "campaigns", "evaluate", "profile")
+STAGE_ORDER = ("clean", "shapes", "segment-train", "segment-assign", "tags", "campaigns", "evaluate", "profile")
 
 
 def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
-    from gridpersona import stages, stages_campaigns, stages_segment
+    from gridpersona import stages, stages_campaigns, stages_segment, stages_tags
 
     return {
         "clean": stages.run_clean,
         "shapes": stages.run_shapes,
         "segment-train": stages_segment.run_segment_train,
         "segment-assign": stages_segment.run_segment_assign,
+        "tags": stages_tags.run_tags,
         "campaigns": stages_campaigns.run_campaigns,
         "evaluate": stages_campaigns.run_evaluate,
         "profile": stages_segment.run_profile,

@@ -172,6 +172,7 @@ TRUTH: dict[str, TableSpec] = {
                 Column("mean_daily_kwh", D, "Scale of the household's consumption.", "kWh/day"),
                 Column("ev_owner", B, "Planted: owns an EV charged at night."),
                 Column("vacant", B, "Planted: premises vacant (near-zero load for long stretches)."),
+                Column("bill_shock", B, "Planted: the meter's load surges 1.8-2.4x over the window's last 14-21 days (bill shock)."),
                 Column("credit_rating", S, "Planted: `good`, `medium` or `poor` payment behaviour."),
                 Column("payment_channel_pref", S, "Planted: `online`, `offline` or `auto_debit`."),
                 Column("interaction_channel_pref", S, "Planted: `app`, `hotline` or `service_hall`."),

@@ -3,6 +3,7 @@
 ``segment-train``  silver.daily_load_shape (window) -> gold.segment_model + the saved MLlib model(s)
 ``segment-assign`` silver.daily_load_shape (window), a trained model -> gold.customer_segments
 ``profile``        gold.customer_segments, silver.daily_load_shape -> gold.segment_profile
+                   (+ gold.customer_tags -> gold.segment_tag_profile, gold.consumption_price_quadrant)
 
 Model versions
     A model is named by the as-of date it was trained for: ``model_version``
@@ -614,7 +615,51 @@ def run_profile(ctx: StageContext) -> StageResult:
             f"segment {r['segment_id']} {r['segment_label']} {r['segment_name_zh']}: {r['meters']:,} meters "
             f"({r['share']:.1%}), {_fmt(r['mean_daily_kwh'])} kWh/day, peak {_pct(r['peak_share'])}, "
             f"valley {_pct(r['valley_share'])}, load factor {_fmt2(r['load_factor'])}")
+    write_tag_portraits(ctx, summary, result)
     return result
+
+
+SEGMENT_TAG_PROFILE = "gold.segment_tag_profile"
+CONSUMPTION_PRICE_QUADRANT = "gold.consumption_price_quadrant"
+QUADRANT_TAGS = ("consumption_level", "price_sensitivity", "ev_owner", "tariff_type")
+
+
+def write_tag_portraits(ctx: StageContext, meter_summary: DataFrame, result: StageResult) -> None:
+    """Group portraits from gold.customer_tags of the as-of (seed 000 §2.2): gold.segment_tag_profile and
+    gold.consumption_price_quadrant, replaced for the as-of. Skipped, with a note, when the tags stage has
+    not run for it."""
+    from gridpersona.stages_tags import CUSTOMER_TAGS, TAG_CATALOG_TABLE
+    from gridpersona.tagspec import CONSUMPTION_PRICE_QUADRANT as QUADRANT_SPEC
+    from gridpersona.tagspec import SEGMENT_TAG_PROFILE as PROFILE_SPEC
+    from gridpersona.transform import tags as TG
+
+    lake, as_of = ctx.lake, ctx.as_of
+    if not (lake.exists(CUSTOMER_TAGS) and lake.exists(TAG_CATALOG_TABLE)):
+        result.notes.append(f"no {CUSTOMER_TAGS}: tag portraits skipped (run tags --as-of {as_of} first)")
+        return
+    catalog = [r for r in lake.read_arrow(TAG_CATALOG_TABLE).to_pylist() if r["as_of"] == as_of]
+    if not catalog:
+        result.notes.append(f"{CUSTOMER_TAGS} has no tags for {as_of}: tag portraits skipped (run tags first)")
+        return
+    tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(as_of))
+    # Categorical tags only (a continuous double tag has no distribution to tabulate), in catalog order.
+    profiled = [(r["code"], r["value_type"]) for r in sorted(catalog, key=lambda r: r["position"])
+                if r["value_type"] != "double"]
+    portraits = TG.segment_tag_profile(tags, profiled, as_of=as_of)
+    check_schema(SEGMENT_TAG_PROFILE, PROFILE_SPEC.schema, portraits.schema)
+    lake.replace(portraits, SEGMENT_TAG_PROFILE, where={"as_of": as_of}, partition_by=["as_of"])
+    result.outputs[SEGMENT_TAG_PROFILE] = int(lake.last_write["rows"])
+    if all(c in tags.columns for c in QUADRANT_TAGS):
+        quadrant = TG.consumption_price_quadrant(tags, meter_summary.select("meter_id", "daily_kwh"), as_of=as_of)
+        check_schema(CONSUMPTION_PRICE_QUADRANT, QUADRANT_SPEC.schema, quadrant.schema)
+        lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT, where={"as_of": as_of}, partition_by=["as_of"])
+        result.outputs[CONSUMPTION_PRICE_QUADRANT] = int(lake.last_write["rows"])
+        for r in sorted((r for r in lake.read_arrow(CONSUMPTION_PRICE_QUADRANT).to_pylist()
+                         if r["as_of"] == as_of and r["quadrant"]), key=lambda r: (r["customer_type"], r["quadrant"])):
+            result.notes.append(f"quadrant {r['customer_type']} {r['quadrant']} {r['quadrant_zh']}: "
+                                f"{r['customers']:,} customers ({r['share']:.1%})")
+    else:
+        result.notes.append(f"consumption x price quadrant skipped: {CUSTOMER_TAGS} lacks one of {QUADRANT_TAGS}")
 
 
 def _pct(x) -> str:
