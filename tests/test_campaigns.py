@@ -117,10 +117,12 @@ def test_valid_campaign_file_and_override(tmp_path):
 
 @pytest.mark.parametrize("old, new, expected", [
     ('eligibility: "customer_type = \'residential\'"', 'eligibility: "customer_typo = 1"',
-     "unknown column(s) ['customer_typo']"),
+     "unknown column(s) 'customer_typo'"),
     ('score: "CASE WHEN ev_owner THEN 1 ELSE 0 END"', 'score: "CASE WHEN ev_owner THEN"', "does not parse"),
-    ('qualifiers: {ev_owner: "ev_owner"}', 'qualifiers: {ev_owner: "(SELECT 1)"}', "not a query"),
+    ('qualifiers: {ev_owner: "ev_owner"}', 'qualifiers: {ev_owner: "(SELECT 1)"}', "subquery"),
     ('qualifiers: {ev_owner: "ev_owner"}', 'qualifiers: {ev_owner: "ev_owner; DROP TABLE x"}', "one expression"),
+    ('qualifiers: {ev_owner: "ev_owner"}', 'qualifiers: {ev_owner: "DROP TABLE x"}', "statement"),
+    ('score: "CASE WHEN ev_owner THEN 1 ELSE 0 END"', 'score: "sum(mean_daily_kwh)"', "aggregate"),
     ("priority: 1", "priority: 0", "campaigns.definitions.0.priority' (campaign 'tou_ev')"),
     ("      priority: 1\n", "      priority: 1\n      holdout_share: 1.5\n", "holdout_share' (campaign 'tou_ev')"),
     ("      priority: 1\n", "      priority: 1\n      channel: fax\n", "channel' (campaign 'tou_ev')"),
@@ -140,7 +142,7 @@ def test_duplicate_ids_bad_channel_rule_and_stray_keys_fail_at_load(tmp_path):
     with pytest.raises(ConfigError, match=r"campaign id\(s\) \['tou_ev'\] defined more than once"):
         load_settings("test", conf_dir=_conf_dir(tmp_path, twice))
     rule = GOOD.replace("  definitions:", "  channel_rules: [{channel: app, when: \"app_user\"}]\n  definitions:")
-    with pytest.raises(ConfigError, match=r"channel_rules\[0\] \(app\) when 'app_user': unknown column"):
+    with pytest.raises(ConfigError, match=r"channel_rules\[0\] \(app\) when 'app_user': names unknown column"):
         load_settings("test", conf_dir=_conf_dir(tmp_path, rule))
     with pytest.raises(ConfigError, match="unknown top-level key"):
         load_settings("test", conf_dir=_conf_dir(tmp_path, GOOD + "lake: {root: /x}\n"))

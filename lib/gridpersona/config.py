@@ -455,7 +455,7 @@ def _tag_columns() -> tuple[str, ...]:
 
 
 def _check_sql(what: str, sql: str) -> None:
-    from gridpersona.sqlexpr import ExpressionError, check_expression
+    from gridpersona.sqlcheck import ExpressionError, check_expression
 
     try:
         check_expression(sql, _tag_columns())

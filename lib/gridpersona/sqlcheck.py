@@ -1,10 +1,14 @@
 """Checking Spark SQL expressions from config files without a SparkSession.
 
-Config (tag definitions, campaign rules) carries Spark SQL expressions. They are
-parsed here with sqlglot's Spark dialect, in pure Python, so a typo or a column
-that does not exist fails at config load, before a JVM starts. The Spark
-analyzer checks them again (types, functions) when a stage builds its select,
-still without running a job; see ``gridpersona.transform.tags.check_with_spark``.
+Config (tag definitions in conf/tags.yaml; campaign eligibility, qualifiers,
+scores and channel rules in conf/campaigns.yaml) carries Spark SQL expressions.
+They are parsed here with sqlglot's Spark dialect, in pure Python, so a typo, a
+query or statement, or a column that does not exist fails at config load, before
+a JVM starts. The Spark analyzer checks them again (types, functions) when a
+stage builds its select, still without running a job; see
+``gridpersona.transform.tags.check_with_spark`` and
+``gridpersona.stages_campaigns``. Column names match case-insensitively, as in
+Spark.
 """
 
 from __future__ import annotations
@@ -18,6 +22,17 @@ from sqlglot.errors import SqlglotError
 
 class ExpressionError(ValueError):
     """An expression does not parse, or is not a row-level expression."""
+
+
+# Statements are never expressions. sqlglot keeps them in its ddl/dml modules; the names
+# cover versions that lay the classes out differently.
+_STATEMENT_NAMES = {"Alter", "Cache", "Command", "Commit", "Create", "Delete", "Describe", "Drop", "Insert", "Merge",
+                    "Pragma", "Rollback", "Set", "Show", "Transaction", "TruncateTable", "Uncache", "Update", "Use"}
+
+
+def _is_statement(node: exp.Expression) -> bool:
+    cls = type(node)
+    return cls.__name__ in _STATEMENT_NAMES or cls.__module__.rsplit(".", 1)[-1] in ("ddl", "dml")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -46,6 +61,8 @@ def parse_row_expression(text: str) -> exp.Expression:
     tree = trees[0]
     if isinstance(tree, (exp.Select, exp.Query)) and not isinstance(tree, exp.Subquery):
         raise ExpressionError("is a query, not an expression")
+    if any(_is_statement(node) for node in tree.walk()):
+        raise ExpressionError("is a statement, not an expression")
     forbidden = [
         (exp.AggFunc, "an aggregate function"),
         (exp.Window, "a window function"),
@@ -62,11 +79,15 @@ def parse_row_expression(text: str) -> exp.Expression:
     return tree
 
 
-def referenced_columns(tree: exp.Expression) -> list[str]:
+def referenced_columns(tree: exp.Expression | str) -> list[str]:
     """Column names an expression reads, in order of appearance (lambda parameters excluded).
 
-    A qualified name (``a.b``) is reported by its first part, which must be a column.
+    ``tree``: a parsed expression, or its text (parsed with :func:`parse_row_expression`).
+    A qualified name (``a.b``) is reported by its first part, which must be a column
+    (Spark reads ``a.b`` over one table as field ``b`` of struct column ``a``).
     """
+    if isinstance(tree, str):
+        tree = parse_row_expression(tree)
     bound: set[str] = set()
     for lam in tree.find_all(exp.Lambda):
         bound |= {e.name for e in lam.expressions}
@@ -87,7 +108,8 @@ def check_expression(text: str, known: dict[str, object] | set[str] | list[str])
     tree = parse_row_expression(text)
     used = referenced_columns(tree)
     known_set = set(known)
-    unknown = [c for c in used if c not in known_set]
+    known_lower = {c.lower() for c in known_set}
+    unknown = [c for c in used if c.lower() not in known_lower]
     if unknown:
         import difflib
 

@@ -20,7 +20,7 @@ from pyspark.sql.utils import AnalysisException
 from gridpersona.bronze import read_bronze
 from gridpersona.lake import check_schema
 from gridpersona.runtime import StageContext, StageResult
-from gridpersona.sqlexpr import referenced_columns
+from gridpersona.sqlcheck import referenced_columns
 from gridpersona.transform import campaign_eval as E
 from gridpersona.transform import campaigns as C
 
