@@ -1,7 +1,9 @@
 """Shapes: clean readings -> one row per meter and local day with the day's slot array and load features.
 
-Built from column expressions and array functions: one aggregation per meter-day
-with a conditional sum per slot (no ``pivot``, no ``collect_list``, no Python UDF).
+Built from column expressions only: a two-level aggregation of conditional sums
+turns the readings into one row per meter-day with a column per slot (no ``pivot``,
+no ``collect_list``, no Python UDF), and every day figure is a code-generated
+expression over those columns.
 """
 
 from __future__ import annotations
@@ -37,12 +39,44 @@ def tariff_slot_masks(tariff: TariffConfig, interval_minutes: int) -> dict[str, 
     return masks
 
 
-def _array_sum(arr: Column) -> Column:
-    return F.aggregate(arr, F.lit(0.0), lambda acc, x: acc + x)
+def chunk_width(slots: int) -> int:
+    """Slots per first-level group of the two-level slot aggregation (8 for 96, 48 and 24 slots)."""
+    return next(c for c in (8, 6, 4, 3, 2, 1) if slots % c == 0)
 
 
-def _dot(arr: Column, weights: list[float]) -> Column:
-    return _array_sum(F.zip_with(arr, F.array(*[F.lit(w) for w in weights]), lambda a, b: a * b))
+def _ordered_sum(cols: list[Column]) -> Column:
+    """0.0 + c0 + c1 + ... in slot order: a fixed summation order, the same bits every run."""
+    total = F.lit(0.0)
+    for c in cols:
+        total = total + c
+    return total
+
+
+def slot_columns(clean: DataFrame, slots: int) -> DataFrame:
+    """Clean readings -> one row per meter and local day with ``_s0 .. _s{slots-1}`` (the slot kWh, null
+    when the slot has no reading), ``_present`` (readings) and ``imputed_slots`` (readings not ``measured``).
+
+    Two hash aggregations instead of one with a conditional sum per slot: first per
+    meter, day and group of ``chunk_width`` slots (``chunk_width`` conditional sums
+    per reading), then per meter and day (one conditional maximum per slot over the
+    day's ``slots / chunk_width`` group rows). A conditional is evaluated about
+    ``2 * sqrt(slots)`` times per reading instead of ``slots`` times; measured on
+    9.6M readings that is 2.5x less CPU than 96 conditional sums (bench/README.md).
+    A slot holds one reading, or two on the fall-back DST day (summed in the first
+    level), so every value is exact whatever order the rows arrive in.
+    """
+    w = chunk_width(slots)
+    group = (F.col("slot") / w).cast("int")
+    first = (clean.select("meter_id", "date", "kwh", "quality", group.alias("_g"), (F.col("slot") - group * w).alias("_j"))
+             .groupBy("meter_id", "date", "_g").agg(
+                 F.count(F.lit(1)).alias("_n"),
+                 F.sum(F.when(F.col("quality") != "measured", 1).otherwise(0)).alias("_imp"),
+                 *[F.sum(F.when(F.col("_j") == j, F.col("kwh"))).alias(f"_v{j}") for j in range(w)]))
+    return first.groupBy("meter_id", "date").agg(
+        F.sum("_n").alias("_present"),
+        F.sum("_imp").cast("int").alias("imputed_slots"),
+        *[F.max(F.when(F.col("_g") == q, F.col(f"_v{j}"))).alias(f"_s{q * w + j}")
+          for q in range(slots // w) for j in range(w)])
 
 
 def daily_load_shapes(clean: DataFrame, calendar: DataFrame, *, interval_minutes: int, tariff: TariffConfig,
@@ -57,27 +91,22 @@ def daily_load_shapes(clean: DataFrame, calendar: DataFrame, *, interval_minutes
         raise ValueError(f"shapes.normalization {normalization!r}: expected 'total' or 'minmax'")
     n = slots_per_day(interval_minutes)
     masks = tariff_slot_masks(tariff, interval_minutes)
-    # One conditional sum per wall-clock slot: Spark's code-generated hash aggregate
-    # collapses each meter-day before the shuffle. A missing slot sums to 0 kWh, the
-    # repeated DST hour's two readings add up (the energy-conserving rule).
-    per_slot = [F.sum(F.when(F.col("slot") == i, F.col("kwh"))).alias(f"_s{i}") for i in range(n)]
-    per_day = clean.groupBy("meter_id", "date").agg(
-        F.sum(F.when(F.col("quality") != "measured", 1).otherwise(0)).cast("int").alias("imputed_slots"),
-        F.count(F.lit(1)).alias("_present"),
-        *per_slot,
-    )
-    df = (per_day.join(F.broadcast(calendar.select("date", "expected_intervals")), "date", "left")
-          .withColumn("slot_kwh", F.array(*[F.coalesce(F.col(f"_s{i}"), F.lit(0.0)) for i in range(n)]))
-          .withColumn("daily_kwh", _array_sum(F.col("slot_kwh")))
-          .withColumn("max_kwh", F.array_max("slot_kwh"))
-          .withColumn("min_kwh", F.array_min("slot_kwh")))
+    # A missing slot counts 0 kWh; the repeated DST hour's two readings add up (the
+    # energy-conserving rule). Every per-slot figure below is a plain column
+    # expression over scalar columns (code-generated; no array lambdas).
+    slot = [F.col(f"_c{i}") for i in range(n)]
+    df = (slot_columns(clean, n)
+          .join(F.broadcast(calendar.select("date", "expected_intervals")), "date", "left")
+          .select("*", *[F.coalesce(F.col(f"_s{i}"), F.lit(0.0)).alias(f"_c{i}") for i in range(n)])
+          .select("*", F.array(*slot).alias("slot_kwh"), _ordered_sum(slot).alias("daily_kwh"),
+                  F.greatest(*slot).alias("max_kwh"), F.least(*slot).alias("min_kwh")))
+    daily, lo, hi = F.col("daily_kwh"), F.col("min_kwh"), F.col("max_kwh")
     uniform = F.array_repeat(F.lit(1.0 / n), n)
     if normalization == "total":
-        shape = F.when(F.col("daily_kwh") > 0, F.transform("slot_kwh", lambda x: x / F.col("daily_kwh"))).otherwise(uniform)
+        shape = F.when(daily > 0, F.array(*[c / daily for c in slot])).otherwise(uniform)
     else:
-        spread = F.col("max_kwh") - F.col("min_kwh")
-        shape = F.when(spread > 0, F.transform("slot_kwh", lambda x: (x - F.col("min_kwh")) / spread)).otherwise(uniform)
-    share = {p: F.when(F.col("daily_kwh") > 0, _dot(F.col("slot_kwh"), masks[p]) / F.col("daily_kwh")) for p in PERIODS}
+        shape = F.when(hi - lo > 0, F.array(*[(c - lo) / (hi - lo) for c in slot])).otherwise(uniform)
+    share = {p: F.when(daily > 0, _ordered_sum([c for c, m in zip(slot, masks[p]) if m]) / daily) for p in PERIODS}
     dow = F.dayofweek("date")  # 1 = Sunday ... 7 = Saturday
     return df.select(
         "meter_id", "date",
