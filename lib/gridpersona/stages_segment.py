@@ -381,6 +381,8 @@ def run_segment_train(ctx: StageContext) -> StageResult:
         # silhouette: one robust clustering instead of several error-prone KMeans runs per k.
         k_over = max(ks)
         seed, over, over_cost, runs = best_of_runs(train, k_over, seg, features_col, seg.n_init)
+        timings["kmeans_over"] = time.perf_counter() - t
+        t_sil = time.perf_counter()
         merges = G.ward_merges(over.clusterCenters(), over.summary.clusterSizes, ks)
         predicted = over.transform(train).select(features_col, "cluster_index").persist(StorageLevel.MEMORY_AND_DISK)
         try:
@@ -391,6 +393,7 @@ def run_segment_train(ctx: StageContext) -> StageResult:
             scores = dict(zip(ks, _in_threads(score, ks, seg.parallel_fits)))
         finally:
             predicted.unpersist()
+        timings["silhouettes"] = time.perf_counter() - t_sil
         chosen = max(scores, key=lambda k: (round(scores[k], 9), -k))
         bound = (over_cost + merges[chosen][1]) * 1.02
         if chosen == k_over:
