@@ -16,14 +16,15 @@ Typical shape (the feature vector)
     - ``energy_weighted``: the sum of kWh per slot over the window divided by
       the window's total kWh (high-energy days weigh more).
 
-    Both are one hash aggregation per meter and day type with a plain sum per
-    slot. The sums are of fixed-point integers (2^40 units per 1.0 of a shape
-    value, 2^30 per kWh): integer addition is exact, so the features are
-    bit-identical from run to run whatever order the days are added in (a
-    shuffled double sum may differ in its last bits, which would leak into
-    distances and centroids). Measured on 20,000 meters x 30 days: about 3x less
-    CPU than collecting each meter's days and summing the arrays with
-    ``aggregate``/``zip_with``.
+    Both are one aggregation per meter: the meter's complete days are
+    collected into one list sorted by date, and the slot arrays are summed
+    with ``aggregate``/``zip_with`` (no Python UDF). Measured on 3,300 meters x
+    30 days this is about twice as fast as one conditional sum per slot and
+    day type (``sum(when(is_weekend, shape[i]))`` x 2n: past ~100 aggregate
+    columns Spark drops whole-stage code generation for that aggregate), and the
+    sums run in date order, so the features are bit-identical from run to run
+    (a shuffled double sum may differ in its last bits, which would leak into
+    distances and centroids).
 
 Vacancy
     Vacant premises draw a near-zero, noise-dominated load whose normalized
@@ -65,23 +66,6 @@ TYPICAL_SHAPE_METHODS = ("mean_shape", "energy_weighted")
 # ------------------------------------------------------------------ features
 
 
-# Fixed-point units of the typical-shape sums: integer sums are exact, so their result does
-# not depend on the order Spark's hash aggregation adds the days in.
-SHAPE_SCALE = 2.0 ** 40  # per 1.0 of a normalized slot value (resolution ~1e-12)
-KWH_SCALE = 2.0 ** 30    # per kWh (resolution ~1e-9 kWh; 365 days x 96 slots at 10,000 kWh each stay below 2^63)
-
-
-def _fixed(value: Column, scale: float) -> Column:
-    return F.round(value * F.lit(scale)).cast("long")
-
-
-def _long_sum(cols: list[Column]) -> Column:
-    total = F.lit(0).cast("long")
-    for c in cols:
-        total = total + c
-    return total
-
-
 def typical_shapes(daily: DataFrame, *, slots: int, method: str = "mean_shape",
                    min_completeness: float = 0.9) -> DataFrame:
     """silver.daily_load_shape rows (already cut to the window) -> one row per meter.
@@ -95,51 +79,64 @@ def typical_shapes(daily: DataFrame, *, slots: int, method: str = "mean_shape",
     is 0) and ``features``: array<double> of ``2 * slots`` values, the weekday
     then the weekend typical shape, each summing to 1 (a meter without energy
     gets a uniform shape). Meters without a complete day are absent.
-
-    One hash aggregation per meter and day type with a plain sum per slot (no
-    conditionals, no collected lists; about 3x less CPU than summing collected
-    arrays with ``aggregate``/``zip_with``). The sums are of fixed-point integers
-    (:data:`SHAPE_SCALE`, :data:`KWH_SCALE`), hence exact: the features are the
-    same bits whatever order the days are added in.
     """
     if method not in TYPICAL_SHAPE_METHODS:
         raise ValueError(f"segment.typical_shape {method!r}: expected one of {TYPICAL_SHAPE_METHODS}")
     n = int(slots)
-    value, scale = ("shape", SHAPE_SCALE) if method == "mean_shape" else ("slot_kwh", KWH_SCALE)
-    halves = (
+    value = "shape" if method == "mean_shape" else "slot_kwh"
+    # One list of the meter's complete days, sorted by date: every sum below runs in date order.
+    per_meter = (
         daily.filter(F.col("completeness") >= F.lit(float(min_completeness)))
-        .groupBy("meter_id", "is_weekend")
-        .agg(F.count(F.lit(1)).cast("int").alias("days"),
-             F.sum(_fixed(F.col("daily_kwh"), KWH_SCALE)).alias("_kwh"),
-             *[F.sum(_fixed(F.col(value)[i], scale)).alias(f"_f{i}") for i in range(n)])
+        .groupBy("meter_id")
+        .agg(F.array_sort(F.collect_list(F.struct("date", "is_weekend", "daily_kwh", F.col(value).alias("v"))))
+             .alias("_days"))
     )
-    sums = [F.col(f"_f{i}") for i in range(n)]
-    if method == "mean_shape":
-        denom = F.col("days").cast("double") * F.lit(scale)
-    else:
-        denom = _long_sum(sums).cast("double")  # the half's own total energy
-    shape = F.when(denom > 0, F.array(*[s.cast("double") / denom for s in sums])).otherwise(F.array_repeat(F.lit(1.0 / n), n))
-    half = halves.select("meter_id", "is_weekend", "days", (F.col("_kwh").cast("double") / F.lit(KWH_SCALE)).alias("kwh"),
-                         shape.alias("shape"))
+    zero = F.array_repeat(F.lit(0.0), n)
+    halves = per_meter.select(
+        "meter_id",
+        F.filter("_days", lambda d: ~d["is_weekend"]).alias("_wd"),
+        F.filter("_days", lambda d: d["is_weekend"]).alias("_we"),
+    )
 
-    def side(weekend: bool, tag: str) -> DataFrame:
-        return half.filter(F.col("is_weekend") == F.lit(weekend)).select(
-            "meter_id", F.col("days").alias(f"_{tag}_days"), F.col("kwh").alias(f"_{tag}_kwh"),
-            F.col("shape").alias(f"_{tag}_shape"))
+    def slot_sums(days: str) -> Column:
+        return F.aggregate(days, zero, lambda acc, d: F.zip_with(acc, d["v"], lambda a, b: a + b))
 
-    both = side(False, "wd").join(side(True, "we"), "meter_id", "full")
-    wd_days, we_days = F.coalesce(F.col("_wd_days"), F.lit(0)), F.coalesce(F.col("_we_days"), F.lit(0))
-    has_wd, has_we = wd_days > 0, we_days > 0
-    wd_mean = F.when(has_wd, F.col("_wd_kwh") / wd_days)
-    we_mean = F.when(has_we, F.col("_we_kwh") / we_days)
-    days = wd_days + we_days
-    total_kwh = F.coalesce(F.col("_wd_kwh"), F.lit(0.0)) + F.coalesce(F.col("_we_kwh"), F.lit(0.0))
-    return both.select(
+    def kwh_sum(days: str) -> Column:
+        return F.aggregate(days, F.lit(0.0), lambda acc, d: acc + d["daily_kwh"])
+
+    sums = halves.select(
+        "meter_id",
+        F.size("_wd").cast("int").alias("weekday_days"),
+        F.size("_we").cast("int").alias("weekend_days"),
+        slot_sums("_wd").alias("_wd_sum"),
+        slot_sums("_we").alias("_we_sum"),
+        kwh_sum("_wd").alias("_wd_kwh"),
+        kwh_sum("_we").alias("_we_kwh"),
+    )
+
+    if method == "energy_weighted":
+        # The halves' own slot totals, as columns: inside the transform lambda below an
+        # aggregate would be evaluated once per slot.
+        sums = sums.select("*", *[F.aggregate(f"_{h}_sum", F.lit(0.0), lambda acc, x: acc + x).alias(f"_{h}_total")
+                                  for h in ("wd", "we")])
+
+    def normalized(half: str) -> Column:
+        denom = F.col("weekday_days" if half == "wd" else "weekend_days").cast("double") \
+            if method == "mean_shape" else F.col(f"_{half}_total")
+        return (F.when(denom > 0, F.transform(f"_{half}_sum", lambda x: x / denom))
+                .otherwise(F.array_repeat(F.lit(1.0 / n), n)))
+
+    has_wd, has_we = F.col("weekday_days") > 0, F.col("weekend_days") > 0
+    shaped = sums.select("*", normalized("wd").alias("_wd_shape"), normalized("we").alias("_we_shape"))
+    wd_mean = F.when(has_wd, F.col("_wd_kwh") / F.col("weekday_days"))
+    we_mean = F.when(has_we, F.col("_we_kwh") / F.col("weekend_days"))
+    days = F.col("weekday_days") + F.col("weekend_days")
+    return shaped.select(
         "meter_id",
         days.cast("int").alias("days_used"),
-        wd_days.cast("int").alias("weekday_days"),
-        we_days.cast("int").alias("weekend_days"),
-        (total_kwh / days).alias("mean_daily_kwh"),
+        "weekday_days",
+        "weekend_days",
+        ((F.col("_wd_kwh") + F.col("_we_kwh")) / days).alias("mean_daily_kwh"),
         wd_mean.alias("weekday_daily_kwh"),
         we_mean.alias("weekend_daily_kwh"),
         F.when(wd_mean > 0, we_mean / wd_mean).alias("weekend_ratio"),
