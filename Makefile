@@ -29,7 +29,7 @@ docs:                  ## regenerate docs/data_dictionary.md from the table cont
 
 bench: setup           ## benchmark: 20k meters x 30 days (and 3x), Spark stages vs DuckDB + scikit-learn (bench/README.md)
 	$(BIN)/pip install -q -e ".[bench]"
-	$(BIN)/python bench/run.py --meters 20000 --days 30 --scale 1,3
+	$(BIN)/python bench/run.py --meters 20000 --days 30 --scale 1,3 --clean-window-days 10
 
 clean-lake:
 	rm -rf lake
