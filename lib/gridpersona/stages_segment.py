@@ -368,10 +368,13 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     if n_active < max(2, max(ks)):
         raise RuntimeError(f"segment-train: {n_active} non-vacant meters cannot make {max(ks)} clusters "
                            f"(vacancy rule took {n_vacant}); lower segment.k / segment.k_max or widen the window")
-    # Not cached: KMeans caches its own vectors when its input is not (faster per iteration than reading a cache).
-    train = active if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
+    # The sample's vectors as a local checkpoint (plain rows): every KMeans run and silhouette reads it, and
+    # KMeans caches its own copy since the input is not a cached DataFrame. Reading vectors back from a
+    # DataFrame cache, or recomputing them from the feature cache, costs more per run than the fit's jobs.
+    sample = active if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
         G.deterministic_sample(active, seg.train_sample_meters, n_active, seg.seed)
-    train_rows = n_active if train is active else train.count()
+    train = sample.select(features_col).localCheckpoint(eager=True)
+    train_rows = train.count()
     if seg.k:
         seed, model, cost, runs = best_of_runs(train, seg.k, seg, features_col, seg.n_init)
         scores = {seg.k: _silhouette(model, train, features_col)}
@@ -384,15 +387,15 @@ def run_segment_train(ctx: StageContext) -> StageResult:
         timings["kmeans_over"] = time.perf_counter() - t
         t_sil = time.perf_counter()
         merges = G.ward_merges(over.clusterCenters(), over.summary.clusterSizes, ks)
-        predicted = over.transform(train).select(features_col, "cluster_index").persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            def score(k: int) -> float:
-                group = F.element_at(F.array(*[F.lit(g) for g in merges[k][0]]), F.col("cluster_index") + 1)
-                return _silhouette_of(predicted.withColumn("segment_group", group), features_col, "segment_group")
+        # Checkpointed like ``train``; its blocks go when the frame is dropped (Spark's context cleaner).
+        predicted = over.transform(train).select(features_col, "cluster_index").localCheckpoint(eager=True)
 
-            scores = dict(zip(ks, _in_threads(score, ks, seg.parallel_fits)))
-        finally:
-            predicted.unpersist()
+        def score(k: int) -> float:
+            group = F.element_at(F.array(*[F.lit(g) for g in merges[k][0]]), F.col("cluster_index") + 1)
+            return _silhouette_of(predicted.withColumn("segment_group", group), features_col, "segment_group")
+
+        scores = dict(zip(ks, _in_threads(score, ks, seg.parallel_fits)))
+        del predicted
         timings["silhouettes"] = time.perf_counter() - t_sil
         chosen = max(scores, key=lambda k: (round(scores[k], 9), -k))
         bound = (over_cost + merges[chosen][1]) * 1.02
