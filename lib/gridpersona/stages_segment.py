@@ -374,7 +374,7 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     sample = active if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
         G.deterministic_sample(active, seg.train_sample_meters, n_active, seg.seed)
     train = sample.select(features_col).localCheckpoint(eager=True)
-    train_rows = train.count()
+    train_rows = n_active if sample is active else train.count()
     if seg.k:
         seed, model, cost, runs = best_of_runs(train, seg.k, seg, features_col, seg.n_init)
         scores = {seg.k: _silhouette(model, train, features_col)}
