@@ -114,6 +114,23 @@ def read_bronze_or_empty(lake: Lake, table: str) -> DataFrame:
     return empty_bronze(lake.spark, table)
 
 
+def create_empty_bronze(lake: Lake, table: str) -> int | None:
+    """Create bronze ``table`` as an empty table of its contract (columns, types, partitioning).
+
+    Returns the new version (0), or None when the table already exists and keeps its contract (it is
+    left as it is). Raises UnknownTableError for a name that is not a bronze table and
+    SchemaMismatchError when an existing table breaks the contract.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    spec = bronze_spec(table)
+    if lake.exists(table):
+        check_contract(table, lake.schema(table) if lake.backend == "deltalake" else lake.read(table).schema)
+        return None
+    empty = to_arrow_schema(spec.schema, timezone="UTC").empty_table()
+    return lake.write_arrow(table, empty, mode="overwrite", partition_by=spec.partition_by)
+
+
 def absent_inputs(lake: Lake) -> tuple[list[str], dict[str, list[str]]]:
     """``(absent optional tables, {present bronze table: nullable contract columns it lacks})``, from
     the tables' schemas only (no Spark job)."""
