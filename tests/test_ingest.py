@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from zoneinfo import ZoneInfo
@@ -246,6 +247,7 @@ def test_absent_optional_inputs_read_as_empty_and_are_named_in_one_line(lake, sp
         "contracted_capacity_kva, products_held, do_not_contact, vip, account_open_date)")
     with pytest.raises(Exception, match="bronze.ami_interval"):  # a required input is never guessed
         read_bronze_or_empty(lake, AMI)
+    shutil.rmtree(lake.path("bronze.customer_archive"))
     lake.overwrite(archive.drop("region"), "bronze.customer_archive")
     with pytest.raises(SchemaMismatchError, match="column 'region' missing"):
         read_bronze(lake, "bronze.customer_archive")
