@@ -199,10 +199,13 @@ def test_sql_command_prints_table_csv_json_and_fails_cleanly(analyst_lake, capsy
     assert cli_main(root + ["sql", "SELECT * FROM gold.no_such_table"]) == 2
     err = capsys.readouterr().err
     assert "TABLE_OR_VIEW_NOT_FOUND" in err and "lake tables: " in err and "gold.segment_profile" in err
-    assert "Traceback" not in err and "at org.apache" not in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "at org.apache" not in err
+    assert cli_main(root + ["sql", "SELECT segment_id FROM gold.segment_profile WHERE nope = 1"]) == 2
+    err = capsys.readouterr().err
+    assert "UNRESOLVED_COLUMN" in err and "`nope`" in err and len(err.strip().splitlines()) == 1
     assert cli_main(root + ["sql", "SELEC 1 FROM gold.segment_profile"]) == 2
     err = capsys.readouterr().err
-    assert "PARSE_SYNTAX_ERROR" in err and "^^^" in err and "Traceback" not in err
+    assert "PARSE_SYNTAX_ERROR" in err and "(line 1, position 0)" in err and len(err.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------ portraits and report

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import subprocess
+import sys
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -16,7 +20,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.bronze import UnknownTableError, read_bronze, validate_rows
+from gridpersona.bronze import (UnknownTableError, absent_inputs_note, check_contract, read_bronze,
+                               read_bronze_or_empty, validate_rows)
+from gridpersona.cli import main as cli_main
+from gridpersona.config import load_settings
 from gridpersona.ingest import IngestError, conform_column, ingest_files
 from gridpersona.lake import Lake, SchemaMismatchError
 from gridpersona.schemas import BRONZE
@@ -219,3 +226,83 @@ def test_mixed_formats_are_refused(settings, lake, spark, tmp_path):
     pq.write_table(pa.table({"meter_id": ["M1"]}), tmp_path / "b.parquet")
     with pytest.raises(IngestError, match="mix formats"):
         ingest_files(spark, lake, settings, AMI, [str(tmp_path)])
+
+
+# ------------------------------------------------------------------ minimal inputs
+
+
+def test_absent_optional_inputs_read_as_empty_and_are_named_in_one_line(lake, spark):
+    archive = spark.createDataFrame([("C1", "M1", "R1", "residential")],
+                                    "customer_id string, meter_id string, region string, customer_type string")
+    lake.overwrite(archive, "bronze.customer_archive")
+    read = read_bronze(lake, "bronze.customer_archive")
+    assert read.columns == BRONZE["bronze.customer_archive"].column_names
+    assert read.collect()[0].asDict()["tariff_type"] is None and read.schema["household_size"].dataType == T.IntegerType()
+    contacts = read_bronze_or_empty(lake, "bronze.contact_history")
+    assert contacts.schema == BRONZE["bronze.contact_history"].schema and contacts.count() == 0
+    assert absent_inputs_note(lake) == (
+        "optional inputs absent, read as empty: bronze.billing_payment, bronze.service_interaction, "
+        "bronze.contact_history, bronze.campaign_response; optional columns absent, read as null: "
+        "bronze.customer_archive (customer_name, phone, address, tariff_type, age_band, household_size, housing_type, "
+        "contracted_capacity_kva, products_held, do_not_contact, vip, account_open_date)")
+    with pytest.raises(Exception, match="bronze.ami_interval"):  # a required input is never guessed
+        read_bronze_or_empty(lake, AMI)
+    shutil.rmtree(lake.path("bronze.customer_archive"))
+    lake.overwrite(archive.drop("region"), "bronze.customer_archive")
+    with pytest.raises(SchemaMismatchError, match="column 'region' missing"):
+        read_bronze(lake, "bronze.customer_archive")
+
+
+def test_header_only_csv_creates_the_empty_table(settings, lake, spark, tmp_path):
+    table = "bronze.contact_history"
+    path = write_csv(tmp_path / "contacts.csv", ["contact_id,customer_id,campaign_id,ts,channel"])
+    report = ingest_files(spark, lake, settings, table, [path])
+    assert (report.rows_read, report.version) == (0, 0) and "created empty" in report.render()
+    check_contract(table, lake.schema(table))
+    assert read_bronze(lake, table).count() == 0 and absent_inputs_note(lake) and table not in absent_inputs_note(lake)
+    again = ingest_files(spark, lake, settings, table, [path])
+    assert again.version is None and lake.version(table) == 0 and "nothing appended" in again.render()
+
+
+def test_create_table_makes_an_empty_table_of_the_contract(settings, lake, capsys):
+    root = ["--env", "test", "--set", f"lake.root={lake.root}"]
+    assert cli_main(root + ["create-table", AMI]) == 0
+    assert "created empty" in capsys.readouterr().out
+    check_contract(AMI, lake.schema(AMI))
+    assert lake._partition_columns(AMI) == ("date",) and lake.info(AMI).rows == 0
+    assert cli_main(root + ["create-table", AMI]) == 0
+    assert "already exists" in capsys.readouterr().out and lake.version(AMI) == 0
+    assert cli_main(root + ["create-table", "silver.ami_clean"]) == 2
+    assert "not a bronze table" in capsys.readouterr().err
+
+
+def test_source_time_zone_follows_ami_time_zone_unless_set(tmp_path):
+    base = [f"lake.root={tmp_path}"]
+    assert load_settings("test", base).ingest.source_time_zone == load_settings("test", base).ami.time_zone
+    london = load_settings("test", base + ["ami.time_zone=Europe/London"])
+    assert london.ingest.source_time_zone == "Europe/London"
+    explicit = load_settings("test", base + ["ami.time_zone=Europe/London", "ingest.source_time_zone=UTC"])
+    assert explicit.ingest.source_time_zone == "UTC"
+
+
+def test_cli_ingest_and_a_failing_query_print_no_java_noise(tmp_path):
+    """One CLI process (one JVM): a CSV ingest logs no header warning; a query failing at execution time
+    prints one error line and exits 2."""
+    csv_path = tmp_path / "mdm.csv"
+    # A BOM and spaces around a header field: the names Spark's header check compares.
+    csv_path.write_text("\ufeffmeter_id, ts ,kwh\nM1,2026-06-01 00:00,0.5\nM2,2026-06-01 00:15,0.25\n", encoding="utf-8")
+    script = (
+        "import sys\nfrom gridpersona.cli import main\n"
+        f"root = ['--env', 'test', '--set', 'lake.root={tmp_path / 'lake'}']\n"
+        f"assert main(root + ['ingest', '{AMI}', '{csv_path}']) == 0\n"
+        "print('---', file=sys.stderr, flush=True)\n"
+        f"sys.exit(main(root + ['sql', 'SELECT CAST(meter_id AS INT) FROM {AMI}']))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [os.path.join(os.path.dirname(__file__), "..", "lib"),
+                                                                     os.environ.get("PYTHONPATH", "")] if p)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    ingest_err, sql_err = proc.stderr.split("---\n", 1)
+    assert "rows read 2 = accepted 2" in proc.stdout
+    assert "CSVHeaderChecker" not in ingest_err and "does not conform" not in ingest_err, ingest_err
+    assert sql_err.strip().splitlines() == [sql_err.strip()], sql_err  # one line
+    assert sql_err.startswith("gridpersona sql: error: [CAST_INVALID_INPUT]") and "'M1'" in sql_err

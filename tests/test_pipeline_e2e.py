@@ -157,3 +157,63 @@ def test_group_portraits_cover_every_segment_and_the_quadrants(pipeline_lake):
     assert sum(r["customers"] for r in quadrant) == METERS
     assert {r["quadrant"] for r in quadrant if r["customer_type"] == "residential"} >= {"high_use_low_sensitivity",
                                                                                         "low_use_low_sensitivity"}
+
+
+MINIMAL_WINDOW_DAYS = 7
+ABSENT_NOTE = ("optional inputs absent, read as empty: bronze.billing_payment, bronze.service_interaction, "
+               "bronze.contact_history, bronze.campaign_response")
+
+
+@pytest.fixture(scope="module")
+def minimal_lake(pipeline_lake, spark, tmp_path_factory):
+    """Meter readings and an archive of the required columns only, landed as a user would; no other input."""
+    import logging
+    import shutil
+
+    from gridpersona.config import load_settings
+    from gridpersona.ingest import ingest_files
+
+    settings, full, _, _, _ = pipeline_lake
+    root = tmp_path_factory.mktemp("minimal") / "lake"
+    small = load_settings("test", [f"lake.root={root}", "segment.k=6"])
+    lake = Lake(small, spark)
+    shutil.copytree(full.path("bronze.ami_interval"), lake.path("bronze.ami_interval"))
+    csv = root.parent / "archive.csv"
+    rows = full.read("bronze.customer_archive").select("customer_id", "meter_id", "region", "customer_type").collect()
+    csv.write_text("customer_id,meter_id,region,customer_type\n" + "".join(",".join(r) + "\n" for r in rows))
+    ingest_files(spark, lake, small, "bronze.customer_archive", [str(csv)])
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("gridpersona")
+    logger.addHandler(handler)
+    try:
+        results = dict(run_pipeline(small, spark, lake, "all", AS_OF, MINIMAL_WINDOW_DAYS))
+    finally:
+        logger.removeHandler(handler)
+    return lake, results, [r.getMessage() for r in records]
+
+
+def test_minimal_inputs_run_every_stage_and_say_once_what_is_absent(minimal_lake):
+    lake, results, warnings = minimal_lake
+    assert list(results) == list(STAGE_ORDER)
+    runs = lake.read("ops.job_runs").collect()
+    assert sorted(r["stage"] for r in runs) == sorted(STAGE_ORDER) and {r["status"] for r in runs} == {"succeeded"}
+    assert [w for w in warnings if "absent" in w] == [ABSENT_NOTE]
+    assert lake.read("gold.segment_profile").filter(F.col("as_of") == AS_OF).count() > 0
+
+
+def test_minimal_inputs_claim_nothing_from_absent_tables(minimal_lake):
+    lake, results, _ = minimal_lake
+    tags = lake.read("gold.customer_tags").filter(F.col("as_of") == AS_OF)
+    assert tags.count() == METERS
+    # From bills, payments and service contacts only: unknown, not a default.
+    for code in ("credit_rating", "payment_channel_pref", "interaction_channel_pref"):
+        assert tags.filter(F.col(code).isNotNull()).count() == 0, code
+    # No contact history: nobody was recently contacted, and targeting still runs.
+    assert results["campaigns"].outputs["gold.campaign_targets"] > 0
+    assert not any("recently_contacted" in n for n in results["campaigns"].notes)
+    # No responses: the cycle is not evaluable, so no rate (not even 0 %) is written.
+    assert results["evaluate"].outputs["gold.campaign_evaluation"] == 0
+    assert any("bronze.campaign_response absent" in n and "not evaluable" in n for n in results["evaluate"].notes)
+    assert lake.read("gold.campaign_evaluation").filter(F.col("as_of") == AS_OF).count() == 0

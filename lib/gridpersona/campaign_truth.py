@@ -18,7 +18,7 @@ import datetime as dt
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from gridpersona.bronze import read_bronze
+from gridpersona.bronze import read_bronze, read_bronze_or_empty
 from gridpersona.schemas import ARCHETYPES
 from gridpersona.transform.campaigns import CUSTOMER_TAGS_COLUMNS
 
@@ -35,7 +35,7 @@ def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
     truth = lake.read("truth.meters").filter(F.col("in_archive")).select(
         "customer_id", "archetype", "mean_daily_kwh", "ev_owner", "vacant", "credit_rating", "payment_channel_pref",
         "interaction_channel_pref")
-    bills = read_bronze(lake, "bronze.billing_payment").filter(F.col("bill_month") <= F.lit(as_of))
+    bills = read_bronze_or_empty(lake, "bronze.billing_payment").filter(F.col("bill_month") <= F.lit(as_of))
     # Arrears: a bill past due on the as-of and not paid in full by then.
     unpaid = (F.col("due_date") < F.lit(as_of)) & (F.col("paid_date").isNull() | (F.col("paid_date") > F.lit(as_of)))
     last_month = Window.partitionBy("customer_id").orderBy(F.col("bill_month").desc())
@@ -44,10 +44,10 @@ def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
                    F.max(unpaid.cast("int")).cast("boolean").alias("has_arrears"),
                    F.max(F.when(F.col("k") == 1, F.col("bill_amount_cny"))).alias("last_bill"),
                    F.avg(F.when(F.col("k") > 1, F.col("bill_amount_cny"))).alias("earlier_bills")))
-    interactions = read_bronze(lake, "bronze.service_interaction").groupBy("customer_id").agg(
+    interactions = read_bronze_or_empty(lake, "bronze.service_interaction").groupBy("customer_id").agg(
         F.sum((F.col("interaction_type") == "complaint").cast("int")).alias("complaints"),
         F.max((F.col("topic") == "solar").cast("int")).cast("boolean").alias("asked_solar"))
-    past = read_bronze(lake, "bronze.campaign_response").filter(F.col("cycle_as_of") < F.lit(as_of)) \
+    past = read_bronze_or_empty(lake, "bronze.campaign_response").filter(F.col("cycle_as_of") < F.lit(as_of)) \
         .groupBy("customer_id").agg(F.sum(F.col("responded").cast("int")).alias("past_responses"))
     archetype_id = F.array_position(F.array(*[F.lit(a) for a in ARCHETYPES]), F.col("archetype")).cast("int") - 1
     by_region_type = Window.partitionBy("region", "customer_type").orderBy("mean_daily_kwh")

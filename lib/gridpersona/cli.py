@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the rows of these local dates (inclusive) instead of appending")
     i.add_argument("--time-zone", help="zone of zone-less timestamps in the files (default: ingest.source_time_zone)")
 
+    ct = sub.add_parser("create-table", help="create an empty bronze table of its contract (an input you have no rows for)",
+                        description="Create bronze TABLE with its contract's columns, types and partitioning and no "
+                                    "rows. An optional input that is absent already reads as empty; an empty table "
+                                    "says so explicitly. An existing table is left as it is.")
+    ct.add_argument("table", help="bronze table, e.g. bronze.contact_history")
+
     t = sub.add_parser("tables", help="list the lake's tables with version, rows and size")
     t.add_argument("--layer", help="only this layer (bronze, silver, gold, truth, ops)")
 
@@ -156,6 +162,18 @@ def cmd_ingest(settings: Settings, args) -> int:
     report = ingest_files(lake.spark, lake, settings, args.table, args.paths, fmt=args.fmt, mapping=mapping,
                           replace_range=tuple(args.replace_range) if args.replace_range else None, time_zone=args.time_zone)
     print(report.render())
+    return 0
+
+
+def cmd_create_table(settings: Settings, args) -> int:
+    from gridpersona.bronze import create_empty_bronze
+
+    lake = _lake(settings)
+    version = create_empty_bronze(lake, args.table)
+    if version is None:
+        print(f"{args.table} already exists at {lake.path(args.table)} (version {lake.version(args.table)}): left as it is")
+    else:
+        print(f"{args.table} created empty at {lake.path(args.table)} (version {version})")
     return 0
 
 
@@ -353,7 +371,7 @@ def cmd_demo(settings: Settings, args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "tables": cmd_tables, "history": cmd_history,
+COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "create-table": cmd_create_table, "tables": cmd_tables, "history": cmd_history,
             "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql, "report": cmd_report,
             "sql-server": cmd_sql_server}
 

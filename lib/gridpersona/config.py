@@ -161,13 +161,16 @@ class GenerateConfig(_Section):
 
 
 class IngestConfig(_Section):
-    # Zone in which zone-less timestamps of landed files are read.
-    source_time_zone: str = "Asia/Shanghai"
+    # Zone in which zone-less timestamps of landed files are read; null: ami.time_zone (resolved by Settings).
+    source_time_zone: str | None = None
     # Per bronze table: {contract column: source column}.
     column_mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
     csv_delimiter: str = ","
 
-    _zone = field_validator("source_time_zone")(_check_zone)
+    @field_validator("source_time_zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return None if v is None else _check_zone(v)
 
 
 class CleanConfig(_Section):
@@ -582,6 +585,14 @@ class Settings(_Section):
     # conf/tags.yaml (merged after base.yaml, before the environment file).
     tags: TagsConfig = Field(default_factory=TagsConfig)
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
+
+    @model_validator(mode="after")
+    def _source_zone_follows_ami(self) -> "Settings":
+        # Landed files come from the same utility as the meters unless said otherwise: a zone
+        # changed in ami.time_zone alone must not leave zone-less timestamps read in another zone.
+        if self.ingest.source_time_zone is None:
+            self.ingest.source_time_zone = self.ami.time_zone
+        return self
 
     def config_hash(self) -> str:
         """Stable short hash of the effective configuration (for run logs)."""

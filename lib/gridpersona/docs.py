@@ -18,9 +18,13 @@ them: a missing column or a wrong type fails naming the table and the column.
 Conventions:
 - Tables are Delta tables at `<lake.root>/<layer>/<table>`.
 - `timestamp` columns are instants, stored in UTC (Delta `timestamp`, never `timestamp_ntz`).
-  Zone-less timestamps in landed files are read as wall-clock time in `ingest.source_time_zone`.
+  Zone-less timestamps in landed files are read as wall-clock time in `ingest.source_time_zone`
+  (default: `ami.time_zone`).
 - `date` columns are local calendar dates in `ami.time_zone` (default Asia/Shanghai).
 - **required** columns may not be null; a landed row without them goes to `bronze.ingest_rejects`.
+- Only `bronze.ami_interval` and `bronze.customer_archive` (its required columns) must exist. The
+  other bronze tables are optional: an absent one reads as empty, and an absent nullable column as
+  null (unknown); each run names them once in one log line.
 - Columns marked **PII** stay in bronze: they never reach silver or gold tables, logs or errors.
 """
 

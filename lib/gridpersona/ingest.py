@@ -166,13 +166,13 @@ def resolve_files(paths: list[str], fmt: str | None = None) -> tuple[str, list[s
 
 
 def _csv_header(path: str, delimiter: str) -> tuple[str, ...]:
+    """The header's fields exactly as written (spaces kept: Spark compares them so; callers strip)."""
     opener = gzip.open if path.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
         first = fh.readline()
     if not first.strip():
         raise IngestError(f"{path}: empty or no header line; CSV files need a header naming their columns")
-    header = next(csv.reader(io.StringIO(first), delimiter=delimiter))
-    return tuple(h.strip() for h in header)
+    return tuple(next(csv.reader(io.StringIO(first.rstrip("\r\n")), delimiter=delimiter)))
 
 
 def _parquet_columns(path: str) -> tuple[tuple[str, str], ...]:
@@ -195,6 +195,7 @@ class _Group:
 
     files: list[str]
     columns: tuple[str, ...]
+    header: tuple[str, ...] = ()  # CSV: the header fields as written (the reader's schema names)
     matches: dict[str, str] = field(default_factory=dict)  # contract column -> source column
     ignored: list[str] = field(default_factory=list)
     filled_null: list[str] = field(default_factory=list)
@@ -335,14 +336,16 @@ def conform_column(src: Column, src_type: T.DataType, target: T.DataType, name: 
 def _read_group(spark: SparkSession, fmt: str, group: _Group, delimiter: str) -> DataFrame:
     """The group's files with source columns renamed ``__src_<i>``, plus source file (and corrupt record)."""
     if fmt == "csv":
-        # Every column as text, by position (the header names were read above);
-        # rows with too few or too many fields land in the corrupt-record column.
-        schema = T.StructType([T.StructField(_SRC.format(i), T.StringType()) for i in range(len(group.columns))]
+        # Every column as text. The schema names the header's own fields, so Spark's header check
+        # (CSVHeaderChecker) finds them conforming; they are renamed by position right after.
+        # Rows with too few or too many fields land in the corrupt-record column.
+        schema = T.StructType([T.StructField(name, T.StringType()) for name in group.header]
                               + [T.StructField(_CORRUPT, T.StringType())])
         raw = (spark.read.schema(schema)
                .options(header=True, sep=delimiter, quote='"', escape='"', mode="PERMISSIVE",
                         columnNameOfCorruptRecord=_CORRUPT, encoding="UTF-8")
                .csv(group.files))
+        raw = raw.toDF(*[_SRC.format(i) for i in range(len(group.columns))], _CORRUPT)
         return raw.select("*", F.input_file_name().alias(_SOURCE_FILE))
     raw = spark.read.parquet(*group.files)
     return raw.select(*[F.col(f"`{c}`").alias(_SRC.format(i)) for i, c in enumerate(group.columns)],
@@ -458,13 +461,15 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
     fmt, files = resolve_files(list(paths), fmt)
     groups: dict[tuple, _Group] = {}
     for path in files:
+        header: tuple[str, ...] = ()
         if fmt == "csv":
-            columns = _csv_header(path, settings.ingest.csv_delimiter)
-            signature: tuple = columns
+            header = _csv_header(path, settings.ingest.csv_delimiter)
+            signature: tuple = header
+            columns = tuple(h.strip() for h in header)
         else:
             signature = _parquet_columns(path)
             columns = tuple(name for name, _ in signature)
-        groups.setdefault(signature, _Group([], columns)).files.append(path)
+        groups.setdefault(signature, _Group([], columns, header)).files.append(path)
     derived = {bronze.LOCAL_DATE_OF[table][0]} if table in bronze.LOCAL_DATE_OF else set()
     for group in groups.values():
         _match_columns(group, spec, mapping, derived)
@@ -501,6 +506,12 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
             version = lake.replace(valid, table, where={"date": replace_dates}, partition_by=_layout(lake, spec))
         elif accepted:
             version = lake.append(valid, table, partition_by=_layout(lake, spec))
+        elif not rejected and not lake.exists(table):
+            # Header-only files: the source exists and holds nothing (e.g. no campaign ran yet).
+            version = bronze.create_empty_bronze(lake, table)
+            notes.append(f"the files hold no rows: {table} created empty")
+        elif not rejected:
+            notes.append(f"the files hold no rows: nothing appended to {table}")
         else:
             notes.append(f"no row was accepted, so nothing was appended to {table}")
     finally:

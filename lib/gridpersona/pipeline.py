@@ -40,7 +40,12 @@ def resolve_stages(name: str) -> list[str]:
 def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None
                  ) -> list[tuple[str, StageResult]]:
     """Run one stage or all of them for ``as_of``; returns (stage, result) in order."""
+    from gridpersona.bronze import absent_inputs_note
+
     names = resolve_stages(stage)
     functions = stage_functions()
     ctx = StageContext(settings, spark, lake, as_of, window_days or settings.pipeline.window_days)
+    note = absent_inputs_note(lake)
+    if note:  # once per run, not per stage
+        log.warning(note)
     return [(name, run_stage(name, functions[name], ctx)) for name in names]

@@ -9,6 +9,7 @@ JSON Lines.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import decimal
@@ -17,7 +18,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
@@ -36,7 +37,7 @@ _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.D
 
 
 class SqlError(ValueError):
-    """A statement could not be analysed or run; the message says why, without a Java stack."""
+    """A statement could not be analysed or run; the message says why in one line, without a Java stack."""
 
 
 @dataclass
@@ -58,32 +59,63 @@ def referenced_tables(statement: str, known: Sequence[str]) -> list[str]:
     return found
 
 
+# Loggers that repeat a failing query's error with its Java stack (a task's exception, the aborted stage):
+# silenced while `run_query` runs, since its SqlError already says what went wrong.
+_TASK_FAILURE_LOGGERS = ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager",
+                         "org.apache.spark.scheduler.TaskSchedulerImpl", "org.apache.spark.scheduler.DAGScheduler")
+
+
 def _short_error(exc: Exception) -> str:
-    """Spark's explanation (up to its SQLSTATE) and, for syntax errors, the statement with the caret."""
+    """One line: Spark's error class and explanation (its first sentence line) and where in the statement."""
     text = str(exc).strip()
-    m = re.search(r"SQLSTATE: \w+", text)
-    head = text[: m.end()] if m else text.split("\n\n", 1)[0]
-    out = [ln for ln in head.splitlines() if ln.strip() and not ln.startswith(("Search path:", "To tolerate"))]
-    if "== SQL ==" in text:
-        sql_block = text.split("== SQL ==", 1)[1].split("JVM stacktrace", 1)[0].strip("\n")
-        out += ["", *sql_block.splitlines()[:12]]
-    return "\n".join(out) or type(exc).__name__
+    if hasattr(exc, "java_exception"):  # a Py4JJavaError: the Java exception's own message, not the trace
+        try:
+            text = str(exc.java_exception.getMessage() or "").strip() or text
+        except Exception:  # the JVM may be gone
+            pass
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.split(r"\s*SQLSTATE: \w+", first)[0].strip()
+    where = re.search(r"(?:line (\d+),? pos(?:ition)? (\d+))", text)
+    if where:
+        first += f" (line {where.group(1)}, position {where.group(2)})"
+    return first
 
 
 def _hint(message: str, lake_tables: Sequence[str], allow_pii: bool) -> str:
     if "TABLE_OR_VIEW_NOT_FOUND" in message:
-        return ("\nlake tables: " + ", ".join(lake_tables)) if lake_tables else "\nthe lake has no tables yet"
+        return ("; lake tables: " + ", ".join(lake_tables)) if lake_tables else "; the lake has no tables yet"
     if "UNRESOLVED_COLUMN" in message and not allow_pii:
         named = [c for c in sorted(pii_columns()) if re.search(rf"`?{c}`?", message.split("Did you mean")[0])]
         if named:
-            return (f"\n{', '.join(named)}: customer PII, hidden from SQL by default; "
+            return (f"; {', '.join(named)}: customer PII, hidden from SQL by default; "
                     f"--allow-pii shows it to users entitled to see it")
     return ""
+
+
+@contextlib.contextmanager
+def _quiet_task_failures(spark: SparkSession) -> Iterator[None]:
+    """Turn the JVM loggers of ``_TASK_FAILURE_LOGGERS`` off for the block, then restore their levels."""
+    try:
+        jvm = spark.sparkContext._jvm
+        configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+        manager = jvm.org.apache.logging.log4j.LogManager
+        before = {name: manager.getLogger(name).getLevel() for name in _TASK_FAILURE_LOGGERS}
+        for name in _TASK_FAILURE_LOGGERS:
+            configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.OFF)
+    except Exception:  # not log4j2 (a cluster's own logging): leave it as configured
+        yield
+        return
+    try:
+        yield
+    finally:
+        for name, level in before.items():
+            configurator.setLevel(name, level)
 
 
 def run_query(spark: SparkSession, lake: Lake, statement: str, limit: int | None = 1000,
               allow_pii: bool = False) -> QueryResult:
     """Register the tables ``statement`` needs, run it, and return at most ``limit`` rows (None: all)."""
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.logger import PySparkLogger
 
@@ -96,9 +128,11 @@ def run_query(spark: SparkSession, lake: Lake, statement: str, limit: int | None
     needed = referenced_tables(statement, lake_tables) or lake_tables
     register_lake(spark, lake, needed, allow_pii=allow_pii)
     try:
-        df = spark.sql(statement)
-        rows = df.limit(limit + 1).collect() if limit is not None else df.collect()
-    except PySparkException as exc:
+        with _quiet_task_failures(spark):
+            df = spark.sql(statement)
+            rows = df.limit(limit + 1).collect() if limit is not None else df.collect()
+    except (PySparkException, Py4JJavaError) as exc:
+        # Analysis errors (unknown table or column, syntax) and errors at execution time alike.
         message = _short_error(exc)
         raise SqlError(message + _hint(message, lake_tables, allow_pii)) from None
     truncated = limit is not None and len(rows) > limit

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from gridpersona.bronze import read_bronze
+from gridpersona.bronze import read_bronze_or_empty
 from gridpersona.lake import check_schema
 from gridpersona.runtime import StageContext, StageResult
 from gridpersona.sqlcheck import referenced_columns
@@ -95,7 +95,8 @@ def run_campaigns(ctx: StageContext) -> StageResult:
         raise ValueError("campaigns: no enabled campaign in campaigns.definitions (conf/campaigns.yaml)")
     tags = read_tags(ctx)
     check_rules_against(tags, active, conf.channel_rules)
-    contacts = read_bronze(lake, CONTACT_HISTORY)
+    # No contact history (none landed yet): nobody was contacted recently, so no recent-contact exclusion.
+    contacts = read_bronze_or_empty(lake, CONTACT_HISTORY)
     # Materialize the screened candidates and each arbitration block so the plan stays linear in the blocks.
     targeting = C.campaign_targets(tags, contacts, active, as_of=ctx.as_of, time_zone=s.ami.time_zone,
                                    max_per_customer=conf.max_per_customer, channel_rules=conf.channel_rules,
@@ -134,7 +135,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         raise RuntimeError(f"evaluate: {CAMPAIGN_TARGETS} not found under {lake.root}; run the campaigns stage first "
                            f"(gridpersona run campaigns --as-of {ctx.as_of})")
     targets = lake.read(CAMPAIGN_TARGETS).filter(F.col("as_of") == F.lit(ctx.as_of))
-    responses = read_bronze(lake, CAMPAIGN_RESPONSE).filter(F.col("cycle_as_of") == F.lit(ctx.as_of))
+    responses = read_bronze_or_empty(lake, CAMPAIGN_RESPONSE).filter(F.col("cycle_as_of") == F.lit(ctx.as_of))
     n_targets = targets.count()
     if not n_targets:
         raise RuntimeError(f"evaluate: {CAMPAIGN_TARGETS} has no targets for cycle {ctx.as_of}; run the campaigns "
@@ -142,9 +143,14 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     result = StageResult(rows_in=n_targets)
     evaluation = E.campaign_evaluation(targets, responses, confidence=s.campaigns.confidence)
     if not responses.limit(1).count():
-        # Responses come in after the cycle: nothing to evaluate yet, and no stale rows either.
+        # Responses come in after the cycle: nothing to evaluate yet, and no stale rows either. Without any
+        # response a rate would read as 0 % measured; the cycle is not evaluable, so it gets no rows.
         evaluation = evaluation.limit(0)
-        result.notes.append(f"no {CAMPAIGN_RESPONSE} rows for cycle {ctx.as_of} yet: nothing evaluated")
+        if lake.exists(CAMPAIGN_RESPONSE):
+            result.notes.append(f"no {CAMPAIGN_RESPONSE} rows for cycle {ctx.as_of} yet: nothing evaluated")
+        else:
+            result.notes.append(f"{CAMPAIGN_RESPONSE} absent: cycle {ctx.as_of} not evaluable, no response rate or "
+                                f"uplift written (land responses with `gridpersona ingest {CAMPAIGN_RESPONSE} FILES`)")
     check_schema(CAMPAIGN_EVALUATION, E.CAMPAIGN_EVALUATION_SCHEMA, evaluation.schema)
     _check_table_is_current(lake)
     lake.replace(evaluation, CAMPAIGN_EVALUATION, where={"as_of": ctx.as_of}, partition_by=["as_of"])

@@ -15,10 +15,9 @@ import logging
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from gridpersona.bronze import read_bronze
+from gridpersona.bronze import read_bronze, read_bronze_or_empty
 from gridpersona.lake import SchemaMismatchError, check_schema
 from gridpersona.runtime import StageContext, StageResult
-from gridpersona.schemas import BRONZE
 from gridpersona.tagspec import TAG_CATALOG
 from gridpersona.transform import features as FV
 from gridpersona.transform import tags as TG
@@ -29,14 +28,6 @@ CUSTOMER_TAGS = "gold.customer_tags"
 TAG_CATALOG_TABLE = TAG_CATALOG.name
 CUSTOMER_SEGMENTS = "gold.customer_segments"
 DAILY_LOAD_SHAPE = "silver.daily_load_shape"
-
-
-def _bronze_or_empty(ctx: StageContext, table: str) -> DataFrame:
-    """A bronze table, or an empty frame of its contract when the lake has none (e.g. no campaigns yet)."""
-    if ctx.lake.exists(table):
-        return read_bronze(ctx.lake, table)
-    log.warning("[tags] %s not found under %s: read as empty", table, ctx.lake.root)
-    return ctx.spark.createDataFrame([], BRONZE[table].schema)
 
 
 def build_feature_view(ctx: StageContext) -> DataFrame:
@@ -53,8 +44,8 @@ def build_feature_view(ctx: StageContext) -> DataFrame:
                      "valley_share", "load_factor", "max_kwh", "is_weekend"))
     return FV.customer_feature_view(
         read_bronze(lake, "bronze.customer_archive"), segments, daily,
-        _bronze_or_empty(ctx, "bronze.billing_payment"), _bronze_or_empty(ctx, "bronze.service_interaction"),
-        _bronze_or_empty(ctx, "bronze.contact_history"), _bronze_or_empty(ctx, "bronze.campaign_response"),
+        read_bronze_or_empty(lake, "bronze.billing_payment"), read_bronze_or_empty(lake, "bronze.service_interaction"),
+        read_bronze_or_empty(lake, "bronze.contact_history"), read_bronze_or_empty(lake, "bronze.campaign_response"),
         as_of=ctx.as_of, interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, params=s.tags.features)
 
 
