@@ -566,6 +566,17 @@ def test_absent_sources_give_unknown_features_and_tags_not_defaults(spark, tags_
         _view(spark, tags_config.features, rows, ["M1"], absent={"bronze.billing"})
 
 
+def test_the_stage_finds_empty_tables_and_archive_columns_without_any_value(spark):
+    from gridpersona.stages_tags import absent_sources
+
+    one = spark.createDataFrame([("C1",)], "customer_id string")
+    none = spark.createDataFrame([], "customer_id string")
+    archive = spark.createDataFrame([("C1", None, True), ("C2", None, None)],
+                                    "customer_id string, products_held string, vip boolean")
+    got = absent_sources({"bronze.billing_payment": none, "bronze.service_interaction": one}, archive)
+    assert got == {"bronze.billing_payment", "bronze.customer_archive.products_held"}
+
+
 # ------------------------------------------------------------------ group portraits
 
 

@@ -70,10 +70,11 @@ def _with_night_blocks(day: DataFrame, *, interval_minutes: int, width: int, par
             F.when(cur > acc["best"], acc["i"]).otherwise(acc["best_end"]).alias("best_end")))(
             F.when(h, acc["cur"] + 1).otherwise(zero)),
     )
-    return with_high.withColumn("_nb", F.when(night.isNotNull(), F.struct(
+    run = F.col("_runs")
+    return with_high.withColumn("_runs", runs).withColumn("_nb", F.when(night.isNotNull(), F.struct(
         F.array_min("_hours").alias("base_kw"), F.array_max("_hours").alias("best_kw"),
-        runs["best"].alias("block_slots"), (runs["best_end"] - runs["best"] + 1).alias("block_start")))
-    ).drop("_night", "_hours", "_high")
+        run["best"].alias("block_slots"), (run["best_end"] - run["best"] + 1).alias("block_start")))
+    ).drop("_night", "_hours", "_high", "_runs")
 
 
 def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: int, params: TagFeatures) -> DataFrame:
