@@ -97,7 +97,7 @@ def build_analyst_lake(spark, root) -> Lake:
     lake.append(spark.createDataFrame(runs, JOB_RUNS_SCHEMA), "ops.job_runs")
     tag_rows = [(AS_OF, c, m, "R1", "residential", sid, labels[sid][0], False, c == "C6",
                  ["high", "medium", "low"][i % 3], ["low", "high"][i % 2], "good", "online", sid == 2, False, i % 2 == 0,
-                 "low") for i, (c, m, sid) in enumerate(CUSTOMERS)]
+                 None if i % 3 == 0 else "low") for i, (c, m, sid) in enumerate(CUSTOMERS)]
     lake.replace(spark.createDataFrame(tag_rows, TAGS_SCHEMA), "gold.customer_tags", where={"as_of": [AS_OF]},
                  partition_by=["as_of"])
     # Campaign tables in their real schemas: targets as the campaigns stage writes them, the evaluation computed
@@ -229,6 +229,24 @@ def test_portrait_loaders_aggregate_the_as_of(analyst_lake):
     assert dist["price_sensitivity"] == {"high": 3, "low": 3}
     assert P.load_tag_distributions(analyst_lake, BARE_AS_OF) is None
     assert P.load_campaign_funnel(analyst_lake, BARE_AS_OF) is None
+
+
+def test_unknown_tag_values_are_counted_last_drawn_grey_and_give_the_coverage(analyst_lake):
+    dist = P.load_tag_distributions(analyst_lake, AS_OF)
+    assert dist["churn_risk"] == {"low": 4, P.UNKNOWN: 2} and list(dist["churn_risk"])[-1] == P.UNKNOWN
+    assert dist["ev_owner"] == {"false": 4, "true": 2}  # boolean tags are distributions too
+    coverage = P.load_tag_coverage(analyst_lake, AS_OF)  # no gold.tag_catalog here: from the tags themselves
+    assert coverage["churn_risk"] == pytest.approx(4 / 6) and coverage["consumption_level"] == 1.0
+    fig = P.plot_tag_distributions(dist, coverage)
+    import matplotlib.colors as mcolors
+
+    # One bar segment per (tag, value), drawn in that order.
+    drawn = [value for tag in dist for value in dist[tag]]
+    colors = [mcolors.to_hex(p.get_facecolor()) for p in fig.axes[0].patches]
+    assert len(colors) == len(drawn)
+    grey = mcolors.to_hex(P.UNKNOWN_COLOR)
+    assert [c == grey for c in colors] == [v == P.UNKNOWN for v in drawn]  # grey is unknown, and unknown only
+    assert "churn_risk (67% known)" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
 
 
 def test_campaign_funnel_reads_the_real_target_and_evaluation_columns(analyst_lake):

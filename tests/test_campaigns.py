@@ -290,6 +290,50 @@ def test_targets_columns_groups_and_checkpointed_levels(spark):
     assert all(r["as_of"] == AS_OF and r["offer_code"] == "OFR-1" and r["segment_label"] == "ev_night" for r in rows)
 
 
+def test_unknown_opt_out_is_never_targeted_from_the_archive_through_tags_to_targets(spark):
+    """The whole path: an archive do_not_contact null -> view -> tags -> targets: no target row, no treatment."""
+    from gridpersona.tagspec import FEATURE_VIEW
+    from gridpersona.transform import features as FV
+    from gridpersona.transform import tags as TG
+
+    settings = load_settings("test")
+    archive = spark.createDataFrame(
+        [(f"C{i:03d}", f"M{i:03d}", "SA01", "residential", [None, False, True][i % 3]) for i in range(60)],
+        "customer_id string, meter_id string, region string, customer_type string, do_not_contact boolean")
+    for c in ("customer_name", "phone", "address", "tariff_type", "age_band", "housing_type", "products_held"):
+        archive = archive.withColumn(c, F.lit(None).cast("string"))
+    archive = (archive.withColumn("household_size", F.lit(None).cast("int"))
+               .withColumn("contracted_capacity_kva", F.lit(None).cast("double"))
+               .withColumn("vip", F.lit(None).cast("boolean"))
+               .withColumn("account_open_date", F.lit(None).cast("date")))
+    daily_schema = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, completeness double, "
+                    "peak_share double, flat_share double, valley_share double, load_factor double, "
+                    "max_kwh double, is_weekend boolean")
+    daily = spark.createDataFrame([(f"M{i:03d}", AS_OF, [0.4] * 24, 9.6, 1.0, 0.5, 0.3, 0.2, 0.5, 0.4, False)
+                                   for i in range(60)], daily_schema)
+    segments = spark.createDataFrame([(f"M{i:03d}", 1, "flat") for i in range(60)],
+                                     "meter_id string, segment_id int, segment_label string")
+    empty = {"billing": "customer_id string", "interactions": "customer_id string",
+             "contacts": "customer_id string", "responses": "customer_id string"}
+    frames = {k: spark.createDataFrame([], v) for k, v in empty.items()}
+    view = FV.customer_feature_view(
+        archive, segments, daily, frames["billing"], frames["interactions"], frames["contacts"], frames["responses"],
+        as_of=AS_OF, interval_minutes=60, time_zone=TZ, params=settings.tags.features,
+        absent=set(FV.OPTIONAL_SOURCES))
+    assert [f.name for f in view.schema] == FEATURE_VIEW.column_names
+    tags = TG.compile_tags(view, settings.tags).select(*C.CUSTOMER_TAGS_COLUMNS)
+    dnc = {r["customer_id"]: r["do_not_contact"] for r in tags.select("customer_id", "do_not_contact").collect()}
+    assert sum(v is None for v in dnc.values()) == 20  # unknown stays unknown in the tags
+    # A campaign every customer qualifies for, half held out: the unknown-consent customers are in neither group.
+    everyone = campaign(qualifiers={"all": "customer_type = 'residential'"}, holdout_share=0.5)
+    out = targets(spark, tags, [everyone])
+    got = {r["customer_id"]: r["ab_group"] for r in out.targets.collect()}
+    reasons = {r["customer_id"]: r["exclusion"] for r in out.screened.collect()}
+    assert set(got) == {c for c, v in dnc.items() if v is False}
+    assert {"treatment", "control"} <= set(got.values())
+    assert all(reasons[c] == "do_not_contact" for c, v in dnc.items() if v is not False)
+
+
 # ------------------------------------------------------------------ holdout hash
 
 def test_holdout_hash_is_the_same_in_python_and_spark_and_stable(spark):

@@ -93,6 +93,45 @@ def test_non_row_level_expressions_are_refused(tmp_path, expr, what):
         load_settings("test", conf_dir=conf)
 
 
+@pytest.mark.parametrize("expr", [
+    "element_at(array('low', 'medium', 'high'), 1 + CAST(valley_share >= 0.4 AS INT))",
+    "array('low', 'high')[CAST(valley_share >= 0.4 AS INT)]",
+    "try_element_at(array('low', 'high'), complete_days)",
+])
+def test_computed_array_index_is_refused_naming_the_tag_and_suggesting_case_when(tmp_path, expr):
+    # Spark 4.2 returns the LAST element for a NULL index: unknown inputs would read as the top category.
+    conf = _conf_with(tmp_path, _set_expr("price_sensitivity", expr))
+    with pytest.raises(ConfigError) as err:
+        load_settings("test", conf_dir=conf)
+    line = next(x for x in str(err.value).splitlines() if "price_sensitivity" in x)
+    assert "tag 'price_sensitivity': expression uses element_at / a subscript with a computed index" in line
+    assert "CASE WHEN" in line
+
+
+def test_literal_array_index_is_accepted():
+    from gridpersona.sqlcheck import check_expression
+
+    assert check_expression("element_at(array('a', 'b'), 2) = 'b' AND responded_campaigns[0] = 'x'",
+                            {"responded_campaigns"}) == ["responded_campaigns"]
+
+
+def test_computed_array_index_is_refused_in_campaign_rules_too(tmp_path):
+    from gridpersona.config import Campaign
+
+    with pytest.raises(ValueError, match=r"score .*computed index.*CASE WHEN"):
+        Campaign(id="c1", name_zh="活动", name_en="Campaign", offer_code="OFR-1", qualifiers={"ev_owner": "ev_owner"},
+                 priority=1, score="element_at(array(0, 1, 2), 1 + CAST(ev_owner AS INT))")
+
+
+def test_needs_must_name_a_source_or_an_earlier_column(tmp_path):
+    def edit(data):
+        next(t for t in data["definitions"] if t["code"] == "credit_rating")["needs"] = ["bronze.billing", "high_value_stable"]
+        return data
+
+    with pytest.raises(ConfigError, match=r"tag 'credit_rating': needs 'bronze.billing', 'high_value_stable': neither a source"):
+        load_settings("test", conf_dir=_conf_with(tmp_path, edit))
+
+
 def test_taxonomy_values_and_codes_are_checked(tmp_path):
     def edit(data):
         data["definitions"].append(dict(next(t for t in data["definitions"] if t["code"] == "usage_pattern")))
@@ -120,8 +159,10 @@ def test_taxonomy_values_and_codes_are_checked(tmp_path):
 def test_feature_parameters_are_validated_and_overridable():
     s = load_settings("test", ["tags.features.ev_surge_kw=3.0"])
     assert s.tags.features.ev_surge_kw == 3.0
-    with pytest.raises(ConfigError, match="tags.features.ev_surge_window.*shorter than one hour"):
-        load_settings("test", ["tags.features.ev_surge_window=23:00-23:30"])
+    with pytest.raises(ConfigError, match="tags.features.ev_start_window.*shorter than one hour"):
+        load_settings("test", ["tags.features.ev_start_window=23:00-23:30"])
+    with pytest.raises(ConfigError, match="tags.features.ev_night_window.*must span midnight"):
+        load_settings("test", ["tags.features.ev_night_window=08:00-20:00"])
 
 
 # ------------------------------------------------------------------ Spark analysis without a job
@@ -141,6 +182,7 @@ def test_spark_check_names_the_tag_and_runs_no_job(spark, tags_config):
     bad_type = tags_config.model_copy(deep=True)
     ev = next(t for t in bad_type.definitions if t.code == "ev_owner")
     ev.expr = "CASE WHEN night_surge_day_share >= 0.5 THEN 'yes' END"
+    ev.needs = []
     with pytest.raises(TG.TagDefinitionError, match="tag 'ev_owner': expression gives string, declared type boolean"):
         TG.check_with_spark(spark, bad_type)
     assert _job_ids(spark) == before
@@ -157,8 +199,8 @@ def _view_row(**overrides) -> dict:
         contracted_capacity_kva=8.0, products_held=[], vip=False, do_not_contact=False, account_tenure_years=10.0,
         segment_id=5, segment_label="evening_peak", days_observed=30, complete_days=30, mean_daily_kwh=9.0,
         kwh_pct_in_group=0.5, peak_share=0.6, flat_share=0.25, valley_share=0.15, load_factor=0.2,
-        weekend_ratio=1.1, daily_kwh_cv=0.2, peak_to_mean=3.0, peak_demand_kw=3.0, night_surge_kw=0.2,
-        night_surge_day_share=0.0, near_zero_days=0, current_near_zero_run_days=0, longest_near_zero_run_days=0,
+        weekend_ratio=1.1, daily_kwh_cv=0.2, peak_to_mean=3.0, peak_demand_kw=3.0, complete_nights=29,
+        night_surge_kw=0.2, night_surge_day_share=0.0, night_block_hours=None, night_block_start_sd_h=None, near_zero_days=0, current_near_zero_run_days=0, longest_near_zero_run_days=0,
         recent_daily_kwh=9.0, history_daily_kwh=9.0, recent_vs_history=1.0, bills_12m=12, late_payments_12m=0,
         unpaid_bills=0, has_arrears=False, arrears_cny=0.0, max_days_late=0, mean_bill_cny=150.0,
         mean_bill_kwh=270.0, bill_kwh_cv=0.1, same_month_last_year_kwh=280.0, projected_month_kwh=270.0,
@@ -180,13 +222,23 @@ CASES = [
     ("consumption_level", {"kwh_pct_in_group": 0.29}, "low"),
     ("consumption_level", {"kwh_pct_in_group": None, "mean_daily_kwh": None}, None),
     ("usage_pattern", {"segment_label": "ev_night"}, "ev_night"),
+    ("usage_pattern", {"segment_label": "peak_19h"}, "peak_19h"),  # open value set: generated labels pass
+    ("usage_pattern", {"segment_label": None, "segment_id": None}, None),
     ("price_sensitivity", {}, "low"),
     ("price_sensitivity", {"tariff_type": "tou"}, "medium"),
     ("price_sensitivity", {"tariff_type": "tou", "valley_share": 0.45}, "high"),
     ("price_sensitivity", {"topic_bill_tariff_12m": 2, "responded_campaigns": ["tou_switch"]}, "high"),
-    ("ev_owner", {"night_surge_day_share": 0.6}, True),
-    ("ev_owner", {"night_surge_day_share": 0.4}, False),
-    ("ev_owner", {"night_surge_day_share": 0.9, "complete_days": 5}, None),
+    # Unknown stays unknown (a null index used to pick the LAST value, 'high').
+    ("price_sensitivity", {"interactions_12m": None, "topic_bill_tariff_12m": None}, None),
+    ("price_sensitivity", {"tariff_type": None}, None),
+    ("price_sensitivity", {"campaign_responses_12m": None, "responded_campaigns": None}, None),
+    ("ev_owner", {"night_surge_day_share": 0.6, "night_block_hours": 3.0, "night_block_start_sd_h": 0.8}, True),
+    ("ev_owner", {"night_surge_day_share": 0.95, "night_block_hours": 3.0, "night_block_start_sd_h": 0.9}, True),
+    ("ev_owner", {"night_surge_day_share": 0.6, "night_block_hours": 3.0, "night_block_start_sd_h": 0.1}, False),
+    ("ev_owner", {"night_surge_day_share": 0.2, "night_block_hours": 3.0, "night_block_start_sd_h": 0.9}, False),
+    ("ev_owner", {"night_surge_day_share": 1.0, "night_block_hours": 3.5, "night_block_start_sd_h": 0.0}, False),
+    ("ev_owner", {"night_surge_day_share": 0.6, "night_block_hours": 6.0, "night_block_start_sd_h": 0.9}, False),
+    ("ev_owner", {"night_surge_day_share": 0.9, "night_block_hours": 3.0, "complete_nights": 5}, None),
     ("vacancy", {"current_near_zero_run_days": 7}, True),
     ("vacancy", {"current_near_zero_run_days": 6, "longest_near_zero_run_days": 20}, False),
     ("bill_shock_risk", {"projected_month_kwh": 450.0, "bill_shock_ratio": 450.0 / 280.0}, True),
@@ -201,6 +253,7 @@ CASES = [
     ("credit_rating", {"late_payments_12m": 4}, "poor"),
     ("credit_rating", {"has_arrears": True, "unpaid_bills": 1}, "poor"),
     ("credit_rating", {"bills_12m": 0}, None),
+    ("credit_rating", {"bills_12m": None, "late_payments_12m": None, "has_arrears": None}, None),
     ("interaction_channel_pref", {"interactions_app": 1, "interactions_hotline": 4}, "hotline"),
     ("interaction_channel_pref", {"interactions_app": 1, "interactions_hotline": 1, "interactions_service_hall": 2},
      "service_hall"),
@@ -214,9 +267,12 @@ CASES = [
     ("high_value_stable", {"kwh_pct_in_group": 0.85, "late_payments_12m": 1}, False),
     ("high_value_stable", {"kwh_pct_in_group": 0.85, "account_tenure_years": 1.0}, False),
     ("high_value_stable", {"kwh_pct_in_group": 0.5}, False),
+    ("high_value_stable", {"kwh_pct_in_group": 0.85, "bills_12m": None, "late_payments_12m": None}, None),
+    ("high_value_stable", {"kwh_pct_in_group": 0.5, "bills_12m": None, "late_payments_12m": None}, False),
     ("green_eco", {}, False),
     ("green_eco", {"products_held": ["green_power"]}, True),
     ("green_eco", {"topic_solar_12m": 1}, True),
+    ("green_eco", {"interactions_12m": None, "topic_solar_12m": None}, None),
     ("smart_tech", {"products_held": ["smart_home"]}, True),
     ("smart_tech", {"peak_to_mean": 4.5}, True),
     ("smart_tech", {"peak_to_mean": 4.5, "interactions_app": 0, "interactions_hotline": 3}, False),
@@ -224,10 +280,15 @@ CASES = [
     ("churn_risk", {"complaints_12m": 2}, "medium"),
     ("churn_risk", {"complaints_12m": 2, "recent_vs_history": 0.5}, "high"),
     ("churn_risk", {"recent_vs_history": 0.1, "current_near_zero_run_days": 10}, "low"),
+    ("churn_risk", {"bills_12m": None, "late_payments_12m": None, "has_arrears": None}, None),
+    ("churn_risk", {"interactions_12m": None, "complaints_12m": None}, None),
     ("electrification_potential", {"housing_type": "house", "kwh_pct_in_group": 0.8}, "high"),
     ("electrification_potential", {"kwh_pct_in_group": 0.2, "contracted_capacity_kva": 5.0}, "low"),
     ("electrification_potential", {}, "medium"),
     ("electrification_potential", {"customer_type": "commercial", "housing_type": "shop"}, "low"),
+    # A null housing type used to pick the LAST value, 'high', for every customer of a minimal archive.
+    ("electrification_potential", {"housing_type": None}, None),
+    ("electrification_potential", {"products_held": None}, None),
     ("age_band", {"age_band": "65+"}, "65+"),
     ("household_size", {"household_size": 5}, 5),
     ("housing_type", {"housing_type": "villa"}, "villa"),
@@ -312,11 +373,10 @@ def test_docs_tags_md_matches_the_definitions():
 # ------------------------------------------------------------------ the feature view
 
 
-def test_hour_windows_stay_inside_the_configured_local_ranges():
+def test_night_window_slots_join_the_evening_before_and_the_morning():
     assert FV.window_ranges("23:00-05:00") == [(1380, 1440), (0, 300)]
-    starts = FV.hour_window_starts("23:00-05:00", 15)
-    assert starts == [*range(0, 17), 92]  # 00:00 .. 04:00, and 23:00 on the same day
-    assert FV.hour_window_starts("00:00-07:00", 60) == list(range(0, 7))
+    assert FV.night_slot_range("20:00-08:00", 60) == (20, 8)
+    assert FV.night_slot_range("20:00-08:00", 30) == (40, 16)
 
 
 def _daily_rows(meter: str, kwh_by_day: list[list[float]], completeness=None) -> list[tuple]:
@@ -333,7 +393,7 @@ def test_feature_view_load_billing_interaction_and_campaign_columns(spark, tags_
     params = tags_config.features
     base = [0.1] * 24  # hourly meter: 0.1 kW all day, 2.4 kWh/day
     ev_day = list(base)
-    ev_day[0] = ev_day[1] = 3.6  # 00:00-02:00 charging: a 3.5 kW surge over a 0.1 kW base
+    ev_day[0] = ev_day[1] = 3.6  # 00:00-02:00 charging: a 3.5 kW surge over a 0.1 kW base (nights 2 and 3 of 3)
     vacant = [0.02] * 24
     daily = (_daily_rows("M_EV", [ev_day, base, ev_day, ev_day])
              + _daily_rows("M_VAC", [base, vacant, vacant, vacant], completeness=[1.0, 1.0, 0.5, 1.0])
@@ -389,11 +449,15 @@ def test_feature_view_load_billing_interaction_and_campaign_columns(spark, tags_
     ev, vac, flat = rows["C_EV"], rows["C_VAC"], rows["C_FLAT"]
     assert ev["products_held"] == ["tou", "ev_charger"] and flat["products_held"] == [] and vac["products_held"] == []
     assert (ev["vip"], vac["vip"], vac["do_not_contact"]) == (True, False, True)
+    assert ev["do_not_contact"] is None  # unknown consent stays unknown (campaigns exclude it)
     assert ev["account_tenure_years"] == pytest.approx(16.0, abs=0.01) and flat["account_tenure_years"] is None
     assert (ev["segment_label"], vac["segment_label"]) == ("ev_night", None)
     # load
-    assert ev["night_surge_kw"] == pytest.approx(3.5) and ev["night_surge_day_share"] == pytest.approx(0.75)
-    assert flat["night_surge_day_share"] == 0.0
+    # Nights: 20:00 of the day before to 08:00; the first day has no evening before it.
+    assert (ev["complete_nights"], vac["complete_nights"]) == (3, 1)
+    assert ev["night_surge_kw"] == pytest.approx(3.5) and ev["night_surge_day_share"] == pytest.approx(2 / 3)
+    assert ev["night_block_hours"] == pytest.approx(2.0) and ev["night_block_start_sd_h"] == pytest.approx(0.0)
+    assert flat["night_surge_day_share"] == 0.0 and flat["night_block_hours"] is None
     assert ev["peak_demand_kw"] == pytest.approx(3.6)
     assert (vac["complete_days"], vac["days_observed"]) == (3, 4)
     assert (vac["near_zero_days"], vac["current_near_zero_run_days"], vac["longest_near_zero_run_days"]) == (2, 2, 2)
@@ -405,7 +469,8 @@ def test_feature_view_load_billing_interaction_and_campaign_columns(spark, tags_
     assert (ev["payments_online"], ev["payments_offline"], ev["payments_auto_debit"]) == (2, 1, 0)
     assert ev["same_month_last_year_kwh"] == 250.0
     assert (flat["has_arrears"], flat["unpaid_bills"], flat["payments_auto_debit"]) == (True, 1, 0)
-    assert (vac["bills_12m"], vac["has_arrears"], vac["arrears_cny"]) == (0, False, 0.0)
+    # No bill record at all: billing unknown, not "no arrears".
+    assert (vac["bills_12m"], vac["has_arrears"], vac["arrears_cny"], vac["payments_online"]) == (None,) * 4
     # interactions (365 days) and campaigns
     assert (ev["interactions_12m"], ev["interactions_app"], ev["complaints_12m"], ev["topic_ev_12m"],
             ev["topic_bill_tariff_12m"], ev["topic_solar_12m"]) == (2, 2, 1, 1, 1, 0)
@@ -417,6 +482,108 @@ def test_feature_view_load_billing_interaction_and_campaign_columns(spark, tags_
     tagged = {r["customer_id"]: r for r in TG.compile_tags(view, load_settings("test").tags).collect()}
     assert tagged["C_EV"]["credit_rating"] == "poor" and tagged["C_EV"]["payment_channel_pref"] == "online"
     assert tagged["C_EV"]["price_sensitivity"] == "high"  # TOU tariff + took up the TOU offer
+
+
+def _hourly_days(days: int, base_kw: float, blocks: dict[int, tuple[int, int, float]]) -> list[list[float]]:
+    """``days`` hourly days at ``base_kw``; ``blocks``: night k -> (start hour on the evening clock, hours, kW),
+    the night running from the evening of day k-1 (hour 20..23) into day k (hour 24.. = 00.. of day k)."""
+    flat = [base_kw] * (24 * days)
+    for k, (start, hours, kw) in blocks.items():
+        for h in range(start, start + hours):
+            i = (k - 1) * 24 + h
+            if 0 <= i < len(flat):
+                flat[i] += kw
+    return [flat[d * 24:(d + 1) * 24] for d in range(days)]
+
+
+def _archive_frame(spark, meters: list[str]):
+    return spark.createDataFrame(
+        [(f"C_{m}", m, None, None, None, "SA01", "residential", None, None, None, None, None, None, False, None, None)
+         for m in meters],
+        "customer_id string, meter_id string, customer_name string, phone string, address string, region string, "
+        "customer_type string, tariff_type string, age_band string, household_size int, housing_type string, "
+        "contracted_capacity_kva double, products_held string, do_not_contact boolean, vip boolean, "
+        "account_open_date date")
+
+
+DAILY_SCHEMA = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, completeness double, "
+                "peak_share double, flat_share double, valley_share double, load_factor double, max_kwh double, "
+                "is_weekend boolean")
+
+
+def _view(spark, params, daily_rows, meters, absent=frozenset(FV.OPTIONAL_SOURCES)):
+    empty = spark.createDataFrame([], "customer_id string")
+    segments = spark.createDataFrame([], "meter_id string, segment_id int, segment_label string")
+    return FV.customer_feature_view(_archive_frame(spark, meters), segments,
+                                    spark.createDataFrame(daily_rows, DAILY_SCHEMA), empty, empty, empty, empty,
+                                    as_of=AS_OF, interval_minutes=60, time_zone="Europe/London", params=params,
+                                    absent=absent)
+
+
+def test_ev_owner_follows_an_intermittent_charging_block_not_a_nightly_heating_block(spark, tags_config):
+    days = 21
+    # EV: a 3 h 7 kW block on about 60% of nights, starting when the car is plugged in (22:00 .. 01:00).
+    starts = [22, 23, 24, 25, 22, 23, 24]
+    ev_nights = {k: (starts[k % 7], 3, 7.0) for k in range(1, days) if k % 5 not in (1, 3)}
+    # Electric / storage heating: a 4-5 h block from 23:00 across midnight, every night, on a timer.
+    heat_nights = {k: (23, 4 + k % 2, 4.0) for k in range(1, days)}
+    # The same heating block, but only on cold nights (season-driven, 60%): still on a fixed timer.
+    cold_nights = {k: (23, 4, 4.0) for k in range(1, days) if k % 5 not in (1, 3)}
+    # A long nightly block near the threshold (storage water heater), dipping below it every third hour:
+    # one 8 h block with its dips bridged, not three short ones at varying times.
+    noisy = _hourly_days(days, 0.3, {k: (23, 8, 2.8) for k in range(1, days)})
+    for d, day in enumerate(noisy):
+        for h in range(24):
+            if day[h] > 1.0 and (d * 24 + h + d) % 3 == 0:
+                day[h] -= 1.0
+    rows = (_daily_rows("M_NOISY", noisy) + _daily_rows("M_EV", _hourly_days(days, 0.3, ev_nights))
+            + _daily_rows("M_HEAT", _hourly_days(days, 0.3, heat_nights))
+            + _daily_rows("M_COLD", _hourly_days(days, 0.3, cold_nights))
+            + _daily_rows("M_NONE", _hourly_days(days, 0.3, {})))
+    view = _view(spark, tags_config.features, rows, ["M_EV", "M_HEAT", "M_COLD", "M_NONE", "M_NOISY"])
+    f = {r["meter_id"]: r for r in view.collect()}
+    assert f["M_EV"]["complete_nights"] == days - 1
+    assert f["M_EV"]["night_surge_day_share"] == pytest.approx(len(ev_nights) / (days - 1))
+    assert f["M_EV"]["night_block_hours"] == pytest.approx(3.0) and f["M_EV"]["night_block_start_sd_h"] > 0.5
+    assert f["M_HEAT"]["night_surge_day_share"] == pytest.approx(1.0)
+    assert f["M_HEAT"]["night_block_hours"] >= 4.0 and f["M_HEAT"]["night_block_start_sd_h"] == pytest.approx(0.0)
+    assert f["M_NOISY"]["night_block_hours"] == pytest.approx(8.0)
+    tagged = {r["meter_id"]: r["ev_owner"] for r in TG.compile_tags(view, tags_config).collect()}
+    # Heating on a timer is no EV, every night or only on cold ones: its block starts at the same time.
+    assert (tagged["M_EV"], tagged["M_HEAT"], tagged["M_COLD"], tagged["M_NONE"], tagged["M_NOISY"]) == \
+        (True, False, False, False, False)
+
+
+def test_absent_sources_give_unknown_features_and_tags_not_defaults(spark, tags_config):
+    rows = _daily_rows("M1", _hourly_days(10, 0.4, {}))
+    view = _view(spark, tags_config.features, rows, ["M1"],
+                 absent={*FV.OPTIONAL_SOURCES, "bronze.customer_archive.products_held", "bronze.customer_archive.vip"})
+    r = view.collect()[0].asDict()
+    for c in ("bills_12m", "has_arrears", "arrears_cny", "late_payments_12m", "payments_online", "interactions_12m",
+              "complaints_12m", "topic_bill_tariff_12m", "campaign_contacts_12m", "campaign_responses_12m",
+              "responded_campaigns", "products_held", "vip"):
+        assert r[c] is None, c
+    assert r["do_not_contact"] is False and r["complete_days"] == 10
+    tags = TG.compile_tags(view, tags_config).collect()[0].asDict()
+    for code in ("price_sensitivity", "credit_rating", "payment_channel_pref", "interaction_channel_pref",
+                 "campaign_participation", "churn_risk", "electrification_potential", "bill_shock_risk", "green_eco"):
+        assert tags[code] is None, code
+    assert tags["vacancy"] is False and tags["consumption_level"] is not None  # the load is known
+    # Three-valued: not in the top 20% of its group is known to rule out high-value-stable, credit unknown or not.
+    assert tags["consumption_level"] == "low" and tags["high_value_stable"] is False
+    with pytest.raises(ValueError, match="unknown absent source"):
+        _view(spark, tags_config.features, rows, ["M1"], absent={"bronze.billing"})
+
+
+def test_the_stage_finds_empty_tables_and_archive_columns_without_any_value(spark):
+    from gridpersona.stages_tags import absent_sources
+
+    one = spark.createDataFrame([("C1",)], "customer_id string")
+    none = spark.createDataFrame([], "customer_id string")
+    archive = spark.createDataFrame([("C1", None, True), ("C2", None, None)],
+                                    "customer_id string, products_held string, vip boolean")
+    got = absent_sources({"bronze.billing_payment": none, "bronze.service_interaction": one}, archive)
+    assert got == {"bronze.billing_payment", "bronze.customer_archive.products_held"}
 
 
 # ------------------------------------------------------------------ group portraits

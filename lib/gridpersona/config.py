@@ -339,20 +339,31 @@ class TagFeatures(_Section):
     billing_months: int = Field(12, ge=1, le=60)
     interaction_days: int = Field(365, ge=1)
     campaign_days: int = Field(365, ge=1)
-    # Night surge: highest 1-hour mean power inside ev_surge_window minus the lowest inside ev_base_window
-    # (local wall-clock ranges; one that wraps midnight is cut into its two parts of the local day).
-    ev_surge_window: str = "23:00-05:00"
-    ev_base_window: str = "00:00-07:00"
-    # A surge day: surge >= ev_surge_kw and >= ev_surge_ratio x the day's base power.
+    # Night charging blocks. A night is ev_night_window, from the evening of the day before to the morning of
+    # the day (local wall clock; it must span midnight). Its base is its lowest 1-hour mean power; its block is
+    # the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base) above the base (dips of up
+    # to ev_block_gap_minutes bridged). A surge night has a block of at least ev_min_block_hours starting inside ev_start_window.
+    ev_night_window: str = "20:00-08:00"
+    ev_start_window: str = "22:00-04:00"
     ev_surge_kw: float = Field(2.2, gt=0)
     ev_surge_ratio: float = Field(1.0, ge=0)
+    ev_min_block_hours: float = Field(1.0, gt=0, le=12)
+    # Dips below the block threshold of up to this long inside a block do not end it (noise near the threshold).
+    ev_block_gap_minutes: int = Field(60, ge=0, le=240)
 
-    @field_validator("ev_surge_window", "ev_base_window")
+    @field_validator("ev_night_window")
+    @classmethod
+    def _night(cls, v: str) -> str:
+        start, end = parse_hhmm_range(v)
+        if not start > end:
+            raise ValueError(f"window {v!r} must span midnight (evening start after morning end, e.g. 20:00-08:00)")
+        return v
+
+    @field_validator("ev_start_window")
     @classmethod
     def _window(cls, v: str) -> str:
         start, end = parse_hhmm_range(v)
-        length = (end - start) % 1440
-        if length < 60:
+        if (end - start) % 1440 < 60:
             raise ValueError(f"window {v!r} is shorter than one hour")
         return v
 
@@ -368,6 +379,12 @@ class TagDefinition(_Section):
     type: Literal["string", "boolean", "int", "double"] = "string"
     # Values a string tag may take (null always means "not determinable"); empty: free text.
     values: list[str] = Field(default_factory=list)
+    # true: `values` lists the known values only (for docs and colours); others are accepted too
+    # (e.g. usage_pattern: generated segment labels).
+    open_values: bool = False
+    # Sources (SOURCE_MARKERS of gridpersona.tagspec) and feature view columns the tag cannot do without:
+    # when a source has no data for the customer or a column is null, the tag is null (unknown), whatever expr says.
+    needs: list[str] = Field(default_factory=list)
     expr: str
     definition: str
 
@@ -377,6 +394,8 @@ class TagDefinition(_Section):
             raise ValueError(f"tag '{self.code}': values are for string tags; this one is {self.type}")
         if len(set(self.values)) != len(self.values):
             raise ValueError(f"tag '{self.code}': values repeat")
+        if self.open_values and not self.values:
+            raise ValueError(f"tag '{self.code}': open_values needs the known values listed in values")
         return self
 
 
@@ -396,7 +415,7 @@ class TagsConfig(_Section):
     @classmethod
     def _expressions(cls, v: list[TagDefinition]) -> list[TagDefinition]:
         from gridpersona.sqlcheck import ExpressionError, check_expression
-        from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, feature_columns
+        from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, SOURCE_MARKERS, feature_columns
 
         view = feature_columns()
         known: set[str] = set(view)
@@ -415,6 +434,10 @@ class TagsConfig(_Section):
                 check_expression(tag.expr, known)
             except ExpressionError as exc:
                 problems.append(f"tag '{tag.code}': expression {exc}")
+            bad_needs = [n for n in tag.needs if n not in SOURCE_MARKERS and n not in known]
+            if bad_needs:
+                problems.append(f"tag '{tag.code}': needs {', '.join(map(repr, bad_needs))}: neither a source "
+                                f"({', '.join(SOURCE_MARKERS)}) nor a feature view column or earlier tag")
             seen.add(tag.code)
             # Later tags may use this one (Spark resolves it as a lateral column alias of the same select).
             known.add(tag.code)

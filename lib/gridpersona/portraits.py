@@ -27,7 +27,12 @@ SEGMENT_PROFILE = "gold.segment_profile"
 CUSTOMER_TAGS = "gold.customer_tags"
 CAMPAIGN_TARGETS = "gold.campaign_targets"
 CAMPAIGN_EVALUATION = "gold.campaign_evaluation"
+TAG_CATALOG = "gold.tag_catalog"
 JOB_RUNS = "ops.job_runs"
+
+# A tag's null ("not determinable") is shown as this value, always last and in its own neutral grey.
+UNKNOWN = "unknown"
+UNKNOWN_COLOR = "#b8b8b8"
 
 NOT_COMPUTED = "not computed for this as-of"
 
@@ -86,8 +91,12 @@ def load_segment_portraits(lake, as_of: dt.date) -> list[dict] | None:
     return rows
 
 
-def load_tag_distributions(lake, as_of: dt.date, tags: Sequence[str] = CATEGORICAL_TAGS) -> dict[str, dict[str, int]] | None:
-    """{tag: {value: customers}} over gold.customer_tags at ``as_of`` (null values as 'n/a'); None if absent."""
+def load_tag_distributions(lake, as_of: dt.date, tags: Sequence[str] = CATEGORICAL_TAGS + BOOLEAN_TAGS
+                           ) -> dict[str, dict[str, int]] | None:
+    """{tag: {value: customers}} over gold.customer_tags at ``as_of``; None if absent.
+
+    Values as text (booleans ``true``/``false``); null (not determinable) as :data:`UNKNOWN`, listed last.
+    """
     df = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
     if df is None:
         return None
@@ -95,7 +104,7 @@ def load_tag_distributions(lake, as_of: dt.date, tags: Sequence[str] = CATEGORIC
     if not present:
         return {}
     # One pass: stack (tag, value) pairs and count them.
-    pairs = F.explode(F.array(*[F.struct(F.lit(t).alias("tag"), F.coalesce(F.col(t).cast("string"), F.lit("n/a")).alias("value"))
+    pairs = F.explode(F.array(*[F.struct(F.lit(t).alias("tag"), F.coalesce(F.col(t).cast("string"), F.lit(UNKNOWN)).alias("value"))
                                 for t in present])).alias("p")
     counts = df.select(pairs).groupBy("p.tag", "p.value").count().collect()
     out: dict[str, dict[str, int]] = {t: {} for t in present}
@@ -105,7 +114,25 @@ def load_tag_distributions(lake, as_of: dt.date, tags: Sequence[str] = CATEGORIC
 
 
 def _value_rank(value: str) -> tuple[int, str]:
-    return (_VALUE_ORDER.index(value), value) if value in _VALUE_ORDER else (len(_VALUE_ORDER) + (value == "n/a"), value)
+    return (_VALUE_ORDER.index(value), value) if value in _VALUE_ORDER else (len(_VALUE_ORDER) + (value == UNKNOWN), value)
+
+
+def load_tag_coverage(lake, as_of: dt.date) -> dict[str, float | None] | None:
+    """{tag: share of customers with a known value} at ``as_of``, in catalog order; None if nothing is tagged.
+
+    From gold.tag_catalog's ``coverage`` (written by the tags stage); computed from gold.customer_tags when the
+    catalog predates that column.
+    """
+    catalog = _as_of_rows(lake, TAG_CATALOG, as_of)
+    if catalog is not None and "coverage" in catalog.columns:
+        return {r["code"]: r["coverage"] for r in catalog.select("position", "code", "coverage").orderBy("position").collect()}
+    tags = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
+    if tags is None:
+        return None
+    present = [t for t in CATEGORICAL_TAGS + BOOLEAN_TAGS if t in tags.columns]
+    n = F.count(F.lit(1))
+    row = tags.agg(*[(F.count(F.col(t)) / n).alias(t) for t in present]).first()
+    return {t: row[t] for t in present}
 
 
 def load_boolean_tags_by_segment(lake, as_of: dt.date, tags: Sequence[str] = BOOLEAN_TAGS) -> list[dict] | None:
@@ -297,26 +324,32 @@ def plot_segment_radar(portraits: list[dict], axes: Sequence[tuple[str, str]] = 
     return fig
 
 
-def plot_tag_distributions(dist: dict[str, dict[str, int]]):
-    """One 100 % stacked bar per tag: the share of customers holding each value."""
+def plot_tag_distributions(dist: dict[str, dict[str, int]], coverage: dict[str, float | None] | None = None):
+    """One 100 % stacked bar per tag: the share of customers holding each value; ``unknown`` in neutral grey.
+
+    ``coverage`` (tag -> share known) is written beside each tag's name when given.
+    """
     plt = _plt()
     tags = list(dist)
     fig, ax = plt.subplots(figsize=(8.5, 0.55 * max(len(tags), 1) + 1.4))
     cmap = plt.get_cmap("tab20")
-    colors: dict[str, Any] = {}
+    # tab20's greys (indexes 14, 15) are left out so that grey means unknown only.
+    palette = [cmap(i) for i in range(20) if i not in (14, 15)]
+    colors: dict[str, Any] = {UNKNOWN: UNKNOWN_COLOR}
     for i, tag in enumerate(tags):
         counts = dist[tag]
         total = sum(counts.values()) or 1
         left = 0.0
         for value, n in counts.items():
-            color = colors.setdefault(value, cmap(len(colors) % 20))
+            color = colors.setdefault(value, palette[(len(colors) - 1) % len(palette)])
             width = n / total
             ax.barh(i, width, left=left, color=color, edgecolor="white", label=value)
             if width >= 0.07:
                 ax.text(left + width / 2, i, f"{value}\n{width:.0%}", ha="center", va="center", fontsize=6)
             left += width
     ax.set_yticks(range(len(tags)))
-    ax.set_yticklabels(tags, fontsize=8)
+    cov = coverage or {}
+    ax.set_yticklabels([f"{t} ({cov[t]:.0%} known)" if cov.get(t) is not None else t for t in tags], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:.0%}"))

@@ -144,7 +144,11 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
     b.add("<h2>Tags</h2>")
     dist = P.load_tag_distributions(lake, as_of)
     if dist:
-        b.figure("Tag distributions", P.plot_tag_distributions(dist), "Share of customers per tag value")
+        coverage = P.load_tag_coverage(lake, as_of) or {}
+        if coverage:
+            b.add(_table(["tag", "coverage (known)"], [[t, _pct(c)] for t, c in coverage.items()], numeric={1}))
+        b.figure("Tag distributions", P.plot_tag_distributions(dist, coverage),
+                 f"Share of customers per tag value; {P.UNKNOWN} (grey): not determinable from the data at hand")
         by_seg = P.load_boolean_tags_by_segment(lake, as_of) or []
         flags = [t for t in P.BOOLEAN_TAGS if by_seg and t in by_seg[0]]
         if by_seg and flags:

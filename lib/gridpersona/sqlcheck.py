@@ -76,7 +76,39 @@ def parse_row_expression(text: str) -> exp.Expression:
         if node is not None:
             raise ExpressionError(f"uses {what} ({_first_line(node.sql(dialect='spark'))}); "
                                   f"write a row-level expression over the view's columns")
+    _refuse_computed_index(tree)
     return tree
+
+
+def _is_literal(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Paren):
+        return _is_literal(node.this)
+    if isinstance(node, exp.Neg):
+        return _is_literal(node.this)
+    return isinstance(node, exp.Literal)
+
+
+def _refuse_computed_index(tree: exp.Expression) -> None:
+    """Refuse element_at / try_element_at / get / ``x[i]`` whose index is not a literal.
+
+    In Spark 4.2 ``element_at(array, idx)`` with a NULL ``idx`` coming from a
+    column returns the array's LAST element instead of NULL (and fails in the
+    optimizer over literal rows), so an unknown input silently becomes the
+    highest category. A literal index cannot be NULL; a computed one must be
+    written as CASE WHEN, which keeps NULL as NULL.
+    """
+    for node in tree.walk():
+        if isinstance(node, exp.Bracket):
+            index = node.expressions
+        elif isinstance(node, exp.Anonymous) and str(node.this).lower() in ("get", "element_at", "try_element_at"):
+            index = node.expressions[1:]
+        else:
+            continue
+        if not all(_is_literal(i) for i in index):
+            raise ExpressionError(
+                f"uses element_at / a subscript with a computed index ({_first_line(node.sql(dialect='spark'))}): "
+                f"a NULL index returns the LAST element in Spark, so unknown inputs read as a value; "
+                f"write CASE WHEN <conditions> THEN 'value' ... END (NULL stays NULL)")
 
 
 def referenced_columns(tree: exp.Expression | str) -> list[str]:

@@ -30,6 +30,19 @@ CUSTOMER_SEGMENTS = "gold.customer_segments"
 DAILY_LOAD_SHAPE = "silver.daily_load_shape"
 
 
+def absent_sources(sources: dict[str, DataFrame], archive: DataFrame) -> set[str]:
+    """The sources with no data for this run, for ``customer_feature_view(absent=...)``.
+
+    A table of ``sources`` with no rows (missing tables are read as empty frames) is absent; an archive
+    column of ``FV.ARCHIVE_DEFAULTED`` without a single value is absent too (a minimal archive), as
+    ``bronze.customer_archive.<column>``. One small job per table, one over the archive.
+    """
+    absent = {name for name, df in sources.items() if df.isEmpty()}
+    counts = archive.agg(*[F.count(F.col(c)).alias(c) for c in FV.ARCHIVE_DEFAULTED]).first()
+    absent |= {f"bronze.customer_archive.{c}" for c in FV.ARCHIVE_DEFAULTED if counts[c] == 0}
+    return absent
+
+
 def build_feature_view(ctx: StageContext) -> DataFrame:
     """view.customer_features for the run's as-of and window (read through ctx.lake; nothing written)."""
     s, lake = ctx.settings, ctx.lake
@@ -42,11 +55,16 @@ def build_feature_view(ctx: StageContext) -> DataFrame:
     daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
              .select("meter_id", "date", "slot_kwh", "daily_kwh", "completeness", "peak_share", "flat_share",
                      "valley_share", "load_factor", "max_kwh", "is_weekend"))
+    archive = read_bronze(lake, "bronze.customer_archive")
+    sources = {t: read_bronze_or_empty(lake, t) for t in FV.OPTIONAL_SOURCES}
+    absent = absent_sources(sources, archive)
+    if absent:
+        log.warning("[tags] no data in %s: their features and the tags that need them are unknown (null)",
+                    ", ".join(sorted(absent)))
     return FV.customer_feature_view(
-        read_bronze(lake, "bronze.customer_archive"), segments, daily,
-        read_bronze_or_empty(lake, "bronze.billing_payment"), read_bronze_or_empty(lake, "bronze.service_interaction"),
-        read_bronze_or_empty(lake, "bronze.contact_history"), read_bronze_or_empty(lake, "bronze.campaign_response"),
-        as_of=ctx.as_of, interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, params=s.tags.features)
+        archive, segments, daily, *[sources[t] for t in FV.OPTIONAL_SOURCES],
+        as_of=ctx.as_of, interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, params=s.tags.features,
+        absent=absent)
 
 
 def tag_value_counts(customer_tags: DataFrame, codes_types: list[tuple[str, str]]) -> dict[str, dict]:
@@ -82,14 +100,21 @@ def run_tags(ctx: StageContext) -> StageResult:
     lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
     written = int(lake.last_write["rows"])
 
-    catalog = ctx.spark.createDataFrame(TG.catalog_rows(tags, ctx.as_of), TAG_CATALOG.schema)
+    written_tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    codes = [t.code for t in tags.definitions]
+    coverage = TG.tag_coverage(written_tags, codes).first().asDict()
+    catalog = ctx.spark.createDataFrame(TG.catalog_rows(tags, ctx.as_of, coverage), TAG_CATALOG.schema)
     lake.replace(catalog, TAG_CATALOG_TABLE, where={"as_of": ctx.as_of}, partition_by=["as_of"])
 
     result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS: written, TAG_CATALOG_TABLE: len(tags.definitions)})
     result.notes.append(f"{written:,} customers tagged with {len(tags.definitions)} tags, catalog version {version}")
-    categorical = [(t.code, t.type) for t in tags.definitions if t.type in ("string", "boolean")]
-    counts = tag_value_counts(lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(ctx.as_of)), categorical)
-    for code, _ in categorical:
-        values = sorted(counts[code].items(), key=lambda kv: (-kv[1], str(kv[0])))
-        result.notes.append(f"{code}: " + ", ".join(f"{'null' if v is None else v} {n:,}" for v, n in values))
+    categorical = {t.code: t.type for t in tags.definitions if t.type in ("string", "boolean")}
+    counts = tag_value_counts(written_tags, list(categorical.items()))
+    for code in codes:
+        cov = coverage.get(code)
+        line = f"{code}: coverage {'n/a' if cov is None else f'{cov:.0%}'}"
+        if code in categorical:
+            values = sorted(counts[code].items(), key=lambda kv: (-kv[1], str(kv[0])))
+            line += " | " + ", ".join(f"{'unknown' if v is None else v} {n:,}" for v, n in values)
+        result.notes.append(line)
     return result

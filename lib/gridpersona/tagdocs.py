@@ -11,7 +11,7 @@ import yaml
 
 from gridpersona.config import DEFAULT_CONF_DIR, TagsConfig
 from gridpersona.docs import render_spec
-from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, OUTPUT_SPECS
+from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, OUTPUT_SPECS, SOURCE_MARKERS
 
 INTRO = """# Customer tags (用户画像标签)
 
@@ -25,7 +25,8 @@ builds the view for the as-of date, compiles **all tags into one select** over i
 - `gold.customer_tags`: one row per customer of the archive per as-of, one column per tag (in file
   order), the context columns campaigns need, and `tag_catalog_version`;
 - `gold.tag_catalog`: the definitions used, with `catalog_version`, a hash of every definition
-  (taxonomy, feature parameters, tags): it changes when any of them changes.
+  (taxonomy, feature parameters, tags): it changes when any of them changes; and each tag's
+  `coverage` for the as-of, the share of customers with a known value (the stage log prints it too).
 
 The `profile` stage then writes the group portraits (seed 000 §2.2): `gold.segment_tag_profile` (each
 load segment's distribution over every categorical tag, against the whole population) and
@@ -40,7 +41,23 @@ tag; aggregates, window functions, subqueries and aliases are refused; an error 
 the tag. When the stage starts, Spark's analyzer compiles the select on an empty frame of the view's
 schema (a session, no job): unknown functions and a result type other than the declared `type` fail
 naming the tag. While the job runs, a string tag yielding a value outside its `values` fails the job
-(nothing is written). `null` always means "not determinable".
+(nothing is written), unless the tag declares `open_values: true` (`usage_pattern`: segment labels are
+generated, so its `values` lists the known ones only). An array picked by a computed index
+(`element_at(array(...), n)`, `get`, `arr[n]` with `n` not a literal) is refused at config load, in tag
+and campaign expressions alike: in Spark a NULL index returns the array's *last* element, so an unknown
+input would read as the top category; count signals with `CASE WHEN` instead.
+
+**Unknown stays unknown.** `null` always means "not determinable" (reports show it as `unknown`, in
+grey). A source with no data gives null features, never 0 / false: billing columns (`bills_12m`,
+`has_arrears`, ...) are null when `bronze.billing_payment` is missing or empty or holds no bill for the
+customer; interaction and campaign-history columns are null when their table is missing or empty (a
+present table without rows for the customer means zero events: counts 0); `do_not_contact` null stays
+null (campaigns never contact such a customer); `products_held` and `vip` are null when the archive
+carries no value for anyone (a minimal archive). Each tag lists in `needs` the sources (through the
+marker columns below) and the columns or earlier tags it cannot do without; where one is unknown for
+a customer the tag is null whatever its expression says. Expressions are written in three-valued
+logic (no `coalesce(..., false)` that turns an unknown signal into "no"): `green_eco` is true once one
+signal is known true and unknown while the others are unknown.
 
 **Changing tags.** Editing an expression changes values and the catalog version, nothing else. Adding,
 removing or retyping a tag changes `gold.customer_tags`'s columns: the stage refuses to write into a
@@ -68,11 +85,18 @@ def render(tags: TagsConfig | None = None) -> str:
         for c2, l2 in l1.level2.items():
             codes = [f"`{t.code}`" for t in tags.definitions if t.level1 == c1 and t.level2 == c2]
             out.append(f"| {l1.zh} {l1.en} (`{c1}`) | {l2.zh} {l2.en} (`{c2}`) | {', '.join(codes) or '-'} |")
-    out += ["", "## Tags", "", "| # | tag | 中文 | English | level 1 / level 2 | values | definition |",
-            "|---|---|---|---|---|---|---|"]
+    out += ["", "## Tags", "", "| # | tag | 中文 | English | level 1 / level 2 | values | needs | definition |",
+            "|---|---|---|---|---|---|---|---|"]
     for i, t in enumerate(tags.definitions, start=1):
         values = ", ".join(f"`{v}`" for v in t.values) if t.values else t.type
-        out.append(f"| {i} | `{t.code}` | {t.zh} | {t.en} | `{t.level1}` / `{t.level2}` | {values} | {_cell(t.definition)} |")
+        if t.open_values:
+            values += ", ... (open)"
+        needs = ", ".join(f"`{n}`" for n in t.needs) or "-"
+        out.append(f"| {i} | `{t.code}` | {t.zh} | {t.en} | `{t.level1}` / `{t.level2}` | {values} | {needs} | "
+                   f"{_cell(t.definition)} |")
+    out += ["", "Sources a tag may need, and the view column that is null exactly where the source has no data "
+            "for the customer:", "", "| source | marker column |", "|---|---|"]
+    out += [f"| `{src}` | `{col}` |" for src, col in SOURCE_MARKERS.items()]
     out += ["", "### Expressions", ""]
     for t in tags.definitions:
         out += [f"`{t.code}` ({t.type}):", "", "```sql", t.expr.rstrip(), "```", ""]

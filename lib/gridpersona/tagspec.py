@@ -26,7 +26,10 @@ FEATURE_VIEW = TableSpec(
     "over. Built in memory by `transform.features.customer_feature_view` (never stored). Windows end on the "
     "as-of date: load features over the run's window (`--window-days`), bills due in the last "
     "`tags.features.billing_months` months, interactions and campaigns of the last `interaction_days` / "
-    "`campaign_days` days. Days count only when at least `tags.features.min_completeness` complete.",
+    "`campaign_days` days. Days count only when at least `tags.features.min_completeness` complete. "
+    "Unknown stays unknown: billing columns are null when bronze.billing_payment is absent or holds no bill "
+    "for the customer; interaction and campaign columns are null when their table is absent or empty "
+    "(0 when present without rows for the customer: no events).",
     (
         # archive (no PII) and segment
         Column("as_of", DT, "The as-of date (last local day of the window).", nullable=False),
@@ -39,10 +42,11 @@ FEATURE_VIEW = TableSpec(
         Column("household_size", I, "Persons in the household (archive).", "persons"),
         Column("housing_type", S, "`apartment`, `house`, `villa`, `shop`, `office` (archive)."),
         Column("contracted_capacity_kva", D, "Contracted supply capacity.", "kVA"),
-        Column("products_held", ARR_S, "Product codes already held (archive `products_held` split on `;`); empty when none.",
-               nullable=False),
-        Column("vip", B, "Key account / VIP flag (archive; null read as false).", nullable=False),
-        Column("do_not_contact", B, "Opted out of marketing contact (archive; null read as false).", nullable=False),
+        Column("products_held", ARR_S, "Product codes already held (archive `products_held` split on `;`); empty when "
+               "none; null when the archive carries no `products_held` for anyone (column absent)."),
+        Column("vip", B, "Key account / VIP flag (archive; null read as false; null when the column is absent)."),
+        Column("do_not_contact", B, "Opted out of marketing contact (archive). Null: unknown, never read as false "
+               "(campaigns treat unknown consent as opted out)."),
         Column("account_tenure_years", D, "Years from `account_open_date` to the as-of date.", "years"),
         Column("segment_id", I, "Load segment of the meter (gold.customer_segments of the as-of); null if none."),
         Column("segment_label", S, "The segment's archetype code (`evening_peak`, `ev_night`, `vacant`, ...); null if none."),
@@ -61,10 +65,18 @@ FEATURE_VIEW = TableSpec(
         Column("daily_kwh_cv", D, "Coefficient of variation (std / mean) of daily kWh over complete days."),
         Column("peak_to_mean", D, "Mean over complete days of the day's max interval kWh / its mean interval kWh."),
         Column("peak_demand_kw", D, "Highest interval demand of the window (max interval kWh x 60 / interval minutes).", "kW"),
-        Column("night_surge_kw", D, "Median over complete days of the night surge: the highest 1-hour mean power inside "
-               "`ev_surge_window` minus the lowest 1-hour mean power inside `ev_base_window`.", "kW"),
-        Column("night_surge_day_share", D, "Share of complete days whose night surge is at least `ev_surge_kw` and at least "
-               "`ev_surge_ratio` x that day's base power (a charging-like block at night)."),
+        Column("complete_nights", I, "Nights (`ev_night_window`, evening of one day to the morning of the next) whose "
+               "two days are both present and complete.", "nights", nullable=False),
+        Column("night_surge_kw", D, "Median over complete nights of the highest 1-hour mean power minus the night's "
+               "lowest 1-hour mean power (its base).", "kW"),
+        Column("night_surge_day_share", D, "Share of complete nights that are surge nights: the night's block (longest "
+               "run of intervals at least max(`ev_surge_kw`, `ev_surge_ratio` x base) above its base, dips of up to "
+               "`ev_block_gap_minutes` bridged) lasts at least "
+               "`ev_min_block_hours` and starts inside `ev_start_window`; null without complete nights."),
+        Column("night_block_hours", D, "Median block length over the surge nights (null: none).", "hours"),
+        Column("night_block_start_sd_h", D, "Standard deviation of the block's start time over the surge nights: near "
+               "0 for a timer (storage heating), about 1 h or more for charging that starts when the car is plugged "
+               "in (null: no surge night).", "hours"),
         Column("near_zero_days", I, "Complete days with daily kWh below `near_zero_daily_kwh`.", "days", nullable=False),
         Column("current_near_zero_run_days", I, "Near-zero complete days in a row ending with the last complete day "
                "(incomplete days neither break nor extend a run).", "days", nullable=False),
@@ -74,12 +86,11 @@ FEATURE_VIEW = TableSpec(
         Column("history_daily_kwh", D, "Mean daily kWh over the complete days of the window before those.", "kWh/day"),
         Column("recent_vs_history", D, "`recent_daily_kwh` / `history_daily_kwh` (null when either is missing or 0)."),
         # billing and payment (bronze.billing_payment)
-        Column("bills_12m", I, "Bills due in the `billing_months` months up to the as-of date.", "bills", nullable=False),
-        Column("late_payments_12m", I, "Of those, bills paid in full after their due date.", "bills", nullable=False),
-        Column("unpaid_bills", I, "Bills past due (due before the as-of date) and not fully paid by it.", "bills",
-               nullable=False),
-        Column("has_arrears", B, "`unpaid_bills > 0`.", nullable=False),
-        Column("arrears_cny", D, "Amount still owed on past-due bills.", "CNY", nullable=False),
+        Column("bills_12m", I, "Bills due in the `billing_months` months up to the as-of date.", "bills"),
+        Column("late_payments_12m", I, "Of those, bills paid in full after their due date.", "bills"),
+        Column("unpaid_bills", I, "Bills past due (due before the as-of date) and not fully paid by it.", "bills"),
+        Column("has_arrears", B, "`unpaid_bills > 0`; null when billing is unknown."),
+        Column("arrears_cny", D, "Amount still owed on past-due bills (null: billing unknown).", "CNY"),
         Column("max_days_late", I, "Most days past due of any bill in the window (unpaid: up to the as-of date).", "days"),
         Column("mean_bill_cny", D, "Mean billed amount of the window's bills.", "CNY"),
         Column("mean_bill_kwh", D, "Mean billed energy of the window's bills.", "kWh/month"),
@@ -88,32 +99,41 @@ FEATURE_VIEW = TableSpec(
                "kWh"),
         Column("projected_month_kwh", D, "`recent_daily_kwh` x 30: this month's bill at the current rate.", "kWh"),
         Column("bill_shock_ratio", D, "`projected_month_kwh` / (`same_month_last_year_kwh`, else `mean_bill_kwh`)."),
-        Column("payments_online", I, "Payments in the window made online (`app`, `wechat`, `alipay`).", "payments",
-               nullable=False),
-        Column("payments_offline", I, "Payments made offline (`bank_counter`, `service_hall`).", "payments", nullable=False),
-        Column("payments_auto_debit", I, "Payments by automatic debit.", "payments", nullable=False),
+        Column("payments_online", I, "Payments in the window made online (`app`, `wechat`, `alipay`).", "payments"),
+        Column("payments_offline", I, "Payments made offline (`bank_counter`, `service_hall`).", "payments"),
+        Column("payments_auto_debit", I, "Payments by automatic debit.", "payments"),
         # service interactions (bronze.service_interaction)
-        Column("interactions_12m", I, "Service interactions in the last `interaction_days` days.", "contacts", nullable=False),
-        Column("interactions_app", I, "Of those, through the app or WeChat.", "contacts", nullable=False),
-        Column("interactions_hotline", I, "Through the hotline (95598).", "contacts", nullable=False),
-        Column("interactions_service_hall", I, "At a service hall.", "contacts", nullable=False),
-        Column("complaints_12m", I, "Interactions of type `complaint`.", "contacts", nullable=False),
-        Column("repairs_12m", I, "Interactions of type `repair`.", "contacts", nullable=False),
-        Column("topic_bill_tariff_12m", I, "Interactions about `bill` or `tariff`.", "contacts", nullable=False),
-        Column("topic_solar_12m", I, "Interactions about `solar`.", "contacts", nullable=False),
-        Column("topic_ev_12m", I, "Interactions about `ev`.", "contacts", nullable=False),
-        Column("topic_app_12m", I, "Interactions about the `app`.", "contacts", nullable=False),
+        Column("interactions_12m", I, "Service interactions in the last `interaction_days` days.", "contacts"),
+        Column("interactions_app", I, "Of those, through the app or WeChat.", "contacts"),
+        Column("interactions_hotline", I, "Through the hotline (95598).", "contacts"),
+        Column("interactions_service_hall", I, "At a service hall.", "contacts"),
+        Column("complaints_12m", I, "Interactions of type `complaint`.", "contacts"),
+        Column("repairs_12m", I, "Interactions of type `repair`.", "contacts"),
+        Column("topic_bill_tariff_12m", I, "Interactions about `bill` or `tariff`.", "contacts"),
+        Column("topic_solar_12m", I, "Interactions about `solar`.", "contacts"),
+        Column("topic_ev_12m", I, "Interactions about `ev`.", "contacts"),
+        Column("topic_app_12m", I, "Interactions about the `app`.", "contacts"),
         # campaign history (bronze.contact_history, bronze.campaign_response)
-        Column("campaign_contacts_12m", I, "Marketing contacts received in the last `campaign_days` days.", "contacts",
-               nullable=False),
-        Column("campaigns_contacted_12m", I, "Distinct campaigns those contacts belonged to.", "campaigns", nullable=False),
+        Column("campaign_contacts_12m", I, "Marketing contacts received in the last `campaign_days` days.", "contacts"),
+        Column("campaigns_contacted_12m", I, "Distinct campaigns those contacts belonged to.", "campaigns"),
         Column("campaign_responses_12m", I, "Campaign cycles (as-of in the last `campaign_days` days) the customer "
-               "responded to.", "responses", nullable=False),
-        Column("responded_campaigns", ARR_S, "Ids of those campaigns, sorted.", nullable=False),
+               "responded to.", "responses"),
+        Column("responded_campaigns", ARR_S, "Ids of those campaigns, sorted (null: responses unknown)."),
         Column("days_since_last_contact", I, "Days from the last marketing contact to the as-of date (null: none).", "days"),
     ),
     keys=("as_of", "customer_id"),
 )
+
+# The sources a tag may name in `needs` (conf/tags.yaml), each with the view column that is null exactly when
+# the source has no data for the customer. A tag needing a source is null for such customers.
+SOURCE_MARKERS: dict[str, str] = {
+    "bronze.billing_payment": "bills_12m",
+    "bronze.service_interaction": "interactions_12m",
+    "bronze.contact_history": "campaign_contacts_12m",
+    "bronze.campaign_response": "campaign_responses_12m",
+    "silver.daily_load_shape": "mean_daily_kwh",
+    "gold.customer_segments": "segment_id",
+}
 
 # gold.customer_tags: these context columns first (see the contract with the campaigns stage), then one
 # column per tag of conf/tags.yaml in file order, then tag_catalog_version.
@@ -141,6 +161,11 @@ TAG_CATALOG = TableSpec(
         Column("value_type", S, "`string`, `boolean`, `int` or `double`.", nullable=False),
         Column("allowed_values", ARR_S, "Values a string tag may take (empty: free); null always means not determinable.",
                nullable=False),
+        Column("open_values", B, "True: `allowed_values` lists the known values only; others are accepted (e.g. "
+               "generated segment labels).", nullable=False),
+        Column("needs", ARR_S, "Sources and feature view columns the tag needs (conf/tags.yaml `needs`); without "
+               "them the tag is null (unknown) for the customer.", nullable=False),
+        Column("coverage", D, "Share of the as-of's customers with a known (non-null) value of the tag."),
         Column("expression", S, "Spark SQL expression over view.customer_features (and earlier tags).", nullable=False),
         Column("definition", S, "One-line definition for people.", nullable=False),
         Column("definition_hash", S, "Hash of this tag's definition alone.", nullable=False),

@@ -4,8 +4,10 @@ Pure transformations: DataFrames in, one DataFrame out, no I/O. Columns, types
 and meanings are the contract in :data:`gridpersona.tagspec.FEATURE_VIEW`
 (rendered into docs/tags.md). The view is one row per customer of the archive;
 every source is aggregated per customer (or meter) first, then left-joined, so
-a customer without bills, contacts or load still has a row (counts 0, means
-null).
+a customer without bills, contacts or load still has a row. Unknown stays
+unknown: a source with no data (absent table, or no bill record for the
+customer) gives null features, not 0 / false; a present event table without
+rows for the customer gives counts 0 (see :func:`customer_feature_view`).
 """
 
 from __future__ import annotations
@@ -34,21 +36,52 @@ def window_ranges(text: str) -> list[tuple[int, int]]:
     return [(start, end)] if start < end else [r for r in ((start, 1440), (0, end)) if r[1] > r[0]]
 
 
-def hour_window_starts(text: str, interval_minutes: int) -> list[int]:
-    """Slot indexes where a 1-hour window lying wholly inside ``text``'s local-day ranges may start."""
-    width = 60 // interval_minutes if interval_minutes <= 60 else 1
-    starts = []
-    for lo, hi in window_ranges(text):
-        for i in range(1440 // interval_minutes):
-            if i * interval_minutes >= lo and (i + width) * interval_minutes <= hi:
-                starts.append(i)
-    return sorted(set(starts))
+def night_slot_range(night_window: str, interval_minutes: int) -> tuple[int, int]:
+    """'20:00-08:00' -> (evening start slot of the day before, morning end slot of the day): a night's slots are
+    the day before's ``[start, n)`` followed by the day's ``[0, end)``."""
+    start, end = parse_hhmm_range(night_window)
+    return start // interval_minutes, end // interval_minutes
 
 
-def _hour_power(slot_kwh: str, starts: list[int], width: int) -> Column:
-    """array<double>: mean power (kW) of the 1-hour windows starting at ``starts`` (kWh in one hour = kW)."""
-    return F.transform(F.array(*[F.lit(i + 1) for i in starts]),
-                       lambda s: F.aggregate(F.slice(slot_kwh, s, F.lit(width)), F.lit(0.0), lambda a, x: a + x))
+def _with_night_blocks(day: DataFrame, *, interval_minutes: int, width: int, params: TagFeatures) -> DataFrame:
+    """``day`` (with ``_night``: the night's interval kWh, null when incomplete) plus ``_nb``, a struct per night:
+    base_kw and best_kw (its lowest and highest 1-hour mean power), block_slots and block_start (interval index
+    from the night's start) of the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base)
+    above the base, dips of up to ev_block_gap_minutes inside a run bridged. Built in steps so each array is
+    computed once per night, not once per element."""
+    kw = 60.0 / interval_minutes
+    night = F.col("_night")
+    hours = F.transform(F.sequence(F.lit(1), F.size(night) - F.lit(width - 1)),
+                        lambda s: F.aggregate(F.slice(night, s, F.lit(width)), F.lit(0.0), lambda a, x: a + x)
+                        * F.lit(kw / width))
+    with_hours = day.withColumn("_hours", F.when(night.isNotNull(), hours))
+    base = F.array_min("_hours")
+    threshold = base + F.greatest(F.lit(float(params.ev_surge_kw)), F.lit(float(params.ev_surge_ratio)) * base)
+    # zip_with against the threshold repeated: evaluated once per night, not inside the per-interval lambda.
+    high = F.zip_with(night, F.array_repeat(threshold, F.size(night)), lambda x, t: x * F.lit(kw) >= t)
+    with_high = with_hours.withColumn("_high", high)
+    # Longest run of high intervals, bridging dips of at most ev_block_gap_minutes (a noisy block near the
+    # threshold is still one block): state = (index, current run's start, last high index, best length, best start).
+    gap = int(params.ev_block_gap_minutes // interval_minutes)
+    zero = F.lit(0)
+    runs = F.aggregate(
+        F.col("_high"),
+        F.struct(zero.alias("i"), zero.alias("start"), F.lit(-10**6).alias("last"), zero.alias("best"),
+                 zero.alias("best_start")),
+        lambda acc, h: (lambda start: (lambda length: F.struct(
+            (acc["i"] + 1).alias("i"),
+            F.when(h, start).otherwise(acc["start"]).alias("start"),
+            F.when(h, acc["i"]).otherwise(acc["last"]).alias("last"),
+            F.when(h & (length > acc["best"]), length).otherwise(acc["best"]).alias("best"),
+            F.when(h & (length > acc["best"]), start).otherwise(acc["best_start"]).alias("best_start")))(
+            acc["i"] - start + 1))(
+            F.when(acc["i"] - acc["last"] - 1 <= F.lit(gap), acc["start"]).otherwise(acc["i"])),
+    )
+    run = F.col("_runs")
+    return with_high.withColumn("_runs", runs).withColumn("_nb", F.when(night.isNotNull(), F.struct(
+        F.array_min("_hours").alias("base_kw"), F.array_max("_hours").alias("best_kw"),
+        run["best"].alias("block_slots"), run["best_start"].alias("block_start")))
+    ).drop("_night", "_hours", "_high", "_runs")
 
 
 def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: int, params: TagFeatures) -> DataFrame:
@@ -56,26 +89,46 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
 
     ``daily`` needs meter_id, date, slot_kwh, daily_kwh, completeness,
     peak_share, flat_share, valley_share, load_factor, max_kwh, is_weekend.
+
+    Night charging features look at nights, not calendar days: a night is the
+    ``ev_night_window`` from the evening of the day before to the morning of the
+    day (both days present and complete), so a block across midnight is one
+    block. On each night the longest run of intervals at least
+    max(``ev_surge_kw``, ``ev_surge_ratio`` x base) above the night's lowest
+    1-hour power (dips of up to ``ev_block_gap_minutes`` bridged) is its block; a surge night has a block of
+    at least
+    ``ev_min_block_hours`` starting inside ``ev_start_window``.
     """
     n = 1440 // interval_minutes
     width = max(1, 60 // interval_minutes)
-    surge_starts = hour_window_starts(params.ev_surge_window, interval_minutes)
-    base_starts = hour_window_starts(params.ev_base_window, interval_minutes)
+    slot_h = interval_minutes / 60.0
     complete = F.col("completeness") >= F.lit(float(params.min_completeness))
     recent_from = as_of - dt.timedelta(days=params.recent_days - 1)
+    evening_from, morning_to = night_slot_range(params.ev_night_window, interval_minutes)
+    start_lo, start_hi = parse_hhmm_range(params.ev_start_window)
 
-    day = daily.select(
+    by_date = Window.partitionBy("meter_id").orderBy("date")
+    prev_ok = (F.lag("date").over(by_date) == F.date_sub(F.col("date"), 1)) & F.lag(complete).over(by_date) & complete
+    night = F.when(prev_ok, F.concat(F.slice(F.lag("slot_kwh").over(by_date), evening_from + 1, n - evening_from),
+                                     F.slice("slot_kwh", 1, morning_to)))
+    day = _with_night_blocks(daily.select(
         "meter_id", "date", "daily_kwh", "peak_share", "flat_share", "valley_share", "load_factor", "max_kwh",
-        "is_weekend", complete.alias("complete"),
-        F.array_max(_hour_power("slot_kwh", surge_starts, width)).alias("_surge_max"),
-        F.array_min(_hour_power("slot_kwh", base_starts, width)).alias("_base_min"),
-    ).withColumn("day_surge_kw", F.col("_surge_max") - F.col("_base_min"))
-    surge_day = ((F.col("day_surge_kw") >= F.lit(params.ev_surge_kw))
-                 & (F.col("day_surge_kw") >= F.lit(params.ev_surge_ratio) * F.col("_base_min")))
+        "is_weekend", complete.alias("complete"), night.alias("_night"),
+    ), interval_minutes=interval_minutes, width=width, params=params)
+    # Block start as minutes of the local clock (0..1440), and as hours from the night's start.
+    start_min = (F.lit(evening_from * interval_minutes) + F.col("_nb.block_start") * F.lit(interval_minutes)) % 1440
+    in_start_window = ((start_min >= start_lo) & (start_min < start_hi) if start_lo < start_hi
+                       else (start_min >= start_lo) | (start_min < start_hi))
+    block_h = F.col("_nb.block_slots") * F.lit(slot_h)
+    surge_night = F.when(F.col("_nb").isNotNull(),
+                         (block_h >= F.lit(float(params.ev_min_block_hours))) & in_start_window)
     near_zero = F.col("daily_kwh") < F.lit(params.near_zero_daily_kwh)
 
     def over_complete(c: Column) -> Column:
         return F.when(F.col("complete"), c)
+
+    def over_surge(c: Column) -> Column:
+        return F.when(surge_night, c)
 
     wd = F.avg(over_complete(F.when(~F.col("is_weekend"), F.col("daily_kwh"))))
     we = F.avg(over_complete(F.when(F.col("is_weekend"), F.col("daily_kwh"))))
@@ -103,8 +156,11 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
         F.avg(over_complete(F.when(F.col("daily_kwh") > 0, F.col("max_kwh") / (F.col("daily_kwh") / F.lit(n)))))
         .alias("peak_to_mean"),
         (F.max(over_complete(F.col("max_kwh"))) * F.lit(60.0 / interval_minutes)).alias("peak_demand_kw"),
-        F.median(over_complete(F.col("day_surge_kw"))).alias("night_surge_kw"),
-        F.avg(over_complete(surge_day.cast("double"))).alias("night_surge_day_share"),
+        F.count(F.col("_nb")).cast("int").alias("complete_nights"),
+        F.median(F.col("_nb.best_kw") - F.col("_nb.base_kw")).alias("night_surge_kw"),
+        F.avg(surge_night.cast("double")).alias("night_surge_day_share"),
+        F.median(over_surge(block_h)).alias("night_block_hours"),
+        F.stddev_pop(over_surge(F.col("_nb.block_start") * F.lit(slot_h))).alias("night_block_start_sd_h"),
         F.count(over_complete(F.when(near_zero, F.lit(1)))).cast("int").alias("near_zero_days"),
         runs.alias("_runs"),
         recent.alias("recent_daily_kwh"),
@@ -180,67 +236,142 @@ def customer_interaction_features(interactions: DataFrame, *, as_of: dt.date, da
     )
 
 
-def customer_campaign_features(contacts: DataFrame, responses: DataFrame, *, as_of: dt.date, days: int,
-                               time_zone: str) -> DataFrame:
-    """bronze.contact_history + bronze.campaign_response -> one row per customer: marketing contacts and
-    responses of the last ``days`` days (a response dated after ``as_of`` is not known yet)."""
+def customer_contact_features(contacts: DataFrame, *, as_of: dt.date, days: int, time_zone: str) -> DataFrame:
+    """bronze.contact_history -> one row per customer contacted in the last ``days`` local days."""
     since = F.lit(as_of - dt.timedelta(days=days))
     d = local_date(F.col("ts"), time_zone)
-    contact_agg = (contacts.filter((d > since) & (d <= F.lit(as_of)))
-                   .groupBy("customer_id").agg(
-                       F.count(F.lit(1)).cast("int").alias("campaign_contacts_12m"),
-                       F.countDistinct("campaign_id").cast("int").alias("campaigns_contacted_12m"),
-                       F.datediff(F.lit(as_of), F.max(d)).cast("int").alias("days_since_last_contact")))
+    return (contacts.filter((d > since) & (d <= F.lit(as_of)))
+            .groupBy("customer_id").agg(
+                F.count(F.lit(1)).cast("int").alias("campaign_contacts_12m"),
+                F.countDistinct("campaign_id").cast("int").alias("campaigns_contacted_12m"),
+                F.datediff(F.lit(as_of), F.max(d)).cast("int").alias("days_since_last_contact")))
+
+
+def customer_response_features(responses: DataFrame, *, as_of: dt.date, days: int, time_zone: str) -> DataFrame:
+    """bronze.campaign_response -> one row per customer who responded to a cycle of the last ``days`` days
+    (a response dated after ``as_of`` is not known yet)."""
+    since = F.lit(as_of - dt.timedelta(days=days))
     known = F.col("response_ts").isNull() | (local_date(F.col("response_ts"), time_zone) <= F.lit(as_of))
-    response_agg = (responses.filter((F.col("cycle_as_of") > since) & (F.col("cycle_as_of") <= F.lit(as_of))
-                                     & F.col("responded") & known)
-                    .groupBy("customer_id").agg(
-                        F.count(F.lit(1)).cast("int").alias("campaign_responses_12m"),
-                        F.array_sort(F.collect_set("campaign_id")).alias("responded_campaigns")))
-    return contact_agg.join(response_agg, "customer_id", "full")
+    return (responses.filter((F.col("cycle_as_of") > since) & (F.col("cycle_as_of") <= F.lit(as_of))
+                             & F.col("responded") & known)
+            .groupBy("customer_id").agg(
+                F.count(F.lit(1)).cast("int").alias("campaign_responses_12m"),
+                F.array_sort(F.collect_set("campaign_id")).alias("responded_campaigns")))
+
+
+# The sources of the view besides the archive, and which view columns each fills. A source that is absent
+# (no table, or an empty one) leaves its columns null for every customer: "no data", never "zero events".
+OPTIONAL_SOURCES = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
+                    "bronze.campaign_response")
+# Archive columns whose null, when the column carries values for some customers, has a meaning
+# (vip null: not a key account; products_held null: holds none). When the archive carries no value at all
+# for such a column (a minimal archive), it is absent: `bronze.customer_archive.<column>` in ``absent``.
+ARCHIVE_DEFAULTED = ("vip", "products_held")
 
 
 def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFrame, billing: DataFrame,
                           interactions: DataFrame, contacts: DataFrame, responses: DataFrame, *, as_of: dt.date,
-                          interval_minutes: int, time_zone: str, params: TagFeatures) -> DataFrame:
+                          interval_minutes: int, time_zone: str, params: TagFeatures,
+                          absent: frozenset[str] | set[str] = frozenset()) -> DataFrame:
     """Every source -> view.customer_features (one row per archive customer; columns of tagspec.FEATURE_VIEW).
 
     ``archive``: bronze.customer_archive (its PII columns are never selected);
     ``segments``: gold.customer_segments rows of ``as_of``; ``daily``:
     silver.daily_load_shape rows of the window; the bronze tables whole (each
     is cut to its own look-back here).
+
+    ``absent``: names of the sources that carry no data for this run (a table
+    of :data:`OPTIONAL_SOURCES` missing or empty; ``bronze.customer_archive.<col>``
+    for an archive column of :data:`ARCHIVE_DEFAULTED` with no value at all).
+    Unknown stays unknown:
+
+    * an absent source makes all its columns null (``bills_12m``,
+      ``has_arrears``, ``interactions_12m``, ... null, not 0 / false), whatever
+      frame was passed for it (an empty frame or none of the caller's making);
+    * billing: a customer with no bill rows at all has null billing columns (no
+      record is no data; a customer with bills but none due in the window has
+      ``bills_12m`` 0);
+    * interactions, contacts, responses: a present table without rows for a
+      customer means zero events (counts 0, ``responded_campaigns`` empty);
+    * ``do_not_contact`` null stays null (consent is never assumed); ``vip``
+      null reads as false and ``products_held`` null as none, unless the column
+      is absent.
     """
+    absent = frozenset(absent)
+    unknown_sources = sorted(a for a in absent if a not in OPTIONAL_SOURCES
+                             and a.removeprefix("bronze.customer_archive.") not in ARCHIVE_DEFAULTED)
+    if unknown_sources:
+        raise ValueError(f"customer_feature_view: unknown absent source(s) {unknown_sources}; known: "
+                         f"{list(OPTIONAL_SOURCES) + [f'bronze.customer_archive.{c}' for c in ARCHIVE_DEFAULTED]}")
+
+    def archive_col(name: str, present: Column) -> Column:
+        return F.lit(None) if f"bronze.customer_archive.{name}" in absent else present
+
     base = archive.select(
         "customer_id", "meter_id", "region", "customer_type", "tariff_type", "age_band", "household_size",
         "housing_type", "contracted_capacity_kva",
-        F.filter(F.transform(F.split(F.coalesce(F.col("products_held"), F.lit("")), ";"), lambda x: F.trim(x)),
-                 lambda x: x != "").alias("products_held"),
-        F.coalesce(F.col("vip"), F.lit(False)).alias("vip"),
-        F.coalesce(F.col("do_not_contact"), F.lit(False)).alias("do_not_contact"),
+        archive_col("products_held", F.filter(
+            F.transform(F.split(F.coalesce(F.col("products_held"), F.lit("")), ";"), lambda x: F.trim(x)),
+            lambda x: x != "")).cast("array<string>").alias("products_held"),
+        archive_col("vip", F.coalesce(F.col("vip"), F.lit(False))).cast("boolean").alias("vip"),
+        F.col("do_not_contact"),
         (F.datediff(F.lit(as_of), F.col("account_open_date")) / F.lit(365.25)).alias("account_tenure_years"),
     )
     seg = segments.select("meter_id", "segment_id", "segment_label")
     load = meter_load_features(daily, as_of=as_of, interval_minutes=interval_minutes, params=params)
-    bills = customer_billing_features(billing, as_of=as_of, months=params.billing_months)
-    inter = customer_interaction_features(interactions, as_of=as_of, days=params.interaction_days, time_zone=time_zone)
-    camp = customer_campaign_features(contacts, responses, as_of=as_of, days=params.campaign_days, time_zone=time_zone)
-    df = (base.join(seg, "meter_id", "left").join(load, "meter_id", "left")
-          .join(bills, "customer_id", "left").join(inter, "customer_id", "left").join(camp, "customer_id", "left"))
+    df = base.join(seg, "meter_id", "left").join(load, "meter_id", "left")
+    # Each present optional source is joined with a marker: the customer has rows in it (or not).
+    sources = {
+        "bronze.billing_payment": (billing, lambda d: customer_billing_features(d, as_of=as_of,
+                                                                               months=params.billing_months)),
+        "bronze.service_interaction": (interactions, lambda d: customer_interaction_features(
+            d, as_of=as_of, days=params.interaction_days, time_zone=time_zone)),
+        "bronze.contact_history": (contacts, lambda d: customer_contact_features(
+            d, as_of=as_of, days=params.campaign_days, time_zone=time_zone)),
+        "bronze.campaign_response": (responses, lambda d: customer_response_features(
+            d, as_of=as_of, days=params.campaign_days, time_zone=time_zone)),
+    }
+    present: dict[str, str] = {}
+    for i, (name, (frame, build)) in enumerate(sources.items()):
+        if name in absent:
+            continue
+        marker = f"_has_src{i}"
+        df = df.join(build(frame).withColumn(marker, F.lit(True)), "customer_id", "left")
+        present[name] = marker
+    has_rows = {name: F.col(m).isNotNull() for name, m in present.items()}
+
+    def known_if(source: str, value: Column, *, rows_needed: bool = False) -> Column:
+        """``value`` where ``source`` is present (and, with ``rows_needed``, has rows for the customer)."""
+        if source not in present:
+            return F.lit(None)
+        return F.when(has_rows[source], value) if rows_needed else value
 
     group = Window.partitionBy("region", "customer_type", F.col("mean_daily_kwh").isNull()).orderBy("mean_daily_kwh")
     projected = F.col("recent_daily_kwh") * F.lit(30.0)
-    baseline = F.coalesce(F.col("same_month_last_year_kwh"), F.col("mean_bill_kwh"))
+    bill_cols = ("bills_12m", "late_payments_12m", "unpaid_bills", "arrears_cny", "max_days_late", "mean_bill_cny",
+                 "mean_bill_kwh", "bill_kwh_cv", "same_month_last_year_kwh", "payments_online", "payments_offline",
+                 "payments_auto_debit")
+    billing_known = {c: known_if("bronze.billing_payment", F.col(c), rows_needed=True) for c in bill_cols}
+    baseline = F.coalesce(billing_known["same_month_last_year_kwh"], billing_known["mean_bill_kwh"])
     derived = {
         "as_of": F.lit(as_of),
         "kwh_pct_in_group": F.when(F.col("mean_daily_kwh").isNotNull(), F.percent_rank().over(group)),
-        "has_arrears": _int(F.col("unpaid_bills")) > 0,
+        **billing_known,
+        "has_arrears": billing_known["unpaid_bills"] > 0,
         "projected_month_kwh": projected,
         "bill_shock_ratio": F.when(baseline > 0, projected / baseline),
-        "responded_campaigns": F.coalesce(F.col("responded_campaigns"), F.array().cast("array<string>")),
-        "arrears_cny": F.coalesce(F.col("arrears_cny"), F.lit(0.0)),
     }
-    zero_filled = {c.name for c in FEATURE_VIEW.columns
-                   if not c.nullable and c.dtype.simpleString() == "int"}
+    for c in ("interactions_12m", "interactions_app", "interactions_hotline", "interactions_service_hall",
+              "complaints_12m", "repairs_12m", "topic_bill_tariff_12m", "topic_solar_12m", "topic_ev_12m",
+              "topic_app_12m"):
+        derived[c] = known_if("bronze.service_interaction", _int(F.col(c)))
+    for c in ("campaign_contacts_12m", "campaigns_contacted_12m"):
+        derived[c] = known_if("bronze.contact_history", _int(F.col(c)))
+    derived["days_since_last_contact"] = known_if("bronze.contact_history", F.col("days_since_last_contact"))
+    derived["campaign_responses_12m"] = known_if("bronze.campaign_response", _int(F.col("campaign_responses_12m")))
+    derived["responded_campaigns"] = known_if(
+        "bronze.campaign_response", F.coalesce(F.col("responded_campaigns"), F.array().cast("array<string>")))
+    zero_filled = {c.name for c in FEATURE_VIEW.columns if not c.nullable and c.dtype.simpleString() == "int"}
     cols = []
     for c in FEATURE_VIEW.columns:
         if c.name in derived:

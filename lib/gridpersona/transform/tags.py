@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from gridpersona.config import TagDefinition, TagsConfig
-from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, TAG_TYPES
+from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, SOURCE_MARKERS, TAG_TYPES
 
 
 class TagDefinitionError(ValueError):
@@ -55,9 +55,27 @@ def _type_ok(declared: str, got: T.DataType) -> bool:
     return isinstance(got, T.NumericType)
 
 
+def needs_known(tag: TagDefinition) -> Column | None:
+    """True where every source and column of ``tag.needs`` has data for the customer (None: needs nothing).
+
+    A source is known through its marker column (``tagspec.SOURCE_MARKERS``), null exactly where the
+    source has no data for the customer; a column or earlier tag must be non-null.
+    """
+    cols = list(dict.fromkeys(SOURCE_MARKERS.get(n, n) for n in tag.needs))
+    if not cols:
+        return None
+    known = F.expr(f"`{cols[0]}` IS NOT NULL")
+    for c in cols[1:]:
+        known = known & F.expr(f"`{c}` IS NOT NULL")
+    return known
+
+
 def _tag_column(tag: TagDefinition) -> Column:
     value = F.expr(tag.expr).cast(TAG_TYPES[tag.type])
-    if tag.values:
+    known = needs_known(tag)
+    if known is not None:
+        value = F.when(known, value)
+    if tag.values and not tag.open_values:
         allowed = ", ".join(tag.values)
         bad = F.raise_error(F.concat(F.lit(f"tag '{tag.code}': value '"), value,
                                      F.lit(f"' is not one of its values [{allowed}] (customer "),
@@ -115,16 +133,29 @@ def check_with_spark(spark: SparkSession, tags: TagsConfig) -> None:
         raise TagDefinitionError("conf/tags.yaml: " + "; ".join(problems))
 
 
-def catalog_rows(tags: TagsConfig, as_of) -> list[tuple]:
-    """gold.tag_catalog rows (in TAG_CATALOG column order) for these definitions."""
+def catalog_rows(tags: TagsConfig, as_of, coverage: dict[str, float | None] | None = None) -> list[tuple]:
+    """gold.tag_catalog rows (in TAG_CATALOG column order) for these definitions.
+
+    ``coverage``: tag code -> share of the as-of's customers with a known value (see :func:`tag_coverage`);
+    a tag missing from it gets null.
+    """
     version = catalog_version(tags)
+    coverage = coverage or {}
     rows = []
     for i, t in enumerate(tags.definitions, start=1):
         l1 = tags.taxonomy[t.level1]
         l2 = l1.level2[t.level2]
+        cov = coverage.get(t.code)
         rows.append((as_of, version, i, t.code, t.zh, t.en, t.level1, l1.zh, l1.en, t.level2, l2.zh, l2.en, t.type,
-                     list(t.values), " ".join(t.expr.split()), t.definition, definition_hash(t)))
+                     list(t.values), bool(t.open_values), list(t.needs), None if cov is None else float(cov),
+                     " ".join(t.expr.split()), t.definition, definition_hash(t)))
     return rows
+
+
+def tag_coverage(customer_tags: DataFrame, codes: list[str]) -> DataFrame:
+    """One row: per tag code, the share of ``customer_tags`` rows whose tag is known (non-null); null if no rows."""
+    n = F.count(F.lit(1))
+    return customer_tags.agg(*[F.when(n > 0, F.count(F.col(c)) / n).cast("double").alias(c) for c in codes])
 
 
 # ------------------------------------------------------------------ group portraits (seed 000 §2.2)
