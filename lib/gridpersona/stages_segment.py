@@ -24,36 +24,49 @@ Stable ids
     the same inputs and config reproduces the same rows.
 
 KMeans and the choice of k
-    KMeans (MLlib, k-means|| init, seeded) trains on a deterministic hash sample
-    of at most ``segment.train_sample_meters`` non-vacant meters; every meter is
-    assigned. Its cost here is per-job overhead (each iteration is a Spark
-    job), not arithmetic. One k-means|| run lands in a poor local optimum in
-    30-50% of seeds on the synthetic lake's typical shapes (a tight flat
-    cluster beside a spread-out EV cluster), so one run per k would let the seed
-    pick k and the segments. With k not fixed, training therefore:
+    k-means|| from a random seed lands in a different local optimum per seed
+    when the typical shapes form a continuum (real household curves: a retrain
+    with another seed kept ~70% of meters in their segment), so the seed would
+    pick the segments. Training therefore starts KMeans from a deterministic
+    initialization, on a bounded sample held on the driver (at most
+    ``segment.train_sample_meters`` non-vacant meters, a fixed hash sample):
 
-    1. over-clusters at ``k_max`` (lowest cost of ``n_init`` seeded runs; an
-       over-clustering does not miss a well-separated group);
-    2. merges those clusters bottom-up by Ward's criterion down to every k in
-       ``[k_min, k_max]`` and scores each partition with MLlib's
-       ClusteringEvaluator (silhouette) -> ``silhouette_by_k``;
-    3. fits KMeans at the best k, in rounds of ``parallel_fits`` seeded runs,
-       until a run's cost reaches the bound the over-clustering gives (its cost
-       plus the Ward merge cost, +2%), at most ``max_runs`` runs; the lowest
-       cost wins.
+    1. Ward agglomeration of the sample (at most ``ward_sample_meters`` of it,
+       a fixed hash sample) gives initial centers for every k in
+       ``[k_min, k_max]`` (or the fixed ``k``); Lloyd iterations refine them on
+       the whole sample. No random draw: the seed does not decide.
+    2. Per k: the silhouette (squared Euclidean, the formula of MLlib's
+       ClusteringEvaluator) -> ``silhouette_by_k``, and a stability: the same
+       procedure started from the Ward tree of each half of the sample (halves
+       by a hash of the meter id and ``segment.seed``), the share of meters
+       that keep their segment (clusters matched one-to-one), averaged over the
+       two halves -> ``stability_by_k``.
+    3. k is the most stable among the k whose silhouette is within
+       ``silhouette_tolerance`` of the best (stability compared at 0.01).
+    4. The chosen centers become an MLlib KMeansModel (saved, used by
+       segment-assign); the fitted model's silhouette and stability are stored
+       and printed, and a silhouette below ``weak_silhouette`` flags
+       ``weak_structure`` (a partition of a continuum, not natural groups).
 
-    That is about 5 KMeans runs and 7 silhouettes for k in 4..10, instead of
-    7 x n_init runs. With a fixed k: the best of ``n_init`` runs. Runs go
-    through ``parallel_fits`` driver threads (jobs overlap their overhead).
+    The driver work is O(n k d) per Lloyd round and O(m^2) for Ward on m <=
+    ward_sample_meters meters; the Spark cost is one collect of the sample and
+    one small fit.
+
+Names
+    The first rule of ``segment.labels`` that holds on a centroid's features,
+    else a label generated from its curve (``peak_<part>[_broad|_sharp]``);
+    then qualifiers until no two segments (the vacancy segment included, which
+    keeps its name) share a code, a zh or an en name. See
+    :mod:`gridpersona.transform.segment`.
 
 Determinism
     The per-meter feature frame (meters x 2n doubles) is computed once,
     hash-partitioned by meter into ``segment.partitions`` (default 1)
     partitions, sorted by meter id, cached, and reused by segment-assign in the
     same Spark session while silver.daily_load_shape is unchanged (keyed on its
-    Delta version). On one partition every MLlib sum runs in a fixed order, so
-    a seeded run gives the same centroids every time; the winning run is chosen
-    by cost, then seed, never by thread timing.
+    Delta version). The training sample is collected sorted by meter id and the
+    driver-side sums run elementwise in a fixed order, so a rerun gives
+    bit-identical centroids.
 """
 
 from __future__ import annotations
