@@ -453,7 +453,7 @@ def test_retrain_with_another_seed_keeps_segments_ids_and_names(spark, trained):
     after = _segments(lake, ctx.as_of)
     assert {m: (r["segment_id"], r["segment_label"]) for m, r in after.items()} == \
         {m: (r["segment_id"], r["segment_label"]) for m, r in first["segments"].items()}
-    # The seed only splits the meters for the stability check: the centroids are the same.
+    # Training draws nothing at random: the centroids are the same.
     assert [r["centroid"] for r in _model_rows(lake)] == [r["centroid"] for r in first["model"]]
     assert {r["model_version"] for r in _model_rows(lake)} == {"20260614"}  # replaced, not added
 

@@ -280,14 +280,17 @@ class SegmentConfig(_Section):
     # KMeans trains (and k is chosen) on a deterministic hash sample of at most this many non-vacant
     # meters (0: all of them); every meter is assigned.
     train_sample_meters: int = Field(10000, ge=0)
-    # Splits the training meters in two halves for the stability check; the segments themselves do not
-    # depend on it (Ward-initialized KMeans has no random start).
+    # Not used by segment-train: KMeans starts from a Ward agglomeration, no random draw, so the segments
+    # do not depend on a seed. Stored with the model; kept so configs and --set segment.seed stay valid.
     seed: int = 20240501
     max_iter: int = Field(40, ge=1)
     # Stop when no center moves more than this (typical-shape centroids lie >= ~0.09 apart).
     tol: float = Field(1e-3, gt=0)
     # Meters the Ward agglomeration that starts KMeans sees (a fixed hash sample; O(n^2) memory).
     ward_sample_meters: int = Field(1000, ge=10)
+    # Fixed hash splits of the training meters in halves; stability = share of meters keeping their segment
+    # when KMeans starts from one half's Ward tree, averaged over the 2 x splits halves.
+    stability_splits: int = Field(2, ge=1, le=16)
     # k is the most stable among the k whose silhouette is within this of the best.
     silhouette_tolerance: float = Field(0.02, ge=0)
     # Below this silhouette the model is flagged weak_structure (a partition of a continuum).

@@ -34,13 +34,15 @@ KMeans and the choice of k
     1. Ward agglomeration of the sample (at most ``ward_sample_meters`` of it,
        a fixed hash sample) gives initial centers for every k in
        ``[k_min, k_max]`` (or the fixed ``k``); Lloyd iterations refine them on
-       the whole sample. No random draw: the seed does not decide.
+       the whole sample. No random draw: ``segment.seed`` is not used (a
+       retrain with another seed writes the same segments).
     2. Per k: the silhouette (squared Euclidean, the formula of MLlib's
        ClusteringEvaluator) -> ``silhouette_by_k``, and a stability: the same
-       procedure started from the Ward tree of each half of the sample (halves
-       by a hash of the meter id and ``segment.seed``), the share of meters
-       that keep their segment (clusters matched one-to-one), averaged over the
-       two halves -> ``stability_by_k``.
+       procedure started from the Ward tree of one half of the sample, for
+       each half of ``stability_splits`` fixed hash splits; the share of
+       meters that keep their segment (clusters matched one-to-one), averaged
+       -> ``stability_by_k``. A stricter test than another seed: the start
+       sees other meters.
     3. k is the most stable among the k whose silhouette is within
        ``silhouette_tolerance`` of the best (stability compared at 0.01).
     4. The chosen centers become an MLlib KMeansModel (saved, used by
@@ -122,12 +124,12 @@ SEGMENT_MODEL_SCHEMA = T.StructType([
     T.StructField("weak_structure", T.BooleanType(), False),  # silhouette < segment.weak_silhouette
     T.StructField("train_meters", L, False),  # non-vacant meters KMeans trained on (a deterministic sample)
     T.StructField("training_cost", D, False),  # KMeans within-cluster sum of squares on them
-    T.StructField("kmeans_runs", I, False),  # KMeans (Lloyd) runs made: per k, one from all meters + two from halves
+    T.StructField("kmeans_runs", I, False),  # KMeans (Lloyd) runs made: per k, one from all meters + one per half
     T.StructField("typical_shape", S, False),  # mean_shape | energy_weighted
     T.StructField("slots", I, False),  # slots per day (n); centroid has 2n values
     T.StructField("pca_components", I, False),  # 0: KMeans on the typical shapes themselves
     T.StructField("window_days", I, False),
-    T.StructField("seed", L, False),  # segment.seed: splits the meters for the stability check (not the segments)
+    T.StructField("seed", L, False),  # segment.seed as configured (training is deterministic and does not use it)
     T.StructField("reference_version", S, True),  # earlier model whose ids were kept (null: first model)
     T.StructField("model_path", S, False),  # MLlib model folder, relative to the lake root
     T.StructField("config_hash", S, False),
@@ -165,8 +167,8 @@ SEGMENT_PROFILE_SCHEMA = T.StructType([
     T.StructField("centroid_shape", T.ArrayType(D, True), True),  # weekday then weekend typical shape
 ])
 
-# Salt of the hashes that pick the training sample and the Ward sample: fixed, so segment.seed never
-# changes which meters the segments are built from.
+# Salt of the hashes that pick the training sample, the Ward sample and the stability splits: fixed, so
+# no seed changes which meters the segments (or the choice of k) are built from.
 SAMPLE_SALT = 42
 
 VACANT_LABEL = G.LabelRule("vacant", "空置型", "Vacant", {})
@@ -308,18 +310,19 @@ def model_segments(lake, version: str) -> list[dict]:
 
 
 def _collect_training(train: DataFrame, features_col: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vectors n x d, ward_rank, half) of the training sample, on the driver, sorted by meter id.
+    """(vectors n x d, ward_rank, split_bits) of the training sample, on the driver, sorted by meter id.
 
     Bounded by ``segment.train_sample_meters``. ``ward_rank``: a fixed hash of
     the meter id (which meters the Ward initialization sees when there are
-    more than ``segment.ward_sample_meters``); ``half``: 0/1 by a hash of the
-    meter id and ``segment.seed`` (the split the stability check uses).
+    more than ``segment.ward_sample_meters``); ``split_bits``: another fixed
+    hash whose bit i puts the meter in half 0 or 1 of stability split i.
     """
     from pyspark.ml.functions import vector_to_array
 
-    rows = train.select(vector_to_array(features_col).alias("v"), "ward_rank", "half").toArrow()
+    rows = train.select(vector_to_array(features_col).alias("v"), "ward_rank", "split_bits").toArrow()
     vectors = np.array(rows.column("v").to_pylist(), dtype=float)
-    return vectors, np.asarray(rows.column("ward_rank").to_pylist()), np.asarray(rows.column("half").to_pylist())
+    return (vectors, np.asarray(rows.column("ward_rank").to_pylist()),
+            np.asarray(rows.column("split_bits").to_pylist(), dtype=np.int64))
 
 
 def _ward_init(vectors: np.ndarray, ward_rank: np.ndarray, keep: np.ndarray, cap: int, ks: list[int]
@@ -333,7 +336,7 @@ def _ward_init(vectors: np.ndarray, ward_rank: np.ndarray, keep: np.ndarray, cap
     return G.ward_centers(vectors[idx], np.ones(len(idx)), usable)
 
 
-def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, half: np.ndarray, ks: list[int], seg
+def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.ndarray, ks: list[int], seg
                      ) -> dict[str, Any]:
     """k selection and the final centers, deterministic (no seed decides them). See the module docstring.
 
@@ -342,7 +345,8 @@ def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, half: np.ndarra
     """
     everyone = np.ones(len(vectors), dtype=bool)
     inits = _ward_init(vectors, ward_rank, everyone, seg.ward_sample_meters, ks)
-    half_inits = [_ward_init(vectors, ward_rank, half == h, seg.ward_sample_meters, ks) for h in (0, 1)]
+    half_inits = [_ward_init(vectors, ward_rank, ((split_bits >> i) & 1) == h, seg.ward_sample_meters, ks)
+                  for i in range(seg.stability_splits) for h in (0, 1)]
     fits, scores, stability, runs = {}, {}, {}, 0
     for k in ks:
         centers, clusters, cost = G.lloyd(vectors, inits[k], max_iter=seg.max_iter, tol=seg.tol)
@@ -421,15 +425,15 @@ def run_segment_train(ctx: StageContext) -> StageResult:
                            f"(vacancy rule took {n_vacant}); lower segment.k / segment.k_max or widen the window")
     keyed = active.select(features_col,
                           F.pmod(F.xxhash64("meter_id", F.lit(SAMPLE_SALT)), F.lit(1_000_000)).alias("ward_rank"),
-                          F.pmod(F.xxhash64("meter_id", F.lit(int(seg.seed))), F.lit(2)).cast("int").alias("half"),
+                          F.xxhash64("meter_id", F.lit(SAMPLE_SALT + 1)).alias("split_bits"),
                           "meter_id")
     sample = keyed if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
         G.deterministic_sample(keyed, seg.train_sample_meters, n_active, SAMPLE_SALT)
-    vectors, ward_rank, half = _collect_training(sample.orderBy("meter_id"), features_col)
+    vectors, ward_rank, split_bits = _collect_training(sample.orderBy("meter_id"), features_col)
     train_rows = len(vectors)
     timings["collect"] = time.perf_counter() - t
     t = time.perf_counter()
-    picked = select_partition(vectors, ward_rank, half, ks, seg)
+    picked = select_partition(vectors, ward_rank, split_bits, ks, seg)
     timings["select_k"] = time.perf_counter() - t
     t = time.perf_counter()
     model = kmeans_model_of(ctx.spark, picked["centers"], features_col)
