@@ -287,7 +287,7 @@ class SegmentConfig(_Section):
     # Stop when no center moves more than this (typical-shape centroids lie >= ~0.09 apart).
     tol: float = Field(1e-3, gt=0)
     # Meters the Ward agglomeration that starts KMeans sees (a fixed hash sample; O(n^2) memory).
-    ward_sample_meters: int = Field(1000, ge=10)
+    ward_sample_meters: int = Field(500, ge=10)
     # Fixed hash splits of the training meters in halves; stability = share of meters keeping their segment
     # when KMeans starts from one half's Ward tree, averaged over the 2 x splits halves.
     stability_splits: int = Field(2, ge=1, le=16)

@@ -31,10 +31,10 @@ KMeans and the choice of k
     initialization, on a bounded sample held on the driver (at most
     ``segment.train_sample_meters`` non-vacant meters, a fixed hash sample):
 
-    1. Ward agglomeration of the sample (at most ``ward_sample_meters`` of it,
-       a fixed hash sample) gives initial centers for every k in
-       ``[k_min, k_max]`` (or the fixed ``k``); Lloyd iterations refine them on
-       the whole sample. No random draw: ``segment.seed`` is not used (a
+    1. Ward agglomeration of the Ward sample (at most ``ward_sample_meters``
+       of the training sample, a fixed hash sample) gives initial centers for
+       every k in ``[k_min, k_max]`` (or the fixed ``k``); Lloyd iterations
+       refine them on the Ward sample. No random draw: ``segment.seed`` is not used (a
        retrain with another seed writes the same segments).
     2. Per k: the silhouette (squared Euclidean, the formula of MLlib's
        ClusteringEvaluator) -> ``silhouette_by_k``, and a stability: the same
@@ -42,10 +42,11 @@ KMeans and the choice of k
        each half of ``stability_splits`` fixed hash splits; the share of
        meters that keep their segment (clusters matched one-to-one), averaged
        -> ``stability_by_k``. A stricter test than another seed: the start
-       sees other meters.
+       sees other meters. Both are measured on the Ward sample.
     3. k is the most stable among the k whose silhouette is within
        ``silhouette_tolerance`` of the best (stability compared at 0.01).
-    4. The chosen centers become an MLlib KMeansModel (saved, used by
+    4. Lloyd iterations refine the chosen k's centers on the whole training
+       sample (its silhouette there is the model's). They become an MLlib KMeansModel (saved, used by
        segment-assign); the fitted model's silhouette and stability are stored
        and printed, and a silhouette below ``weak_silhouette`` flags
        ``weak_structure`` (a partition of a continuum, not natural groups).
@@ -320,49 +321,63 @@ def _collect_training(train: DataFrame, features_col: str) -> tuple[np.ndarray, 
     from pyspark.ml.functions import vector_to_array
 
     rows = train.select(vector_to_array(features_col).alias("v"), "ward_rank", "split_bits").toArrow()
-    vectors = np.array(rows.column("v").to_pylist(), dtype=float)
+    values = rows.column("v").combine_chunks()
+    width = len(values[0]) if len(values) else 0
+    vectors = values.flatten().to_numpy(zero_copy_only=False).astype(float).reshape(len(values), width)
     return (vectors, np.asarray(rows.column("ward_rank").to_pylist()),
             np.asarray(rows.column("split_bits").to_pylist(), dtype=np.int64))
 
 
-def _ward_init(vectors: np.ndarray, ward_rank: np.ndarray, keep: np.ndarray, cap: int, ks: list[int]
-               ) -> dict[int, np.ndarray]:
-    """Ward initial centers for each k from the ``keep`` rows (at most ``cap`` of them, lowest ward_rank)."""
+def _ward_rows(ward_rank: np.ndarray, keep: np.ndarray, cap: int) -> np.ndarray:
+    """Indexes of the ``keep`` rows the Ward agglomeration sees: at most ``cap``, lowest ward_rank, in row order."""
     idx = np.flatnonzero(keep)
     if cap and len(idx) > cap:
-        idx = idx[np.lexsort((idx, ward_rank[idx]))[:cap]]
-        idx.sort()
-    usable = [k for k in ks if k <= len(idx)]
-    return G.ward_centers(vectors[idx], np.ones(len(idx)), usable)
+        idx = np.sort(idx[np.lexsort((idx, ward_rank[idx]))[:cap]])
+    return idx
 
 
 def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.ndarray, ks: list[int], seg
                      ) -> dict[str, Any]:
     """k selection and the final centers, deterministic (no seed decides them). See the module docstring.
 
-    Returns centers, clusters, cost, k, silhouette, stability (of the chosen k),
-    silhouette_by_k, stability_by_k and lloyd_runs.
+    k is chosen on the Ward sample (at most ``ward_sample_meters`` rows); the
+    chosen k's centers are then refined on all ``vectors``. Returns centers,
+    clusters, cost, k, silhouette (of the final fit, on all vectors),
+    stability (of the chosen k), silhouette_by_k, stability_by_k and lloyd_runs.
     """
-    everyone = np.ones(len(vectors), dtype=bool)
-    inits = _ward_init(vectors, ward_rank, everyone, seg.ward_sample_meters, ks)
-    half_inits = [_ward_init(vectors, ward_rank, ((split_bits >> i) & 1) == h, seg.ward_sample_meters, ks)
-                  for i in range(seg.stability_splits) for h in (0, 1)]
+    rows = _ward_rows(ward_rank, np.ones(len(vectors), dtype=bool), seg.ward_sample_meters)
+    sample = vectors[rows]
+    usable = [k for k in ks if k <= len(rows)]
+    inits = G.ward_centers(sample, np.ones(len(rows)), usable)
+    halves = []
+    for i in range(seg.stability_splits):
+        for h in (0, 1):
+            part = np.flatnonzero(((split_bits[rows] >> i) & 1) == h)
+            fit_ks = [k for k in usable if k <= len(part)]
+            halves.append(G.ward_centers(sample[part], np.ones(len(part)), fit_ks) if fit_ks else {})
     fits, scores, stability, runs = {}, {}, {}, 0
-    for k in ks:
-        centers, clusters, cost = G.lloyd(vectors, inits[k], max_iter=seg.max_iter, tol=seg.tol)
+    for k in usable:
+        centers, clusters, _ = G.lloyd(sample, inits[k], max_iter=seg.max_iter, tol=seg.tol)
         runs += 1
-        fits[k] = (centers, clusters, cost)
-        scores[k] = G.silhouette(vectors, clusters)
+        fits[k] = centers
+        scores[k] = G.silhouette(sample, clusters)
         agree = []
-        for init in half_inits:
+        for init in halves:
             if k in init:
                 agree.append(G.partition_agreement(
-                    clusters, G.lloyd(vectors, init[k], max_iter=seg.max_iter, tol=seg.tol)[1]))
+                    clusters, G.lloyd(sample, init[k], max_iter=seg.max_iter, tol=seg.tol)[1]))
                 runs += 1
         stability[k] = float(np.mean(agree)) if agree else float("nan")
-    chosen = ks[0] if len(ks) == 1 else G.choose_k(scores, stability, seg.silhouette_tolerance)
-    centers, clusters, cost = fits[chosen]
-    return dict(centers=centers, clusters=clusters, cost=cost, k=chosen, silhouette=scores[chosen],
+    chosen = usable[0] if len(usable) == 1 else G.choose_k(scores, stability, seg.silhouette_tolerance)
+    centers, clusters, cost = fits[chosen], None, None
+    if len(rows) < len(vectors):
+        centers, clusters, cost = G.lloyd(vectors, centers, max_iter=seg.max_iter, tol=seg.tol)
+        runs += 1
+        final_silhouette = G.silhouette(vectors, clusters)
+    else:
+        centers, clusters, cost = G.lloyd(vectors, centers, max_iter=1, tol=seg.tol)
+        final_silhouette = scores[chosen]
+    return dict(centers=centers, clusters=clusters, cost=cost, k=chosen, silhouette=final_silhouette,
                 stability=stability[chosen], silhouette_by_k=scores, stability_by_k=stability, lloyd_runs=runs)
 
 

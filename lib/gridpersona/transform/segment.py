@@ -585,10 +585,13 @@ def ward_centers(points: Sequence[Sequence[float]], weights: Sequence[float], ks
     alive = np.ones(n, dtype=bool)
     cost = np.full((n, n), np.inf)  # upper triangle: merge cost of (i, j), i < j
 
+    norms = (cents * cents).sum(axis=1)
+
     def merge_costs(i: int) -> np.ndarray:
         total = w[i] + w
+        dist = np.maximum(norms - 2.0 * (cents @ cents[i]) + norms[i], 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.where(total > 0, w[i] * w / total, 0.0) * ((cents - cents[i]) ** 2).sum(axis=1)
+            c = np.where(total > 0, w[i] * w / total, 0.0) * dist
         c[~alive] = np.inf
         c[i] = np.inf
         return c
@@ -603,6 +606,7 @@ def ward_centers(points: Sequence[Sequence[float]], weights: Sequence[float], ks
             total = w[i] + w[j]
             if total > 0:
                 cents[i] = (w[i] * cents[i] + w[j] * cents[j]) / total
+                norms[i] = float(cents[i] @ cents[i])
             w[i] = total
             alive[j] = False
             cost[j, :] = np.inf
@@ -617,8 +621,25 @@ def ward_centers(points: Sequence[Sequence[float]], weights: Sequence[float], ks
 
 
 def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """(n x k) squared Euclidean distances; elementwise sums (no BLAS), so bit-identical run to run."""
-    return np.stack([((points - c) ** 2).sum(axis=1) for c in centers], axis=1)
+    """(n x k) squared Euclidean distances, |x|^2 - 2 x.c + |c|^2 (clipped at 0)."""
+    x = np.asarray(points, dtype=float)
+    c = np.asarray(centers, dtype=float)
+    d = (x * x).sum(axis=1)[:, None] - 2.0 * (x @ c.T) + (c * c).sum(axis=1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def _cluster_means(points: np.ndarray, clusters: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Mean of each cluster's points (rows summed in index order); an empty cluster keeps ``previous``."""
+    k = len(previous)
+    order = np.argsort(clusters, kind="stable")
+    counts = np.bincount(clusters, minlength=k)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.array(previous, dtype=float)
+    present = counts > 0
+    if present.any():
+        sums = np.add.reduceat(points[order], starts[present], axis=0)
+        out[present] = sums / counts[present][:, None]
+    return out
 
 
 def lloyd(points: np.ndarray, centers: np.ndarray, *, max_iter: int, tol: float
@@ -627,13 +648,12 @@ def lloyd(points: np.ndarray, centers: np.ndarray, *, max_iter: int, tol: float
 
     Stops when no center moves more than ``tol`` or after ``max_iter`` rounds;
     an emptied cluster keeps its center. The cost is the within-cluster sum of
-    squared distances. Deterministic for given inputs.
+    squared distances. Deterministic for given inputs (no random draw).
     """
     x = np.asarray(points, dtype=float)
     c = np.array(centers, dtype=float)
     for _ in range(max_iter):
-        nearest = squared_distances(x, c).argmin(axis=1)
-        moved = np.array([x[nearest == j].mean(axis=0) if (nearest == j).any() else c[j] for j in range(len(c))])
+        moved = _cluster_means(x, squared_distances(x, c).argmin(axis=1), c)
         shift = float(np.sqrt(((moved - c) ** 2).sum(axis=1)).max())
         c = moved
         if shift <= tol:
@@ -661,7 +681,7 @@ def silhouette(points: np.ndarray, clusters: np.ndarray) -> float:
     for j in range(k):
         if counts[j]:
             members = x[lab == j]
-            mean_sq[:, j] = (members ** 2).sum(axis=1).mean() - 2.0 * (x * members.mean(axis=0)).sum(axis=1) + sq
+            mean_sq[:, j] = (members ** 2).sum(axis=1).mean() - 2.0 * (x @ members.mean(axis=0)) + sq
     rows = np.arange(len(x))
     own = mean_sq[rows, lab] * counts[lab] / np.maximum(counts[lab] - 1, 1)
     mean_sq[rows, lab] = np.inf
