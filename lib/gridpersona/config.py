@@ -333,6 +333,10 @@ class SegmentConfig(_Section):
     def _consistent(self) -> "SegmentConfig":
         if self.k_min > self.k_max:
             raise ValueError(f"k_min {self.k_min} is above k_max {self.k_max}")
+        most = self.k or self.k_max
+        if self.ward_sample_meters < 4 * most:
+            raise ValueError(f"ward_sample_meters {self.ward_sample_meters} is below 4 x k ({most}): each half of "
+                             f"the stability check needs at least 2 meters per cluster")
         known = segment_feature_names(self.windows)
         for i, rule in enumerate(self.labels):
             unknown = sorted(set(rule.when) - known)

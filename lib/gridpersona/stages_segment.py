@@ -369,14 +369,9 @@ def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.
                 runs += 1
         stability[k] = float(np.mean(agree)) if agree else float("nan")
     chosen = usable[0] if len(usable) == 1 else G.choose_k(scores, stability, seg.silhouette_tolerance)
-    centers, clusters, cost = fits[chosen], None, None
-    if len(rows) < len(vectors):
-        centers, clusters, cost = G.lloyd(vectors, centers, max_iter=seg.max_iter, tol=seg.tol)
-        runs += 1
-        final_silhouette = G.silhouette(vectors, clusters)
-    else:
-        centers, clusters, cost = G.lloyd(vectors, centers, max_iter=1, tol=seg.tol)
-        final_silhouette = scores[chosen]
+    centers, clusters, cost = G.lloyd(vectors, fits[chosen], max_iter=seg.max_iter, tol=seg.tol)
+    runs += 1
+    final_silhouette = G.silhouette(vectors, clusters)
     return dict(centers=centers, clusters=clusters, cost=cost, k=chosen, silhouette=final_silhouette,
                 stability=stability[chosen], silhouette_by_k=scores, stability_by_k=stability, lloyd_runs=runs)
 
