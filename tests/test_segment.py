@@ -153,7 +153,7 @@ def test_electric_heating_is_told_from_ev_charging_by_where_the_block_lies(make_
     heat, ev = (G.centroid_features(np.concatenate([shapes[a][0]] * 2), slots=96, windows=windows)
                 for a in ("electric_heating", "ev_night"))
     # The heater's block ends around midnight, the charger's lies mostly after it.
-    assert heat["late_evening_share"] >= 0.3 and heat["small_hours_share"] < 0.25
+    assert heat["late_evening_share"] >= 0.35 and heat["small_hours_share"] < 0.25
     assert ev["small_hours_share"] >= 0.25
     rules = [r.code for r in SS.label_rules(settings)]
     assert rules.index("electric_heating") < rules.index("ev_night")
@@ -467,3 +467,24 @@ def test_assign_without_a_model_says_what_to_do(spark, tmp_path):
     SS.release_features()
     with pytest.raises(LookupError, match="segment-train"):
         SS.run_segment_assign(_ctx(settings, spark, lake))
+
+
+def test_report_says_when_the_segments_are_a_continuum():
+    from gridpersona.report import _model_structure
+
+    class StubLake:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def exists(self, table):
+            return table == SS.SEGMENT_MODEL
+
+        def read_arrow(self, table):
+            return pa.Table.from_pylist(self.rows)
+
+    weak = {"model_version": "20090531", "k": 4, "silhouette": 0.143, "stability": 0.74, "weak_structure": True}
+    clear = dict(weak, model_version="20260614", silhouette=0.899, stability=1.0, weak_structure=False)
+    [line] = _model_structure(StubLake([weak, weak]), {"20090531"})
+    assert "silhouette 0.143" in line and "74.0%" in line and "partition of a continuum, not natural groups" in line
+    [line] = _model_structure(StubLake([clear]), {"20260614"})
+    assert "silhouette 0.899" in line and "continuum" not in line

@@ -231,7 +231,7 @@ def _default_segment_labels() -> list[SegmentLabel]:
         # A block every evening that ends around midnight (electric / storage-heater boost) comes before
         # ev_night: EV charging blocks lie mostly after midnight (small_hours_share >= 0.25).
         ("electric_heating", "电采暖型", "Electric heating",
-         {"late_evening_share": {"min": 0.3}, "small_hours_share": {"max": 0.25}, "peak_to_mean": {"min": 2.0}}),
+         {"late_evening_share": {"min": 0.35}, "small_hours_share": {"max": 0.25}, "peak_to_mean": {"min": 2.0}}),
         ("ev_night", "夜间充电型", "EV night charging",
          {"small_hours_share": {"min": 0.25}, "evening_share": {"min": 0.15}, "peak_to_mean": {"min": 2.0}}),
         ("night", "低谷型", "Night / valley", {"night_share": {"min": 0.6}}),
