@@ -449,6 +449,8 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     model = kmeans_model_of(ctx.spark, picked["centers"], features_col)
     scores, stability = picked["silhouette_by_k"], picked["stability_by_k"]
     final_silhouette, final_stability, cost = picked["silhouette"], picked["stability"], picked["cost"]
+    if final_stability != final_stability:  # too few meters for the halves: not measured
+        final_stability = None
     runs, seed = picked["lloyd_runs"], int(seg.seed)
     weak = final_silhouette < seg.weak_silhouette
     if weak:
@@ -546,7 +548,8 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     result.notes.append(f"model {version}: k={k_found} ({common['k_selection']}; silhouette/stability on "
                         f"{train_rows:,} meters: {sil}); {seg.typical_shape} typical shapes of {total:,} meters, "
                         f"{n_vacant:,} by the vacancy rule")
-    result.notes.append(f"fitted model: silhouette {final_silhouette:.3f}, stability {final_stability:.1%} "
+    shown = "not measured" if final_stability is None else f"{final_stability:.1%}"
+    result.notes.append(f"fitted model: silhouette {final_silhouette:.3f}, stability {shown} "
                         f"(meters keeping their segment when it is started from half of the meters)")
     if weak:
         result.notes.append(f"WEAK STRUCTURE: silhouette {final_silhouette:.3f} < {seg.weak_silhouette}: the segments "

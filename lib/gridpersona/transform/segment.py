@@ -709,7 +709,11 @@ def choose_k(silhouettes: Mapping[int, float], stability: Mapping[int, float], t
     """
     best = max(silhouettes.values())
     near = [k for k, s in silhouettes.items() if s >= best - tolerance]
-    return max(near, key=lambda k: (round(stability.get(k, 0.0), 2), round(silhouettes[k], 9), -k))
+    def stable(k: int) -> float:
+        value = stability.get(k, float("nan"))
+        return 0.0 if value != value else round(value, 2)  # unmeasured (NaN) counts as unstable
+
+    return max(near, key=lambda k: (stable(k), round(silhouettes[k], 9), -k))
 
 
 def canonical_order(centroids: Sequence[Sequence[float]], label_ranks: Sequence[int], slots: int) -> list[int]:
