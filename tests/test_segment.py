@@ -113,20 +113,24 @@ def _archetype_shapes(slots=96):
     night = _norm(0.15 + 2.5 * _box(h, 23, 7))
     # 8 kWh of evening-peak household plus 12 kWh charged 23:00-02:00
     ev = _norm(8 * evening + 12 * _norm(_box(h, 23, 2)))
+    # 8 kWh of household plus a 2.5 kW heater every evening 21:00-00:30
+    heating = _norm(8 * evening + 8.75 * _norm(_box(h, 21, 0.5)))
     commercial = _norm(0.15 + _box(h, 8, 18))
     return {"evening_peak": (evening, 9.0, 1.15), "double_peak": (double, 10.0, 1.15), "flat": (flat, 7.0, 1.15),
             "night": (night, 10.0, 1.15), "ev_night": (ev, 20.0, 1.1), "commercial_day": (commercial, 150.0, 0.35),
+            "electric_heating": (heating, 16.75, 1.0),
             "vacant": (_norm(1.0 + 4 * _box(h, 19, 5.5)), 0.5, 1.0)}
 
 
 def test_default_label_rules_name_archetype_centroids(make_settings):
     settings = make_settings()
-    rules, fallback = SS.label_rules(settings)
+    rules = SS.label_rules(settings)
     windows = SS.label_windows(settings)
+    unnamed = G.LabelRule("none", "无", "None", {})
     for code, (shape, kwh, weekend_ratio) in _archetype_shapes().items():
         feats = G.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
                                     mean_daily_kwh=kwh, weekend_ratio=weekend_ratio)
-        rule, _ = G.label_centroid(feats, rules, fallback)
+        rule, _ = G.label_centroid(feats, rules, unnamed)
         assert rule.code == code, (code, feats)
     assert {r.code: r.zh for r in rules}["evening_peak"] in ("高峰型", "晚高峰型")
     assert {r.code: r.zh for r in rules}["flat"] == "平稳型"
@@ -140,6 +144,57 @@ def test_label_rules_first_match_and_fallback():
     assert G.label_centroid({"night_share": 0.3, "peak_to_mean": 1.2}, rules, fallback)[0].code == "flat"
     assert G.label_centroid({"night_share": 0.3, "peak_to_mean": 3.0}, rules, fallback) == (fallback, 2)
     assert G.label_centroid({"night_share": float("nan"), "peak_to_mean": 3.0}, rules, fallback)[0].code == "mixed"
+
+
+def test_electric_heating_is_told_from_ev_charging_by_where_the_block_lies(make_settings):
+    settings = make_settings()
+    windows = SS.label_windows(settings)
+    shapes = _archetype_shapes()
+    heat, ev = (G.centroid_features(np.concatenate([shapes[a][0]] * 2), slots=96, windows=windows)
+                for a in ("electric_heating", "ev_night"))
+    # The heater's block ends around midnight, the charger's lies mostly after it.
+    assert heat["late_evening_share"] >= 0.35 and heat["small_hours_share"] < 0.25
+    assert ev["small_hours_share"] >= 0.25
+    rules = [r.code for r in SS.label_rules(settings)]
+    assert rules.index("electric_heating") < rules.index("ev_night")
+
+
+def test_unnamed_centroid_gets_a_label_from_its_own_curve(make_settings):
+    settings = make_settings()
+    h = _hours(48)
+    windows = SS.label_windows(settings)
+
+    def named(shape):
+        feats = G.centroid_features(np.concatenate([_norm(shape)] * 2), slots=48, windows=windows, mean_daily_kwh=9.0)
+        [(rule, rank)] = SS.name_centroids([feats], settings)
+        return rule, rank
+
+    # A broad late-evening rise with a deep night trough: neither flat nor an archetype.
+    late, rank = named(0.9 + 0.6 * _bump(h, 22.75, 2.5) - 0.45 * _bump(h, 5, 2.5))
+    assert (late.code, late.zh, late.en) == ("peak_late_evening_broad", "晚间平缓高峰型", "Late-evening broad peak")
+    assert rank == len(SS.label_rules(settings))
+    midday, _ = named(0.5 + 3.0 * _bump(h, 12.0, 0.6))
+    assert midday.code == "peak_midday_sharp"
+
+
+def test_centroids_with_the_same_label_are_told_apart():
+    rule = G.LabelRule("evening_peak", "高峰型", "Evening peak", {})
+    feats = [{"daytime_share": 0.51, "evening_share": 0.38, "peak_to_mean": 2.0},
+             {"daytime_share": 0.39, "evening_share": 0.39, "peak_to_mean": 2.0}]
+    out = G.distinct_labels([rule, rule], feats)
+    assert [r.code for r in out] == ["evening_peak_home_by_day", "evening_peak_away_by_day"]
+    assert [r.en for r in out] == ["Evening peak (home by day)", "Evening peak (away by day)"]
+    assert out[0].zh != out[1].zh
+    # Three alike: every code, zh and en name differs; order does not change the names.
+    three = feats + [{"daytime_share": 0.45, "evening_share": 0.30, "peak_to_mean": 2.6}]
+    out3 = G.distinct_labels([rule] * 3, three)
+    for attr in ("code", "zh", "en"):
+        assert len({getattr(r, attr) for r in out3}) == 3
+    assert G.distinct_labels([rule] * 3, three[::-1]) == out3[::-1]
+    # A pinned label (the vacancy segment) keeps its name; the other one is qualified.
+    vacant = G.LabelRule("vacant", "空置型", "Vacant", {})
+    pinned = G.distinct_labels([vacant, vacant], [{"mean_daily_kwh": 1.2}, {"mean_daily_kwh": 0.4}], pinned=[1])
+    assert pinned[1] == vacant and pinned[0].code == "vacant_high_use"
 
 
 def test_unknown_label_feature_is_a_config_error(make_settings):
@@ -175,6 +230,48 @@ def test_first_ids_follow_a_canonical_order():
 def test_hungarian_beats_greedy():
     cost = np.array([[1.0, 2.0], [1.1, 10.0]])  # greedy would take (0,0) and leave (1,1) = 10
     assert G.hungarian(cost) == [(0, 1), (1, 0)]
+
+
+def _blobs(rng, centers, n, spread):
+    return np.concatenate([rng.normal(c, spread, (n, len(c))) for c in centers])
+
+
+def test_ward_initialized_kmeans_finds_planted_groups_without_a_seed():
+    rng = np.random.default_rng(3)
+    points = _blobs(rng, [(0, 0), (5, 0), (0, 5)], 30, 0.4)
+    inits = G.ward_centers(points, np.ones(len(points)), [2, 3, 4])
+    assert {k: len(c) for k, c in inits.items()} == {2: 2, 3: 3, 4: 4}
+    centers, clusters, cost = G.lloyd(points, inits[3], max_iter=40, tol=1e-6)
+    truth = np.repeat([0, 1, 2], 30)
+    assert G.adjusted_rand_index(clusters, truth) == pytest.approx(1.0)
+    assert G.partition_agreement(clusters, truth) == 1.0
+    # Deterministic: the same input gives bit-identical centers.
+    again = G.lloyd(points, G.ward_centers(points, np.ones(len(points)), [3])[3], max_iter=40, tol=1e-6)
+    assert np.array_equal(again[0], centers) and again[2] == cost
+
+
+def test_silhouette_matches_mllib(spark):
+    from pyspark.ml.evaluation import ClusteringEvaluator
+    from pyspark.ml.linalg import Vectors
+
+    rng = np.random.default_rng(5)
+    points = _blobs(rng, [(0, 0, 0), (2, 1, 0), (0, 2, 2)], 12, 0.8)
+    clusters = G.lloyd(points, points[[0, 12, 24]], max_iter=20, tol=1e-9)[1]
+    frame = spark.createDataFrame([(Vectors.dense(p.tolist()), int(c)) for p, c in zip(points, clusters)], ["v", "c"])
+    expected = ClusteringEvaluator(featuresCol="v", predictionCol="c", distanceMeasure="squaredEuclidean").evaluate(frame)
+    assert G.silhouette(points, clusters) == pytest.approx(expected, abs=1e-9)
+
+
+def test_choose_k_prefers_stability_among_near_best_silhouettes():
+    sil = {3: 0.30, 4: 0.31, 5: 0.20}
+    assert G.choose_k(sil, {3: 0.95, 4: 0.70, 5: 1.0}, tolerance=0.02) == 3  # 5 is too far below the best
+    assert G.choose_k(sil, {3: 0.95, 4: 0.70, 5: 1.0}, tolerance=0.0) == 4
+    assert G.choose_k(sil, {3: 0.951, 4: 0.954, 5: 0.5}, tolerance=0.02) == 4  # equal at 0.01: silhouette decides
+
+
+def test_partition_agreement_matches_clusters_one_to_one():
+    assert G.partition_agreement([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 1]) == 1.0
+    assert G.partition_agreement([0, 0, 0, 1], [0, 0, 1, 1]) == 0.75
 
 
 def test_adjusted_rand_index():
@@ -239,7 +336,7 @@ def _settings(root, *overrides):
     from gridpersona.config import load_settings
 
     return load_settings("test", [f"lake.root={root}", "ami.interval_minutes=60", "segment.k_min=3",
-                                  "segment.k_max=5", "segment.n_init=2", *overrides])
+                                  "segment.k_max=5", *overrides])
 
 
 def _ctx(settings, spark, lake, as_of=MON + dt.timedelta(days=DAYS - 1)):
@@ -275,8 +372,12 @@ def test_train_names_each_archetype_and_reserves_vacant(trained):
     settings, lake, truth, results, first = trained
     model = first["model"]
     assert results["train"].outputs == {SS.SEGMENT_MODEL: len(model)}
-    assert model[0]["k"] == 4 and model[0]["k_selection"] == "silhouette"  # four non-vacant archetypes
-    assert set(json.loads(model[0]["silhouette_by_k"])) == {"3", "4", "5"}
+    assert model[0]["k"] == 4 and model[0]["k_selection"] == "silhouette_stability"  # four non-vacant archetypes
+    assert set(json.loads(model[0]["silhouette_by_k"])) == set(json.loads(model[0]["stability_by_k"])) == {"3", "4", "5"}
+    # Well-separated planted groups: a clear structure that any half of the meters recovers.
+    assert model[0]["silhouette"] >= 0.25 and not model[0]["weak_structure"]
+    assert model[0]["stability"] == pytest.approx(1.0)
+    assert any("stability 100.0%" in n for n in results["train"].notes)
     vacant = [r for r in model if r["cluster_index"] is None]
     assert [(r["segment_id"], r["segment_label"], r["name_zh"]) for r in vacant] == [(0, "vacant", "空置型")]
     assert sorted(r["segment_label"] for r in model) == sorted(ARCHS)
@@ -343,14 +444,17 @@ def test_rerun_with_the_same_inputs_writes_identical_rows(spark, trained):
     assert [r for r in lake.read_arrow(SS.SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of] == first["profile"]
 
 
-def test_retrain_with_another_seed_keeps_segment_ids(spark, trained):
+def test_retrain_with_another_seed_keeps_segments_ids_and_names(spark, trained):
     settings, lake, truth, results, first = trained
     other = _settings(settings.lake.root, "segment.seed=99")
     ctx = _ctx(other, spark, lake)
     SS.run_segment_train(ctx)
     SS.run_segment_assign(ctx)
     after = _segments(lake, ctx.as_of)
-    assert {m: r["segment_id"] for m, r in after.items()} == {m: r["segment_id"] for m, r in first["segments"].items()}
+    assert {m: (r["segment_id"], r["segment_label"]) for m, r in after.items()} == \
+        {m: (r["segment_id"], r["segment_label"]) for m, r in first["segments"].items()}
+    # Training draws nothing at random: the centroids are the same.
+    assert [r["centroid"] for r in _model_rows(lake)] == [r["centroid"] for r in first["model"]]
     assert {r["model_version"] for r in _model_rows(lake)} == {"20260614"}  # replaced, not added
 
 
@@ -363,3 +467,24 @@ def test_assign_without_a_model_says_what_to_do(spark, tmp_path):
     SS.release_features()
     with pytest.raises(LookupError, match="segment-train"):
         SS.run_segment_assign(_ctx(settings, spark, lake))
+
+
+def test_report_says_when_the_segments_are_a_continuum():
+    from gridpersona.report import _model_structure
+
+    class StubLake:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def exists(self, table):
+            return table == SS.SEGMENT_MODEL
+
+        def read_arrow(self, table):
+            return pa.Table.from_pylist(self.rows)
+
+    weak = {"model_version": "20090531", "k": 4, "silhouette": 0.143, "stability": 0.74, "weak_structure": True}
+    clear = dict(weak, model_version="20260614", silhouette=0.899, stability=1.0, weak_structure=False)
+    [line] = _model_structure(StubLake([weak, weak]), {"20090531"})
+    assert "silhouette 0.143" in line and "74.0%" in line and "partition of a continuum, not natural groups" in line
+    [line] = _model_structure(StubLake([clear]), {"20260614"})
+    assert "silhouette 0.899" in line and "continuum" not in line

@@ -215,7 +215,8 @@ class SegmentLabel(_Section):
     when: dict[str, SegmentBound] = Field(default_factory=dict)
 
 
-SEGMENT_BUILTIN_FEATURES = ("peak_to_mean", "peak_hour", "weekend_ratio", "mean_daily_kwh")
+SEGMENT_BUILTIN_FEATURES = ("peak_to_mean", "trough_to_mean", "peak_hour", "peak_width_hours", "weekend_ratio",
+                            "mean_daily_kwh")
 
 
 def segment_feature_names(windows) -> set[str]:
@@ -230,14 +231,40 @@ def _default_segment_labels() -> list[SegmentLabel]:
     rules = [
         ("vacant", "空置型", "Vacant", {"mean_daily_kwh": {"max": 1.5}}),
         ("commercial_day", "日间商业型", "Commercial daytime", {"daytime_share": {"min": 0.55}, "weekend_ratio": {"max": 0.8}}),
+        # A block every evening that ends around midnight (electric / storage-heater boost) comes before
+        # ev_night: EV charging blocks lie mostly after midnight (small_hours_share >= 0.25).
+        ("electric_heating", "电采暖型", "Electric heating",
+         {"late_evening_share": {"min": 0.35}, "small_hours_share": {"max": 0.25}, "peak_to_mean": {"min": 2.0}}),
         ("ev_night", "夜间充电型", "EV night charging",
          {"small_hours_share": {"min": 0.25}, "evening_share": {"min": 0.15}, "peak_to_mean": {"min": 2.0}}),
         ("night", "低谷型", "Night / valley", {"night_share": {"min": 0.6}}),
         ("double_peak", "双峰型", "Double peak", {"morning_share": {"min": 0.2}, "evening_share": {"min": 0.25}}),
         ("evening_peak", "高峰型", "Evening peak", {"evening_share": {"min": 0.35}}),
-        ("flat", "平稳型", "Flat", {"peak_to_mean": {"max": 1.6}}),
+        ("flat", "平稳型", "Flat", {"peak_to_mean": {"max": 1.6}, "trough_to_mean": {"min": 0.6}}),
     ]
     return [SegmentLabel(code=c, zh=zh, en=en, when=w) for c, zh, en, w in rules]
+
+
+class DayPart(_Section):
+    """A part of the day (local "HH:MM-HH:MM", may wrap midnight) generated segment labels name a peak after."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    zh: str
+    en: str
+    hours: str
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        parse_hhmm_range(v)
+        return v
+
+
+def _default_day_parts() -> list[DayPart]:
+    parts = [("night", "夜间", "Night", "00:00-05:00"), ("morning", "早间", "Morning", "05:00-10:00"),
+             ("midday", "午间", "Midday", "10:00-14:00"), ("afternoon", "午后", "Afternoon", "14:00-17:00"),
+             ("evening", "傍晚", "Evening", "17:00-21:00"), ("late_evening", "晚间", "Late-evening", "21:00-00:00")]
+    return [DayPart(code=c, zh=zh, en=en, hours=h) for c, zh, en, h in parts]
 
 
 class SegmentConfig(_Section):
@@ -256,18 +283,21 @@ class SegmentConfig(_Section):
     # KMeans trains (and k is chosen) on a deterministic hash sample of at most this many non-vacant
     # meters (0: all of them); every meter is assigned.
     train_sample_meters: int = Field(10000, ge=0)
+    # Not used by segment-train: KMeans starts from a Ward agglomeration, no random draw, so the segments
+    # do not depend on a seed. Stored with the model; kept so configs and --set segment.seed stay valid.
     seed: int = 20240501
     max_iter: int = Field(40, ge=1)
     # Stop when no center moves more than this (typical-shape centroids lie >= ~0.09 apart).
     tol: float = Field(1e-3, gt=0)
-    init_steps: int = Field(2, ge=1)
-    # KMeans runs (seeds seed, seed+1, ...) of the k_max over-clustering and of a fixed k; the lowest
-    # training cost wins (a single k-means|| run lands in a poor local optimum ~30-50% of the time here).
-    n_init: int = Field(3, ge=1)
-    # Cap on runs of the chosen k, which stop once a run's cost reaches the over-clustering's bound.
-    max_runs: int = Field(8, ge=1)
-    # KMeans fits run concurrently in this many driver threads (they are bound by per-job overhead).
-    parallel_fits: int = Field(2, ge=1)
+    # Meters the Ward agglomeration that starts KMeans sees (a fixed hash sample; O(n^2) memory).
+    ward_sample_meters: int = Field(500, ge=10)
+    # Fixed hash splits of the training meters in halves; stability = share of meters keeping their segment
+    # when KMeans starts from one half's Ward tree, averaged over the 2 x splits halves.
+    stability_splits: int = Field(2, ge=1, le=16)
+    # k is the most stable among the k whose silhouette is within this of the best.
+    silhouette_tolerance: float = Field(0.02, ge=0)
+    # Below this silhouette the model is flagged weak_structure (a partition of a continuum).
+    weak_silhouette: float = Field(0.25, ge=-1, le=1)
     # Principal components KMeans clusters on (0: the typical shapes themselves).
     pca_components: int = Field(0, ge=0)
     # Partitions of the feature frame KMeans runs on; 1 keeps sums in a fixed order (bit-identical reruns).
@@ -277,10 +307,15 @@ class SegmentConfig(_Section):
     # Named local-time windows; label rules test <name>_share (weekday) and weekend_<name>_share.
     windows: dict[str, str] = Field(default_factory=lambda: {
         "night": "23:00-07:00", "small_hours": "00:00-05:00", "morning": "06:00-10:00",
-        "daytime": "08:00-18:00", "evening": "18:00-23:00"})
-    # Ordered: the first rule whose bounds all hold names the centroid; else the fallback.
+        "daytime": "08:00-18:00", "evening": "18:00-23:00",
+        "late_evening": "21:00-00:00"})
+    # Ordered: the first rule whose bounds all hold names the centroid; else a label generated from the
+    # centroid's curve (peak_<part>[_broad|_sharp], after the part of the day holding its weekday peak).
     labels: list[SegmentLabel] = Field(default_factory=_default_segment_labels)
-    fallback: SegmentLabel = Field(default_factory=lambda: SegmentLabel(code="mixed", zh="混合型", en="Mixed"))
+    peak_parts: list[DayPart] = Field(default_factory=_default_day_parts)
+    # Generated labels: _broad below this weekday peak_to_mean, _sharp at or above the next.
+    broad_max_peak_to_mean: float = Field(2.0, gt=0)
+    sharp_min_peak_to_mean: float = Field(3.0, gt=0)
 
     @field_validator("model_version", mode="before")
     @classmethod
@@ -301,6 +336,10 @@ class SegmentConfig(_Section):
     def _consistent(self) -> "SegmentConfig":
         if self.k_min > self.k_max:
             raise ValueError(f"k_min {self.k_min} is above k_max {self.k_max}")
+        most = self.k or self.k_max
+        if self.ward_sample_meters < 4 * most:
+            raise ValueError(f"ward_sample_meters {self.ward_sample_meters} is below 4 x k ({most}): each half of "
+                             f"the stability check needs at least 2 meters per cluster")
         known = segment_feature_names(self.windows)
         for i, rule in enumerate(self.labels):
             unknown = sorted(set(rule.when) - known)

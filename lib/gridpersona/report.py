@@ -63,6 +63,27 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{f
 """
 
 
+def _model_structure(lake, versions: set[str]) -> list[str]:
+    """One line per segment model version: the fitted model's silhouette and stability, and whether the
+    segments are natural groups or a partition of a continuum (gold.segment_model.weak_structure)."""
+    if not versions or not lake.exists("gold.segment_model"):
+        return []
+    lines = []
+    heads = {}
+    for r in lake.read_arrow("gold.segment_model").to_pylist():
+        if r["model_version"] in versions:
+            heads.setdefault(r["model_version"], r)
+    for version, r in sorted(heads.items()):
+        sil, stab = r.get("silhouette"), r.get("stability")
+        text = (f"Model {version}: k={r['k']}, silhouette {_num(sil, 3)}, stability "
+                f"{_pct(stab)} (meters keeping their segment when it is started from half of the meters).")
+        if r.get("weak_structure"):
+            text += (" Weak structure: the segments are a partition of a continuum, not natural groups; "
+                     "read them as bands of similar load curves.")
+        lines.append(text)
+    return lines
+
+
 class _Builder:
     def __init__(self):
         self.parts: list[str] = []
@@ -134,6 +155,8 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
                        _pct(r["share"]), _num(r.get("mean_daily_kwh"), 1), _pct(r.get("peak_share")), _pct(r.get("flat_share")),
                        _pct(r.get("valley_share")), _num(r.get("load_factor")), _num(r.get("weekend_ratio"))]
                       for r in portraits], numeric={0, 4, 5, 6, 7, 8, 9, 10, 11}))
+        for line in _model_structure(lake, {r["model_version"] for r in portraits}):
+            b.add(f"<p>{_esc(line)}</p>")
         b.figure("Centroid load curves", P.plot_centroid_curves(portraits),
                  "Typical daily load curve of each segment (model centroid), weekday and weekend")
         b.figure("Segment radar", P.plot_segment_radar(portraits),

@@ -24,36 +24,52 @@ Stable ids
     the same inputs and config reproduces the same rows.
 
 KMeans and the choice of k
-    KMeans (MLlib, k-means|| init, seeded) trains on a deterministic hash sample
-    of at most ``segment.train_sample_meters`` non-vacant meters; every meter is
-    assigned. Its cost here is per-job overhead (each iteration is a Spark
-    job), not arithmetic. One k-means|| run lands in a poor local optimum in
-    30-50% of seeds on the synthetic lake's typical shapes (a tight flat
-    cluster beside a spread-out EV cluster), so one run per k would let the seed
-    pick k and the segments. With k not fixed, training therefore:
+    k-means|| from a random seed lands in a different local optimum per seed
+    when the typical shapes form a continuum (real household curves: a retrain
+    with another seed kept ~70% of meters in their segment), so the seed would
+    pick the segments. Training therefore starts KMeans from a deterministic
+    initialization, on a bounded sample held on the driver (at most
+    ``segment.train_sample_meters`` non-vacant meters, a fixed hash sample):
 
-    1. over-clusters at ``k_max`` (lowest cost of ``n_init`` seeded runs; an
-       over-clustering does not miss a well-separated group);
-    2. merges those clusters bottom-up by Ward's criterion down to every k in
-       ``[k_min, k_max]`` and scores each partition with MLlib's
-       ClusteringEvaluator (silhouette) -> ``silhouette_by_k``;
-    3. fits KMeans at the best k, in rounds of ``parallel_fits`` seeded runs,
-       until a run's cost reaches the bound the over-clustering gives (its cost
-       plus the Ward merge cost, +2%), at most ``max_runs`` runs; the lowest
-       cost wins.
+    1. Ward agglomeration of the Ward sample (at most ``ward_sample_meters``
+       of the training sample, a fixed hash sample) gives initial centers for
+       every k in ``[k_min, k_max]`` (or the fixed ``k``); Lloyd iterations
+       refine them on the Ward sample. No random draw: ``segment.seed`` is not used (a
+       retrain with another seed writes the same segments).
+    2. Per k: the silhouette (squared Euclidean, the formula of MLlib's
+       ClusteringEvaluator) -> ``silhouette_by_k``, and a stability: the same
+       procedure started from the Ward tree of one half of the sample, for
+       each half of ``stability_splits`` fixed hash splits; the share of
+       meters that keep their segment (clusters matched one-to-one), averaged
+       -> ``stability_by_k``. A stricter test than another seed: the start
+       sees other meters. Both are measured on the Ward sample.
+    3. k is the most stable among the k whose silhouette is within
+       ``silhouette_tolerance`` of the best (stability compared at 0.01).
+    4. Lloyd iterations refine the chosen k's centers on the whole training
+       sample (its silhouette there is the model's). They become an MLlib KMeansModel (saved, used by
+       segment-assign); the fitted model's silhouette and stability are stored
+       and printed, and a silhouette below ``weak_silhouette`` flags
+       ``weak_structure`` (a partition of a continuum, not natural groups).
 
-    That is about 5 KMeans runs and 7 silhouettes for k in 4..10, instead of
-    7 x n_init runs. With a fixed k: the best of ``n_init`` runs. Runs go
-    through ``parallel_fits`` driver threads (jobs overlap their overhead).
+    The driver work is O(n k d) per Lloyd round and O(m^2) for Ward on m <=
+    ward_sample_meters meters; the Spark cost is one collect of the sample and
+    one small fit.
+
+Names
+    The first rule of ``segment.labels`` that holds on a centroid's features,
+    else a label generated from its curve (``peak_<part>[_broad|_sharp]``);
+    then qualifiers until no two segments (the vacancy segment included, which
+    keeps its name) share a code, a zh or an en name. See
+    :mod:`gridpersona.transform.segment`.
 
 Determinism
     The per-meter feature frame (meters x 2n doubles) is computed once,
     hash-partitioned by meter into ``segment.partitions`` (default 1)
     partitions, sorted by meter id, cached, and reused by segment-assign in the
     same Spark session while silver.daily_load_shape is unchanged (keyed on its
-    Delta version). On one partition every MLlib sum runs in a fixed order, so
-    a seeded run gives the same centroids every time; the winning run is chosen
-    by cost, then seed, never by thread timing.
+    Delta version). The training sample is collected sorted by meter id and the
+    driver-side sums run elementwise in a fixed order, so a rerun gives
+    bit-identical centroids.
 """
 
 from __future__ import annotations
@@ -63,9 +79,9 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -101,17 +117,20 @@ SEGMENT_MODEL_SCHEMA = T.StructType([
     T.StructField("weekend_ratio", D, True),
     T.StructField("label_features", S, False),  # JSON: the centroid features the label rules saw
     T.StructField("k", I, False),  # KMeans clusters (the vacancy segment not counted)
-    T.StructField("k_selection", S, False),  # fixed | silhouette
+    T.StructField("k_selection", S, False),  # fixed | silhouette_stability
     T.StructField("silhouette", D, True),  # of the saved KMeans model, on the training meters
     T.StructField("silhouette_by_k", S, False),  # JSON {k: silhouette} the choice of k was made on
+    T.StructField("stability", D, True),  # share of training meters keeping their segment from a half-sample start
+    T.StructField("stability_by_k", S, False),  # JSON {k: stability} the choice of k was made on
+    T.StructField("weak_structure", T.BooleanType(), False),  # silhouette < segment.weak_silhouette
     T.StructField("train_meters", L, False),  # non-vacant meters KMeans trained on (a deterministic sample)
     T.StructField("training_cost", D, False),  # KMeans within-cluster sum of squares on them
-    T.StructField("kmeans_runs", I, False),  # seeded KMeans runs made
+    T.StructField("kmeans_runs", I, False),  # KMeans (Lloyd) runs made: per k, one from all meters + one per half
     T.StructField("typical_shape", S, False),  # mean_shape | energy_weighted
     T.StructField("slots", I, False),  # slots per day (n); centroid has 2n values
     T.StructField("pca_components", I, False),  # 0: KMeans on the typical shapes themselves
     T.StructField("window_days", I, False),
-    T.StructField("seed", L, False),  # seed of the KMeans run that was kept (segment.seed + run index)
+    T.StructField("seed", L, False),  # segment.seed as configured (training is deterministic and does not use it)
     T.StructField("reference_version", S, True),  # earlier model whose ids were kept (null: first model)
     T.StructField("model_path", S, False),  # MLlib model folder, relative to the lake root
     T.StructField("config_hash", S, False),
@@ -149,6 +168,10 @@ SEGMENT_PROFILE_SCHEMA = T.StructType([
     T.StructField("centroid_shape", T.ArrayType(D, True), True),  # weekday then weekend typical shape
 ])
 
+# Salt of the hashes that pick the training sample, the Ward sample and the stability splits: fixed, so
+# no seed changes which meters the segments (or the choice of k) are built from.
+SAMPLE_SALT = 42
+
 VACANT_LABEL = G.LabelRule("vacant", "空置型", "Vacant", {})
 
 
@@ -159,14 +182,33 @@ def _slots(settings: Settings) -> int:
     return 1440 // settings.ami.interval_minutes
 
 
-def label_rules(settings: Settings) -> tuple[list[G.LabelRule], G.LabelRule]:
-    """(ordered rules, fallback) from ``segment.labels`` / ``segment.fallback``."""
+def label_rules(settings: Settings) -> list[G.LabelRule]:
+    """The ordered label rules of ``segment.labels``."""
+    return [G.LabelRule(lbl.code, lbl.zh, lbl.en, {k: (b.min, b.max) for k, b in lbl.when.items()})
+            for lbl in settings.segment.labels]
+
+
+def day_parts(settings: Settings) -> list[G.DayPart]:
+    """``segment.peak_parts`` as :class:`G.DayPart` (minutes after local midnight)."""
+    return [G.DayPart(p.code, p.zh, p.en, *parse_hhmm_range(p.hours)) for p in settings.segment.peak_parts]
+
+
+def name_centroids(features: list[dict[str, float]], settings: Settings, pinned: list[tuple[dict, G.LabelRule]] = ()
+                   ) -> list[tuple[G.LabelRule, int]]:
+    """(label, rule position) of each centroid: the first label rule that holds, else a label generated
+    from the curve (rank len(rules)); then qualified until no two share a code or name, ``pinned``
+    (features, label) entries (the vacancy segment) taking part in the comparison but keeping their label."""
     seg = settings.segment
-
-    def rule(lbl) -> G.LabelRule:
-        return G.LabelRule(lbl.code, lbl.zh, lbl.en, {k: (b.min, b.max) for k, b in lbl.when.items()})
-
-    return [rule(x) for x in seg.labels], rule(seg.fallback)
+    rules, parts = label_rules(settings), day_parts(settings)
+    named = []
+    for f in features:
+        generated = G.describe_centroid(f, parts, broad_max_peak_to_mean=seg.broad_max_peak_to_mean,
+                                        sharp_min_peak_to_mean=seg.sharp_min_peak_to_mean)
+        named.append(G.label_centroid(f, rules, generated))
+    labels = G.distinct_labels([r for r, _ in named] + [lbl for _, lbl in pinned],
+                               list(features) + [f for f, _ in pinned],
+                               pinned=range(len(named), len(named) + len(pinned)))
+    return [(labels[i], rank) for i, (_, rank) in enumerate(named)]
 
 
 def label_windows(settings: Settings) -> dict[str, tuple[int, int]]:
@@ -175,7 +217,7 @@ def label_windows(settings: Settings) -> dict[str, tuple[int, int]]:
 
 def vacant_rule_label(settings: Settings) -> G.LabelRule:
     """Display names of the vacancy rule's segment: the ``vacant`` label rule's when configured."""
-    rules, _ = label_rules(settings)
+    rules = label_rules(settings)
     return next((r for r in rules if r.code == "vacant"), VACANT_LABEL)
 
 
@@ -268,67 +310,90 @@ def model_segments(lake, version: str) -> list[dict]:
 # ------------------------------------------------------------------ train
 
 
-def _kmeans(k: int, seed: int, seg, features_col: str):
-    from pyspark.ml.clustering import KMeans
+def _collect_training(train: DataFrame, features_col: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors n x d, ward_rank, split_bits) of the training sample, on the driver, sorted by meter id.
 
-    return KMeans(k=k, seed=seed, maxIter=seg.max_iter, tol=seg.tol, initMode="k-means||",
-                  initSteps=seg.init_steps, featuresCol=features_col, predictionCol="cluster_index")
-
-
-def _in_threads(fn, items: list, threads: int) -> list:
-    """``[fn(x) for x in items]``, run in up to ``threads`` driver threads (results in input order)."""
-    if threads <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-def _fit(frame: DataFrame, k: int, seed: int, seg, features_col: str) -> tuple[int, Any, float]:
-    model = _kmeans(k, seed, seg, features_col).fit(frame)
-    return seed, model, float(model.summary.trainingCost)
-
-
-def _lowest_cost(runs: list[tuple[int, Any, float]]) -> tuple[int, Any, float]:
-    """The run with the lowest cost; costs equal to 1e-9 go to the lower seed (thread timing never decides)."""
-    best = None
-    for run in sorted(runs, key=lambda r: r[0]):
-        if best is None or run[2] < best[2] * (1 - 1e-9):
-            best = run
-    return best
-
-
-def best_of_runs(frame: DataFrame, k: int, seg, features_col: str, runs: int) -> tuple[int, Any, float, int]:
-    """(seed, model, cost, runs made): the lowest-cost of ``runs`` seeded KMeans runs."""
-    seeds = [seg.seed + i for i in range(runs)]
-    done = _in_threads(lambda seed: _fit(frame, k, seed, seg, features_col), seeds, seg.parallel_fits)
-    return (*_lowest_cost(done), len(done))
-
-
-def fit_to_bound(frame: DataFrame, k: int, seg, features_col: str, bound: float) -> tuple[int, Any, float, int]:
-    """(seed, model, cost, runs made): KMeans runs in rounds of ``parallel_fits`` until one costs <= ``bound``.
-
-    At most ``max_runs`` runs; then the lowest cost of all of them.
+    Bounded by ``segment.train_sample_meters``. ``ward_rank``: a fixed hash of
+    the meter id (which meters the Ward initialization sees when there are
+    more than ``segment.ward_sample_meters``); ``split_bits``: another fixed
+    hash whose bit i puts the meter in half 0 or 1 of stability split i.
     """
-    done: list[tuple[int, Any, float]] = []
-    step = max(1, seg.parallel_fits)
-    for start in range(0, seg.max_runs, step):
-        seeds = [seg.seed + i for i in range(start, min(start + step, seg.max_runs))]
-        done += _in_threads(lambda seed: _fit(frame, k, seed, seg, features_col), seeds, step)
-        if any(cost <= bound for _, _, cost in done):
-            break
-    return (*_lowest_cost(done), len(done))
+    from pyspark.ml.functions import vector_to_array
+
+    rows = train.select(vector_to_array(features_col).alias("v"), "ward_rank", "split_bits").toArrow()
+    values = rows.column("v").combine_chunks()
+    width = len(values[0]) if len(values) else 0
+    vectors = values.flatten().to_numpy(zero_copy_only=False).astype(float).reshape(len(values), width)
+    return (vectors, np.asarray(rows.column("ward_rank").to_pylist()),
+            np.asarray(rows.column("split_bits").to_pylist(), dtype=np.int64))
 
 
-def _silhouette_of(predictions: DataFrame, features_col: str, prediction_col: str) -> float:
-    from pyspark.ml.evaluation import ClusteringEvaluator
+def _ward_rows(ward_rank: np.ndarray, keep: np.ndarray, cap: int) -> np.ndarray:
+    """Indexes of the ``keep`` rows the Ward agglomeration sees: at most ``cap``, lowest ward_rank, in row order."""
+    idx = np.flatnonzero(keep)
+    if cap and len(idx) > cap:
+        idx = np.sort(idx[np.lexsort((idx, ward_rank[idx]))[:cap]])
+    return idx
 
-    evaluator = ClusteringEvaluator(featuresCol=features_col, predictionCol=prediction_col,
-                                    metricName="silhouette", distanceMeasure="squaredEuclidean")
-    return float(evaluator.evaluate(predictions))
+
+def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.ndarray, ks: list[int], seg
+                     ) -> dict[str, Any]:
+    """k selection and the final centers, deterministic (no seed decides them). See the module docstring.
+
+    k is chosen on the Ward sample (at most ``ward_sample_meters`` rows); the
+    chosen k's centers are then refined on all ``vectors``. Returns centers,
+    clusters, cost, k, silhouette (of the final fit, on all vectors),
+    stability (of the chosen k), silhouette_by_k, stability_by_k and lloyd_runs.
+    """
+    rows = _ward_rows(ward_rank, np.ones(len(vectors), dtype=bool), seg.ward_sample_meters)
+    sample = vectors[rows]
+    usable = [k for k in ks if k <= len(rows)]
+    inits = G.ward_centers(sample, np.ones(len(rows)), usable)
+    halves = []
+    for i in range(seg.stability_splits):
+        for h in (0, 1):
+            part = np.flatnonzero(((split_bits[rows] >> i) & 1) == h)
+            fit_ks = [k for k in usable if k <= len(part)]
+            halves.append(G.ward_centers(sample[part], np.ones(len(part)), fit_ks) if fit_ks else {})
+    fits, scores, stability, runs = {}, {}, {}, 0
+    for k in usable:
+        centers, clusters, _ = G.lloyd(sample, inits[k], max_iter=seg.max_iter, tol=seg.tol)
+        runs += 1
+        fits[k] = centers
+        scores[k] = G.silhouette(sample, clusters)
+        agree = []
+        for init in halves:
+            if k in init:
+                agree.append(G.partition_agreement(
+                    clusters, G.lloyd(sample, init[k], max_iter=seg.max_iter, tol=seg.tol)[1]))
+                runs += 1
+        stability[k] = float(np.mean(agree)) if agree else float("nan")
+    chosen = usable[0] if len(usable) == 1 else G.choose_k(scores, stability, seg.silhouette_tolerance)
+    centers, clusters, cost = G.lloyd(vectors, fits[chosen], max_iter=seg.max_iter, tol=seg.tol)
+    runs += 1
+    final_silhouette = G.silhouette(vectors, clusters)
+    return dict(centers=centers, clusters=clusters, cost=cost, k=chosen, silhouette=final_silhouette,
+                stability=stability[chosen], silhouette_by_k=scores, stability_by_k=stability, lloyd_runs=runs)
 
 
-def _silhouette(model, frame: DataFrame, features_col: str) -> float:
-    return _silhouette_of(model.transform(frame), features_col, "cluster_index")
+def kmeans_model_of(spark, centers: np.ndarray, features_col: str):
+    """An MLlib KMeansModel whose centers are exactly ``centers`` (it predicts the nearest of them).
+
+    MLlib's KMeans takes no initial centers, so it is fitted on the centers
+    themselves: with k rows and random init it picks every row, and each row is
+    its own cluster's mean.
+    """
+    from pyspark.ml.clustering import KMeans
+    from pyspark.ml.linalg import Vectors
+
+    frame = spark.createDataFrame([(Vectors.dense([float(x) for x in c]),) for c in centers], [features_col])
+    model = KMeans(k=len(centers), seed=0, maxIter=1, initMode="random", featuresCol=features_col,
+                   predictionCol="cluster_index").fit(frame)
+    got = np.asarray(model.clusterCenters(), dtype=float)
+    if got.shape != centers.shape or not all(np.isclose(got, c, rtol=0, atol=1e-12).all(axis=1).any() for c in centers):
+        raise RuntimeError(f"segment-train: MLlib returned {len(got)} centers for {len(centers)} given ones "
+                           f"(two centers coincide?); retrain with another segment.k / k_max")
+    return model
 
 
 def run_segment_train(ctx: StageContext) -> StageResult:
@@ -362,49 +427,35 @@ def run_segment_train(ctx: StageContext) -> StageResult:
         features_col = "pca"
         timings["pca"] = time.perf_counter() - t
 
-    # KMeans trains on a deterministic sample (job overhead, not rows, is its cost; the sample caps memory).
+    # k selection and the final centers work on a bounded, deterministic sample held on the driver.
     t = time.perf_counter()
     ks = [seg.k] if seg.k else list(range(seg.k_min, seg.k_max + 1))
     if n_active < max(2, max(ks)):
         raise RuntimeError(f"segment-train: {n_active} non-vacant meters cannot make {max(ks)} clusters "
                            f"(vacancy rule took {n_vacant}); lower segment.k / segment.k_max or widen the window")
-    # The sample's vectors as a local checkpoint (plain rows): every KMeans run and silhouette reads it, and
-    # KMeans caches its own copy since the input is not a cached DataFrame. Reading vectors back from a
-    # DataFrame cache, or recomputing them from the feature cache, costs more per run than the fit's jobs.
-    sample = active if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
-        G.deterministic_sample(active, seg.train_sample_meters, n_active, seg.seed)
-    train = sample.select(features_col).localCheckpoint(eager=True)
-    train_rows = n_active if sample is active else train.count()
-    if seg.k:
-        seed, model, cost, runs = best_of_runs(train, seg.k, seg, features_col, seg.n_init)
-        scores = {seg.k: _silhouette(model, train, features_col)}
-        chosen, final_silhouette = seg.k, scores[seg.k]
-    else:
-        # Over-cluster at k_max, merge by Ward's criterion down to each k, score each partition by
-        # silhouette: one robust clustering instead of several error-prone KMeans runs per k.
-        k_over = max(ks)
-        seed, over, over_cost, runs = best_of_runs(train, k_over, seg, features_col, seg.n_init)
-        timings["kmeans_over"] = time.perf_counter() - t
-        t_sil = time.perf_counter()
-        merges = G.ward_merges(over.clusterCenters(), over.summary.clusterSizes, ks)
-        # Checkpointed like ``train``; its blocks go when the frame is dropped (Spark's context cleaner).
-        predicted = over.transform(train).select(features_col, "cluster_index").localCheckpoint(eager=True)
-
-        def score(k: int) -> float:
-            group = F.element_at(F.array(*[F.lit(g) for g in merges[k][0]]), F.col("cluster_index") + 1)
-            return _silhouette_of(predicted.withColumn("segment_group", group), features_col, "segment_group")
-
-        scores = dict(zip(ks, _in_threads(score, ks, seg.parallel_fits)))
-        del predicted
-        timings["silhouettes"] = time.perf_counter() - t_sil
-        chosen = max(scores, key=lambda k: (round(scores[k], 9), -k))
-        bound = (over_cost + merges[chosen][1]) * 1.02
-        if chosen == k_over:
-            model, cost = over, over_cost
-        else:
-            seed, model, cost, more = fit_to_bound(train, chosen, seg, features_col, bound)
-            runs += more
-        final_silhouette = scores[chosen] if chosen == k_over else _silhouette(model, train, features_col)
+    keyed = active.select(features_col,
+                          F.pmod(F.xxhash64("meter_id", F.lit(SAMPLE_SALT)), F.lit(1_000_000)).alias("ward_rank"),
+                          F.xxhash64("meter_id", F.lit(SAMPLE_SALT + 1)).alias("split_bits"),
+                          "meter_id")
+    sample = keyed if seg.train_sample_meters == 0 or n_active <= seg.train_sample_meters else \
+        G.deterministic_sample(keyed, seg.train_sample_meters, n_active, SAMPLE_SALT)
+    vectors, ward_rank, split_bits = _collect_training(sample.orderBy("meter_id"), features_col)
+    train_rows = len(vectors)
+    timings["collect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    picked = select_partition(vectors, ward_rank, split_bits, ks, seg)
+    timings["select_k"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = kmeans_model_of(ctx.spark, picked["centers"], features_col)
+    scores, stability = picked["silhouette_by_k"], picked["stability_by_k"]
+    final_silhouette, final_stability, cost = picked["silhouette"], picked["stability"], picked["cost"]
+    if final_stability != final_stability:  # too few meters for the halves: not measured
+        final_stability = None
+    runs, seed = picked["lloyd_runs"], int(seg.seed)
+    weak = final_silhouette < seg.weak_silhouette
+    if weak:
+        log.warning("segment-train: silhouette %.3f < segment.weak_silhouette %s: the segments are a partition of a "
+                    "continuum, not natural groups", final_silhouette, seg.weak_silhouette)
     k_found = len(model.clusterCenters())
     timings["kmeans"] = time.perf_counter() - t
 
@@ -425,15 +476,19 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     timings["summary"] = time.perf_counter() - t
 
     # Names and stable ids.
-    rules, fallback = label_rules(s)
     windows = label_windows(s)
+    use_vacancy = seg.vacant_max_daily_kwh is not None
     clusters = [r for r in summary if r["cluster_index"] >= 0]
-    named = []
-    for r in clusters:
-        feats_c = G.centroid_features(r["centroid"], slots=slots, windows=windows,
-                                      mean_daily_kwh=r["mean_daily_kwh"], weekend_ratio=r["weekend_ratio"])
-        rule, rank = G.label_centroid(feats_c, rules, fallback)
-        named.append((r, feats_c, rule, rank))
+    vacant = next((r for r in summary if r["cluster_index"] < 0), None)
+    width_default = [1.0 / slots] * width
+    feats_v = G.centroid_features(vacant["centroid"] if vacant else width_default, slots=slots, windows=windows,
+                                  mean_daily_kwh=vacant["mean_daily_kwh"] if vacant else None,
+                                  weekend_ratio=vacant["weekend_ratio"] if vacant else None)
+    feats_all = [G.centroid_features(r["centroid"], slots=slots, windows=windows,
+                                     mean_daily_kwh=r["mean_daily_kwh"], weekend_ratio=r["weekend_ratio"])
+                 for r in clusters]
+    labelled = name_centroids(feats_all, s, [(feats_v, vacant_rule_label(s))] if use_vacancy else [])
+    named = [(r, f, rule, rank) for r, f, (rule, rank) in zip(clusters, feats_all, labelled)]
     # Ids follow the latest model on or before the as-of (a rerun: the version it replaces, whose ids
     # already follow the earlier model); reference_version names the earlier model they descend from.
     matched_to = latest_model_version(lake, ctx.as_of)
@@ -443,7 +498,6 @@ def run_segment_train(ctx: StageContext) -> StageResult:
         previous = {p["segment_id"]: p["centroid"] for p in prev_rows
                     if p["cluster_index"] is not None and len(p["centroid"]) == width}
         reference = prev_rows[0]["reference_version"] if matched_to == version else matched_to
-    use_vacancy = seg.vacant_max_daily_kwh is not None
     reserved = [seg.vacant_segment_id] if use_vacancy else []
     previous = {i: c for i, c in previous.items() if i not in reserved}
     ids = G.match_ids([r["centroid"] for r, *_ in named], [rank for *_, rank in named], previous,
@@ -460,8 +514,9 @@ def run_segment_train(ctx: StageContext) -> StageResult:
 
     total = n_active + n_vacant
     common = dict(model_version=version, as_of=ctx.as_of, k=k_found,
-                  k_selection="fixed" if seg.k else "silhouette", silhouette=final_silhouette,
-                  silhouette_by_k=G.silhouette_json(scores), train_meters=int(train_rows), training_cost=cost,
+                  k_selection="fixed" if seg.k else "silhouette_stability", silhouette=final_silhouette,
+                  silhouette_by_k=G.silhouette_json(scores), stability=final_stability,
+                  stability_by_k=G.silhouette_json(stability), weak_structure=bool(weak), train_meters=int(train_rows), training_cost=cost,
                   kmeans_runs=int(runs),
                   typical_shape=seg.typical_shape, slots=slots, pca_components=seg.pca_components,
                   window_days=ctx.window_days, seed=seed, reference_version=reference, model_path=rel_path,
@@ -472,13 +527,9 @@ def run_segment_train(ctx: StageContext) -> StageResult:
                          cluster_index=int(r["cluster_index"]), centroid=[float(x) for x in r["centroid"]],
                          size=int(r["size"]), share=r["size"] / total, mean_daily_kwh=r["mean_daily_kwh"],
                          weekend_ratio=r["weekend_ratio"], label_features=_features_json(feats_c)))
-    vacant = next((r for r in summary if r["cluster_index"] < 0), None)
     if use_vacancy:
         vl = vacant_rule_label(s)
-        centroid = [float(x) for x in vacant["centroid"]] if vacant else [1.0 / slots] * width
-        feats_v = G.centroid_features(centroid, slots=slots, windows=windows,
-                                      mean_daily_kwh=vacant["mean_daily_kwh"] if vacant else None,
-                                      weekend_ratio=vacant["weekend_ratio"] if vacant else None)
+        centroid = [float(x) for x in vacant["centroid"]] if vacant else width_default
         rows.append(dict(common, segment_id=seg.vacant_segment_id, segment_label=vl.code, name_zh=vl.zh,
                          name_en=vl.en, cluster_index=None, centroid=centroid, size=int(vacant["size"]) if vacant else 0,
                          share=(vacant["size"] if vacant else 0) / total,
@@ -493,10 +544,17 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     timings["write"] = time.perf_counter() - t
 
     result = StageResult(rows_in=total, outputs={SEGMENT_MODEL: len(rows)})
-    sil = ", ".join(f"k={k}: {v:.3f}" for k, v in sorted(scores.items()))
-    result.notes.append(f"model {version}: k={k_found} ({common['k_selection']}; silhouette on {train_rows:,} meters: "
-                        f"{sil}; {runs} KMeans runs, seed {seed}); {seg.typical_shape} typical shapes of {total:,} "
-                        f"meters, {n_vacant:,} by the vacancy rule")
+    sil = ", ".join(f"k={k}: {scores[k]:.3f}/{stability[k]:.2f}" for k in sorted(scores))
+    result.notes.append(f"model {version}: k={k_found} ({common['k_selection']}; silhouette/stability on "
+                        f"{train_rows:,} meters: {sil}); {seg.typical_shape} typical shapes of {total:,} meters, "
+                        f"{n_vacant:,} by the vacancy rule")
+    shown = "not measured" if final_stability is None else f"{final_stability:.1%}"
+    result.notes.append(f"fitted model: silhouette {final_silhouette:.3f}, stability {shown} "
+                        f"(meters keeping their segment when it is started from half of the meters)")
+    if weak:
+        result.notes.append(f"WEAK STRUCTURE: silhouette {final_silhouette:.3f} < {seg.weak_silhouette}: the segments "
+                            f"are a partition of a continuum, not natural groups; read them as bands of similar "
+                            f"curves")
     result.notes.append(f"ids matched to model {matched_to}" if matched_to else "no earlier model: ids in canonical order")
     for r in rows:
         result.notes.append(f"segment {r['segment_id']}: {r['segment_label']} {r['name_zh']} / {r['name_en']}, "

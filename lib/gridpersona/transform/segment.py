@@ -37,8 +37,12 @@ Naming
     (:func:`centroid_features`: the share of the weekday typical shape falling
     in named hour windows such as ``night_share``, ``peak_to_mean``,
     ``peak_hour``, ``weekend_ratio``, ``mean_daily_kwh``) and named by the first
-    rule of an ordered list whose bounds all hold (:func:`label_centroid`);
-    a fallback label otherwise. Several clusters may share a label.
+    rule of an ordered list whose bounds all hold (:func:`label_centroid`).
+    A centroid no rule names gets a label generated from its own curve
+    (:func:`describe_centroid`: the part of the day of its peak, broad or
+    sharp), never a catch-all. Centroids that end up with the same label are
+    told apart by qualifiers from their curves (:func:`distinct_labels`), so no
+    two segments share a code or a name.
 
 Stable ids
     New centroids are matched one-to-one to the previous model's centroids by
@@ -304,8 +308,10 @@ def centroid_features(centroid: Sequence[float], *, slots: int, windows: Mapping
 
     ``<name>_share`` for each window (share of the weekday typical shape in the
     window), ``weekend_<name>_share`` (same on the weekend half),
-    ``peak_to_mean`` (weekday max slot over mean slot), ``peak_hour`` (local hour
-    at the middle of the weekday max slot), ``weekend_ratio`` and
+    ``peak_to_mean`` (weekday max slot over mean slot), ``trough_to_mean`` (min
+    slot over mean slot), ``peak_hour`` (local hour
+    at the middle of the weekday max slot), ``peak_width_hours``
+    (:func:`peak_width_hours` of the weekday half), ``weekend_ratio`` and
     ``mean_daily_kwh`` as given (NaN when None).
     """
     c = np.asarray(centroid, dtype=float)
@@ -318,10 +324,31 @@ def centroid_features(centroid: Sequence[float], *, slots: int, windows: Mapping
         out[f"weekend_{name}_share"] = float(we @ mask / we_total) if we_total > 0 else float("nan")
     mean = wd.mean()
     out["peak_to_mean"] = float(wd.max() / mean) if mean > 0 else float("nan")
+    out["trough_to_mean"] = float(wd.min() / mean) if mean > 0 else float("nan")
     out["peak_hour"] = float((int(np.argmax(wd)) + 0.5) * 24.0 / slots)
+    out["peak_width_hours"] = peak_width_hours(wd)
     out["weekend_ratio"] = float("nan") if weekend_ratio is None else float(weekend_ratio)
     out["mean_daily_kwh"] = float("nan") if mean_daily_kwh is None else float(mean_daily_kwh)
     return out
+
+
+def peak_width_hours(shape: Sequence[float]) -> float:
+    """Hours of the block around the daily peak: the run of slots (wrapping midnight) on both sides of the
+    max slot that stay at or above half-way between the day's min and max. A narrow spike gives ~1-3 h, a
+    broad plateau (storage or electric heating, a night tariff block) 5 h and more; flat curves ~24 h."""
+    c = np.asarray(shape, dtype=float)
+    n = len(c)
+    if n == 0 or not np.isfinite(c).all() or c.max() <= c.min():
+        return 24.0 if n else float("nan")
+    half = c.min() + 0.5 * (c.max() - c.min())
+    top = int(np.argmax(c))
+    width = 1
+    for step in (1, -1):
+        j = 1
+        while j < n and c[(top + step * j) % n] >= half and width < n:
+            width += 1
+            j += 1
+    return float(width * 24.0 / n)
 
 
 @dataclass(frozen=True)
@@ -353,6 +380,137 @@ def label_centroid(features: Mapping[str, float], rules: Sequence[LabelRule], fa
         if rule_matches(rule, features):
             return rule, i
     return fallback, len(rules)
+
+
+@dataclass(frozen=True)
+class DayPart:
+    """A part of the day a generated label names a centroid's peak after (hours as window_mask minutes)."""
+
+    code: str
+    zh: str
+    en: str
+    start_minute: int
+    end_minute: int
+
+
+def describe_centroid(features: Mapping[str, float], parts: Sequence[DayPart], *, broad_max_peak_to_mean: float,
+                      sharp_min_peak_to_mean: float) -> LabelRule:
+    """A label generated from the centroid's own weekday curve, for a centroid no archetype rule names.
+
+    Code ``peak_<part>`` after the part of the day holding the weekday peak
+    (``peak_hour``), with ``_broad`` when ``peak_to_mean`` is below
+    ``broad_max_peak_to_mean`` or ``_sharp`` when at least
+    ``sharp_min_peak_to_mean``; zh and en names to match (e.g.
+    ``peak_late_evening_sharp`` 晚间尖峰型 / Late-evening sharp peak).
+    """
+    hour = features.get("peak_hour", float("nan"))
+    minute = 0 if hour is None or math.isnan(hour) else int(hour * 60) % 1440
+    part = next((p for p in parts if _in_window(minute, p.start_minute, p.end_minute)), None)
+    ratio = features.get("peak_to_mean", float("nan"))
+    shape = ""
+    if ratio is not None and not math.isnan(ratio):
+        shape = "broad" if ratio < broad_max_peak_to_mean else "sharp" if ratio >= sharp_min_peak_to_mean else ""
+    zh_shape, en_shape = {"broad": ("平缓高峰", "broad "), "sharp": ("尖峰", "sharp "), "": ("高峰", "")}[shape]
+    if part is None:
+        return LabelRule("peak_" + (shape or "day"), f"全天{zh_shape}型", f"All-day {en_shape}peak".replace("  ", " "), {})
+    code = f"peak_{part.code}" + (f"_{shape}" if shape else "")
+    return LabelRule(code, f"{part.zh}{zh_shape}型", f"{part.en} {en_shape}peak", {})
+
+
+def _in_window(minute: int, start: int, end: int) -> bool:
+    return start <= minute < end if start < end else (minute >= start or minute < end)
+
+
+# Qualifiers that tell apart centroids given the same label: (feature, scale of a telling difference,
+# (code, zh, en) for the lower value, (code, zh, en) for the higher). mean_daily_kwh's scale is relative.
+QUALIFIERS: tuple[tuple[str, float, tuple[str, str, str], tuple[str, str, str]], ...] = (
+    ("daytime_share", 0.05, ("away_by_day", "日间外出", "away by day"), ("home_by_day", "日间在家", "home by day")),
+    ("morning_share", 0.05, ("quiet_morning", "早间低", "quiet mornings"), ("busy_morning", "早间高", "busy mornings")),
+    ("evening_share", 0.05, ("light_evening", "傍晚低", "light evenings"), ("heavy_evening", "傍晚高", "heavy evenings")),
+    ("night_share", 0.05, ("quiet_night", "夜间低", "quiet nights"), ("night_load", "夜间高", "night load")),
+    ("peak_to_mean", 0.4, ("broad", "平缓", "broad"), ("sharp", "尖峰", "sharp")),
+    ("weekend_ratio", 0.1, ("weekday_heavy", "工作日偏高", "weekday-heavy"), ("weekend_heavy", "周末偏高", "weekend-heavy")),
+    ("mean_daily_kwh", 0.25, ("low_use", "低用量", "low use"), ("high_use", "高用量", "high use")),
+)
+
+
+def distinct_labels(labels: Sequence[LabelRule], features: Sequence[Mapping[str, float]],
+                    pinned: Iterable[int] = ()) -> list[LabelRule]:
+    """``labels`` with qualifiers added until no two share a code, a zh name or an en name.
+
+    Centroids sharing a label are told apart by the :data:`QUALIFIERS` feature
+    on which they differ most (relative to its scale): the highest gets the
+    high word, the lowest the low word (e.g. ``evening_peak_home_by_day`` /
+    ``evening_peak_away_by_day``); with three or more the middle ones keep the
+    label and the next round picks another feature. A centroid order change
+    gives the same names. Numbered only when no feature differs. ``pinned``
+    indexes (e.g. the vacancy rule's segment) keep their label; the others
+    of their group are qualified instead.
+    """
+    out = list(labels)
+    fixed = set(pinned)
+    used: dict[int, set[str]] = {i: set() for i in range(len(out))}
+    for _ in range(4 * len(QUALIFIERS) + 2):
+        clashes = _clashing_groups(out)
+        if not clashes:
+            return out
+        for group in clashes:
+            best = None
+            for feature, scale, low, high in QUALIFIERS:
+                if any(feature in used[i] for i in group):
+                    continue
+                values = [features[i].get(feature, float("nan")) for i in group]
+                if any(v is None or math.isnan(v) for v in values):
+                    continue
+                spread = max(values) - min(values)
+                spread /= scale * (abs(float(np.mean(values))) or 1.0) if feature == "mean_daily_kwh" else scale
+                if spread > 0 and (best is None or spread > best[0]):
+                    best = (spread, feature, values, low, high)
+            if best is None:
+                free = [i for i in sorted(group, key=lambda i: (i not in fixed, i))][1:]
+                for n, i in enumerate(free, start=2):
+                    out[i] = _qualified(out[i], (str(n), str(n), str(n)))
+                continue
+            _, feature, values, low, high = best
+            lo_i = group[int(np.argmin(values))]
+            hi_i = group[int(np.argmax(values))]
+            for i in group:
+                used[i].add(feature)
+            if lo_i not in fixed:
+                out[lo_i] = _qualified(out[lo_i], low)
+            if hi_i not in fixed:
+                out[hi_i] = _qualified(out[hi_i], high)
+    return out
+
+
+def _clashing_groups(labels: Sequence[LabelRule]) -> list[list[int]]:
+    """Groups (index lists) of labels sharing a code, zh or en name; overlapping clashes merged."""
+    parent = list(range(len(labels)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for key in (lambda r: r.code, lambda r: r.zh, lambda r: r.en):
+        first: dict[str, int] = {}
+        for i, r in enumerate(labels):
+            k = key(r)
+            if k in first:
+                parent[find(i)] = find(first[k])
+            else:
+                first[k] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(labels)):
+        groups.setdefault(find(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _qualified(rule: LabelRule, qualifier: tuple[str, str, str]) -> LabelRule:
+    code, zh, en = qualifier
+    if rule.en.endswith(")"):
+        return LabelRule(f"{rule.code}_{code}", f"{rule.zh[:-1]}，{zh}）", f"{rule.en[:-1]}, {en})", rule.when)
+    return LabelRule(f"{rule.code}_{code}", f"{rule.zh}（{zh}）", f"{rule.en} ({en})", rule.when)
 
 
 # ------------------------------------------------------------------ stable ids (numpy, driver side)
@@ -410,49 +568,152 @@ def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def ward_merges(centers: Sequence[Sequence[float]], sizes: Sequence[int], ks: Iterable[int]
-                ) -> dict[int, tuple[list[int], float]]:
-    """Merge clusters bottom-up by Ward's criterion; for each k in ``ks`` (<= len(centers)) the partition.
+def ward_centers(points: Sequence[Sequence[float]], weights: Sequence[float], ks: Iterable[int]
+                 ) -> dict[int, np.ndarray]:
+    """Agglomerate weighted points bottom-up by Ward's criterion; for each k in ``ks`` the k group means.
 
-    Returns {k: (group of each input cluster, 0..k-1 numbered by first
-    appearance; the summed Ward merge costs)}. A merge of clusters i, j costs
-    ``n_i n_j / (n_i + n_j) * |c_i - c_j|^2``: the rise in within-cluster sum of
-    squares, so an over-clustering's cost plus the merge cost bounds the cost
-    of a good k-cluster solution. Ties go to the lowest cluster indexes.
+    Returns {k: array (k x d) of the weighted means of the groups left when k
+    remain}, rows in the order of each group's lowest input index. A merge of
+    groups i, j costs ``w_i w_j / (w_i + w_j) * |c_i - c_j|^2`` (the rise in
+    within-group sum of squares); the cheapest merge goes first, ties to the
+    lowest indexes. Deterministic: no seed, no random draw. O(n^2) memory and
+    O(n^2) work per merge, so keep ``points`` to about a thousand rows.
     """
-    cents = [np.asarray(c, dtype=float) for c in centers]
-    weights = [float(w) for w in sizes]
-    members = [[i] for i in range(len(cents))]
-    wanted = sorted(set(int(k) for k in ks), reverse=True)
-    out: dict[int, tuple[list[int], float]] = {}
-    total = 0.0
+    cents = np.array(points, dtype=float)
+    w = np.array(weights, dtype=float)
+    n = len(cents)
+    alive = np.ones(n, dtype=bool)
+    cost = np.full((n, n), np.inf)  # upper triangle: merge cost of (i, j), i < j
 
-    def record(k: int) -> None:
-        group = [0] * len(centers)
-        for g, ms in enumerate(sorted(members, key=min)):
-            for m in ms:
-                group[m] = g
-        out[k] = (group, total)
+    norms = (cents * cents).sum(axis=1)
 
-    for k in wanted:
-        while len(members) > k:
-            best = None
-            for i in range(len(members)):
-                for j in range(i + 1, len(members)):
-                    w = weights[i] + weights[j]
-                    cost = 0.0 if w == 0 else weights[i] * weights[j] / w * float(((cents[i] - cents[j]) ** 2).sum())
-                    if best is None or cost < best[0]:
-                        best = (cost, i, j)
-            cost, i, j = best
-            w = weights[i] + weights[j]
-            cents[i] = cents[i] if w == 0 else (weights[i] * cents[i] + weights[j] * cents[j]) / w
-            weights[i] = w
-            members[i] = members[i] + members[j]
-            total += cost
-            del cents[j], weights[j], members[j]
-        if len(members) == k:
-            record(k)
+    def merge_costs(i: int) -> np.ndarray:
+        total = w[i] + w
+        dist = np.maximum(norms - 2.0 * (cents @ cents[i]) + norms[i], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(total > 0, w[i] * w / total, 0.0) * dist
+        c[~alive] = np.inf
+        c[i] = np.inf
+        return c
+
+    for i in range(n - 1):
+        cost[i, i + 1:] = merge_costs(i)[i + 1:]
+    out: dict[int, np.ndarray] = {}
+    left = n
+    for k in sorted({int(k) for k in ks}, reverse=True):
+        while left > k:
+            i, j = divmod(int(np.argmin(cost)), n)
+            total = w[i] + w[j]
+            if total > 0:
+                cents[i] = (w[i] * cents[i] + w[j] * cents[j]) / total
+                norms[i] = float(cents[i] @ cents[i])
+            w[i] = total
+            alive[j] = False
+            cost[j, :] = np.inf
+            cost[:, j] = np.inf
+            c = merge_costs(i)
+            cost[i, i + 1:] = c[i + 1:]
+            cost[:i, i] = c[:i]
+            left -= 1
+        if left == k:
+            out[k] = cents[alive].copy()
     return out
+
+
+def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(n x k) squared Euclidean distances, |x|^2 - 2 x.c + |c|^2 (clipped at 0)."""
+    x = np.asarray(points, dtype=float)
+    c = np.asarray(centers, dtype=float)
+    d = (x * x).sum(axis=1)[:, None] - 2.0 * (x @ c.T) + (c * c).sum(axis=1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def _cluster_means(points: np.ndarray, clusters: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Mean of each cluster's points (rows summed in index order); an empty cluster keeps ``previous``."""
+    k = len(previous)
+    order = np.argsort(clusters, kind="stable")
+    counts = np.bincount(clusters, minlength=k)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.array(previous, dtype=float)
+    present = counts > 0
+    if present.any():
+        sums = np.add.reduceat(points[order], starts[present], axis=0)
+        out[present] = sums / counts[present][:, None]
+    return out
+
+
+def lloyd(points: np.ndarray, centers: np.ndarray, *, max_iter: int, tol: float
+          ) -> tuple[np.ndarray, np.ndarray, float]:
+    """KMeans (Lloyd's iterations) from the given initial centers: (centers, cluster of each point, cost).
+
+    Stops when no center moves more than ``tol`` or after ``max_iter`` rounds;
+    an emptied cluster keeps its center. The cost is the within-cluster sum of
+    squared distances. Deterministic for given inputs (no random draw).
+    """
+    x = np.asarray(points, dtype=float)
+    c = np.array(centers, dtype=float)
+    for _ in range(max_iter):
+        moved = _cluster_means(x, squared_distances(x, c).argmin(axis=1), c)
+        shift = float(np.sqrt(((moved - c) ** 2).sum(axis=1)).max())
+        c = moved
+        if shift <= tol:
+            break
+    d = squared_distances(x, c)
+    nearest = d.argmin(axis=1)
+    return c, nearest, float(d[np.arange(len(x)), nearest].sum())
+
+
+def silhouette(points: np.ndarray, clusters: np.ndarray) -> float:
+    """Mean silhouette with squared Euclidean distances, as MLlib's ClusteringEvaluator computes it.
+
+    A point's dissimilarity to a cluster is its mean squared distance to the
+    cluster's points (its own cluster without itself); a point alone in its
+    cluster scores 0. Exact, in O(n k d) from per-cluster means.
+    """
+    x = np.asarray(points, dtype=float)
+    lab = np.asarray(clusters, dtype=int)
+    k = int(lab.max()) + 1 if len(lab) else 0
+    if k < 2:
+        return 0.0
+    sq = (x ** 2).sum(axis=1)
+    counts = np.bincount(lab, minlength=k)
+    mean_sq = np.full((len(x), k), np.inf)
+    for j in range(k):
+        if counts[j]:
+            members = x[lab == j]
+            mean_sq[:, j] = (members ** 2).sum(axis=1).mean() - 2.0 * (x @ members.mean(axis=0)) + sq
+    rows = np.arange(len(x))
+    own = mean_sq[rows, lab] * counts[lab] / np.maximum(counts[lab] - 1, 1)
+    mean_sq[rows, lab] = np.inf
+    other = mean_sq.min(axis=1)
+    denom = np.maximum(np.maximum(own, other), 1e-300)
+    return float(np.where(counts[lab] > 1, (other - own) / denom, 0.0).mean())
+
+
+def partition_agreement(a: Sequence[int], b: Sequence[int]) -> float:
+    """Share of items in the same cluster of two partitions once their clusters are matched one-to-one
+    (Hungarian, most items in common): 1.0 for the same partition whatever the cluster numbers."""
+    a, b = np.asarray(a, dtype=int), np.asarray(b, dtype=int)
+    if len(a) == 0:
+        return 1.0
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+    return float(sum(table[r, c] for r, c in hungarian(-table)) / len(a))
+
+
+def choose_k(silhouettes: Mapping[int, float], stability: Mapping[int, float], tolerance: float) -> int:
+    """The most stable k among those whose silhouette is within ``tolerance`` of the best.
+
+    Stability compares at 0.01 (closer is noise), then the higher silhouette,
+    then the smaller k decides.
+    """
+    best = max(silhouettes.values())
+    near = [k for k, s in silhouettes.items() if s >= best - tolerance]
+    def stable(k: int) -> float:
+        value = stability.get(k, float("nan"))
+        return 0.0 if value != value else round(value, 2)  # unmeasured (NaN) counts as unstable
+
+    return max(near, key=lambda k: (stable(k), round(silhouettes[k], 9), -k))
 
 
 def canonical_order(centroids: Sequence[Sequence[float]], label_ranks: Sequence[int], slots: int) -> list[int]:
