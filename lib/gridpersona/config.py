@@ -174,10 +174,15 @@ class IngestConfig(_Section):
 
 
 class CleanConfig(_Section):
-    # robust: Z = (x - median) / (P99 - median), the meter's own upper spread as scale;
-    # zscore: classic (x - mean) / std over the meter's own readings.
-    outlier_method: Literal["robust", "zscore"] = "robust"
-    outlier_z: float = Field(3.0, gt=0)
+    # Outliers (replaced by interpolation) are readings implausible for their meter, never
+    # merely high ones: an isolated one-interval spike above outlier_scale_multiple x the
+    # meter's scale, max(P99, outlier_scale_floor_kw x interval hours), and above
+    # outlier_neighbour_multiple x both time neighbours; or a reading above
+    # capacity_margin x contracted_capacity_kva x interval hours (archive; null: not applied).
+    outlier_scale_multiple: float = Field(3.0, gt=0)
+    outlier_scale_floor_kw: float = Field(5.0, ge=0)
+    outlier_neighbour_multiple: float = Field(3.0, ge=1)
+    capacity_margin: float = Field(2.0, gt=0)
     # Gaps of at most this many intervals are interpolated; longer ones leave the day incomplete.
     max_interpolate_intervals: int = Field(4, ge=0)
     # A reading above this is physically implausible for one interval and is quarantined.

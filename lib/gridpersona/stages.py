@@ -32,20 +32,20 @@ def run_clean(ctx: StageContext) -> StageResult:
     dates = ctx.window_dates
     calendar = calendar_frame(ctx)
     raw = read_bronze(ctx.lake, "bronze.ami_interval").filter(F.col("date").between(first, last))
-    archive = read_bronze(ctx.lake, "bronze.customer_archive").select("meter_id")
+    archive = read_bronze(ctx.lake, "bronze.customer_archive").select("meter_id", "contracted_capacity_kva")
+    rule = C.OutlierRule(scale_multiple=s.clean.outlier_scale_multiple, scale_floor_kw=s.clean.outlier_scale_floor_kw,
+                         neighbour_multiple=s.clean.outlier_neighbour_multiple, capacity_margin=s.clean.capacity_margin)
     out = C.clean_interval_readings(
         raw, archive, calendar, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
-        first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh, method=s.clean.outlier_method,
-        z_threshold=s.clean.outlier_z, max_gap=s.clean.max_interpolate_intervals,
-        cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
+        first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
+        max_gap=s.clean.max_interpolate_intervals, rule=rule, cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
     try:
         ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}, partition_by=["date"])
         quarantined_rows = ctx.lake.last_write["rows"]
         ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}, partition_by=["date"])
         clean_rows = ctx.lake.last_write["rows"]
     finally:
-        out.days.unpersist()
-        out.stats.unpersist()
+        out.release()
 
     written_clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
     written_quarantine = ctx.lake.read(AMI_QUARANTINE).filter(F.col("date").between(first, last))

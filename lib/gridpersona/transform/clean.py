@@ -8,9 +8,16 @@ Every raw row ends in exactly one of the clean or the quarantine output:
   ``future_ts`` (local day after the as-of date), ``negative``, ``out_of_range``
   (above ``clean.max_interval_kwh``), ``duplicate`` (a second reading for the same
   meter and instant; the first by kWh is kept);
-- otherwise clean, as ``measured`` or, when its |Z| exceeds the threshold, as
+- otherwise clean, as ``measured`` or, when it is implausible for its meter, as
   ``outlier_replaced`` (value replaced by linear interpolation of the nearest
   non-outlier neighbours; the raw value is kept in ``kwh_raw``).
+
+Implausible (:class:`OutlierRule`): above the contracted capacity x interval hours x
+``capacity_margin`` (when the archive knows the capacity), or an isolated one-interval
+spike: above ``scale_multiple`` x max(the meter's P99, ``scale_floor_kw`` x interval
+hours) and above ``neighbour_multiple`` x both time neighbours, neither of which is high
+itself. A high reading next to another high one is a sustained appliance load, and the
+floor keeps a low-use meter's ordinary kettle or shower from counting as a fault.
 
 Gaps of at most ``max_gap`` intervals between two clean readings are filled with
 ``interpolated`` rows (``kwh_raw`` null); longer gaps stay missing and leave the
@@ -130,7 +137,7 @@ _BIN_FLOOR_KWH = 1e-4
 
 
 def meter_reading_stats(accepted: DataFrame) -> DataFrame:
-    """Per meter: median and P99 (within 5 %, from a log-binned histogram), mean and std of its readings.
+    """Per meter: median and P99 of its readings (within 5 %, from a log-binned histogram).
 
     The histogram is a plain ``groupBy(meter, bin).count()`` (code-generated, collapsed
     before the shuffle); quantiles are read off its cumulative counts. Exact enough for an
@@ -138,8 +145,7 @@ def meter_reading_stats(accepted: DataFrame) -> DataFrame:
     """
     value = F.greatest(F.col("kwh"), F.lit(_BIN_FLOOR_KWH))
     bins = (accepted.withColumn("bin", F.floor(F.log(value) / math.log(_BIN_BASE)).cast("int"))
-            .groupBy("meter_id", "bin")
-            .agg(F.count(F.lit(1)).alias("n"), F.sum("kwh").alias("s1"), F.sum(F.col("kwh") * F.col("kwh")).alias("s2")))
+            .groupBy("meter_id", "bin").agg(F.count(F.lit(1)).alias("n")))
     by_meter = Window.partitionBy("meter_id")
     cum = (bins.withColumn("total", F.sum("n").over(by_meter))
            .withColumn("cum", F.sum("n").over(by_meter.orderBy("bin").rowsBetween(Window.unboundedPreceding, 0))))
@@ -147,35 +153,30 @@ def meter_reading_stats(accepted: DataFrame) -> DataFrame:
     stats = cum.groupBy("meter_id").agg(
         F.min(F.when(F.col("cum") >= 0.5 * F.col("total"), F.col("bin"))).alias("_b50"),
         F.min(F.when(F.col("cum") >= 0.99 * F.col("total"), F.col("bin"))).alias("_b99"),
-        F.sum("n").alias("_n"), F.sum("s1").alias("_s1"), F.sum("s2").alias("_s2"),
     )
-    mean = F.col("_s1") / F.col("_n")
-    return stats.select(
-        "meter_id",
-        centre(F.col("_b50")).alias("median_kwh"),
-        centre(F.col("_b99")).alias("p99_kwh"),
-        mean.alias("mean_kwh"),
-        F.sqrt(F.greatest(F.col("_s2") / F.col("_n") - mean * mean, F.lit(0.0))).alias("std_kwh"),
-    )
+    return stats.select("meter_id", centre(F.col("_b50")).alias("median_kwh"), centre(F.col("_b99")).alias("p99_kwh"))
 
 
-def outlier_score(value: Column, method: str) -> Column:
-    """Z of ``value`` against the meter's own readings (columns of meter_reading_stats in scope)."""
-    if method == "zscore":
-        return (value - F.col("mean_kwh")) / F.greatest(F.col("std_kwh"), F.lit(1e-6))
-    if method == "robust":
-        # Scale = the meter's upper spread (P99 - median): load curves are skewed, so a
-        # symmetric MAD would call every daily peak an outlier.
-        return (value - F.col("median_kwh")) / F.greatest(F.col("p99_kwh") - F.col("median_kwh"), F.lit(1e-3))
-    raise ValueError(f"clean.outlier_method {method!r}: expected 'robust' or 'zscore'")
+def flag_candidates(accepted: DataFrame, stats: DataFrame, *, interval_minutes: int, scale_multiple: float,
+                    scale_floor_kw: float, capacity_margin: float) -> DataFrame:
+    """Accepted readings + ``candidate``, ``high``, ``over_capacity`` and the meter's ``median_kwh``.
 
-
-def flag_outliers(accepted: DataFrame, stats: DataFrame, *, method: str, z_threshold: float) -> DataFrame:
-    """Accepted readings + ``outlier`` (|Z| above the threshold) and the meter's ``median_kwh``."""
-    joined = accepted.join(F.broadcast(stats.select("meter_id", "median_kwh", "p99_kwh", "mean_kwh", "std_kwh")),
+    ``stats``: :func:`meter_reading_stats` plus ``contracted_capacity_kva`` (null: unknown).
+    ``high``: above ``scale_multiple`` x the meter's scale, max(P99, ``scale_floor_kw`` x
+    interval hours); ``over_capacity``: above ``capacity_margin`` x the contracted capacity
+    x interval hours (never when the capacity is unknown). A candidate is either; whether a
+    high reading is an outlier also depends on its neighbours (:func:`decide_outliers`).
+    """
+    hours = interval_minutes / 60.0
+    scale = F.greatest(F.col("p99_kwh"), F.lit(scale_floor_kw * hours))
+    joined = accepted.join(F.broadcast(stats.select("meter_id", "median_kwh", "p99_kwh", "contracted_capacity_kva")),
                            "meter_id", "left")
-    return (joined.withColumn("outlier", F.coalesce(F.abs(outlier_score(F.col("kwh"), method)) > z_threshold, F.lit(False)))
-            .drop("p99_kwh", "mean_kwh", "std_kwh"))
+    return (joined
+            .withColumn("high", F.coalesce(F.col("kwh") > scale_multiple * scale, F.lit(False)))
+            .withColumn("over_capacity", F.coalesce(
+                F.col("kwh") > F.col("contracted_capacity_kva") * (hours * capacity_margin), F.lit(False)))
+            .withColumn("candidate", F.col("high") | F.col("over_capacity"))
+            .drop("p99_kwh", "contracted_capacity_kva"))
 
 
 def _mask_words(positions: int) -> int:
@@ -208,28 +209,95 @@ def _mask_has(prefix: str, pos: Column, positions: int) -> Column:
 def meter_day_readings(flagged: DataFrame, positions: int) -> DataFrame:
     """Flagged accepted readings -> one row per meter and local day.
 
-    ``good``: array of ``positions`` kWh from the non-outlier readings (null where none;
+    ``good``: array of ``positions`` kWh from the non-candidate readings (null where none;
     the largest where an instant was read twice); ``readings``: rows; ``present``: distinct
-    positions read; ``good_present``: distinct positions with a non-outlier reading;
-    ``outlier_mask*``: positions with an outlier. One aggregation of conditional maxima and
-    bit masks: Spark's code-generated hash aggregate collapses each meter-day before the
-    shuffle (no pivot, no collect_list).
+    positions read; ``good_present``: distinct positions with a non-candidate reading;
+    ``candidate_mask*``: positions with a candidate outlier. One aggregation of conditional
+    maxima and bit masks: Spark's code-generated hash aggregate collapses each meter-day
+    before the shuffle (no pivot, no collect_list).
     """
-    ok = ~F.col("outlier")
+    ok = ~F.col("candidate")
     per_pos = [F.max(F.when(ok & (F.col("pos") == p), F.col("kwh"))).alias(f"_p{p}") for p in range(positions)]
     words = _mask_words(positions)
     masks = ([m.alias(f"all_mask{w}") for w, m in enumerate(_position_mask(F.lit(True), positions))]
              + [m.alias(f"good_mask{w}") for w, m in enumerate(_position_mask(ok, positions))]
-             + [m.alias(f"outlier_mask{w}") for w, m in enumerate(_position_mask(~ok, positions))])
+             + [m.alias(f"candidate_mask{w}") for w, m in enumerate(_position_mask(~ok, positions))])
     days = flagged.groupBy("meter_id", F.col("local_date").alias("date")).agg(
         F.count(F.lit(1)).alias("readings"), F.first("median_kwh").alias("median_kwh"), *masks, *per_pos)
     return days.select(
         "meter_id", "date", "readings", "median_kwh",
         _mask_count("all_mask", positions).alias("present"),
         _mask_count("good_mask", positions).alias("good_present"),
-        *[f"outlier_mask{w}" for w in range(words)],
+        *[f"candidate_mask{w}" for w in range(words)],
         F.array(*[f"_p{p}" for p in range(positions)]).alias("good"),
     )
+
+
+def decide_outliers(candidates: DataFrame, days: DataFrame, calendar: DataFrame, *, neighbour_multiple: float) -> DataFrame:
+    """Candidate readings -> the same rows + ``outlier``.
+
+    ``candidates``: (meter_id, ts, date, pos, kwh, high, over_capacity) of the readings
+    :func:`flag_candidates` marked (small);
+    ``days``: :func:`meter_day_readings`. A reading over capacity is an outlier. A
+    ``high`` reading is one only when it is an isolated one-interval spike: neither time
+    neighbour (the readings one interval before and after, across midnight too) is a
+    candidate itself, and it exceeds ``neighbour_multiple`` x the larger neighbour (a
+    missing neighbour counts as 0). A high reading next to another high reading is a
+    sustained load (a shower, a heater, a charger), not a fault.
+    """
+    words = sum(1 for c in days.columns if c.startswith("candidate_mask"))
+    masks = [f"candidate_mask{w}" for w in range(words)]
+    n = F.col("_n")
+    c = (candidates.join(F.broadcast(calendar.select("date", F.col("expected_intervals").alias("_n"))), "date", "left")
+         .join(F.broadcast(calendar.select(F.date_add("date", 1).alias("date"),
+                                           F.col("expected_intervals").alias("_prev_n"))), "date", "left")
+         .withColumn("_l_date", F.when(F.col("pos") > 0, F.col("date")).otherwise(F.date_sub("date", 1)))
+         .withColumn("_l_pos", F.when(F.col("pos") > 0, F.col("pos") - 1).otherwise(F.col("_prev_n") - 1))
+         .withColumn("_r_date", F.when(F.col("pos") < n - 1, F.col("date")).otherwise(F.date_add("date", 1)))
+         .withColumn("_r_pos", F.when(F.col("pos") < n - 1, F.col("pos") + 1).otherwise(F.lit(0))))
+    # Only the few meter-days next to a candidate are read from ``days``.
+    keys = (c.select("meter_id", F.col("_l_date").alias("date"))
+            .union(c.select("meter_id", F.col("_r_date").alias("date"))).distinct())
+    near = days.join(F.broadcast(keys), ["meter_id", "date"], "left_semi")
+
+    def side(name: str) -> DataFrame:
+        return near.select(F.col("meter_id").alias(f"_{name}_m"), F.col("date").alias(f"_{name}_d"),
+                           F.struct("good", *masks).alias(f"_{name}"))
+
+    c = (c.join(F.broadcast(side("l")), (F.col("meter_id") == F.col("_l_m")) & (F.col("_l_date") == F.col("_l_d")), "left")
+         .join(F.broadcast(side("r")), (F.col("meter_id") == F.col("_r_m")) & (F.col("_r_date") == F.col("_r_d")), "left"))
+    pos_bits = 64 * words
+    l_high = F.coalesce(_mask_has("_l.candidate_mask", F.col("_l_pos"), pos_bits), F.lit(False))
+    r_high = F.coalesce(_mask_has("_r.candidate_mask", F.col("_r_pos"), pos_bits), F.lit(False))
+    neighbour_kwh = F.greatest(F.coalesce(F.col("_l.good")[F.col("_l_pos")], F.lit(0.0)),
+                               F.coalesce(F.col("_r.good")[F.col("_r_pos")], F.lit(0.0)))
+    isolated = ~l_high & ~r_high & (F.col("kwh") > neighbour_multiple * neighbour_kwh)
+    return (c.withColumn("outlier", F.col("over_capacity") | (F.col("high") & isolated))
+            .select(*candidates.columns, "outlier"))
+
+
+def settle_days(days: DataFrame, decided: DataFrame, positions: int) -> DataFrame:
+    """Days of :func:`meter_day_readings` with the decisions of :func:`decide_outliers` applied.
+
+    A candidate that is no outlier goes back into ``good`` (the largest reading of its
+    instant); ``outlier_mask*`` marks the positions of the outliers, which repair replaces.
+    Only the few meter-days with a candidate change.
+    """
+    per_pos = decided.groupBy("meter_id", "date", "pos").agg(F.max("kwh").alias("kwh"), F.bool_or("outlier").alias("outlier"))
+    per_day = per_pos.groupBy("meter_id", "date").agg(
+        *[m.alias(f"outlier_mask{w}") for w, m in enumerate(_position_mask(F.col("outlier"), positions))],
+        F.map_from_entries(F.collect_list(F.when(~F.col("outlier"), F.struct("pos", "kwh")))).alias("_restore"))
+    words = _mask_words(positions)
+    restore = F.col("_restore")
+    keep_some = restore.isNotNull() & (F.size(restore) > 0)
+    df = days.join(F.broadcast(per_day), ["meter_id", "date"], "left")
+    good = F.when(keep_some, F.transform("good", lambda x, i: F.coalesce(x, F.try_element_at(restore, i)))).otherwise(F.col("good"))
+    return (df.withColumn("good", good)
+            .withColumn("good_present", F.when(keep_some, F.size(F.filter("good", lambda x: x.isNotNull())))
+                        .otherwise(F.col("good_present")))
+            .select(*[c for c in days.columns if not c.startswith("candidate_mask")],
+                    *[F.coalesce(F.col(f"outlier_mask{w}"), F.lit(0).cast("long")).alias(f"outlier_mask{w}")
+                      for w in range(words)]))
 
 
 def _first_present(arr: Column, n: Column) -> Column:
@@ -313,7 +381,7 @@ def repaired_rows(repaired: DataFrame, outliers: DataFrame, *, interval_minutes:
 
 def split_duplicates(flagged: DataFrame, days: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(kept, duplicates): on the meter-days read more often than they have distinct positions,
-    keep one reading per instant (non-outlier first, then the largest kWh); the rest are
+    keep one reading per instant (non-candidate first, then the largest kWh); the rest are
     duplicates. Only those few meter-days are sorted; all other readings pass through.
 
     Both outputs keep the columns of ``flagged``; kept rows cover every meter-day.
@@ -322,7 +390,7 @@ def split_duplicates(flagged: DataFrame, days: DataFrame) -> tuple[DataFrame, Da
                            .select("meter_id", F.col("date").alias("local_date")))
     plain = flagged.join(dup_days, ["meter_id", "local_date"], "left_anti")
     suspects = flagged.join(dup_days, ["meter_id", "local_date"], "left_semi")
-    w = Window.partitionBy("meter_id", "ts").orderBy(F.col("outlier").asc(), F.col("kwh").desc())
+    w = Window.partitionBy("meter_id", "ts").orderBy(F.col("candidate").asc(), F.col("kwh").desc())
     ranked = suspects.withColumn("_n", F.row_number().over(w))
     kept = plain.unionByName(ranked.filter(F.col("_n") == 1).drop("_n"))
     duplicates = ranked.filter(F.col("_n") > 1).drop("_n")
@@ -350,39 +418,75 @@ def meter_day_quality(clean: DataFrame, quarantine: DataFrame, known_meters: Dat
         (missing == 0).alias("complete"))
 
 
+@dataclass(frozen=True)
+class OutlierRule:
+    """When an accepted reading is an outlier (``clean.*`` keys of the same names).
+
+    ``scale_multiple`` x max(meter P99, ``scale_floor_kw`` x interval hours) is the level a
+    reading must exceed to be ``high``; ``neighbour_multiple``: how far above both time
+    neighbours an isolated spike stands; ``capacity_margin``: multiple of the contracted
+    capacity x interval hours above which a reading is physically implausible.
+    """
+
+    scale_multiple: float = 3.0
+    scale_floor_kw: float = 5.0
+    neighbour_multiple: float = 3.0
+    capacity_margin: float = 2.0
+
+
 @dataclass
 class CleanOutput:
-    """The frames of one clean run; ``days`` is reused by several outputs (persist it)."""
+    """The frames of one clean run; ``cached`` are reused by several outputs (release them after the writes)."""
 
     clean: DataFrame        # silver.ami_clean rows
     quarantine: DataFrame   # silver.ami_quarantine rows
-    days: DataFrame
-    stats: DataFrame
+    cached: list[DataFrame]
+
+    def release(self) -> None:
+        for df in self.cached:
+            df.unpersist()
+
+
+def meter_capacity(known_meters: DataFrame) -> DataFrame:
+    """(meter_id, contracted_capacity_kva): the largest capacity the archive gives the meter;
+    null when the archive has no such column or no value for it."""
+    capacity = (F.col("contracted_capacity_kva") if "contracted_capacity_kva" in known_meters.columns
+                else F.lit(None).cast("double"))
+    return known_meters.groupBy("meter_id").agg(F.max(capacity).cast("double").alias("contracted_capacity_kva"))
 
 
 def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *, time_zone: str,
                             interval_minutes: int, first_date: dt.date, last_date: dt.date, max_interval_kwh: float,
-                            method: str, z_threshold: float, max_gap: int,
+                            max_gap: int, rule: OutlierRule = OutlierRule(),
                             cache: Callable[[DataFrame], DataFrame] = lambda df: df) -> CleanOutput:
     """Raw readings -> clean rows and quarantine rows (see the module docstring for the rules).
 
+    ``known_meters``: the archive's ``meter_id`` and, when it has it, ``contracted_capacity_kva``.
     ``cache`` is applied to the frames read more than once (the job passes ``persist``).
     """
     positions = int(max(r["expected_intervals"] for r in calendar.select("expected_intervals").collect()))
     tagged = tag_reasons(raw, known_meters, calendar, time_zone=time_zone, interval_minutes=interval_minutes,
                          first_date=first_date, last_date=last_date, max_interval_kwh=max_interval_kwh)
     accepted = tagged.filter(F.col("reason").isNull())
-    stats = cache(meter_reading_stats(accepted))
-    flagged = flag_outliers(accepted, stats, method=method, z_threshold=z_threshold)
+    stats = cache(meter_reading_stats(accepted).join(meter_capacity(known_meters), "meter_id", "left"))
+    flagged = flag_candidates(accepted, stats, interval_minutes=interval_minutes, scale_multiple=rule.scale_multiple,
+                              scale_floor_kw=rule.scale_floor_kw, capacity_margin=rule.capacity_margin)
     days = cache(meter_day_readings(flagged, positions))
+    candidates = flagged.filter("candidate").select(
+        "meter_id", "ts", F.col("local_date").alias("date"), "pos", "kwh", "high", "over_capacity")
+    decided = cache(decide_outliers(candidates, days, calendar, neighbour_multiple=rule.neighbour_multiple))
     kept, duplicates = split_duplicates(flagged, days)
     quarantine_cols = ["meter_id", "ts", "kwh", "date", "local_date", "reason"]
     quarantine = (tagged.filter(F.col("reason").isNotNull()).select(*quarantine_cols)
                   .unionByName(duplicates.withColumn("reason", F.lit("duplicate")).select(*quarantine_cols)))
-    repaired = repair_days(days, calendar, max_gap=max_gap)
-    measured = kept.filter(~F.col("outlier")).select(
-        "meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh", F.col("kwh").alias("kwh_raw"),
-        F.lit("measured").alias("quality"))
-    fixed = repaired_rows(repaired, flagged.filter("outlier").select("meter_id", "ts", "kwh"),
+    repaired = repair_days(settle_days(days, decided, positions), calendar, max_gap=max_gap)
+    outliers = decided.filter("outlier")
+    # A kept candidate is measured unless it was decided an outlier.
+    confirmed = F.broadcast(outliers.select("meter_id", "ts").distinct().withColumn("_outlier", F.lit(True)))
+    measured = (kept.join(confirmed, ["meter_id", "ts"], "left")
+                .filter(~(F.col("candidate") & F.col("_outlier").isNotNull()))
+                .select("meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh", F.col("kwh").alias("kwh_raw"),
+                        F.lit("measured").alias("quality")))
+    fixed = repaired_rows(repaired, outliers.select("meter_id", "ts", "kwh"),
                           interval_minutes=interval_minutes, time_zone=time_zone)
-    return CleanOutput(clean=measured.unionByName(fixed), quarantine=quarantine, days=days, stats=stats)
+    return CleanOutput(clean=measured.unionByName(fixed), quarantine=quarantine, cached=[stats, days, decided])
