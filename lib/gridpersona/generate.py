@@ -10,22 +10,45 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
 - **Time grid.** Each local day runs from its local midnight to the next one in
   steps of ``interval_minutes``; ``ts`` is the interval's start instant in UTC
   and ``date`` its local date, so DST days have 92/100 quarter-hours.
-- **Load.** Each meter has an archetype (``schemas.ARCHETYPES``) whose daily
-  shape is a sum of smooth bumps and plateaus over the local hour, varied per
-  meter (time shift, amplitude, base load), with weekday/weekend shapes and
-  levels, a seasonal factor, a common weather factor, per-day and per-interval
-  multiplicative noise. ``ev_night`` meters add a constant-power charging block
-  (3-7 kW, 2-4 h, starting 22:00-01:00) on most nights. Readings are kWh rounded
-  to the meter's 0.001 kWh resolution.
+- **Load.** Each meter has a dominant archetype (``schemas.ARCHETYPES``, what
+  ``truth.meters.archetype`` records) whose daily shape is a sum of smooth bumps
+  and plateaus over the local hour, varied per meter (time shift, amplitude,
+  base load), mixed with a secondary archetype's shape (weight 0-20%; for
+  ``generate.ambiguous_meter_share`` of the occupied homes 25-45%), with
+  weekday/weekend shapes and levels. Public holidays
+  (``generate.holiday_calendar``) are lived like weekends.
+- **Day to day.** Each home's routine runs up to about 1.5 h early or late on a
+  given day (the day's shape rotates), its level has lognormal day noise, 3% of
+  days are high (x1.3-1.8) and 3% low (out all day: flatter, x0.4-0.65); 15% of
+  homes take a 2-9 day trip and 15% go away over each holiday period (fridge
+  and standby only). Readings carry per-interval multiplicative noise.
+- **Weather.** A daily mean temperature (the climate curve of Shanghai, so a
+  trend across the window, plus an AR(1) anomaly, sd about 2.7 C) drives the
+  household level: heating below 16 C, air conditioning above 22 C, scaled by
+  each meter's sensitivity; the factor averages to 1 over the window.
+- **Appliance bursts.** Three quarters of the occupied homes have a big
+  appliance (3-9 kW: electric shower, oven, heater) used 0.2-1.2 times a day
+  (at most 20% of the household's energy) for 15 min to 2 h, mornings and
+  evenings. Bursts are real load, never faults.
+- **Blocks.** ``ev_night`` meters charge at their charger's power (mostly about
+  7 kW) for 1-4 h from 21:30-01:00 on 30-70% of the nights they are home.
+  ``electric_heating`` meters run a broad block every day: direct heating / air
+  conditioning from 18:30-21:00 for 6.5-9 h, or (a quarter of them) night
+  storage from about 23:00 for 6.5-8 h, whose energy is a base (water heating)
+  plus kWh per heating (and, for direct ones, cooling) degree-day.
+  Readings are kWh rounded to the meter's 0.001 kWh resolution.
 - **Scale.** ``truth.meters.mean_daily_kwh`` is the expected mean daily kWh over
   the generated AMI window (seasonal and weekday factors average to 1 over the
-  window; for EV owners it includes the expected charging energy). Bills use
-  the same seasonal curve, so bills and readings agree.
+  window; it includes the expected charging and heating energy). Bills use the
+  same climate (per month), so bills and readings agree.
 - **Bill shocks.** In windows of 28 days or more, ``generate.bill_shock_share``
   of the known residential, non-vacant meters get a new load over the window's last 14-21 days: their
   household load grows by 0.8-1.4x the meter's mean daily kWh from then on
   (``truth.meters.bill_shock``).
   Bills, all of earlier months, do not include it; ``mean_daily_kwh`` does.
+- **Archive.** ``generate.archive_attribute_null_share`` of the customers lack
+  each optional archive attribute (``ARCHIVE_OPTIONAL_ATTRIBUTES``, drawn per
+  attribute); ``generate.omit_tables`` leaves optional bronze tables unwritten.
 - **Faults** are planned up front on a (known meter x interval) grid so they
   never overlap: gaps first (each gap's neighbouring intervals stay normal
   readings, so gaps never touch each other or another fault), then point
@@ -720,9 +743,9 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
         shift = days_plan.shift_slots[:, d]
         shape = shape[rows, (np.arange(n)[None, :] - shift[:, None]) % n]
         low, away = days_plan.low[:, d], days_plan.away[:, d]
-        flat = np.full(n, 1.0 / nominal)
-        shape = np.where(low[:, None], 0.5 * shape + 0.5 * flat, shape)
-        shape = np.where(away[:, None], 0.15 * shape + 0.85 * flat, shape)
+        flat = 1.0 / nominal
+        for sel, keep in ((np.flatnonzero(low), 0.5), (np.flatnonzero(away), 0.15)):
+            shape[sel] = keep * shape[sel] + (1.0 - keep) * flat
 
         kwh = smooth_kwh
         if shock is not None:
@@ -746,7 +769,8 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
             t0 = step_h * np.arange(n)[None, :]
             burst = b_kw[:, None] * np.clip(np.minimum(t0 + step_h, (b_start + b_h)[:, None])
                                             - np.maximum(t0, b_start[:, None]), 0.0, None)
-            np.add.at(values, who, burst)
+            owners, first = np.unique(who, return_index=True)  # ``who`` is sorted: sum each home's bursts
+            values[owners] += np.add.reduceat(burst, first, axis=0)
         if len(ev):
             values[ev] += _block_energy(step_h, n, grid.prev_day_hours[d], ev_power[:, d], ev_start[:, d], ev_dur[:, d],
                                         ev_power[:, d + 1], ev_start[:, d + 1], ev_dur[:, d + 1])
@@ -1297,11 +1321,12 @@ def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = No
 def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: int | None = None,
                   seed: int | None = None, start: dt.date | str | None = None, interval_minutes: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Write all bronze tables + truth.meters + truth.faults; return {table_name: row_count}.
+    """Write all bronze tables + truth.meters + truth.faults; return {table_name: row_count} of those written.
 
     Arguments left as None come from ``settings.generate`` (meters, days, seed,
     start) and ``settings.ami.interval_minutes``; fault rates and the archetype
-    mix always come from ``settings.generate``. Every table is overwritten.
+    mix always come from ``settings.generate``. Every table is overwritten, except
+    those in ``generate.omit_tables``, which are not written (and must not exist yet).
     ``progress``, if given, receives short progress messages.
     """
     gen = settings.generate
