@@ -33,7 +33,7 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
 - **Blocks.** ``ev_night`` meters charge at their charger's power (mostly about
   7 kW) for 1-4 h from 21:30-01:00 on 30-70% of the nights they are home.
   ``electric_heating`` meters run a broad block every day: direct heating / air
-  conditioning from 18:30-21:00 for 6.5-9 h, or (a quarter of them) night
+  conditioning from 17:30-19:30 for 10-12.5 h, or (a quarter of them) night
   storage from about 23:00 for 6.5-8 h, whose energy is a base (water heating)
   plus kWh per heating (and, for direct ones, cooling) degree-day.
   Readings are kWh rounded to the meter's 0.001 kWh resolution.
@@ -496,8 +496,9 @@ def _population(mix: dict[str, float], meters: int, unknown_share: float, seed: 
     per_hdd = np.where(is_heat, rng.uniform(1.2, 2.5, n), 0.0)
     # Direct heating doubles as air conditioning in summer; storage heaters do not cool.
     per_cdd = np.where(is_heat & ~storage, rng.uniform(1.0, 2.0, n), 0.0)
-    heat_start = np.where(storage, rng.uniform(22.75, 23.25, n), rng.uniform(18.5, 21.0, n))
-    heat_hours = np.where(storage, rng.uniform(6.5, 8.0, n), rng.uniform(6.5, 9.0, n))
+    # Direct heating / air conditioning runs from the evening until people get up; storage on the valley tariff.
+    heat_start = np.where(storage, rng.uniform(22.75, 23.25, n), rng.uniform(17.5, 19.5, n))
+    heat_hours = np.where(storage, rng.uniform(6.5, 8.0, n), rng.uniform(10.0, 12.5, n))
 
     pop = Population(meter_ids, arch, meters, household, household.copy(), shift, base_f, amp,
                      params[:, 4], params[:, 5], season_amp, power, session_kwh, night_prob,
