@@ -133,11 +133,12 @@ class GenerateConfig(_Section):
     # Share of meters per archetype; normalized to sum 1.
     archetype_mix: dict[str, float] = Field(
         default_factory=lambda: {
-            "evening_peak": 0.30,
-            "flat": 0.18,
-            "night": 0.12,
+            "evening_peak": 0.27,
+            "flat": 0.16,
+            "night": 0.11,
             "double_peak": 0.16,
             "ev_night": 0.08,
+            "electric_heating": 0.06,
             "vacant": 0.06,
             "commercial_day": 0.10,
         }
@@ -146,6 +147,26 @@ class GenerateConfig(_Section):
     billing_months: int = Field(12, ge=1, le=60)
     # Share of known residential (non-vacant) meters whose load surges over the window's last 14-21 days.
     bill_shock_share: float = Field(0.04, ge=0, le=1)
+    # Share of occupied homes whose load mixes their archetype with a secondary one at 25-45% (genuinely
+    # ambiguous households); the others carry a secondary pattern at 0-20%.
+    ambiguous_meter_share: float = Field(0.12, ge=0, le=1)
+    # Public holidays (behave like weekends; some households go away): cn = built-in Chinese list, none.
+    holiday_calendar: Literal["cn", "none"] = "cn"
+    # Optional bronze tables not to write (a minimal lake); the archive and the AMI readings are required.
+    omit_tables: list[str] = Field(default_factory=list)
+    # Share of customers whose archive lacks each optional attribute (tariff_type, age_band, household_size,
+    # housing_type, contracted_capacity_kva, do_not_contact, vip, account_open_date), drawn per attribute.
+    archive_attribute_null_share: float = Field(0.02, ge=0, le=1)
+
+    @field_validator("omit_tables")
+    @classmethod
+    def _optional_tables(cls, v: list[str]) -> list[str]:
+        optional = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
+                    "bronze.campaign_response")
+        wrong = sorted(set(v) - set(optional))
+        if wrong:
+            raise ValueError(f"cannot omit {wrong}: only optional bronze tables can be omitted {list(optional)}")
+        return v
 
     @field_validator("archetype_mix")
     @classmethod

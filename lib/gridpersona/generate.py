@@ -10,22 +10,45 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
 - **Time grid.** Each local day runs from its local midnight to the next one in
   steps of ``interval_minutes``; ``ts`` is the interval's start instant in UTC
   and ``date`` its local date, so DST days have 92/100 quarter-hours.
-- **Load.** Each meter has an archetype (``schemas.ARCHETYPES``) whose daily
-  shape is a sum of smooth bumps and plateaus over the local hour, varied per
-  meter (time shift, amplitude, base load), with weekday/weekend shapes and
-  levels, a seasonal factor, a common weather factor, per-day and per-interval
-  multiplicative noise. ``ev_night`` meters add a constant-power charging block
-  (3-7 kW, 2-4 h, starting 22:00-01:00) on most nights. Readings are kWh rounded
-  to the meter's 0.001 kWh resolution.
+- **Load.** Each meter has a dominant archetype (``schemas.ARCHETYPES``, what
+  ``truth.meters.archetype`` records) whose daily shape is a sum of smooth bumps
+  and plateaus over the local hour, varied per meter (time shift, amplitude,
+  base load), mixed with a secondary archetype's shape (weight 0-20%; for
+  ``generate.ambiguous_meter_share`` of the occupied homes 25-45%), with
+  weekday/weekend shapes and levels. Public holidays
+  (``generate.holiday_calendar``) are lived like weekends.
+- **Day to day.** Each home's routine runs up to about 1.5 h early or late on a
+  given day (the day's shape rotates), its level has lognormal day noise, 3% of
+  days are high (x1.3-1.8) and 3% low (out all day: flatter, x0.4-0.65); 15% of
+  homes take a 2-9 day trip and 15% go away over each holiday period (fridge
+  and standby only). Readings carry per-interval multiplicative noise.
+- **Weather.** A daily mean temperature (the climate curve of Shanghai, so a
+  trend across the window, plus an AR(1) anomaly, sd about 2.7 C) drives the
+  household level: heating below 16 C, air conditioning above 22 C, scaled by
+  each meter's sensitivity; the factor averages to 1 over the window.
+- **Appliance bursts.** Three quarters of the occupied homes have a big
+  appliance (3-9 kW: electric shower, oven, heater) used 0.2-1.2 times a day
+  (at most 20% of the household's energy) for 15 min to 2 h, mornings and
+  evenings. Bursts are real load, never faults.
+- **Blocks.** ``ev_night`` meters charge at their charger's power (mostly about
+  7 kW) for 1-4 h from 21:30-01:00 on 30-70% of the nights they are home.
+  ``electric_heating`` meters run a broad block every day: direct heating / air
+  conditioning from 17:30-19:30 for 10-12.5 h, or (a quarter of them) night
+  storage from about 23:00 for 6.5-8 h, whose energy is a base (water heating)
+  plus kWh per heating (and, for direct ones, cooling) degree-day.
+  Readings are kWh rounded to the meter's 0.001 kWh resolution.
 - **Scale.** ``truth.meters.mean_daily_kwh`` is the expected mean daily kWh over
   the generated AMI window (seasonal and weekday factors average to 1 over the
-  window; for EV owners it includes the expected charging energy). Bills use
-  the same seasonal curve, so bills and readings agree.
+  window; it includes the expected charging and heating energy). Bills use the
+  same climate (per month), so bills and readings agree.
 - **Bill shocks.** In windows of 28 days or more, ``generate.bill_shock_share``
   of the known residential, non-vacant meters get a new load over the window's last 14-21 days: their
   household load grows by 0.8-1.4x the meter's mean daily kWh from then on
   (``truth.meters.bill_shock``).
   Bills, all of earlier months, do not include it; ``mean_daily_kwh`` does.
+- **Archive.** ``generate.archive_attribute_null_share`` of the customers lack
+  each optional archive attribute (``ARCHIVE_OPTIONAL_ATTRIBUTES``, drawn per
+  attribute); ``generate.omit_tables`` leaves optional bronze tables unwritten.
 - **Faults** are planned up front on a (known meter x interval) grid so they
   never overlap: gaps first (each gap's neighbouring intervals stay normal
   readings, so gaps never touch each other or another fault), then point
@@ -64,6 +87,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from gridpersona.config import FaultRates, Settings
@@ -196,7 +220,11 @@ def build_time_grid(start: dt.date, days: int, interval_minutes: int, time_zone:
 # ------------------------------------------------------------------ load shapes
 
 _ARCH = {name: i for i, name in enumerate(ARCHETYPES)}
-_RESIDENTIAL_WITH_SEASON = ("evening_peak", "flat", "night", "double_peak", "ev_night")
+_RESIDENTIAL_WITH_SEASON = ("evening_peak", "flat", "night", "double_peak", "ev_night", "electric_heating")
+# Occupied homes: day-to-day habits (occupancy shifts, odd days, trips, appliance bursts) apply to them.
+_OCCUPIED = _RESIDENTIAL_WITH_SEASON
+# The patterns a household may mix into its own (its secondary archetype).
+_SECONDARY = ("evening_peak", "flat", "night", "double_peak")
 
 
 def _circ(h: np.ndarray, c: float) -> np.ndarray:
@@ -216,11 +244,11 @@ def _box(h: np.ndarray, begin: float, end: float, edge: float) -> np.ndarray:
 def _shape_parts(archetype: str, h: np.ndarray, weekend: bool) -> tuple[float, np.ndarray]:
     """(base load, variable load) of an archetype at local hours ``h`` (relative units).
 
-    The variable part carries each archetype's signature; shapes are kept far
-    apart after normalisation by the daily total (see module docstring).
+    The variable part carries each archetype's signature. ``ev_night`` and
+    ``electric_heating`` homes have the evening-peak household load; their
+    charging and heating blocks are added separately (see module docstring).
     """
-    if archetype in ("evening_peak", "ev_night"):
-        # Household evening peak 18-23 h; ev_night adds its charging block separately.
+    if archetype in ("evening_peak", "ev_night", "electric_heating"):
         midday = 0.5 if weekend else 0.2
         return 0.25, 0.15 * _bump(h, 7.5, 1.0) + midday * _bump(h, 13.0, 2.5) + 2.6 * _bump(h, 20.5, 1.5)
     if archetype == "double_peak":
@@ -245,26 +273,98 @@ def _shape_parts(archetype: str, h: np.ndarray, weekend: bool) -> tuple[float, n
 # (weekday level, weekend level): a 5+2 week averages to 1.
 _WEEK_LEVEL = {"commercial_day": (1.228, 0.43), "vacant": (1.0, 1.0)}
 _WEEK_LEVEL_RESIDENTIAL = (0.96, 1.10)
-# Seasonal profile by month (cooling peak Jul/Aug, heating Jan/Feb), relative.
-_SEASON = np.array([1.15, 1.10, 0.95, 0.85, 0.90, 1.00, 1.20, 1.25, 1.05, 0.90, 0.95, 1.10])
 # Per archetype: (log-median daily kWh, log sigma, clip low, clip high, day sigma, interval sigma, season amplitude)
+# (for electric_heating the household load only; its heating block comes on top)
 _SCALE = {
-    "evening_peak": (9.0, 0.40, 3.0, 40.0, 0.15, 0.30, 1.0),
-    "flat": (7.0, 0.40, 3.0, 40.0, 0.06, 0.08, 1.0),
-    "night": (10.0, 0.40, 3.0, 40.0, 0.12, 0.20, 1.0),
-    "double_peak": (10.0, 0.40, 3.0, 40.0, 0.15, 0.30, 1.0),
-    "ev_night": (8.0, 0.25, 3.0, 30.0, 0.15, 0.30, 1.0),
-    "vacant": (0.5, 0.35, 0.2, 1.0, 0.08, 0.10, 0.0),
-    "commercial_day": (150.0, 0.60, 30.0, 1500.0, 0.08, 0.12, 0.5),
+    "evening_peak": (9.0, 0.45, 2.0, 40.0, 0.12, 0.40, 1.0),
+    "flat": (7.0, 0.45, 2.0, 40.0, 0.10, 0.18, 1.0),
+    "night": (10.0, 0.45, 2.0, 40.0, 0.12, 0.30, 1.0),
+    "double_peak": (10.0, 0.45, 2.0, 40.0, 0.12, 0.40, 1.0),
+    "ev_night": (8.0, 0.30, 3.0, 30.0, 0.12, 0.40, 1.0),
+    "electric_heating": (8.0, 0.35, 3.0, 30.0, 0.12, 0.40, 0.5),
+    "vacant": (0.5, 0.35, 0.2, 1.0, 0.10, 0.15, 0.0),
+    "commercial_day": (150.0, 0.60, 30.0, 1500.0, 0.10, 0.15, 0.5),
 }
 
 
-def _season_at(days: list[dt.date] | tuple[dt.date, ...]) -> np.ndarray:
-    """Seasonal profile interpolated (cyclically) between mid-month values."""
+# ------------------------------------------------------------------ climate and calendar
+
+# Monthly mean temperature (deg C) of the default country's reference city (Shanghai).
+_CLIMATE_C = np.array([4.8, 6.6, 10.3, 15.8, 21.0, 24.8, 28.8, 28.4, 24.9, 19.9, 14.1, 7.7])
+_HEATING_BASE_C, _COOLING_BASE_C = 16.0, 22.0
+
+
+def _climate_at(days) -> np.ndarray:
+    """Climatological temperature per date, interpolated (cyclically) between mid-month values."""
     pos = np.array([(d.month - 1) + (d.day - 0.5) / calendar.monthrange(d.year, d.month)[1] - 0.5 for d in days])
     lo = np.floor(pos).astype(int)
     frac = pos - lo
-    return _SEASON[lo % 12] * (1 - frac) + _SEASON[(lo + 1) % 12] * frac
+    return _CLIMATE_C[lo % 12] * (1 - frac) + _CLIMATE_C[(lo + 1) % 12] * frac
+
+
+def _degree_days(temp_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(heating, cooling) degree-days of daily mean temperatures."""
+    return np.maximum(0.0, _HEATING_BASE_C - temp_c), np.maximum(0.0, temp_c - _COOLING_BASE_C)
+
+
+def _season_factor(temp_c: np.ndarray) -> np.ndarray:
+    """Household load relative to a mild day: heating below 16 C, air conditioning above 22 C."""
+    hdd, cdd = _degree_days(temp_c)
+    return 0.78 + 0.035 * hdd + 0.07 * cdd
+
+
+@dataclass(frozen=True)
+class Weather:
+    """The window's daily mean temperature (climate + persistent anomalies) and what follows from it."""
+
+    temp_c: np.ndarray  # (D,)
+    factor: np.ndarray  # (D,) household seasonal factor, window mean 1
+    norm: float  # mean of _season_factor over the window (divides every factor, bills too)
+    hdd: np.ndarray
+    cdd: np.ndarray
+
+
+def _weather(dates, seed: int) -> Weather:
+    """Daily temperatures: the climatological curve (a trend across the window, not a step) plus an
+    AR(1) anomaly (spells of warm and cool days, sd about 2.7 C)."""
+    rng = _rng(seed, "weather")
+    shocks = rng.normal(0.0, 1.8, len(dates))
+    anomaly = np.zeros(len(dates))
+    for i in range(len(dates)):
+        anomaly[i] = (0.75 * anomaly[i - 1] if i else 0.0) + shocks[i] * (1.0 if i else 1.5)
+    temp = _climate_at(dates) + anomaly
+    raw = _season_factor(temp)
+    hdd, cdd = _degree_days(temp)
+    return Weather(temp, raw / raw.mean(), float(raw.mean()), hdd, cdd)
+
+
+def _cn_holidays() -> frozenset[dt.date]:
+    """Chinese public holidays (statutory days off) 2024-2027; other years keep the fixed-date ones only
+    (New Year, Labour Day 1-5 May, National Day 1-7 Oct). Make-up working days are not modelled."""
+    spans = [
+        ("2024-01-01", 1), ("2024-02-10", 8), ("2024-04-04", 3), ("2024-05-01", 5), ("2024-06-10", 1),
+        ("2024-09-15", 3), ("2024-10-01", 7),
+        ("2025-01-01", 1), ("2025-01-28", 8), ("2025-04-04", 3), ("2025-05-01", 5), ("2025-05-31", 3),
+        ("2025-10-01", 8),
+        ("2026-01-01", 3), ("2026-02-15", 9), ("2026-04-04", 3), ("2026-05-01", 5), ("2026-06-19", 3),
+        ("2026-09-25", 3), ("2026-10-01", 7),
+        ("2027-01-01", 3), ("2027-02-05", 7), ("2027-04-03", 3), ("2027-05-01", 5), ("2027-06-09", 1),
+        ("2027-09-15", 1), ("2027-10-01", 7),
+    ]
+    days = {dt.date.fromisoformat(s) + dt.timedelta(days=k) for s, n in spans for k in range(n)}
+    for year in range(1990, 2100):
+        if not 2024 <= year <= 2027:
+            days |= {dt.date(year, 1, 1)} | {dt.date(year, 5, k) for k in range(1, 6)}
+            days |= {dt.date(year, 10, k) for k in range(1, 8)}
+    return frozenset(days)
+
+
+HOLIDAY_CALENDARS: dict[str, Callable[[], frozenset[dt.date]]] = {"cn": _cn_holidays, "none": frozenset}
+
+
+def _holiday_mask(dates, calendar_name: str) -> np.ndarray:
+    days = HOLIDAY_CALENDARS[calendar_name]()
+    return np.array([d in days for d in dates], dtype=bool)
 
 
 # ------------------------------------------------------------------ meters
@@ -274,10 +374,10 @@ class Population:
     """Every meter (known ones first, then those unknown to the archive) and its planted parameters."""
 
     meter_ids: pa.Array
-    archetype: np.ndarray  # int index into ARCHETYPES
+    archetype: np.ndarray  # int index into ARCHETYPES (the dominant pattern: what truth records)
     n_known: int
-    household_kwh: np.ndarray  # mean daily kWh of the household load (without EV charging)
-    mean_daily_kwh: np.ndarray  # expected mean daily kWh over the window (with EV charging)
+    household_kwh: np.ndarray  # mean daily kWh of the household load (without EV charging and heating block)
+    mean_daily_kwh: np.ndarray  # expected mean daily kWh over the window (with EV charging and heating)
     shift_h: np.ndarray
     base_f: np.ndarray
     amp: np.ndarray
@@ -285,8 +385,18 @@ class Population:
     int_sigma: np.ndarray
     season_amp: np.ndarray
     ev_power_kw: np.ndarray  # 0 unless ev_night
-    ev_session_h: np.ndarray  # usual charging duration
+    ev_session_kwh: np.ndarray  # usual energy a charging session tops up
     ev_night_prob: np.ndarray
+    secondary: np.ndarray  # int index into ARCHETYPES of the mixed-in pattern
+    secondary_w: np.ndarray  # its weight in the daily shape (0 for vacant meters)
+    burst_rate: np.ndarray  # appliance bursts per ordinary day
+    burst_kw: np.ndarray  # power of the home's big appliance (3-9 kW)
+    heat_kind: np.ndarray  # 0 none, 1 direct heating / air conditioning (evening-to-night), 2 night storage
+    heat_base_kwh: np.ndarray  # heating block energy on a mild day (water heating, standby)
+    heat_kwh_per_hdd: np.ndarray
+    heat_kwh_per_cdd: np.ndarray
+    heat_start_h: np.ndarray
+    heat_hours: np.ndarray
 
     @property
     def n(self) -> int:
@@ -294,6 +404,19 @@ class Population:
 
     def arch_names(self) -> np.ndarray:
         return np.array(ARCHETYPES, dtype=object)[self.archetype]
+
+    def occupied(self) -> np.ndarray:
+        return np.isin(self.arch_names(), _OCCUPIED)
+
+    def ev_kwh_per_day(self) -> np.ndarray:
+        """Expected charging energy per day (EV owners at home)."""
+        return self.ev_night_prob * self.ev_session_kwh
+
+    def heat_kwh(self, hdd: np.ndarray | float, cdd: np.ndarray | float) -> np.ndarray:
+        """(n, days) expected heating-block energy at the given degree-days."""
+        hdd, cdd = np.atleast_1d(hdd), np.atleast_1d(cdd)
+        return (self.heat_base_kwh[:, None] + self.heat_kwh_per_hdd[:, None] * hdd[None, :]
+                + self.heat_kwh_per_cdd[:, None] * cdd[None, :])
 
 
 def _archetype_counts(mix: dict[str, float], n: int) -> np.ndarray:
@@ -307,7 +430,15 @@ def _archetype_counts(mix: dict[str, float], n: int) -> np.ndarray:
     return counts
 
 
-def _population(mix: dict[str, float], meters: int, unknown_share: float, seed: int) -> Population:
+# Appliance bursts: energy per burst U(0.5, 2.5) kWh at 3-9 kW, lasting 15 min to 2 h.
+_BURST_KW = (3.0, 9.0)
+_BURST_KWH = (0.5, 2.5)
+_BURST_HOURS = (0.25, 2.0)
+_BURST_MEAN_KWH = 1.6  # mean energy of a burst once its duration is clipped to _BURST_HOURS
+
+
+def _population(mix: dict[str, float], meters: int, unknown_share: float, seed: int, weather: Weather,
+                ambiguous_share: float = 0.12) -> Population:
     rng = _rng(seed, "population")
     n_unknown = max(1, _round_half_up(unknown_share * meters)) if unknown_share > 0 else 0
     codes = np.repeat(np.arange(len(ARCHETYPES)), _archetype_counts(mix, meters))
@@ -329,13 +460,52 @@ def _population(mix: dict[str, float], meters: int, unknown_share: float, seed: 
     base_f = rng.uniform(0.8, 1.25, n)
     amp = rng.uniform(0.8, 1.25, n)
     is_ev = arch == _ARCH["ev_night"]
-    power = np.where(is_ev, rng.choice([3.3, 3.5, 6.6, 7.0], n) * rng.uniform(0.92, 1.0, n), 0.0)
-    # A session tops up what a day's driving used: about 11-15 kWh, so 2-4 h at the charger's power.
-    session_h = np.where(is_ev, np.clip(rng.uniform(11.0, 15.0, n) / np.where(is_ev, power, 1.0), 2.0, 4.0), 0.0)
-    night_prob = np.where(is_ev, rng.uniform(0.8, 0.95, n), 0.0)
-    mean_daily = household + night_prob * power * session_h
-    return Population(meter_ids, arch, meters, household, mean_daily, shift, base_f, amp,
-                      params[:, 4], params[:, 5], params[:, 6], power, session_h, night_prob)
+    # Chargers are mostly ~7 kW wall boxes, some 3.3-3.5 kW.
+    power = np.where(is_ev, rng.choice([3.3, 3.5, 6.6, 7.0], n, p=[0.1, 0.1, 0.35, 0.45]) * rng.uniform(0.92, 1.0, n),
+                     0.0)
+    # A session tops up a few days' driving: 6-24 kWh, 1-4 h at the charger's power; 2-5 nights a week.
+    session_kwh = np.where(is_ev, rng.uniform(8.0, 20.0, n), 0.0)
+    night_prob = np.where(is_ev, rng.uniform(0.3, 0.7, n), 0.0)
+    season_amp = params[:, 6] * rng.uniform(0.5, 1.5, n)
+
+    names = np.array(ARCHETYPES, dtype=object)[arch]
+    occupied = np.isin(names, _OCCUPIED)
+    # Mixtures: every occupied home carries a secondary pattern (0-20%); a minority is genuinely
+    # ambiguous (25-45%). Shops get a little flat load (refrigeration); vacant premises none.
+    secondary = np.full(n, _ARCH["flat"], dtype=np.int8)
+    sec_pick = rng.integers(0, len(_SECONDARY) - 1, n)
+    for a in _OCCUPIED:
+        sel = names == a
+        own = "evening_peak" if a in ("ev_night", "electric_heating") else a
+        options = [s for s in _SECONDARY if s != own]
+        secondary[sel] = np.array([_ARCH[s] for s in options])[sec_pick[sel] % len(options)]
+    ambiguous = rng.random(n) < ambiguous_share
+    weight = np.where(ambiguous, rng.uniform(0.25, 0.45, n), rng.uniform(0.0, 0.2, n))
+    secondary_w = np.where(occupied, weight, np.where(is_comm, rng.uniform(0.0, 0.15, n), 0.0))
+
+    # Appliance bursts (shower, oven, heater, kettle batches): up to 20% of the household's energy; a
+    # quarter of homes have no such appliance. Each home's big appliance draws 3-9 kW, mostly nearer 3.
+    burst_rate = np.where(occupied & (rng.random(n) >= 0.25),
+                          np.minimum(rng.uniform(0.2, 1.2, n), 0.2 * household / _BURST_MEAN_KWH), 0.0)
+    burst_kw = _BURST_KW[0] + (_BURST_KW[1] - _BURST_KW[0]) * rng.random(n) ** 2
+
+    is_heat = arch == _ARCH["electric_heating"]
+    storage = rng.random(n) < 0.25
+    heat_kind = np.where(is_heat, np.where(storage, 2, 1), 0).astype(np.int8)
+    heat_base = np.where(is_heat, np.where(storage, rng.uniform(3.0, 6.0, n), rng.uniform(1.5, 4.0, n)), 0.0)
+    per_hdd = np.where(is_heat, rng.uniform(1.2, 2.5, n), 0.0)
+    # Direct heating doubles as air conditioning in summer; storage heaters do not cool.
+    per_cdd = np.where(is_heat & ~storage, rng.uniform(1.0, 2.0, n), 0.0)
+    # Direct heating / air conditioning runs from the evening until people get up; storage on the valley tariff.
+    heat_start = np.where(storage, rng.uniform(22.75, 23.25, n), rng.uniform(17.5, 19.5, n))
+    heat_hours = np.where(storage, rng.uniform(6.5, 8.0, n), rng.uniform(10.0, 12.5, n))
+
+    pop = Population(meter_ids, arch, meters, household, household.copy(), shift, base_f, amp,
+                     params[:, 4], params[:, 5], season_amp, power, session_kwh, night_prob,
+                     secondary, secondary_w, burst_rate, burst_kw, heat_kind, heat_base, per_hdd, per_cdd,
+                     np.where(is_heat, heat_start, 0.0), np.where(is_heat, heat_hours, 0.0))
+    pop.mean_daily_kwh = household + pop.ev_kwh_per_day() + pop.heat_kwh(weather.hdd, weather.cdd).mean(axis=1)
+    return pop
 
 
 # ------------------------------------------------------------------ fault plan
@@ -354,12 +524,13 @@ class FaultPlan:
 
 
 def _plan_faults(rates: FaultRates, n_known: int, total_slots: int, mean_interval_kwh: np.ndarray,
-                 charger_interval_kwh: np.ndarray, seed: int) -> FaultPlan:
+                 charger_interval_kwh: np.ndarray, seed: int, interval_hours: float = 0.25) -> FaultPlan:
     """Place every fault of the known meters on distinct, non-adjacent-to-gap intervals.
 
-    A spike adds 20-60x the meter's mean interval kWh, at least 5 kWh and at least
-    4x what its EV charger can draw in one interval, so it stands out even on meters
-    whose normal peak is high.
+    A spike adds 20-60x the meter's mean interval kWh, at least 5 kWh, at least
+    4x what its EV charger can draw in one interval and at least twice what the
+    largest appliance burst (9 kW) draws in one, so it stands out even on meters
+    whose normal peak is high and is never mistaken for a real burst.
     """
     rng = _rng(seed, "faults")
     n_slots = total_slots
@@ -427,6 +598,8 @@ def _plan_faults(rates: FaultRates, n_known: int, total_slots: int, mean_interva
         factor * mean_interval_kwh[point_meter[is_spike]],
         rng.uniform(5.0, 8.0, is_spike.sum()),
         rng.uniform(4.0, 8.0, is_spike.sum()) * charger_interval_kwh[point_meter[is_spike]],
+        # Twice to three times what the largest appliance burst draws in one interval.
+        rng.uniform(2.0, 3.0, is_spike.sum()) * _BURST_KW[1] * interval_hours,
     ])
 
     meter = np.concatenate([gap_meter, point_meter])
@@ -438,8 +611,70 @@ def _plan_faults(rates: FaultRates, n_known: int, total_slots: int, mean_interva
 
 # ------------------------------------------------------------------ AMI readings
 
+@dataclass(frozen=True)
+class DayPlan:
+    """Per (meter, day) habits drawn up front: occupancy shift, level multiplier, odd and away days."""
+
+    shift_slots: np.ndarray  # (n, D) int: the day's load runs this many intervals late (early if < 0)
+    level: np.ndarray  # (n, D) multiplicative day level (noise, high days, low days)
+    low: np.ndarray  # (n, D) bool: out most of the day (flatter shape)
+    away: np.ndarray  # (n, D) bool: away from home (trip, holiday): base load only
+
+
+def _day_plan(pop: Population, grid: TimeGrid, holidays: np.ndarray, seed: int) -> DayPlan:
+    """Households vary day to day: their routine shifts by up to about 1.5 h, a few days a month are
+    unusually high (guests, laundry) or low (out all day), some take a 2-9 day trip, and on public
+    holidays some go away for the whole holiday."""
+    rng = _rng(seed, "day_plan")
+    n, days = pop.n, grid.days
+    step_h = grid.interval_minutes / 60.0
+    occupied = pop.occupied()
+    comm = pop.archetype == _ARCH["commercial_day"]
+    sd = np.where(occupied, 0.75, np.where(comm, 0.2, 0.0))
+    shift_h = np.clip(rng.normal(0.0, 1.0, (n, days)) * sd[:, None], -1.5, 1.5)
+    shift_slots = np.rint(shift_h / step_h).astype(np.int64)
+    level = _lognormal_mean1(rng, pop.day_sigma[:, None], (n, days))
+    u = rng.random((n, days))
+    high = occupied[:, None] & (u < 0.03)
+    low = occupied[:, None] & (u >= 0.03) & (u < 0.06)
+    level = np.where(high, level * rng.uniform(1.3, 1.8, (n, days)), level)
+    level = np.where(low, level * rng.uniform(0.4, 0.65, (n, days)), level)
+
+    away = np.zeros((n, days), dtype=bool)
+    trip = occupied & (rng.random(n) < 0.15)
+    trip_len = rng.integers(2, 10, n)
+    trip_start = rng.integers(-8, max(days, 1), n)
+    col = np.arange(days)[None, :]
+    away |= trip[:, None] & (col >= trip_start[:, None]) & (col < (trip_start + trip_len)[:, None])
+    # A holiday period: consecutive days off (holidays and the weekends next to them) holding a holiday.
+    off = holidays | np.array([d.weekday() >= 5 for d in grid.dates], dtype=bool)
+    run_id = np.cumsum(np.concatenate([[1], ~off[:-1] | ~off[1:]])) if days else np.zeros(0, int)
+    for rid in np.unique(run_id[holidays]) if holidays.any() else []:
+        period = off & (run_id == rid)
+        if period.sum() >= 2:
+            goes = occupied & (rng.random(n) < 0.15)
+            away |= goes[:, None] & period[None, :]
+    return DayPlan(shift_slots, level, low & ~away, away)
+
+
+def _block_energy(step_h: float, n_slots: int, prev_len_h: float, power_prev, start_prev, hours_prev,
+                  power_cur, start_cur, hours_cur) -> np.ndarray:
+    """(m, n_slots) kWh of constant-power blocks: the one that began the evening before (``start_prev``
+    in the previous day's hours, spilling past midnight) and the one beginning on this day."""
+    t0 = step_h * np.arange(n_slots)[None, :]
+    t1 = t0 + step_h
+
+    def overlap(begin, end):
+        return np.clip(np.minimum(t1, end[:, None]) - np.maximum(t0, begin[:, None]), 0.0, None)
+
+    s_prev = start_prev - prev_len_h
+    return (power_prev[:, None] * overlap(s_prev, s_prev + hours_prev)
+            + power_cur[:, None] * overlap(start_cur, start_cur + hours_cur))
+
+
 def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, counter: dict[str, int],
-                 progress: Callable[[str], None] | None, shock: BillShock | None = None) -> Iterator[pa.RecordBatch]:
+                 progress: Callable[[str], None] | None, shock: BillShock | None = None,
+                 weather: Weather | None = None, holidays: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
     """One record batch per local day: every meter's readings with the planned faults applied
     (and the household load of bill-shock meters raised from their first surge day on)."""
     schema = arrow_schema(BRONZE["bronze.ami_interval"])
@@ -447,61 +682,104 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
     groups = {a: np.flatnonzero(names == a) for a in ARCHETYPES}
     nominal = 1440 // grid.interval_minutes
     step_h = grid.interval_minutes / 60.0
-    window_season = _season_at(grid.dates)
-    window_season = window_season / window_season.mean()
-    weather = _lognormal_mean1(_rng(seed, "weather"), 0.04, grid.days)
+    weather = weather if weather is not None else _weather(grid.dates, seed)
+    holidays = holidays if holidays is not None else np.zeros(grid.days, dtype=bool)
     week_level = np.array([_WEEK_LEVEL.get(a, _WEEK_LEVEL_RESIDENTIAL) for a in ARCHETYPES])[pop.archetype]
+    days_plan = _day_plan(pop, grid, holidays, seed)
+    # Bursts are part of the household's energy: the smooth load carries the rest.
+    smooth_kwh = pop.household_kwh - pop.burst_rate * _BURST_MEAN_KWH
+    rows = np.arange(pop.n)[:, None]
 
+    # Night-time blocks: column k is the block that starts on the evening of day k-1 (k = 0 .. D).
     ev = groups["ev_night"]
     ev_rng = _rng(seed, "ev_nights")
-    # Night k starts on the evening of day k-1 (k = 0 .. D).
     shape_n = (len(ev), grid.days + 1)
-    ev_on = ev_rng.random(shape_n) < pop.ev_night_prob[ev][:, None]
-    # Charging starts around the valley tariff's start (23:00), each night between 22:00 and 01:00; a
-    # per-owner habitual start would spread ev_night shapes as far apart as two archetypes.
-    ev_start = 22.0 + 0.25 * ev_rng.integers(0, 13, shape_n)
-    ev_dur = np.clip(pop.ev_session_h[ev][:, None] + 0.25 * ev_rng.integers(-2, 3, shape_n), 2.0, 4.0)
+    evening = np.concatenate([[0], np.arange(grid.days)])  # the day each column's evening belongs to
+    ev_on = (ev_rng.random(shape_n) < pop.ev_night_prob[ev][:, None]) & ~days_plan.away[ev][:, evening]
+    # Plugged in after the evening at home, 21:30-01:00 (the valley tariff starts at 23:00).
+    ev_start = 21.5 + 0.25 * ev_rng.integers(0, 15, shape_n)
     ev_power = pop.ev_power_kw[ev][:, None] * ev_rng.uniform(0.97, 1.03, shape_n)
+    session = pop.ev_session_kwh[ev][:, None] * ev_rng.uniform(0.6, 1.4, shape_n)
+    ev_dur = np.clip(session / np.maximum(ev_power, 1e-9), 1.0, 4.0)
+    ev_power = np.where(ev_on, ev_power, 0.0)
+
+    heat = np.flatnonzero(pop.heat_kind > 0)
+    heat_rng = _rng(seed, "heating")
+    shape_h = (len(heat), grid.days + 1)
+    heat_energy = (pop.heat_kwh(weather.hdd, weather.cdd)[heat][:, evening]
+                   * _lognormal_mean1(heat_rng, 0.12, shape_h))
+    heat_energy = np.where(days_plan.away[heat][:, evening], 0.3 * heat_energy, heat_energy)
+    direct = (pop.heat_kind[heat] == 1)[:, None]
+    heat_start = pop.heat_start_h[heat][:, None] + np.where(direct, heat_rng.uniform(-0.5, 0.5, shape_h), 0.0)
+    heat_hours = np.broadcast_to(pop.heat_hours[heat][:, None], shape_h)
+    heat_power = heat_energy / heat_hours
 
     shape_cache: dict[tuple[bytes, bool], np.ndarray] = {}
     bounds = np.searchsorted(plan.slot, grid.offsets)
     report_every = max(1, grid.days // 10)
     for d in range(grid.days):
         n = grid.n_slots(d)
-        weekend = grid.dates[d].weekday() >= 5
+        weekend = grid.dates[d].weekday() >= 5 or bool(holidays[d])  # a holiday is lived like a Sunday
         mid_h = grid.wall_hours[d] + step_h / 2.0
         key = (mid_h.tobytes(), weekend)
         shape = shape_cache.get(key)
         if shape is None:
-            shape = np.empty((pop.n, n))
-            for arch, idx in groups.items():
-                if len(idx):
-                    h = mid_h[None, :] - pop.shift_h[idx, None]
-                    base, var = _shape_parts(arch, h, weekend)
-                    shape[idx] = base * pop.base_f[idx, None] + pop.amp[idx, None] * var
-            shape /= shape.sum(axis=1, keepdims=True)
+            parts = {}
+            for role, codes in (("main", pop.archetype), ("second", pop.secondary)):
+                part = np.empty((pop.n, n))
+                for code, arch in enumerate(ARCHETYPES):
+                    idx = np.flatnonzero(codes == code)
+                    if len(idx):
+                        h = mid_h[None, :] - pop.shift_h[idx, None]
+                        base, var = _shape_parts(arch, h, weekend)
+                        part[idx] = base * pop.base_f[idx, None] + pop.amp[idx, None] * var
+                parts[role] = part / part.sum(axis=1, keepdims=True)
+            w = pop.secondary_w[:, None]
+            shape = (1.0 - w) * parts["main"] + w * parts["second"]
             shape *= n / nominal  # a 23 h day holds 23/24 of a day's energy
             shape_cache[key] = shape
 
         rng = _rng(seed, "ami_day", d)
-        season = 1.0 + pop.season_amp * (window_season[d] - 1.0)
-        level = (pop.household_kwh * week_level[:, 1 if weekend else 0] * season
-                 * (1.0 + pop.season_amp * (weather[d] - 1.0)) * _lognormal_mean1(rng, pop.day_sigma, pop.n))
+        # Today's routine runs shift_slots intervals late (a rotation of the day's shape).
+        shift = days_plan.shift_slots[:, d]
+        shape = shape[rows, (np.arange(n)[None, :] - shift[:, None]) % n]
+        low, away = days_plan.low[:, d], days_plan.away[:, d]
+        flat = 1.0 / nominal
+        for sel, keep in ((np.flatnonzero(low), 0.5), (np.flatnonzero(away), 0.15)):
+            shape[sel] = keep * shape[sel] + (1.0 - keep) * flat
+
+        kwh = smooth_kwh
         if shock is not None:
-            level = level * np.where(d >= shock.first_day, shock.factor, 1.0)
+            kwh = kwh + pop.household_kwh * np.where(d >= shock.first_day, shock.factor - 1.0, 0.0)
+        season = 1.0 + pop.season_amp * (weather.factor[d] - 1.0)
+        level = kwh * week_level[:, 1 if weekend else 0] * season * days_plan.level[:, d]
+        # Away: the fridge and standby only (0.6-1.0 kWh a day plus 10-25% of the usual load).
+        level = np.where(away, pop.household_kwh * rng.uniform(0.1, 0.25, pop.n) + rng.uniform(0.6, 1.0, pop.n),
+                         level)
         values = level[:, None] * shape * _lognormal_mean1(rng, pop.int_sigma[:, None], (pop.n, n))
-        if len(ev):
+
+        # Appliance bursts on ordinary days at home: 3-9 kW for 15 min to 2 h, mornings and evenings.
+        count = rng.poisson(np.where(away, 0.0, pop.burst_rate))
+        who = np.repeat(np.arange(pop.n), count)
+        if len(who):
+            b_kw = np.maximum(_BURST_KW[0], pop.burst_kw[who] * rng.uniform(0.75, 1.0, len(who)))
+            b_h = np.clip(rng.uniform(*_BURST_KWH, len(who)) / b_kw, *_BURST_HOURS)
+            evening_burst = rng.random(len(who)) < 0.6
+            b_start = np.where(evening_burst, rng.normal(19.5, 1.5, len(who)), rng.normal(7.5, 1.0, len(who)))
+            b_start = np.clip(b_start + pop.shift_h[who] + shift[who] * step_h, 0.0, 24.0 - b_h)
             t0 = step_h * np.arange(n)[None, :]
-            t1 = t0 + step_h
-
-            def overlap(begin, end):
-                return np.clip(np.minimum(t1, end[:, None]) - np.maximum(t0, begin[:, None]), 0.0, None)
-
-            prev_len = grid.prev_day_hours[d]
-            s_prev, s_cur = ev_start[:, d] - prev_len, ev_start[:, d + 1]
-            energy = (ev_power[:, d, None] * ev_on[:, d, None] * overlap(s_prev, s_prev + ev_dur[:, d])
-                      + ev_power[:, d + 1, None] * ev_on[:, d + 1, None] * overlap(s_cur, s_cur + ev_dur[:, d + 1]))
-            values[ev] += energy
+            burst = b_kw[:, None] * np.clip(np.minimum(t0 + step_h, (b_start + b_h)[:, None])
+                                            - np.maximum(t0, b_start[:, None]), 0.0, None)
+            owners, first = np.unique(who, return_index=True)  # ``who`` is sorted: sum each home's bursts
+            values[owners] += np.add.reduceat(burst, first, axis=0)
+        if len(ev):
+            values[ev] += _block_energy(step_h, n, grid.prev_day_hours[d], ev_power[:, d], ev_start[:, d], ev_dur[:, d],
+                                        ev_power[:, d + 1], ev_start[:, d + 1], ev_dur[:, d + 1])
+        if len(heat):
+            block = _block_energy(step_h, n, grid.prev_day_hours[d], heat_power[:, d], heat_start[:, d],
+                                  heat_hours[:, d], heat_power[:, d + 1], heat_start[:, d + 1], heat_hours[:, d + 1])
+            # Thermostats and compressors cycle: the block is not a flat line.
+            values[heat] += block * _lognormal_mean1(rng, 0.2, block.shape)
         values = np.round(values, 3)
 
         # Faults of this day.
@@ -598,7 +876,7 @@ def _pick(rng: np.random.Generator, options, probs: np.ndarray) -> np.ndarray:
     return np.array(options, dtype=object)[idx]
 
 
-def _customers(pop: Population, seed: int, open_before: dt.date) -> Customers:
+def _customers(pop: Population, seed: int, open_before: dt.date, null_share: float = 0.0) -> Customers:
     rng = _rng(seed, "customers")
     n = pop.n_known
     arch = pop.arch_names()[:n]
@@ -626,14 +904,16 @@ def _customers(pop: Population, seed: int, open_before: dt.date) -> Customers:
     housing[commercial] = np.where(rng.random(commercial.sum()) < 0.6, "shop", "office")
 
     # Contracted capacity from the expected peak demand, rounded up to standard sizes.
-    peak_kw = np.where(commercial, kwh / 24.0 * 2.5, pop.household_kwh[:n] / 24.0 * 8.0 + pop.ev_power_kw[:n])
+    heat_kw = np.where(pop.heat_hours[:n] > 0, pop.heat_kwh(12.0, 6.0)[:n, 0] / np.maximum(pop.heat_hours[:n], 1.0), 0.0)
+    peak_kw = np.where(commercial, kwh / 24.0 * 2.5,
+                       pop.household_kwh[:n] / 24.0 * 8.0 + pop.ev_power_kw[:n] + heat_kw)
     res_sizes = np.array([4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0])
     com_sizes = np.array([20.0, 30.0, 50.0, 63.0, 80.0, 100.0, 125.0, 160.0, 200.0, 250.0, 315.0])
     kva = np.where(commercial,
                    com_sizes[np.minimum(np.searchsorted(com_sizes, peak_kw * 1.3), len(com_sizes) - 1)],
                    res_sizes[np.minimum(np.searchsorted(res_sizes, peak_kw * 1.3), len(res_sizes) - 1)])
 
-    p_tou = np.where(ev, 0.40, np.where(commercial, 0.50, 0.10))
+    p_tou = np.where(ev, 0.40, np.where(commercial, 0.50, np.where(arch == "electric_heating", 0.30, 0.10)))
     p_green = np.where(commercial, 0.15, np.where(big, 0.10, 0.04))
     p_smart = np.where(commercial, 0.02, np.where(old, 0.03, 0.10))
     p_charger = np.where(ev, 0.65, 0.0)
@@ -687,8 +967,29 @@ def _customers(pop: Population, seed: int, open_before: dt.date) -> Customers:
         "vip": vip,
         "account_open_date": opened,
     }, schema=arrow_schema(BRONZE["bronze.customer_archive"]))
+    table = _blank_attributes(table, null_share, seed)
     return Customers(customer_id, region, commercial, age_band, tariff, products, dnc, vip, credit,
                      pay_pref, interaction_pref, table)
+
+
+# Optional archive attributes a real archive may lack for some customers (products_held stays: its
+# null already means "holds none").
+ARCHIVE_OPTIONAL_ATTRIBUTES = ("tariff_type", "age_band", "household_size", "housing_type", "contracted_capacity_kva",
+                               "do_not_contact", "vip", "account_open_date")
+
+
+def _blank_attributes(table: pa.Table, share: float, seed: int) -> pa.Table:
+    """Null each optional attribute for ``share`` of the customers (drawn per attribute, own stream):
+    unknowns exist in real archives. The planted behaviour (truth) does not change."""
+    if share <= 0 or table.num_rows == 0:
+        return table
+    rng = _rng(seed, "archive_nulls")
+    for name in ARCHIVE_OPTIONAL_ATTRIBUTES:
+        blank = rng.random(table.num_rows) < share
+        i = table.schema.get_field_index(name)
+        col = table.column(i).combine_chunks()
+        table = table.set_column(i, table.schema.field(i), pc.if_else(pa.array(blank), pa.nulls(len(col), col.type), col))
+    return table
 
 
 def _cap_per_row(flags: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -706,7 +1007,7 @@ def _cap_per_group(flags: np.ndarray, group: np.ndarray, caps: np.ndarray) -> np
 
 # ------------------------------------------------------------------ billing
 
-def _billing(pop: Population, cust: Customers, seed: int, months: int, grid: TimeGrid, snapshot: dt.date) -> pa.Table:
+def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: Weather, snapshot: dt.date) -> pa.Table:
     """Monthly bills and payments; see the module docstring for the months covered."""
     rng = _rng(seed, "billing")
     n = pop.n_known
@@ -716,10 +1017,16 @@ def _billing(pop: Population, cust: Customers, seed: int, months: int, grid: Tim
     due = np.array([x.replace(day=15) for x in next_month], dtype="datetime64[D]")
     issue = np.array([x.replace(day=3) for x in next_month], dtype="datetime64[D]")
 
-    season_norm = _season_at(grid.dates).mean()
-    month_season = _SEASON[[x.month - 1 for x in month_starts]] / season_norm
+    # The month's climate sets the household's seasonal factor (normalized like the AMI window's) and
+    # the heating block's size, so bills and readings agree.
+    month_days = [[x + dt.timedelta(days=k) for k in range(m)] for x, m in zip(month_starts, dim)]
+    month_temp = [_climate_at(days) for days in month_days]
+    month_season = np.array([_season_factor(t).mean() for t in month_temp]) / weather.norm
     factor = 1.0 + pop.season_amp[:n, None] * (month_season[None, :] - 1.0)
-    kwh = np.round(pop.mean_daily_kwh[:n, None] * dim[None, :] * factor * _lognormal_mean1(rng, 0.06, (n, months)), 1)
+    dd = [_degree_days(t) for t in month_temp]
+    heat = np.stack([pop.heat_kwh(h, c)[:n].mean(axis=1) for h, c in dd], axis=1)
+    daily = pop.household_kwh[:n, None] * factor + pop.ev_kwh_per_day()[:n, None] + heat
+    kwh = np.round(daily * dim[None, :] * _lognormal_mean1(rng, 0.06, (n, months)), 1)
     # Residential 0.56 CNY/kWh (tiered: +0.05 above 260 kWh/month, +0.30 above 600); commercial 0.80.
     tiered = kwh * 0.56 + np.clip(kwh - 260, 0, None) * 0.05 + np.clip(kwh - 600, 0, None) * 0.25
     is_tiered = (cust.tariff_type == "tiered")[:, None]
@@ -848,7 +1155,7 @@ def _campaigns(pop: Population, cust: Customers, seed: int, start: dt.date, tz: 
     ev = arch == "ev_night"
     # id, days before start of the cycle's as-of, share of customers targeted, eligible, fit
     cycles = [
-        ("tou_switch", 160, 0.07, res & ~has["tou"], high | ev | (arch == "night")),
+        ("tou_switch", 160, 0.07, res & ~has["tou"], high | ev | (arch == "night") | (arch == "electric_heating")),
         ("green_power", 120, 0.05, ~has["green_power"], cust.commercial | cust.vip | high),
         ("ev_charging", 75, 0.04, res & ~has["ev_charger"], ev),
         ("autopay", 45, 0.06, cust.pay_pref != "auto_debit", cust.pay_pref == "online"),
@@ -1015,11 +1322,12 @@ def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = No
 def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: int | None = None,
                   seed: int | None = None, start: dt.date | str | None = None, interval_minutes: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Write all bronze tables + truth.meters + truth.faults; return {table_name: row_count}.
+    """Write all bronze tables + truth.meters + truth.faults; return {table_name: row_count} of those written.
 
     Arguments left as None come from ``settings.generate`` (meters, days, seed,
     start) and ``settings.ami.interval_minutes``; fault rates and the archetype
-    mix always come from ``settings.generate``. Every table is overwritten.
+    mix always come from ``settings.generate``. Every table is overwritten, except
+    those in ``generate.omit_tables``, which are not written (and must not exist yet).
     ``progress``, if given, receives short progress messages.
     """
     gen = settings.generate
@@ -1042,19 +1350,31 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
     tz = ZoneInfo(settings.ami.time_zone)
     grid = build_time_grid(start, days, interval, settings.ami.time_zone)
     snapshot = grid.dates[-1]
-    pop = _population(gen.archetype_mix, meters, gen.faults.unknown_meter_share, seed)
+    omit = set(gen.omit_tables)
+    stale = sorted(t for t in omit if lake.exists(t))
+    if stale:
+        raise ValueError(f"generate.omit_tables lists {stale}, but the lake at {settings.lake.root} already holds "
+                         f"them ({', '.join(lake.path(t) for t in stale)}): a minimal lake needs a fresh lake.root "
+                         f"(or delete those tables first)")
+    weather = _weather(grid.dates, seed)
+    holidays = _holiday_mask(grid.dates, gen.holiday_calendar)
+    pop = _population(gen.archetype_mix, meters, gen.faults.unknown_meter_share, seed, weather,
+                      gen.ambiguous_meter_share)
     first_bill = _billing_months(snapshot, gen.billing_months)[0]
-    cust = _customers(pop, seed, first_bill - dt.timedelta(days=30))
+    cust = _customers(pop, seed, first_bill - dt.timedelta(days=30), gen.archive_attribute_null_share)
     shock = _bill_shocks(pop, gen.bill_shock_share, days, seed)
     counts: dict[str, int] = {}
 
     def write(table: str, data: pa.Table) -> None:
+        if table in omit:
+            say(f"{table}: omitted (generate.omit_tables)")
+            return
         lake.write_arrow(table, data, mode="overwrite")
         counts[table] = data.num_rows
         say(f"{table}: {data.num_rows} rows")
 
     write("bronze.customer_archive", cust.table)
-    write("bronze.billing_payment", _billing(pop, cust, seed, gen.billing_months, grid, snapshot))
+    write("bronze.billing_payment", _billing(pop, cust, seed, gen.billing_months, weather, snapshot))
     write("bronze.service_interaction", _service_interactions(pop, cust, seed, snapshot, tz))
     contacts, responses = _campaigns(pop, cust, seed, start, tz, snapshot)
     write("bronze.contact_history", contacts)
@@ -1065,14 +1385,15 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
 
     mean_interval = pop.mean_daily_kwh[: pop.n_known] * interval / 1440.0
     charger = pop.ev_power_kw[: pop.n_known] * interval / 60.0
-    plan = _plan_faults(gen.faults, pop.n_known, grid.total_slots, mean_interval, charger, seed)
-    reader = pa.RecordBatchReader.from_batches(arrow_schema(BRONZE["bronze.ami_interval"]),
-                                               _ami_batches(pop, grid, plan, seed, counts, progress, shock))
+    plan = _plan_faults(gen.faults, pop.n_known, grid.total_slots, mean_interval, charger, seed, interval / 60.0)
+    reader = pa.RecordBatchReader.from_batches(
+        arrow_schema(BRONZE["bronze.ami_interval"]),
+        _ami_batches(pop, grid, plan, seed, counts, progress, shock, weather, holidays))
     lake.write_arrow("bronze.ami_interval", reader, mode="overwrite", partition_by=["date"])
     counts.setdefault("bronze.ami_interval", 0)
     write("truth.faults", _truth_faults(pop, grid, plan))
     say(f"generated {meters} meters x {days} days in {time.perf_counter() - t0:.1f}s")
-    return {name: counts[name] for name in TABLES}
+    return {name: counts[name] for name in TABLES if name in counts}
 
 
 def _billing_months(snapshot: dt.date, months: int) -> list[dt.date]:

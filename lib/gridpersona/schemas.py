@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import types as T
 
-ARCHETYPES = ("evening_peak", "flat", "night", "double_peak", "ev_night", "vacant", "commercial_day")
+ARCHETYPES = ("evening_peak", "flat", "night", "double_peak", "ev_night", "vacant", "commercial_day", "electric_heating")
 
 FAULT_CODES = ("short_gap", "long_gap", "duplicate", "spike", "negative", "null_value", "unknown_meter")
 
