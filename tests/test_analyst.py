@@ -237,10 +237,12 @@ def test_unknown_tag_values_are_counted_last_drawn_grey_and_give_the_coverage(an
     fig = P.plot_tag_distributions(dist, coverage)
     import matplotlib.colors as mcolors
 
-    bars = {(p.get_label(), mcolors.to_hex(p.get_facecolor())) for p in fig.axes[0].patches}
-    assert (P.UNKNOWN, mcolors.to_hex(P.UNKNOWN_COLOR)) in bars
-    # Grey is for unknown only.
-    assert all(color != mcolors.to_hex(P.UNKNOWN_COLOR) for label, color in bars if label != P.UNKNOWN)
+    # One bar segment per (tag, value), drawn in that order.
+    drawn = [value for tag in dist for value in dist[tag]]
+    colors = [mcolors.to_hex(p.get_facecolor()) for p in fig.axes[0].patches]
+    assert len(colors) == len(drawn)
+    grey = mcolors.to_hex(P.UNKNOWN_COLOR)
+    assert [c == grey for c in colors] == [v == P.UNKNOWN for v in drawn]  # grey is unknown, and unknown only
     assert "churn_risk (67% known)" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
 
 
