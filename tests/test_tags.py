@@ -529,29 +529,20 @@ def test_ev_owner_follows_an_intermittent_charging_block_not_a_nightly_heating_b
     heat_nights = {k: (23, 4 + k % 2, 4.0) for k in range(1, days)}
     # The same heating block, but only on cold nights (season-driven, 60%): still on a fixed timer.
     cold_nights = {k: (23, 4, 4.0) for k in range(1, days) if k % 5 not in (1, 3)}
-    # A long nightly block near the threshold (storage water heater), dipping below it every third hour:
-    # one 8 h block with its dips bridged, not three short ones at varying times.
-    noisy = _hourly_days(days, 0.3, {k: (23, 8, 2.8) for k in range(1, days)})
-    for d, day in enumerate(noisy):
-        for h in range(24):
-            if day[h] > 1.0 and (d * 24 + h + d) % 3 == 0:
-                day[h] -= 1.0
-    rows = (_daily_rows("M_NOISY", noisy) + _daily_rows("M_EV", _hourly_days(days, 0.3, ev_nights))
+    rows = (_daily_rows("M_EV", _hourly_days(days, 0.3, ev_nights))
             + _daily_rows("M_HEAT", _hourly_days(days, 0.3, heat_nights))
             + _daily_rows("M_COLD", _hourly_days(days, 0.3, cold_nights))
             + _daily_rows("M_NONE", _hourly_days(days, 0.3, {})))
-    view = _view(spark, tags_config.features, rows, ["M_EV", "M_HEAT", "M_COLD", "M_NONE", "M_NOISY"])
+    view = _view(spark, tags_config.features, rows, ["M_EV", "M_HEAT", "M_COLD", "M_NONE"])
     f = {r["meter_id"]: r for r in view.collect()}
     assert f["M_EV"]["complete_nights"] == days - 1
     assert f["M_EV"]["night_surge_day_share"] == pytest.approx(len(ev_nights) / (days - 1))
     assert f["M_EV"]["night_block_hours"] == pytest.approx(3.0) and f["M_EV"]["night_block_start_sd_h"] > 0.5
     assert f["M_HEAT"]["night_surge_day_share"] == pytest.approx(1.0)
     assert f["M_HEAT"]["night_block_hours"] >= 4.0 and f["M_HEAT"]["night_block_start_sd_h"] == pytest.approx(0.0)
-    assert f["M_NOISY"]["night_block_hours"] == pytest.approx(8.0)
     tagged = {r["meter_id"]: r["ev_owner"] for r in TG.compile_tags(view, tags_config).collect()}
     # Heating on a timer is no EV, every night or only on cold ones: its block starts at the same time.
-    assert (tagged["M_EV"], tagged["M_HEAT"], tagged["M_COLD"], tagged["M_NONE"], tagged["M_NOISY"]) == \
-        (True, False, False, False, False)
+    assert (tagged["M_EV"], tagged["M_HEAT"], tagged["M_COLD"], tagged["M_NONE"]) == (True, False, False, False)
 
 
 def test_absent_sources_give_unknown_features_and_tags_not_defaults(spark, tags_config):

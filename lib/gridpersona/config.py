@@ -406,15 +406,13 @@ class TagFeatures(_Section):
     campaign_days: int = Field(365, ge=1)
     # Night charging blocks. A night is ev_night_window, from the evening of the day before to the morning of
     # the day (local wall clock; it must span midnight). Its base is its lowest 1-hour mean power; its block is
-    # the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base) above the base (dips of up
-    # to ev_block_gap_minutes bridged). A surge night has a block of at least ev_min_block_hours starting inside ev_start_window.
+    # the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base) above the base. A surge
+    # night has a block of at least ev_min_block_hours starting inside ev_start_window.
     ev_night_window: str = "20:00-08:00"
     ev_start_window: str = "22:00-04:00"
     ev_surge_kw: float = Field(2.2, gt=0)
     ev_surge_ratio: float = Field(1.0, ge=0)
     ev_min_block_hours: float = Field(1.0, gt=0, le=12)
-    # Dips below the block threshold of up to this long inside a block do not end it (noise near the threshold).
-    ev_block_gap_minutes: int = Field(60, ge=0, le=240)
 
     @field_validator("ev_night_window")
     @classmethod

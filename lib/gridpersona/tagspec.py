@@ -70,8 +70,7 @@ FEATURE_VIEW = TableSpec(
         Column("night_surge_kw", D, "Median over complete nights of the highest 1-hour mean power minus the night's "
                "lowest 1-hour mean power (its base).", "kW"),
         Column("night_surge_day_share", D, "Share of complete nights that are surge nights: the night's block (longest "
-               "run of intervals at least max(`ev_surge_kw`, `ev_surge_ratio` x base) above its base, dips of up to "
-               "`ev_block_gap_minutes` bridged) lasts at least "
+               "run of intervals at least max(`ev_surge_kw`, `ev_surge_ratio` x base) above its base) lasts at least "
                "`ev_min_block_hours` and starts inside `ev_start_window`; null without complete nights."),
         Column("night_block_hours", D, "Median block length over the surge nights (null: none).", "hours"),
         Column("night_block_start_sd_h", D, "Standard deviation of the block's start time over the surge nights: near "

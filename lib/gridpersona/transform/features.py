@@ -47,8 +47,7 @@ def _with_night_blocks(day: DataFrame, *, interval_minutes: int, width: int, par
     """``day`` (with ``_night``: the night's interval kWh, null when incomplete) plus ``_nb``, a struct per night:
     base_kw and best_kw (its lowest and highest 1-hour mean power), block_slots and block_start (interval index
     from the night's start) of the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base)
-    above the base, dips of up to ev_block_gap_minutes inside a run bridged. Built in steps so each array is
-    computed once per night, not once per element."""
+    above the base. Built in steps so each array is computed once per night, not once per element."""
     kw = 60.0 / interval_minutes
     night = F.col("_night")
     hours = F.transform(F.sequence(F.lit(1), F.size(night) - F.lit(width - 1)),
@@ -60,27 +59,21 @@ def _with_night_blocks(day: DataFrame, *, interval_minutes: int, width: int, par
     # zip_with against the threshold repeated: evaluated once per night, not inside the per-interval lambda.
     high = F.zip_with(night, F.array_repeat(threshold, F.size(night)), lambda x, t: x * F.lit(kw) >= t)
     with_high = with_hours.withColumn("_high", high)
-    # Longest run of high intervals, bridging dips of at most ev_block_gap_minutes (a noisy block near the
-    # threshold is still one block): state = (index, current run's start, last high index, best length, best start).
-    gap = int(params.ev_block_gap_minutes // interval_minutes)
     zero = F.lit(0)
     runs = F.aggregate(
         F.col("_high"),
-        F.struct(zero.alias("i"), zero.alias("start"), F.lit(-10**6).alias("last"), zero.alias("best"),
-                 zero.alias("best_start")),
-        lambda acc, h: (lambda start: (lambda length: F.struct(
+        F.struct(zero.alias("i"), zero.alias("cur"), zero.alias("best"), zero.alias("best_end")),
+        lambda acc, h: (lambda cur: F.struct(
             (acc["i"] + 1).alias("i"),
-            F.when(h, start).otherwise(acc["start"]).alias("start"),
-            F.when(h, acc["i"]).otherwise(acc["last"]).alias("last"),
-            F.when(h & (length > acc["best"]), length).otherwise(acc["best"]).alias("best"),
-            F.when(h & (length > acc["best"]), start).otherwise(acc["best_start"]).alias("best_start")))(
-            acc["i"] - start + 1))(
-            F.when(acc["i"] - acc["last"] - 1 <= F.lit(gap), acc["start"]).otherwise(acc["i"])),
+            cur.alias("cur"),
+            F.greatest(acc["best"], cur).alias("best"),
+            F.when(cur > acc["best"], acc["i"]).otherwise(acc["best_end"]).alias("best_end")))(
+            F.when(h, acc["cur"] + 1).otherwise(zero)),
     )
     run = F.col("_runs")
     return with_high.withColumn("_runs", runs).withColumn("_nb", F.when(night.isNotNull(), F.struct(
         F.array_min("_hours").alias("base_kw"), F.array_max("_hours").alias("best_kw"),
-        run["best"].alias("block_slots"), run["best_start"].alias("block_start")))
+        run["best"].alias("block_slots"), (run["best_end"] - run["best"] + 1).alias("block_start")))
     ).drop("_night", "_hours", "_high", "_runs")
 
 
@@ -95,8 +88,7 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
     day (both days present and complete), so a block across midnight is one
     block. On each night the longest run of intervals at least
     max(``ev_surge_kw``, ``ev_surge_ratio`` x base) above the night's lowest
-    1-hour power (dips of up to ``ev_block_gap_minutes`` bridged) is its block; a surge night has a block of
-    at least
+    1-hour power is its block; a surge night has a block of at least
     ``ev_min_block_hours`` starting inside ``ev_start_window``.
     """
     n = 1440 // interval_minutes
