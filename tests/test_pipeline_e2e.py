@@ -207,13 +207,16 @@ def test_minimal_inputs_claim_nothing_from_absent_tables(minimal_lake):
     lake, results, _ = minimal_lake
     tags = lake.read("gold.customer_tags").filter(F.col("as_of") == AS_OF)
     assert tags.count() == METERS
-    # From bills, payments and service contacts only: unknown, not a default.
-    for code in ("credit_rating", "payment_channel_pref", "interaction_channel_pref"):
+    # From bills, payments, service contacts or absent archive attributes: unknown, not a default.
+    for code in ("credit_rating", "payment_channel_pref", "interaction_channel_pref", "price_sensitivity",
+                 "churn_risk", "electrification_potential"):
         assert tags.filter(F.col(code).isNotNull()).count() == 0, code
-    # No contact history: nobody was recently contacted, and targeting still runs.
-    assert results["campaigns"].outputs["gold.campaign_targets"] > 0
+    # The archive says nothing of opt-out: nobody may be contacted, so targeting runs and excludes everyone
+    # for unknown opt-out (no contact history: nobody counts as recently contacted).
+    assert results["campaigns"].outputs["gold.campaign_targets"] == 0
+    assert any("do_not_contact" in n for n in results["campaigns"].notes)
     assert not any("recently_contacted" in n for n in results["campaigns"].notes)
-    # No responses: the cycle is not evaluable, so no rate (not even 0 %) is written.
+    # No targets and no responses: nothing is evaluated, so no rate (not even 0 %) is written.
     assert results["evaluate"].outputs["gold.campaign_evaluation"] == 0
-    assert any("bronze.campaign_response absent" in n and "not evaluable" in n for n in results["evaluate"].notes)
+    assert any("no targets for cycle" in n for n in results["evaluate"].notes)
     assert lake.read("gold.campaign_evaluation").filter(F.col("as_of") == AS_OF).count() == 0

@@ -137,12 +137,14 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     targets = lake.read(CAMPAIGN_TARGETS).filter(F.col("as_of") == F.lit(ctx.as_of))
     responses = read_bronze_or_empty(lake, CAMPAIGN_RESPONSE).filter(F.col("cycle_as_of") == F.lit(ctx.as_of))
     n_targets = targets.count()
-    if not n_targets:
-        raise RuntimeError(f"evaluate: {CAMPAIGN_TARGETS} has no targets for cycle {ctx.as_of}; run the campaigns "
-                           f"stage for it first")
     result = StageResult(rows_in=n_targets)
     evaluation = E.campaign_evaluation(targets, responses, confidence=s.campaigns.confidence)
-    if not responses.limit(1).count():
+    if not n_targets:
+        # A cycle that contacted no one (e.g. every customer's opt-out unknown) has nothing to evaluate.
+        evaluation = evaluation.limit(0)
+        result.notes.append(f"{CAMPAIGN_TARGETS} has no targets for cycle {ctx.as_of} (the campaigns stage targeted "
+                            f"no one, or has not run for it): nothing evaluated")
+    elif not responses.limit(1).count():
         # Responses come in after the cycle: nothing to evaluate yet, and no stale rows either. Without any
         # response a rate would read as 0 % measured; the cycle is not evaluable, so it gets no rows.
         evaluation = evaluation.limit(0)
