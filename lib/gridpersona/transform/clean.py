@@ -233,38 +233,46 @@ def meter_day_readings(flagged: DataFrame, positions: int) -> DataFrame:
     )
 
 
-def decide_outliers(candidates: DataFrame, days: DataFrame, calendar: DataFrame, *, neighbour_multiple: float) -> DataFrame:
-    """Candidate readings -> the same rows + ``outlier``.
+def locate_neighbours(candidates: DataFrame, calendar: DataFrame) -> DataFrame:
+    """Candidate readings + the (date, position) of their time neighbours, one interval before
+    (``_l_date``, ``_l_pos``) and after (``_r_date``, ``_r_pos``), across midnight too.
 
     ``candidates``: (meter_id, ts, date, pos, kwh, high, over_capacity) of the readings
-    :func:`flag_candidates` marked (small);
-    ``days``: :func:`meter_day_readings`. A reading over capacity is an outlier. A
-    ``high`` reading is one only when it is an isolated one-interval spike: neither time
-    neighbour (the readings one interval before and after, across midnight too) is a
-    candidate itself, and it exceeds ``neighbour_multiple`` x the larger neighbour (a
+    :func:`flag_candidates` marked (small).
+    """
+    n = F.col("_n")
+    return (candidates
+            .join(F.broadcast(calendar.select("date", F.col("expected_intervals").alias("_n"))), "date", "left")
+            .join(F.broadcast(calendar.select(F.date_add("date", 1).alias("date"),
+                                              F.col("expected_intervals").alias("_prev_n"))), "date", "left")
+            .withColumn("_l_date", F.when(F.col("pos") > 0, F.col("date")).otherwise(F.date_sub("date", 1)))
+            .withColumn("_l_pos", F.when(F.col("pos") > 0, F.col("pos") - 1).otherwise(F.col("_prev_n") - 1))
+            .withColumn("_r_date", F.when(F.col("pos") < n - 1, F.col("date")).otherwise(F.date_add("date", 1)))
+            .withColumn("_r_pos", F.when(F.col("pos") < n - 1, F.col("pos") + 1).otherwise(F.lit(0)))
+            .drop("_n", "_prev_n"))
+
+
+def decide_outliers(located: DataFrame, days: DataFrame, *, neighbour_multiple: float) -> DataFrame:
+    """Candidates of :func:`locate_neighbours` -> (meter_id, ts, date, pos, kwh, outlier).
+
+    ``days``: :func:`meter_day_readings`. A reading over capacity is an outlier. A ``high``
+    reading is one only when it is an isolated one-interval spike: neither time neighbour
+    is a candidate itself, and it exceeds ``neighbour_multiple`` x the larger neighbour (a
     missing neighbour counts as 0). A high reading next to another high reading is a
     sustained load (a shower, a heater, a charger), not a fault.
     """
     words = sum(1 for c in days.columns if c.startswith("candidate_mask"))
     masks = [f"candidate_mask{w}" for w in range(words)]
-    n = F.col("_n")
-    c = (candidates.join(F.broadcast(calendar.select("date", F.col("expected_intervals").alias("_n"))), "date", "left")
-         .join(F.broadcast(calendar.select(F.date_add("date", 1).alias("date"),
-                                           F.col("expected_intervals").alias("_prev_n"))), "date", "left")
-         .withColumn("_l_date", F.when(F.col("pos") > 0, F.col("date")).otherwise(F.date_sub("date", 1)))
-         .withColumn("_l_pos", F.when(F.col("pos") > 0, F.col("pos") - 1).otherwise(F.col("_prev_n") - 1))
-         .withColumn("_r_date", F.when(F.col("pos") < n - 1, F.col("date")).otherwise(F.date_add("date", 1)))
-         .withColumn("_r_pos", F.when(F.col("pos") < n - 1, F.col("pos") + 1).otherwise(F.lit(0))))
     # Only the few meter-days next to a candidate are read from ``days``.
-    keys = (c.select("meter_id", F.col("_l_date").alias("date"))
-            .union(c.select("meter_id", F.col("_r_date").alias("date"))).distinct())
+    keys = located.select("meter_id", F.explode(F.array("_l_date", "_r_date")).alias("date"))
     near = days.join(F.broadcast(keys), ["meter_id", "date"], "left_semi")
 
     def side(name: str) -> DataFrame:
         return near.select(F.col("meter_id").alias(f"_{name}_m"), F.col("date").alias(f"_{name}_d"),
                            F.struct("good", *masks).alias(f"_{name}"))
 
-    c = (c.join(F.broadcast(side("l")), (F.col("meter_id") == F.col("_l_m")) & (F.col("_l_date") == F.col("_l_d")), "left")
+    c = (located
+         .join(F.broadcast(side("l")), (F.col("meter_id") == F.col("_l_m")) & (F.col("_l_date") == F.col("_l_d")), "left")
          .join(F.broadcast(side("r")), (F.col("meter_id") == F.col("_r_m")) & (F.col("_r_date") == F.col("_r_d")), "left"))
     pos_bits = 64 * words
     l_high = F.coalesce(_mask_has("_l.candidate_mask", F.col("_l_pos"), pos_bits), F.lit(False))
@@ -272,8 +280,8 @@ def decide_outliers(candidates: DataFrame, days: DataFrame, calendar: DataFrame,
     neighbour_kwh = F.greatest(F.coalesce(F.col("_l.good")[F.col("_l_pos")], F.lit(0.0)),
                                F.coalesce(F.col("_r.good")[F.col("_r_pos")], F.lit(0.0)))
     isolated = ~l_high & ~r_high & (F.col("kwh") > neighbour_multiple * neighbour_kwh)
-    return (c.withColumn("outlier", F.col("over_capacity") | (F.col("high") & isolated))
-            .select(*candidates.columns, "outlier"))
+    return c.select("meter_id", "ts", "date", "pos", "kwh",
+                    (F.col("over_capacity") | (F.col("high") & isolated)).alias("outlier"))
 
 
 def settle_days(days: DataFrame, decided: DataFrame, positions: int) -> DataFrame:
@@ -474,7 +482,8 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
     days = cache(meter_day_readings(flagged, positions))
     candidates = flagged.filter("candidate").select(
         "meter_id", "ts", F.col("local_date").alias("date"), "pos", "kwh", "high", "over_capacity")
-    decided = cache(decide_outliers(candidates, days, calendar, neighbour_multiple=rule.neighbour_multiple))
+    located = cache(locate_neighbours(candidates, calendar))
+    decided = cache(decide_outliers(located, days, neighbour_multiple=rule.neighbour_multiple))
     kept, duplicates = split_duplicates(flagged, days)
     quarantine_cols = ["meter_id", "ts", "kwh", "date", "local_date", "reason"]
     quarantine = (tagged.filter(F.col("reason").isNotNull()).select(*quarantine_cols)
@@ -489,4 +498,4 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
                         F.lit("measured").alias("quality")))
     fixed = repaired_rows(repaired, outliers.select("meter_id", "ts", "kwh"),
                           interval_minutes=interval_minutes, time_zone=time_zone)
-    return CleanOutput(clean=measured.unionByName(fixed), quarantine=quarantine, cached=[stats, days, decided])
+    return CleanOutput(clean=measured.unionByName(fixed), quarantine=quarantine, cached=[stats, days, located, decided])
