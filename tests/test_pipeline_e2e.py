@@ -51,8 +51,8 @@ def pipeline_lake(tmp_path_factory, spark):
         "generate.faults.null_reading_share=0.002", "generate.faults.duplicate_reading_share=0.003",
         "generate.faults.short_gap_meter_share=0.3", "generate.faults.long_gap_meter_share=0.15",
         "generate.faults.unknown_meter_share=0.03",
-        # Seven non-vacant archetypes; k chosen by silhouette is measured on the default lake (bench / closing note).
-        "segment.k=7",
+        # Six non-vacant archetypes; k chosen by silhouette is measured on the default lake (bench / closing note).
+        "segment.k=6",
     ])
     lake = Lake(settings, spark)
     generate_lake(settings, lake, meters=METERS, days=DAYS, start=START)
