@@ -242,8 +242,13 @@ def cmd_truth_check(settings: Settings, args) -> int:
 
 
 def truth_report(lake, first: dt.date, last: dt.date, interval_minutes: int) -> str:
+    from pyspark.sql import functions as F
+
     from gridpersona.evaluation import fault_detection, segment_agreement
 
+    # A window reaching back before the lake's first day would count those days' intervals as long gaps.
+    lake_first = lake.read("bronze.ami_interval").agg(F.min("date")).collect()[0][0]
+    first = max(first, lake_first) if lake_first else first
     scores = fault_detection(lake, first, last, interval_minutes)
     lines = ["fault detection vs truth.faults (local days %s .. %s)" % (first, last),
              render_table(["fault", "planted", "detected", "true pos", "precision", "recall"],
