@@ -906,7 +906,9 @@ def _customers(pop: Population, seed: int, open_before: dt.date, null_share: flo
     # Contracted capacity from the expected peak demand, rounded up to standard sizes.
     heat_kw = np.where(pop.heat_hours[:n] > 0, pop.heat_kwh(12.0, 6.0)[:n, 0] / np.maximum(pop.heat_hours[:n], 1.0), 0.0)
     peak_kw = np.where(commercial, kwh / 24.0 * 2.5,
-                       pop.household_kwh[:n] / 24.0 * 8.0 + pop.ev_power_kw[:n] + heat_kw)
+                       pop.household_kwh[:n] / 24.0 * 8.0 + pop.ev_power_kw[:n] + heat_kw
+                       # A home with a big appliance (shower, oven) sizes its supply for it.
+                       + np.where(pop.burst_rate[:n] > 0, pop.burst_kw[:n], 0.0))
     res_sizes = np.array([4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0])
     com_sizes = np.array([20.0, 30.0, 50.0, 63.0, 80.0, 100.0, 125.0, 160.0, 200.0, 250.0, 315.0])
     kva = np.where(commercial,
