@@ -188,6 +188,10 @@ def tag_figures(lake_root: str, as_of: dt.date) -> dict:
     catalog = read_delta(lake_root, "gold.tag_catalog")
     if tags is None or catalog is None:
         return {}
+    from gridpersona.schemas import BRONZE
+
+    # What a minimal archive leaves unknown: the optional sources and every archive column beyond the required.
+    absent = set(ABSENT_SOURCES) | {c.name for c in BRONZE["bronze.customer_archive"].columns if c.nullable}
     tags = tags[tags["as_of"] == as_of]
     catalog = catalog[catalog["as_of"] == as_of].sort_values("position")
     rows = []
@@ -205,7 +209,7 @@ def tag_figures(lake_root: str, as_of: dt.date) -> dict:
         for col in ("needs", "sources"):
             if col in catalog.columns and c[col] is not None:
                 needs = list(c[col]) if not isinstance(c[col], str) else [c[col]]
-        source_absent = None if needs is None else any(any(a in str(n) for a in ABSENT_SOURCES) for n in needs)
+        source_absent = None if needs is None else any(str(n) in absent for n in needs)
         rows.append(dict(tag=code, known_share=len(known) / max(1, len(values)), top_value=top_value,
                          top_share=top_share, needs=needs, source_absent=source_absent,
                          distribution={str(k): int(v) for k, v in values.astype(object).where(values.notna(), "unknown")
