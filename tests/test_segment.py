@@ -488,3 +488,18 @@ def test_report_says_when_the_segments_are_a_continuum():
     assert "silhouette 0.143" in line and "74.0%" in line and "partition of a continuum, not natural groups" in line
     [line] = _model_structure(StubLake([clear]), {"20260614"})
     assert "silhouette 0.899" in line and "continuum" not in line
+
+
+def test_train_over_an_older_model_table_says_how_to_migrate(spark, tmp_path):
+    from gridpersona.lake import Lake, SchemaMismatchError
+
+    settings = _settings(tmp_path / "lake")
+    lake = Lake(settings, spark)
+    _write_small_lake(spark, lake)
+    new_columns = {"stability", "stability_by_k", "weak_structure"}
+    old_schema = SS.T.StructType([f for f in SS.SEGMENT_MODEL_SCHEMA.fields if f.name not in new_columns])
+    lake.write(spark.createDataFrame([], old_schema), SS.SEGMENT_MODEL, partition_by=["model_version"])
+    SS.release_features()
+    with pytest.raises(SchemaMismatchError, match="older segment-train.*move the table aside"):
+        SS.run_segment_train(_ctx(settings, spark, lake))
+    SS.release_features()
