@@ -45,15 +45,18 @@ KMeans and the choice of k
        sees other meters. Both are measured on the Ward sample.
     3. k is the most stable among the k whose silhouette is within
        ``silhouette_tolerance`` of the best (stability compared at 0.01).
-    4. Lloyd iterations refine the chosen k's centers on the whole training
-       sample (its silhouette there is the model's). They become an MLlib KMeansModel (saved, used by
-       segment-assign); the fitted model's silhouette and stability are stored
-       and printed, and a silhouette below ``weak_silhouette`` flags
+    4. MLlib's distributed KMeans refines the chosen k's centers on the whole
+       training sample, started from them (``pyspark.mllib`` KMeans with an
+       ``initialModel``: the DataFrame API only starts from a random draw). The
+       centers become an MLlib KMeansModel (saved, used by segment-assign); the
+       fitted model's silhouette on the training sample and its stability are
+       stored and printed, and a silhouette below ``weak_silhouette`` flags
        ``weak_structure`` (a partition of a continuum, not natural groups).
 
-    The driver work is O(n k d) per Lloyd round and O(m^2) for Ward on m <=
-    ward_sample_meters meters; the Spark cost is one collect of the sample and
-    one small fit.
+    The driver work is Ward, O(m^2) on m <= ward_sample_meters meters, and
+    Lloyd rounds on that sample, O(m k d) each; the Spark cost is one collect
+    of the training sample (at most ``train_sample_meters`` rows) and one
+    KMeans fit over it.
 
 Names
     The first rule of ``segment.labels`` that holds on a centroid's features,
@@ -336,12 +339,14 @@ def _ward_rows(ward_rank: np.ndarray, keep: np.ndarray, cap: int) -> np.ndarray:
     return idx
 
 
-def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.ndarray, ks: list[int], seg
-                     ) -> dict[str, Any]:
+def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.ndarray, ks: list[int], seg,
+                     refine=None) -> dict[str, Any]:
     """k selection and the final centers, deterministic (no seed decides them). See the module docstring.
 
     k is chosen on the Ward sample (at most ``ward_sample_meters`` rows); the
-    chosen k's centers are then refined on all ``vectors``. Returns centers,
+    chosen k's centers are then refined on all ``vectors``: by ``refine(initial
+    centers) -> centers`` (the stage passes MLlib's distributed KMeans), else by
+    Lloyd iterations here. Returns centers,
     clusters, cost, k, silhouette (of the final fit, on all vectors),
     stability (of the chosen k), silhouette_by_k, stability_by_k and lloyd_runs.
     """
@@ -369,11 +374,38 @@ def select_partition(vectors: np.ndarray, ward_rank: np.ndarray, split_bits: np.
                 runs += 1
         stability[k] = float(np.mean(agree)) if agree else float("nan")
     chosen = usable[0] if len(usable) == 1 else G.choose_k(scores, stability, seg.silhouette_tolerance)
-    centers, clusters, cost = G.lloyd(vectors, fits[chosen], max_iter=seg.max_iter, tol=seg.tol)
+    if refine is None:
+        centers, clusters, cost = G.lloyd(vectors, fits[chosen], max_iter=seg.max_iter, tol=seg.tol)
+    else:
+        centers = np.asarray(refine(fits[chosen]), dtype=float)
+        d = G.squared_distances(vectors, centers)
+        clusters = d.argmin(axis=1)
+        cost = float(d[np.arange(len(vectors)), clusters].sum())
     runs += 1
     final_silhouette = G.silhouette(vectors, clusters)
     return dict(centers=centers, clusters=clusters, cost=cost, k=chosen, silhouette=final_silhouette,
                 stability=stability[chosen], silhouette_by_k=scores, stability_by_k=stability, lloyd_runs=runs)
+
+
+def mllib_kmeans(frame: DataFrame, features_col: str, initial: np.ndarray, seg) -> np.ndarray:
+    """Centers of MLlib's distributed KMeans (Lloyd's iterations) over ``frame``, started from ``initial``.
+
+    The DataFrame API's KMeans only starts from a random draw; the RDD API
+    (``pyspark.mllib``) takes an ``initialModel``, so the deterministic Ward
+    start is refined by Spark over the whole training sample. Stops like
+    ``segment.tol`` / ``segment.max_iter`` say; center order is kept.
+    """
+    from pyspark.mllib.clustering import KMeans as RDDKMeans
+    from pyspark.mllib.clustering import KMeansModel as RDDKMeansModel
+    from pyspark.mllib.linalg import Vectors as RDDVectors
+
+    rdd = frame.select(features_col).rdd.map(lambda row: RDDVectors.fromML(row[0])).cache()
+    try:
+        model = RDDKMeans.train(rdd, len(initial), maxIterations=seg.max_iter, epsilon=seg.tol,
+                                initialModel=RDDKMeansModel([RDDVectors.dense(c) for c in initial]))
+    finally:
+        rdd.unpersist()
+    return np.asarray([np.asarray(c, dtype=float) for c in model.clusterCenters])
 
 
 def kmeans_model_of(spark, centers: np.ndarray, features_col: str):
@@ -443,7 +475,9 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     train_rows = len(vectors)
     timings["collect"] = time.perf_counter() - t
     t = time.perf_counter()
-    picked = select_partition(vectors, ward_rank, split_bits, ks, seg)
+    train = sample.select(features_col)
+    picked = select_partition(vectors, ward_rank, split_bits, ks, seg,
+                              refine=lambda initial: mllib_kmeans(train, features_col, initial, seg))
     timings["select_k"] = time.perf_counter() - t
     t = time.perf_counter()
     model = kmeans_model_of(ctx.spark, picked["centers"], features_col)
