@@ -159,6 +159,24 @@ def test_electric_heating_is_told_from_ev_charging_by_where_the_block_lies(make_
     assert rules.index("electric_heating") < rules.index("ev_night")
 
 
+def test_overnight_heating_is_electric_heating_and_a_midnight_charging_block_stays_ev(make_settings):
+    settings = make_settings()
+    windows, rules = SS.label_windows(settings), SS.label_rules(settings)
+    unnamed = G.LabelRule("none", "无", "None", {})
+    h = _hours(96)
+    evening = _archetype_shapes()["evening_peak"][0]
+    # 8 kWh of household plus a 1.2 kW heater from 18:30 until 07:00 (15 kWh): every night, peak in the evening.
+    overnight = _norm(8 * evening + 15 * _norm(_box(h, 18.5, 7)))
+    # The same household charging 12 kWh in a block centred on midnight on half the nights (6 kWh on average).
+    charging = _norm(8 * evening + 6 * _norm(_box(h, 22.5, 2.5)))
+    named = {}
+    for name, shape in (("overnight", overnight), ("charging", charging)):
+        feats = G.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
+                                    mean_daily_kwh=20.0, weekend_ratio=1.0)
+        named[name] = G.label_centroid(feats, rules, unnamed)[0].code
+    assert named == {"overnight": "electric_heating", "charging": "ev_night"}
+
+
 def test_unnamed_centroid_gets_a_label_from_its_own_curve(make_settings):
     settings = make_settings()
     h = _hours(48)

@@ -261,6 +261,10 @@ def _default_segment_labels() -> list[SegmentLabel]:
         # ev_night: EV charging blocks lie mostly after midnight (small_hours_share >= 0.25).
         ("electric_heating", "电采暖型", "Electric heating",
          {"late_evening_share": {"min": 0.35}, "small_hours_share": {"max": 0.25}, "peak_to_mean": {"min": 2.0}}),
+        # Heating that runs from the evening until morning: a heavy evening and night that is still on before
+        # dawn; a 1-4 h charging block starting late in the evening has ended by then (predawn at base load).
+        ("electric_heating", "电采暖型", "Electric heating",
+         {"night_share": {"min": 0.35}, "predawn_share": {"min": 0.13}, "evening_share": {"min": 0.25}}),
         ("ev_night", "夜间充电型", "EV night charging",
          {"small_hours_share": {"min": 0.25}, "evening_share": {"min": 0.15}, "peak_to_mean": {"min": 2.0}}),
         ("night", "低谷型", "Night / valley", {"night_share": {"min": 0.6}}),
@@ -334,7 +338,7 @@ class SegmentConfig(_Section):
     windows: dict[str, str] = Field(default_factory=lambda: {
         "night": "23:00-07:00", "small_hours": "00:00-05:00", "morning": "06:00-10:00",
         "daytime": "08:00-18:00", "evening": "18:00-23:00",
-        "late_evening": "21:00-00:00"})
+        "late_evening": "21:00-00:00", "predawn": "03:00-07:00"})
     # Ordered: the first rule whose bounds all hold names the centroid; else a label generated from the
     # centroid's curve (peak_<part>[_broad|_sharp], after the part of the day holding its weekday peak).
     labels: list[SegmentLabel] = Field(default_factory=_default_segment_labels)
