@@ -45,7 +45,7 @@ DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "realdata", "edrp_scotland_200
 # Sources a minimal archive leaves absent: a tag that rests only on these has no data to speak from.
 ABSENT_SOURCES = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
                   "bronze.campaign_response")
-# Label codes that name no specific pattern (the catch-all).
+# Label codes that name no specific pattern: the old catch-all (current models generate a label from the curve).
 GENERIC_LABELS = ("mixed",)
 
 
@@ -160,10 +160,10 @@ def segment_figures(lake_root: str, as_of: dt.date) -> dict:
                generic_share=generic / max(1, len(seg)),
                silhouette=None if head["silhouette"] is None else round(float(head["silhouette"]), 4),
                silhouette_by_k=json.loads(head["silhouette_by_k"]))
-    for extra in ("stability", "structure"):  # stored by newer models
+    for extra in ("stability", "weak_structure"):  # stored by newer models
         if extra in model.columns:
             v = head[extra]
-            out[extra] = None if v is None else (round(float(v), 4) if isinstance(v, float) else str(v))
+            out[extra] = None if v is None else (str(v) if isinstance(v, (bool, np.bool_)) else round(float(v), 4))
     out["assignments"] = seg[["meter_id", "segment_id", "segment_label"]].sort_values("meter_id")
     return out
 
@@ -209,7 +209,8 @@ def tag_figures(lake_root: str, as_of: dt.date) -> dict:
         for col in ("needs", "sources"):
             if col in catalog.columns and c[col] is not None:
                 needs = list(c[col]) if not isinstance(c[col], str) else [c[col]]
-        source_absent = None if needs is None else any(str(n) in absent for n in needs)
+        # needs [] (e.g. three-valued "any known signal" tags) says nothing: suspect, like a missing needs list.
+        source_absent = None if not needs else any(str(n) in absent for n in needs)
         rows.append(dict(tag=code, known_share=len(known) / max(1, len(values)), top_value=top_value,
                          top_share=top_share, needs=needs, source_absent=source_absent,
                          distribution={str(k): int(v) for k, v in values.astype(object).where(values.notna(), "unknown")
@@ -388,7 +389,7 @@ def print_summary(f: dict, picture: str | None) -> None:
     seg = f.get("segments") or {}
     if seg:
         print(f"\nsegments (model {seg['model_version']}, k={seg['k']}, silhouette {seg['silhouette']}"
-              + "".join(f", {k} {seg[k]}" for k in ("stability", "structure") if k in seg) + ")")
+              + "".join(f", {k} {seg[k]}" for k in ("stability", "weak_structure") if k in seg) + ")")
         print(f"  silhouette by k: {seg['silhouette_by_k']}")
         for s in seg["segments"]:
             print(f"  {s['segment_id']:>3} {s['label']:<24} {s['name_en']:<34} {s['name_zh']:<10} "

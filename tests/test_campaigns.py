@@ -173,6 +173,7 @@ def test_exclusions_first_reason_wins_and_each_can_be_switched_off(spark):
         dict(customer_id="dnc", ev_owner=True, do_not_contact=True, has_arrears=True),
         dict(customer_id="dnc_unknown", ev_owner=True, do_not_contact=None),
         dict(customer_id="arrears", ev_owner=True, has_arrears=True),
+        dict(customer_id="arrears_unknown", ev_owner=True, has_arrears=None),
         dict(customer_id="recent", ev_owner=True, products_held=["tou"]),
         dict(customer_id="boundary", ev_owner=True),  # contacted exactly N days ago: allowed again
         dict(customer_id="future", ev_owner=True),  # contacted after the as-of: not seen by this cycle
@@ -186,13 +187,17 @@ def test_exclusions_first_reason_wins_and_each_can_be_switched_off(spark):
     screened = C.screen_candidates(cands, C.last_contact_dates(contacts, AS_OF, TZ), AS_OF)
     reasons = {r["customer_id"]: r["exclusion"] for r in screened.collect()}
     assert reasons == {"ok": None, "dnc": "do_not_contact", "dnc_unknown": "do_not_contact", "arrears": "arrears",
-                       "recent": "recently_contacted", "boundary": None, "future": None, "holder": "holds_product"}
+                       "arrears_unknown": "arrears", "recent": "recently_contacted", "boundary": None, "future": None,
+                       "holder": "holds_product"}
 
     off = campaign(offered_product="tou", exclusions=dict(do_not_contact=False, arrears=False,
                                                           contacted_within_days=None, holds_offered_product=False))
     cands = C.campaign_candidates(tags, [off], RULES, "sms")
     screened = C.screen_candidates(cands, C.last_contact_dates(contacts, AS_OF, TZ), AS_OF)
-    assert {r["exclusion"] for r in screened.collect()} == {None}
+    # Switched off, explicit opt-outs and arrears pass; unknown consent never does.
+    reasons = {r["customer_id"]: r["exclusion"] for r in screened.collect()}
+    assert reasons.pop("dnc_unknown") == "do_not_contact"
+    assert set(reasons.values()) == {None}
 
 
 def test_channel_rule_vip_online_offline_and_fixed_channel(spark):
@@ -325,7 +330,10 @@ def test_unknown_opt_out_is_never_targeted_from_the_archive_through_tags_to_targ
     dnc = {r["customer_id"]: r["do_not_contact"] for r in tags.select("customer_id", "do_not_contact").collect()}
     assert sum(v is None for v in dnc.values()) == 20  # unknown stays unknown in the tags
     # A campaign every customer qualifies for, half held out: the unknown-consent customers are in neither group.
-    everyone = campaign(qualifiers={"all": "customer_type = 'residential'"}, holdout_share=0.5)
+    # (No bills here, so arrears are unknown too: that exclusion is off to isolate consent.)
+    everyone = campaign(qualifiers={"all": "customer_type = 'residential'"}, holdout_share=0.5,
+                        exclusions=dict(do_not_contact=True, arrears=False, contacted_within_days=None,
+                                        holds_offered_product=False))
     out = targets(spark, tags, [everyone])
     got = {r["customer_id"]: r["ab_group"] for r in out.targets.collect()}
     reasons = {r["customer_id"]: r["exclusion"] for r in out.screened.collect()}

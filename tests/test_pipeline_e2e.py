@@ -208,8 +208,9 @@ def test_minimal_inputs_claim_nothing_from_absent_tables(minimal_lake):
     tags = lake.read("gold.customer_tags").filter(F.col("as_of") == AS_OF)
     assert tags.count() == METERS
     # From bills, payments, service contacts or absent archive attributes: unknown, not a default.
-    for code in ("credit_rating", "payment_channel_pref", "interaction_channel_pref", "price_sensitivity",
-                 "churn_risk", "electrification_potential"):
+    for code in ("age_band", "household_size", "housing_type", "credit_rating", "payment_channel_pref",
+                 "interaction_channel_pref", "campaign_participation", "bill_shock_risk", "price_sensitivity",
+                 "green_eco", "smart_tech", "churn_risk", "electrification_potential"):
         assert tags.filter(F.col(code).isNotNull()).count() == 0, code
     # The archive says nothing of opt-out: nobody may be contacted, so targeting runs and excludes everyone
     # for unknown opt-out (no contact history: nobody counts as recently contacted).

@@ -282,6 +282,8 @@ CASES = [
     ("churn_risk", {"recent_vs_history": 0.1, "current_near_zero_run_days": 10}, "low"),
     ("churn_risk", {"bills_12m": None, "late_payments_12m": None, "has_arrears": None}, None),
     ("churn_risk", {"interactions_12m": None, "complaints_12m": None}, None),
+    # Fewer than 7 complete days: vacancy unknown, so a drop in use cannot be told from an empty home.
+    ("churn_risk", {"complete_days": 5, "recent_vs_history": 0.5}, None),
     ("electrification_potential", {"housing_type": "house", "kwh_pct_in_group": 0.8}, "high"),
     ("electrification_potential", {"kwh_pct_in_group": 0.2, "contracted_capacity_kva": 5.0}, "low"),
     ("electrification_potential", {}, "medium"),

@@ -411,7 +411,7 @@ def mllib_kmeans(frame: DataFrame, features_col: str, initial: np.ndarray, seg) 
 def kmeans_model_of(spark, centers: np.ndarray, features_col: str):
     """An MLlib KMeansModel whose centers are exactly ``centers`` (it predicts the nearest of them).
 
-    MLlib's KMeans takes no initial centers, so it is fitted on the centers
+    The DataFrame API's KMeans takes no initial centers, so it is fitted on the centers
     themselves: with k rows and random init it picks every row, and each row is
     its own cluster's mean.
     """

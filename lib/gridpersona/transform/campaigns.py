@@ -11,7 +11,7 @@ its targets for one cycle (as-of date) in five steps:
    One pass over the tags: every campaign's struct is built per customer and
    exploded.
 2. **Exclusions** (:func:`screen_candidates`), first that applies:
-   ``do_not_contact`` (true or unknown), ``arrears`` (``has_arrears``),
+   ``do_not_contact`` (true or unknown; unknown is excluded even when the exclusion is off), ``arrears`` (``has_arrears`` true or unknown),
    ``recently_contacted`` (a bronze.contact_history contact by any campaign in
    the ``contacted_within_days`` local days ending on the as-of),
    ``holds_product`` (``offered_product`` in ``products_held``).
@@ -136,9 +136,11 @@ def campaign_candidates(tags: DataFrame, campaigns: Sequence, channel_rules: Seq
             qualifying.alias("qualifying_tags"),
             _sql(f"({c.score})").cast("double").alias("score"),
             (F.lit(c.channel) if c.channel else rule_channel).alias("channel"),
-            (F.coalesce(F.col("do_not_contact"), F.lit(True)) if ex.do_not_contact else F.lit(False))
+            # Unknown consent is never contact: excluded even where a campaign ignores explicit opt-outs.
+            (F.coalesce(F.col("do_not_contact"), F.lit(True)) if ex.do_not_contact else F.col("do_not_contact").isNull())
             .alias("ex_do_not_contact"),
-            (F.coalesce(F.col("has_arrears"), F.lit(False)) if ex.arrears else F.lit(False)).alias("ex_arrears"),
+            # Unknown arrears (no bills) is not "no arrears".
+            (F.coalesce(F.col("has_arrears"), F.lit(True)) if ex.arrears else F.lit(False)).alias("ex_arrears"),
             holds_product.alias("ex_holds_product"),
             F.lit(ex.contacted_within_days).cast("int").alias("cooldown_days"),
         ))

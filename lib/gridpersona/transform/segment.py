@@ -777,5 +777,5 @@ def adjusted_rand_index(labels_a: Sequence[Any], labels_b: Sequence[Any]) -> flo
 
 
 def silhouette_json(scores: Mapping[int, float]) -> str:
-    """{k: silhouette} -> a stable JSON string (keys in order, 6 decimals)."""
-    return json.dumps({str(k): round(float(v), 6) for k, v in sorted(scores.items())})
+    """{k: score} -> a stable JSON string (keys in order, 6 decimals; a score not measured, NaN, is null)."""
+    return json.dumps({str(k): None if v != v else round(float(v), 6) for k, v in sorted(scores.items())})
