@@ -125,7 +125,7 @@ def create_empty_bronze(lake: Lake, table: str) -> int | None:
 
     spec = bronze_spec(table)
     if lake.exists(table):
-        check_contract(table, lake.schema(table) if lake.backend == "deltalake" else lake.read(table).schema)
+        check_contract(table, lake.schema(table))
         return None
     empty = to_arrow_schema(spec.schema, timezone="UTC").empty_table()
     return lake.write_arrow(table, empty, mode="overwrite", partition_by=spec.partition_by)
@@ -138,7 +138,7 @@ def absent_inputs(lake: Lake) -> tuple[list[str], dict[str, list[str]]]:
     columns: dict[str, list[str]] = {}
     for table, spec in BRONZE.items():
         if lake.exists(table):
-            stored = lake.schema(table) if lake.backend == "deltalake" else lake.read(table).schema
+            stored = lake.schema(table)
             missing = _absent_nullable(spec, stored)
             if missing:
                 columns[table] = missing

@@ -406,7 +406,7 @@ def _check_existing(lake: Lake, spec: TableSpec, fix: str, needs_partition: str 
     if not lake.exists(table):
         return
     try:
-        check_schema(table, spec.schema, lake.schema(table) if lake.backend == "deltalake" else lake.read(table).schema)
+        check_schema(table, spec.schema, lake.schema(table))
     except SchemaMismatchError as exc:
         raise IngestError(f"{exc}; nothing was written. {fix}") from None
     parts = lake._partition_columns(table)

@@ -262,8 +262,22 @@ class Lake:
         return total
 
     def schema(self, table: str, version: int | None = None) -> T.StructType:
+        """The stored schema of ``table`` (or of ``version``): from the Delta log, no Spark job on the
+        deltalake backend; from Spark's Delta reader on delta-spark."""
+        if self.backend == "delta-spark":
+            return self.read(table, version).schema
         dt = self._delta_table(table, version)
         return T.StructType.fromJson(json.loads(dt.schema().to_json()))
+
+    def check_stored_schema(self, table: str, expected: T.StructType, what_to_do: str) -> None:
+        """When ``table`` exists, raise SchemaMismatchError (column named, then ``what_to_do``) if its stored
+        schema differs from ``expected``: a table written by older code, refused before anything is written."""
+        if not self.exists(table):
+            return
+        try:
+            check_schema(table, self.schema(table), expected)
+        except SchemaMismatchError as exc:
+            raise SchemaMismatchError(f"{exc}. {what_to_do}") from None
 
     # ------------------------------------------------------------ read
     def read(self, table: str, version: int | None = None) -> DataFrame:

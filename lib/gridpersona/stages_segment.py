@@ -92,7 +92,7 @@ from pyspark.sql import types as T
 
 from gridpersona.bronze import read_bronze
 from gridpersona.config import Settings, parse_hhmm_range
-from gridpersona.lake import SchemaMismatchError, check_schema
+from gridpersona.lake import check_schema
 from gridpersona.runtime import StageContext, StageResult, code_version
 from gridpersona.transform import segment as G
 
@@ -574,15 +574,10 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     t = time.perf_counter()
     table = ctx.spark.createDataFrame([tuple(r[f.name] for f in SEGMENT_MODEL_SCHEMA.fields) for r in rows],
                                       SEGMENT_MODEL_SCHEMA)
-    if lake.exists(SEGMENT_MODEL):
-        try:
-            check_schema(SEGMENT_MODEL, lake.schema(SEGMENT_MODEL) if s.lake.backend == "deltalake"
-                         else lake.read(SEGMENT_MODEL).schema, SEGMENT_MODEL_SCHEMA)
-        except SchemaMismatchError as exc:
-            raise SchemaMismatchError(
-                f"{exc}. {SEGMENT_MODEL} was written by an older segment-train (this one adds stability, "
-                f"stability_by_k, weak_structure); move the table aside (and models/segment/) and retrain the "
-                f"as-of dates you need") from None
+    lake.check_stored_schema(SEGMENT_MODEL, SEGMENT_MODEL_SCHEMA,
+                             f"{SEGMENT_MODEL} was written by an older segment-train (this one adds stability, "
+                             f"stability_by_k, weak_structure); move the table aside (and models/segment/) and "
+                             f"retrain the as-of dates you need")
     lake.replace(table, SEGMENT_MODEL, where={"model_version": version}, partition_by=["model_version"])
     timings["write"] = time.perf_counter() - t
 

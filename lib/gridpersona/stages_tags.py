@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from gridpersona.bronze import read_bronze, read_bronze_or_empty
-from gridpersona.lake import SchemaMismatchError, check_schema
+from gridpersona.lake import check_schema
 from gridpersona.runtime import StageContext, StageResult
 from gridpersona.tagspec import TAG_CATALOG
 from gridpersona.transform import features as FV
@@ -89,14 +89,12 @@ def run_tags(ctx: StageContext) -> StageResult:
     out = TG.compile_tags(build_feature_view(ctx), tags, version)
     expected = TG.customer_tags_schema(tags)
     check_schema(CUSTOMER_TAGS, expected, out.schema)
-    if lake.exists(CUSTOMER_TAGS):
-        try:
-            check_schema(CUSTOMER_TAGS, lake.schema(CUSTOMER_TAGS) if s.lake.backend == "deltalake"
-                         else lake.read(CUSTOMER_TAGS).schema, expected)
-        except SchemaMismatchError as exc:
-            raise SchemaMismatchError(
-                f"{exc}. conf/tags.yaml now defines other tag columns (or types) than the table holds; "
-                f"migrate {CUSTOMER_TAGS} (e.g. move it aside and rerun the as-of dates you need)") from None
+    lake.check_stored_schema(CUSTOMER_TAGS, expected,
+                             f"conf/tags.yaml now defines other tag columns (or types) than the table holds; "
+                             f"migrate {CUSTOMER_TAGS} (e.g. move it aside and rerun the as-of dates you need)")
+    lake.check_stored_schema(TAG_CATALOG_TABLE, TAG_CATALOG.schema,
+                             f"{TAG_CATALOG_TABLE} was written by an older tags stage (this one adds open_values, "
+                             f"needs, coverage); move it aside and rerun the as-of dates you need")
     lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
     written = int(lake.last_write["rows"])
 

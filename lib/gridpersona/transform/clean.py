@@ -46,9 +46,6 @@ QUARANTINE_REASONS = ("null_value", "unknown_meter", "misaligned_ts", "out_of_wi
                       "negative", "out_of_range", "duplicate")
 QUALITY_CODES = ("measured", "outlier_replaced", "interpolated")
 
-# Neighbours searched on each side for an outlier's replacement (bounded frames stay O(n)).
-_NEIGHBOUR_ROWS = 8
-
 
 def local_calendar(first: dt.date, last: dt.date, time_zone: str, interval_minutes: int) -> list[tuple[dt.date, int, int]]:
     """(local date, UTC epoch second of local midnight, expected intervals) for each day in [first, last]."""
