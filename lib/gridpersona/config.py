@@ -413,7 +413,7 @@ class TagFeatures(_Section):
     # the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base) above the base. A surge
     # night has a block of at least ev_min_block_hours starting inside ev_start_window.
     ev_night_window: str = "20:00-08:00"
-    ev_start_window: str = "22:00-04:00"
+    ev_start_window: str = "21:00-04:00"
     ev_surge_kw: float = Field(2.2, gt=0)
     ev_surge_ratio: float = Field(1.0, ge=0)
     ev_min_block_hours: float = Field(1.0, gt=0, le=12)
