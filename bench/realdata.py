@@ -40,11 +40,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gridpersona.bronze import OPTIONAL_TABLES
+from gridpersona.evaluation import adjusted_rand_index
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "realdata", "edrp_scotland_2009_half_a.parquet")
-# Sources a minimal archive leaves absent: a tag that rests only on these has no data to speak from.
-ABSENT_SOURCES = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
-                  "bronze.campaign_response")
 # Label codes that name no specific pattern: the old catch-all (current models generate a label from the curve).
 GENERIC_LABELS = ("mixed",)
 
@@ -121,20 +121,6 @@ def read_delta(lake_root: str, table: str, columns: list[str] | None = None):
     return DeltaTable(path).to_pyarrow_table(columns=columns).to_pandas()
 
 
-def ari(a, b) -> float:
-    """Adjusted Rand index of two labelings of the same items."""
-    _, ia = np.unique(np.asarray(a), return_inverse=True)
-    _, ib = np.unique(np.asarray(b), return_inverse=True)
-    table = np.zeros((ia.max() + 1, ib.max() + 1))
-    np.add.at(table, (ia, ib), 1)
-    comb = lambda x: x * (x - 1) / 2  # noqa: E731
-    n = len(ia)
-    sum_ij, sum_a, sum_b = comb(table).sum(), comb(table.sum(1)).sum(), comb(table.sum(0)).sum()
-    expected = sum_a * sum_b / comb(n)
-    top = (sum_a + sum_b) / 2
-    return 1.0 if top == expected else float((sum_ij - expected) / (top - expected))
-
-
 def segment_figures(lake_root: str, as_of: dt.date) -> dict:
     seg = read_delta(lake_root, "gold.customer_segments")
     model = read_delta(lake_root, "gold.segment_model")
@@ -191,7 +177,7 @@ def tag_figures(lake_root: str, as_of: dt.date) -> dict:
     from gridpersona.schemas import BRONZE
 
     # What a minimal archive leaves unknown: the optional sources and every archive column beyond the required.
-    absent = set(ABSENT_SOURCES) | {c.name for c in BRONZE["bronze.customer_archive"].columns if c.nullable}
+    absent = set(OPTIONAL_TABLES) | {c.name for c in BRONZE["bronze.customer_archive"].columns if c.nullable}
     tags = tags[tags["as_of"] == as_of]
     catalog = catalog[catalog["as_of"] == as_of].sort_values("position")
     rows = []
@@ -334,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["retrain"] = dict(
             seed=args.retrain_seed, label_kept=float((both["segment_label_1"] == both["segment_label_2"]).mean()),
             id_kept=float((both["segment_id_1"] == both["segment_id_2"]).mean()),
-            ari=round(ari(both["segment_id_1"], both["segment_id_2"]), 4), k=second.get("k"),
+            ari=round(adjusted_rand_index(both["segment_id_1"].to_numpy(), both["segment_id_2"].to_numpy()), 4), k=second.get("k"),
             labels=sorted(s["label"] for s in second["segments"]))
     rep = gp("report", "--as-of", str(as_of), check=False)
     figures["report"] = rep.stdout.strip().splitlines()[0] if rep.returncode == 0 and rep.stdout.strip() else None
