@@ -51,6 +51,9 @@ class SparkConfig(_Section):
     app_name: str = "gridpersona"
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
     show_progress: bool = False
+    # While a stage runs, log the running Spark stage and its tasks done every this many seconds
+    # (0: never), so a long pass is never silent.
+    progress_log_seconds: float = Field(30.0, ge=0)
     # Passed to SparkSession.builder.config() unchanged (cluster settings go here).
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
