@@ -53,11 +53,16 @@ def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
     """EmptyWindowError when ``stage``'s window input (``WINDOW_INPUTS``) has no row dated ``first .. last``.
 
     Reads the Delta log's partition values and row counts (no Spark job on the
-    embedded backend). An absent table is left to the stage to report.
+    embedded backend). An absent table is an EmptyWindowError too, saying what makes it.
     """
     table = WINDOW_INPUTS.get(stage)
-    if table is None or not lake.exists(table):
+    if table is None:
         return
+    if not lake.exists(table):
+        before = STAGE_ORDER[STAGE_ORDER.index(stage) - 1] if stage != "clean" else None
+        todo = f"run {before} for this window first" if before else "land the readings first (gridpersona ingest)"
+        raise EmptyWindowError(f"{stage}: {table} does not exist in the lake at {lake.root}; {todo}; "
+                               f"nothing was written")
     counts = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): n
               for d, n in lake.partition_counts(table, "date").items() if d is not None}
     in_window = sum(n for d, n in counts.items() if first <= d <= last)

@@ -18,6 +18,9 @@ _BASE_CONF = {
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
+    # Landed CSV files may come in any Java charset (ingest.csv_encoding: gb18030 is common for
+    # Chinese utility exports), not only the UTF/ISO-8859-1 set Spark 4 allows by default.
+    "spark.sql.legacy.javaCharsets": "true",
 }
 
 
