@@ -8,8 +8,15 @@ rows to the bronze table and every rejected row, with its reason and the row as
 read, to ``bronze.ingest_rejects``. Nothing is dropped silently:
 ``rows_read == rows_accepted + rows_rejected``.
 
-Problems with the files as a whole (unknown table, missing required column,
-unreadable or mixed formats) fail before anything is written.
+Rows that cannot be true are rejected too (``bronze.flag_rows``: non-finite,
+negative, absurd values, over-long keys; ``bronze.flag_duplicate_keys``: a key
+seen twice, in the files or in the stored table, unless
+``ingest.on_duplicate_key`` is ``latest``).
+
+Problems with the files as a whole (unknown table, missing required or measure
+column, a byte not in ``ingest.csv_encoding``, a CSV field beyond
+``ingest.max_field_chars``, unreadable or mixed formats) fail before anything is
+written, naming the file (and line where there is one).
 
 Time zones, explicitly (the session zone is ``ami.time_zone`` and is never
 relied on):
