@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--replace-range", nargs=2, type=_date, metavar=("FIRST", "LAST"),
                    help="replace the rows of these local dates (inclusive) instead of appending")
     i.add_argument("--time-zone", help="zone of zone-less timestamps in the files (default: ingest.source_time_zone)")
+    i.add_argument("--delimiter", help="CSV field delimiter, e.g. ';' or '\\t' for a tab (default: ingest.csv_delimiter)")
 
     ct = sub.add_parser("create-table", help="create an empty bronze table of its contract (an input you have no rows for)",
                         description="Create bronze TABLE with its contract's columns, types and partitioning and no "
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("stage", help=", ".join(STAGE_ORDER) + ", or all")
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
     r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
+    r.add_argument("--allow-empty", action="store_true",
+                   help="run even when the window holds no input rows (default: fail before writing anything)")
 
     tc = sub.add_parser("truth-check", help="score the pipeline's outputs (faults, segments, tags) against a synthetic "
                                             "lake's ground truth")
@@ -158,9 +161,11 @@ def cmd_ingest(settings: Settings, args) -> int:
         if not sep or not column or not source:
             raise ConfigError(f"--map {item!r}: expected COLUMN=SOURCE, e.g. --map kwh=ENERGY")
         mapping[column.strip()] = source.strip()
+    delimiter = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
     lake = _lake(settings)
     report = ingest_files(lake.spark, lake, settings, args.table, args.paths, fmt=args.fmt, mapping=mapping,
-                          replace_range=tuple(args.replace_range) if args.replace_range else None, time_zone=args.time_zone)
+                          replace_range=tuple(args.replace_range) if args.replace_range else None, time_zone=args.time_zone,
+                          delimiter=delimiter)
     print(report.render())
     return 0
 
@@ -223,10 +228,13 @@ def stage_summary(results) -> str:
 
 
 def cmd_run(settings: Settings, args) -> int:
-    from gridpersona.pipeline import run_pipeline
+    from gridpersona.pipeline import resolve_stages, run_pipeline
 
+    resolve_stages(args.stage)  # a typo fails here, before a Spark session starts
     lake = _lake(settings)
-    results = run_pipeline(settings, lake.spark, lake, args.stage, args.as_of, args.window_days)
+    # No session yet: run_pipeline checks the window's input from the Delta log before starting one.
+    results = run_pipeline(settings, None, lake, args.stage, args.as_of, args.window_days,
+                           allow_empty=args.allow_empty)
     print(stage_summary(results))
     return 0
 
@@ -386,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from gridpersona.lake import LakeError
 
+    settings = None
     try:
         settings = load_settings(args.env, args.overrides, conf_dir=args.conf_dir)
         return COMMANDS[args.command](settings, args)
@@ -394,6 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             log.exception("failed")
         print(f"gridpersona {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from gridpersona.session import out_of_memory_message
+
+        message = out_of_memory_message(exc, settings)
+        if message is None:
+            raise
+        if args.verbose:
+            log.exception("failed")
+        print(f"gridpersona {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

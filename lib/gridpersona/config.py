@@ -51,6 +51,9 @@ class SparkConfig(_Section):
     app_name: str = "gridpersona"
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
     show_progress: bool = False
+    # While a stage runs, log the running Spark stage and its tasks done every this many seconds
+    # (0: never), so a long pass is never silent.
+    progress_log_seconds: float = Field(30.0, ge=0)
     # Passed to SparkSession.builder.config() unchanged (cluster settings go here).
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
@@ -187,6 +190,29 @@ class IngestConfig(_Section):
     # Per bronze table: {contract column: source column}.
     column_mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
     csv_delimiter: str = ","
+    # CSV files are checked to decode in this encoding before Spark reads them (a bad byte names file and line).
+    csv_encoding: str = "utf-8"
+    # A value above this for one interval cannot be a reading: absurd_value. Null: clean.max_interval_kwh.
+    max_interval_kwh: float | None = Field(None, gt=0)
+    # Keys and foreign keys (meter_id, customer_id, ...) longer than this are rejected: key_too_long.
+    max_key_chars: int = Field(128, ge=1)
+    # The CSV parser's bound on one field: a longer field stops the ingest naming file and line, before
+    # a giant value can reach Spark's memory or the rejects table.
+    max_field_chars: int = Field(1_000_000, ge=1)
+    # A second row for a key of a table with unique keys (schemas: unique_keys): reject keeps the stored
+    # row and rejects the new one; latest replaces the stored row by the new one (the table is rewritten).
+    # Rows of one ingest sharing a key are rejected either way (a batch has no order to pick by).
+    on_duplicate_key: Literal["reject", "latest"] = "reject"
+
+    @field_validator("csv_encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            return codecs.lookup(v).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (e.g. utf-8, gb18030, latin-1)") from None
 
     @field_validator("source_time_zone")
     @classmethod
@@ -682,6 +708,9 @@ class Settings(_Section):
         # changed in ami.time_zone alone must not leave zone-less timestamps read in another zone.
         if self.ingest.source_time_zone is None:
             self.ingest.source_time_zone = self.ami.time_zone
+        # One notion of an impossible reading: what ingest refuses, clean would quarantine.
+        if self.ingest.max_interval_kwh is None:
+            self.ingest.max_interval_kwh = self.clean.max_interval_kwh
         return self
 
     def config_hash(self) -> str:

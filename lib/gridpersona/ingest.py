@@ -8,8 +8,15 @@ rows to the bronze table and every rejected row, with its reason and the row as
 read, to ``bronze.ingest_rejects``. Nothing is dropped silently:
 ``rows_read == rows_accepted + rows_rejected``.
 
-Problems with the files as a whole (unknown table, missing required column,
-unreadable or mixed formats) fail before anything is written.
+Rows that cannot be true are rejected too (``bronze.flag_rows``: non-finite,
+negative, absurd values, over-long keys; ``bronze.flag_duplicate_keys``: a key
+seen twice, in the files or in the stored table, unless
+``ingest.on_duplicate_key`` is ``latest``).
+
+Problems with the files as a whole (unknown table, missing required or measure
+column, a byte not in ``ingest.csv_encoding``, a CSV field beyond
+``ingest.max_field_chars``, unreadable or mixed formats) fail before anything is
+written, naming the file (and line where there is one).
 
 Time zones, explicitly (the session zone is ``ami.time_zone`` and is never
 relied on):
@@ -27,6 +34,7 @@ relied on):
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import gzip
@@ -165,10 +173,59 @@ def resolve_files(paths: list[str], fmt: str | None = None) -> tuple[str, list[s
     return fmt or formats.pop(), files
 
 
-def _csv_header(path: str, delimiter: str) -> tuple[str, ...]:
+def _open_bytes(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
+def check_encoding(path: str, encoding: str) -> None:
+    """IngestError naming ``path`` and the line of the first byte that is not valid ``encoding``.
+
+    A full pass over the file in C-speed chunks (about a second per GB
+    uncompressed), so that a wrong byte stops the ingest before Spark reads,
+    instead of landing as a replacement character or failing without a file.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with _open_bytes(path) as fh:
+        while True:
+            chunk = fh.read(1 << 22)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from the bytes the decoder held back from the previous chunk.
+                held = len(exc.object) - len(chunk)
+                at = max(exc.start - held, 0)
+                line += chunk.count(b"\n", 0, at)
+                bad = exc.object[exc.start:exc.start + 1]
+                what = f"byte 0x{bad.hex()}" if bad else "the file's last bytes"
+                raise IngestError(
+                    f"{path} line {line}: {what} not valid {encoding}; nothing was written. Save the file "
+                    f"as {encoding}, or set ingest.csv_encoding to the file's encoding (e.g. gb18030, latin-1)"
+                ) from None
+            if not chunk:
+                return
+            line += chunk.count(b"\n")
+
+
+# Delimiters a header may turn out to be separated by, when the configured one does not split it.
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def delimiter_hint(header: tuple[str, ...], delimiter: str) -> str:
+    """' The header looks ';'-separated: ...' when another usual delimiter splits the header, else ''."""
+    text = delimiter.join(header)
+    counts = {d: text.count(d) for d in _DELIMITERS if d != delimiter and d in text}
+    if not counts:
+        return ""
+    shown = max(counts, key=counts.get).replace("\t", "\\t")
+    return (f" The header looks '{shown}'-separated: set ingest.csv_delimiter='{shown}' "
+            f"or pass --delimiter '{shown}'.")
+
+
+def _csv_header(path: str, delimiter: str, encoding: str = "utf-8") -> tuple[str, ...]:
     """The header's fields exactly as written (spaces kept: Spark compares them so; callers strip)."""
     opener = gzip.open if path.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+    with opener(path, "rt", encoding="utf-8-sig" if encoding == "utf-8" else encoding, newline="") as fh:
         first = fh.readline()
     if not first.strip():
         raise IngestError(f"{path}: empty or no header line; CSV files need a header naming their columns")
@@ -205,8 +262,10 @@ class _Group:
         return self.files[0] + (f" (and {more} more file(s) with the same columns)" if more else "")
 
 
-def _match_columns(group: _Group, spec: TableSpec, mapping: dict[str, str], derived: set[str]) -> None:
-    """Fill ``group.matches/ignored/filled_null``; IngestError for ambiguity or a missing required column."""
+def _match_columns(group: _Group, spec: TableSpec, mapping: dict[str, str], derived: set[str],
+                   delimiter: str = ",") -> None:
+    """Fill ``group.matches/ignored/filled_null``; IngestError for ambiguity or a missing required or
+    measure column (with a hint when a CSV header looks split by another ``delimiter``)."""
     by_key: dict[str, list[str]] = {}
     for name in group.columns:
         by_key.setdefault(name.strip().lower(), []).append(name)
@@ -224,14 +283,17 @@ def _match_columns(group: _Group, spec: TableSpec, mapping: dict[str, str], deri
         elif column.name in mapping:
             raise IngestError(
                 f"{group.where()}: mapping {column.name}={source_name} names a column the file does not have; "
-                f"its columns: {', '.join(group.columns)}")
+                f"its columns: {', '.join(group.columns)}." + delimiter_hint(group.header, delimiter))
         elif column.name in derived:
             continue
-        elif not column.nullable:
+        elif not column.nullable or column.measure:
+            what = "required column" if not column.nullable else "column"
+            why = "" if not column.nullable else " (the measured value: every file must have it; a value may be empty)"
             raise IngestError(
-                f"{group.where()}: required column '{column.name}' of {spec.name} not found; "
-                f"the file's columns: {', '.join(group.columns)}. If it is there under another name, "
-                f"map it: --map {column.name}=<source column> (or ingest.column_mappings in config)")
+                f"{group.where()}: {what} '{column.name}' of {spec.name} not found{why}; nothing was written. "
+                f"The file's columns: {', '.join(group.columns)}. If it is there under another name, "
+                f"map it: --map {column.name}=<source column> (or ingest.column_mappings in config)."
+                + delimiter_hint(group.header, delimiter))
         else:
             group.filled_null.append(column.name)
     group.ignored = [c for c in group.columns if c not in used]
@@ -333,7 +395,14 @@ def conform_column(src: Column, src_type: T.DataType, target: T.DataType, name: 
 # ---------------------------------------------------------------- reading
 
 
-def _read_group(spark: SparkSession, fmt: str, group: _Group, delimiter: str) -> DataFrame:
+@dataclass(frozen=True)
+class _CsvOptions:
+    delimiter: str
+    encoding: str
+    max_field_chars: int
+
+
+def _read_group(spark: SparkSession, fmt: str, group: _Group, csv_options: _CsvOptions) -> DataFrame:
     """The group's files with source columns renamed ``__src_<i>``, plus source file (and corrupt record)."""
     if fmt == "csv":
         # Every column as text. The schema names the header's own fields, so Spark's header check
@@ -342,8 +411,9 @@ def _read_group(spark: SparkSession, fmt: str, group: _Group, delimiter: str) ->
         schema = T.StructType([T.StructField(name, T.StringType()) for name in group.header]
                               + [T.StructField(_CORRUPT, T.StringType())])
         raw = (spark.read.schema(schema)
-               .options(header=True, sep=delimiter, quote='"', escape='"', mode="PERMISSIVE",
-                        columnNameOfCorruptRecord=_CORRUPT, encoding="UTF-8")
+               .options(header=True, sep=csv_options.delimiter, quote='"', escape='"', mode="PERMISSIVE",
+                        columnNameOfCorruptRecord=_CORRUPT, encoding=csv_options.encoding,
+                        maxCharsPerColumn=csv_options.max_field_chars)
                .csv(group.files))
         raw = raw.toDF(*[_SRC.format(i) for i in range(len(group.columns))], _CORRUPT)
         return raw.select("*", F.input_file_name().alias(_SOURCE_FILE))
@@ -352,8 +422,14 @@ def _read_group(spark: SparkSession, fmt: str, group: _Group, delimiter: str) ->
                       F.lit(None).cast("string").alias(_CORRUPT), F.input_file_name().alias(_SOURCE_FILE))
 
 
+def _upper_bounds(spec: TableSpec, settings: Settings) -> dict[str, float]:
+    """{column: plausible maximum} from the contract's ``upper_bound_setting`` names and ``settings.ingest``."""
+    return {c.name: float(getattr(settings.ingest, c.upper_bound_setting))
+            for c in spec.columns if c.upper_bound_setting}
+
+
 def _flag_group(raw: DataFrame, group: _Group, spec: TableSpec, time_zone: str, day_zone: str,
-                replace_dates: list[dt.date] | None) -> DataFrame:
+                replace_dates: list[dt.date] | None, settings: Settings) -> DataFrame:
     """One group's rows as contract columns + reason + row_json (rejects only) + source_file."""
     index = {c: i for i, c in enumerate(group.columns)}
     src_types = {f.name: f.dataType for f in raw.schema.fields}
@@ -376,7 +452,8 @@ def _flag_group(raw: DataFrame, group: _Group, spec: TableSpec, time_zone: str, 
     if derived_date:
         ts_col = bronze.LOCAL_DATE_OF[spec.name][1]
         conformed = conformed.withColumn(derived_date, bronze.local_date(F.col(ts_col), day_zone))
-    flagged = bronze.flag_rows(conformed, spec, day_zone)
+    flagged = bronze.flag_rows(conformed, spec, day_zone, max_key_chars=settings.ingest.max_key_chars,
+                               upper_bounds=_upper_bounds(spec, settings))
     if replace_dates is not None:
         outside = F.col("date").isNotNull() & ~F.col("date").isin(replace_dates)
         flagged = flagged.withColumn(bronze.REASON, F.coalesce(F.col(bronze.REASON),
@@ -421,15 +498,61 @@ def _layout(lake: Lake, spec: TableSpec) -> tuple[str, ...] | None:
     return None if lake.exists(spec.name) else spec.partition_by
 
 
+def _first_pass(counts: DataFrame, fmt: str, files: list[str], csv_options: _CsvOptions) -> list:
+    """Collect ``counts``, the first Spark job over the files: a CSV field beyond the parser's bound
+    becomes an IngestError naming file and line instead of a Java stack trace."""
+    try:
+        return counts.collect()
+    except Exception as exc:
+        text = str(exc)
+        if fmt != "csv" or "exceeds the maximum number of characters" not in text:
+            raise
+        limit = csv_options.max_field_chars
+        named = [f for f in files if f in text] or files
+        for path in named:
+            line = _overlong_line(path, limit, csv_options.encoding)
+            if line:
+                break
+        where = f"{path} line {line}" if line else ", ".join(named)
+        raise IngestError(
+            f"{where}: a field is longer than ingest.max_field_chars ({limit:,} characters); nothing was written. "
+            f"No key or reading is that long: look for an unclosed quote or a wrong delimiter, or raise "
+            f"ingest.max_field_chars for long free text") from None
+
+
+def _overlong_line(path: str, limit: int, encoding: str) -> int | None:
+    """Number of the first line of ``path`` longer than ``limit`` characters (error path: a full scan)."""
+    with _open_bytes(path) as fh:
+        for number, raw in enumerate(fh, 1):
+            if len(raw) > limit and len(raw.decode(encoding, "replace")) > limit:
+                return number
+    return None
+
+
+def _replace_by_key(lake: Lake, spec: TableSpec, valid: DataFrame) -> tuple[int, int]:
+    """Rewrite ``spec``'s table with ``valid`` rows replacing the stored rows of the same key:
+    ``(version, stored rows replaced)``. For the small tables with unique keys (never the readings)."""
+    stored = bronze.read_bronze(lake, spec.name)
+    keys = valid.select(*spec.keys).distinct()
+    replaced = stored.join(keys, list(spec.keys), "left_semi").count()
+    kept = stored.join(keys, list(spec.keys), "left_anti")
+    version = lake.overwrite(kept.unionByName(valid), spec.name, partition_by=_layout(lake, spec))
+    return version, replaced
+
+
 def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str, paths: list[str], *,
                  fmt: str | None = None, mapping: dict[str, str] | None = None,
                  replace_range: tuple[dt.date, dt.date] | None = None,
-                 time_zone: str | None = None) -> IngestReport:
+                 time_zone: str | None = None, delimiter: str | None = None) -> IngestReport:
     """Land CSV or Parquet ``paths`` into bronze ``table``; returns the IngestReport.
 
     ``mapping`` ({contract column: source column}) overlays
     ``settings.ingest.column_mappings[table]``. ``time_zone`` (else
-    ``settings.ingest.source_time_zone``) is the zone of zone-less timestamps.
+    ``settings.ingest.source_time_zone``) is the zone of zone-less timestamps;
+    ``delimiter`` (else ``settings.ingest.csv_delimiter``) separates CSV fields.
+    Tables with unique keys reject a row whose key repeats in the files or is
+    stored already (``duplicate_key``), unless ``ingest.on_duplicate_key`` is
+    ``latest``: then the new row replaces the stored one.
     Without ``replace_range`` accepted rows are appended; with
     ``(first_date, last_date)`` they replace those dates of a date-partitioned
     table, and rows outside the range are rejected (``outside_replace_range``).
@@ -459,11 +582,14 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
     _check_existing(lake, INGEST_REJECTS, f"Move the old {INGEST_REJECTS.name} aside so it can be recreated.")
 
     fmt, files = resolve_files(list(paths), fmt)
+    csv_options = _CsvOptions(delimiter or settings.ingest.csv_delimiter, settings.ingest.csv_encoding,
+                              settings.ingest.max_field_chars)
     groups: dict[tuple, _Group] = {}
     for path in files:
         header: tuple[str, ...] = ()
         if fmt == "csv":
-            header = _csv_header(path, settings.ingest.csv_delimiter)
+            check_encoding(path, csv_options.encoding)
+            header = _csv_header(path, csv_options.delimiter, csv_options.encoding)
             signature: tuple = header
             columns = tuple(h.strip() for h in header)
         else:
@@ -472,21 +598,25 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
         groups.setdefault(signature, _Group([], columns, header)).files.append(path)
     derived = {bronze.LOCAL_DATE_OF[table][0]} if table in bronze.LOCAL_DATE_OF else set()
     for group in groups.values():
-        _match_columns(group, spec, mapping, derived)
+        _match_columns(group, spec, mapping, derived, csv_options.delimiter)
 
     ingested_at = dt.datetime.now(dt.timezone.utc)
     ingest_id = f"{ingested_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    frames = [_flag_group(_read_group(spark, fmt, g, settings.ingest.csv_delimiter), g, spec, zone, day_zone,
-                          replace_dates) for g in groups.values()]
+    frames = [_flag_group(_read_group(spark, fmt, g, csv_options), g, spec, zone, day_zone, replace_dates, settings)
+              for g in groups.values()]
     flagged = frames[0]
     for frame in frames[1:]:
         flagged = flagged.unionByName(frame)
+    latest_wins = spec.unique_keys and settings.ingest.on_duplicate_key == "latest" and lake.exists(table)
+    if spec.unique_keys:
+        stored = lake.read(table) if lake.exists(table) and not latest_wins else None
+        flagged = bronze.flag_duplicate_keys(flagged, spec, stored)
 
     # One materialization serves the counts and both writes.
     flagged = flagged.persist()
     try:
         counts = Counter({row[bronze.REASON]: row["count"]
-                          for row in flagged.groupBy(bronze.REASON).count().collect()})
+                          for row in _first_pass(flagged.groupBy(bronze.REASON).count(), fmt, files, csv_options)})
         accepted = counts.pop(None, 0)
         rejected = sum(counts.values())
         valid, rejects = bronze.split_flagged(flagged, spec)
@@ -504,6 +634,10 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
                          f"were left as they were (a replace with no rows would have emptied them)")
         elif replace_dates is not None:
             version = lake.replace(valid, table, where={"date": replace_dates}, partition_by=_layout(lake, spec))
+        elif accepted and latest_wins:
+            version, replaced = _replace_by_key(lake, spec, valid)
+            notes.append(f"on_duplicate_key=latest: {replaced} stored row(s) replaced by this ingest's row for the "
+                         f"same key; version {version - 1} of {table} still holds them (time travel)")
         elif accepted:
             version = lake.append(valid, table, partition_by=_layout(lake, spec))
         elif not rejected and not lake.exists(table):

@@ -240,6 +240,24 @@ class Lake:
         return TableInfo(table, dt.version(), rows if actions.num_rows else 0, size, actions.num_rows,
                          tuple(dt.metadata().partition_columns))
 
+    def partition_counts(self, table: str, column: str) -> dict[Any, int]:
+        """{partition value: rows} of the latest snapshot, values as the column's Python type (a date
+        for a date column). From the Delta log's per-file ``numRecords`` when every file has it (no
+        Spark job), else counted by Spark."""
+        if self.backend != "delta-spark":
+            actions = pa.table(self._delta_table(table).get_add_actions(flatten=True))
+            key = f"partition.{column}"
+            if not actions.num_rows:
+                return {}
+            if key in actions.column_names and "num_records" in actions.column_names:
+                records = actions.column("num_records").to_pylist()
+                if None not in records:
+                    counts: dict[Any, int] = {}
+                    for value, n in zip(actions.column(key).to_pylist(), records):
+                        counts[value] = counts.get(value, 0) + int(n)
+                    return counts
+        return {r[0]: r[1] for r in self.read(table).groupBy(column).count().collect()}
+
     def partition_rows(self, table: str, column: str, values: Iterable[Any]) -> int | None:
         """Rows in the partitions ``column in values`` of the latest snapshot, from the Delta log's
         per-file ``numRecords`` (no Spark job); None when the backend or a file lacks the statistic."""

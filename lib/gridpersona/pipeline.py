@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 from typing import Callable
 
@@ -29,22 +30,68 @@ def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
     }
 
 
+# The input a stage reads for its window (date-partitioned); a run starting at that stage needs rows there.
+WINDOW_INPUTS = {"clean": "bronze.ami_interval", "shapes": "silver.ami_clean", "segment-train": "silver.daily_load_shape"}
+
+
+class EmptyWindowError(ValueError):
+    """The run's window holds no input rows; the message gives the window, the data's dates and the flag."""
+
+
 def resolve_stages(name: str) -> list[str]:
+    """``all`` -> every stage in order, a stage name -> [it]; ValueError with a did-you-mean otherwise."""
     if name == "all":
         return list(STAGE_ORDER)
     if name not in STAGE_ORDER:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)} or all")
+        close = difflib.get_close_matches(name, [*STAGE_ORDER, "all"], n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown stage {name!r}; {guess}stages: {', '.join(STAGE_ORDER)} or all")
     return [name]
 
 
-def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None
-                 ) -> list[tuple[str, StageResult]]:
-    """Run one stage or all of them for ``as_of``; returns (stage, result) in order."""
+def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
+    """EmptyWindowError when ``stage``'s window input (``WINDOW_INPUTS``) has no row dated ``first .. last``.
+
+    Reads the Delta log's partition values and row counts (no Spark job on the
+    embedded backend). An absent table is an EmptyWindowError too, saying what makes it.
+    """
+    table = WINDOW_INPUTS.get(stage)
+    if table is None:
+        return
+    if not lake.exists(table):
+        before = STAGE_ORDER[STAGE_ORDER.index(stage) - 1] if stage != "clean" else None
+        todo = f"run {before} for this window first" if before else "land the readings first (gridpersona ingest)"
+        raise EmptyWindowError(f"{stage}: {table} does not exist in the lake at {lake.root}; {todo}; "
+                               f"nothing was written")
+    counts = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): n
+              for d, n in lake.partition_counts(table, "date").items() if d is not None}
+    in_window = sum(n for d, n in counts.items() if first <= d <= last)
+    if in_window:
+        return
+    dated = sorted(d for d, n in counts.items() if n)
+    held = f"its rows cover {dated[0]} .. {dated[-1]}" if dated else "it holds no rows"
+    raise EmptyWindowError(
+        f"{stage}: {table} has no rows in the window {first} .. {last} ({(last - first).days + 1} days ending on "
+        f"--as-of {last}); {held}. Pick an --as-of inside that range, or pass --allow-empty to run on an empty "
+        f"window; nothing was written")
+
+
+def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None,
+                 allow_empty: bool = False) -> list[tuple[str, StageResult]]:
+    """Run one stage or all of them for ``as_of``; returns (stage, result) in order.
+
+    Unless ``allow_empty``, the first stage's window input must hold rows
+    (EmptyWindowError before anything is written). ``spark`` None: the lake's
+    session, started only after that check.
+    """
     from gridpersona.bronze import absent_inputs_note
 
     names = resolve_stages(stage)
     functions = stage_functions()
-    ctx = StageContext(settings, spark, lake, as_of, window_days or settings.pipeline.window_days)
+    days = window_days or settings.pipeline.window_days
+    if not allow_empty:
+        check_window_input(lake, names[0], as_of - dt.timedelta(days=days - 1), as_of)
+    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days)
     note = absent_inputs_note(lake)
     if note:  # once per run, not per stage
         log.warning(note)

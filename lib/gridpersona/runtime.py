@@ -7,14 +7,16 @@ A stage is a function ``(ctx: StageContext) -> StageResult`` that reads through
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import subprocess
+import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyarrow as pa
 from pyspark.sql import SparkSession
@@ -94,13 +96,51 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def spark_progress_line(spark: SparkSession) -> str | None:
+    """'2 Spark stages running (ids 112, 113): 37/200 tasks done' for the active stages, None when idle."""
+    tracker = spark.sparkContext.statusTracker()
+    infos = [i for i in (tracker.getStageInfo(s) for s in sorted(tracker.getActiveStageIds())) if i is not None]
+    if not infos:
+        return None
+    done, total = sum(i.numCompletedTasks for i in infos), sum(i.numTasks for i in infos)
+    ids = ", ".join(str(i.stageId) for i in infos)
+    return f"{len(infos)} Spark stage(s) running (ids {ids}): {done}/{total} tasks done"
+
+
+@contextlib.contextmanager
+def progress_heartbeat(spark: SparkSession, name: str, every_s: float) -> Iterator[None]:
+    """Log what Spark is doing every ``every_s`` seconds while the block runs (0: nothing)."""
+    if every_s <= 0:
+        yield
+        return
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                line = spark_progress_line(spark)
+            except Exception:  # the gateway may be gone (the stage's own error says why)
+                return
+            log.info("[%s] still running after %.0f s: %s", name, time.perf_counter() - t0,
+                     line or "driver-side work (no Spark stage active)")
+
+    thread = threading.Thread(target=beat, name=f"progress-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageContext) -> StageResult:
     """Run one stage with timing and logging; append its outcome to ops.job_runs, failed or not."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     log.info("[%s] as-of %s, window %d days, run %s", name, ctx.as_of, ctx.window_days, ctx.run_id)
     try:
-        with stage_scope(name):
+        with stage_scope(name), progress_heartbeat(ctx.spark, name, ctx.settings.spark.progress_log_seconds):
             result = fn(ctx)
     except BaseException as exc:
         seconds = time.perf_counter() - t0

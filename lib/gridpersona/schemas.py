@@ -23,6 +23,13 @@ class Column:
     unit: str = ""
     nullable: bool = True
     pii: bool = False
+    # The measured value the table exists for: its column must be in every landed file, although a
+    # single value may be null (unknown). A file without it is refused, never filled with nulls.
+    measure: bool = False
+    # A value below zero cannot be true (energy consumed, capacity, persons): rejected as `negative`.
+    non_negative: bool = False
+    # The `ingest.*` setting bounding a plausible value (above it: rejected as `absurd_value`).
+    upper_bound_setting: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,12 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     source: str = ""
     allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Columns naming a row of another table (a customer's meter, a contact's customer).
+    foreign_keys: tuple[str, ...] = ()
+    # One row per key: a second row for a key, within one ingest or against the stored table, is a
+    # conflict (ingest.on_duplicate_key). False where duplicates are a known fault that a later stage
+    # detects (bronze.ami_interval: clean quarantines them).
+    unique_keys: bool = False
 
     @property
     def schema(self) -> T.StructType:
@@ -46,6 +59,17 @@ class TableSpec:
     @property
     def required(self) -> list[str]:
         return [c.name for c in self.columns if not c.nullable]
+
+    @property
+    def identifiers(self) -> list[str]:
+        """String columns that identify a row here or elsewhere (keys and foreign keys): length-checked."""
+        names = set(self.keys) | set(self.foreign_keys)
+        return [c.name for c in self.columns if c.name in names and isinstance(c.dtype, T.StringType)]
+
+    @property
+    def fractional(self) -> list[str]:
+        """Floating-point columns: NaN and infinities can reach them and are never a reading."""
+        return [c.name for c in self.columns if isinstance(c.dtype, (T.DoubleType, T.FloatType))]
 
 
 S, D, TS, DT, L, I, B = T.StringType(), T.DoubleType(), T.TimestampType(), T.DateType(), T.LongType(), T.IntegerType(), T.BooleanType()
@@ -65,7 +89,8 @@ BRONZE: dict[str, TableSpec] = {
             (
                 Column("meter_id", S, "Meter identifier as used by the MDM.", nullable=False),
                 Column("ts", TS, "Start instant of the interval (stored in UTC).", nullable=False),
-                Column("kwh", D, "Active energy consumed in the interval (null when the MDM had no value).", "kWh"),
+                Column("kwh", D, "Active energy consumed in the interval (null when the MDM had no value).", "kWh",
+                       measure=True, non_negative=True, upper_bound_setting="max_interval_kwh"),
                 Column("date", DT, "Local calendar date of `ts` in `ami.time_zone`; partition column.", nullable=False),
             ),
             keys=("meter_id", "ts"),
@@ -85,15 +110,17 @@ BRONZE: dict[str, TableSpec] = {
                 Column("customer_type", S, "`residential` or `commercial`.", nullable=False),
                 Column("tariff_type", S, "Current tariff: `flat_rate`, `tou` (time-of-use) or `tiered`."),
                 Column("age_band", S, "Account holder's age band: `18-34`, `35-49`, `50-64`, `65+` (residential)."),
-                Column("household_size", I, "Persons in the household (residential).", "persons"),
+                Column("household_size", I, "Persons in the household (residential).", "persons", non_negative=True),
                 Column("housing_type", S, "`apartment`, `house`, `villa` or `shop`/`office` (commercial)."),
-                Column("contracted_capacity_kva", D, "Contracted supply capacity.", "kVA"),
+                Column("contracted_capacity_kva", D, "Contracted supply capacity.", "kVA", non_negative=True),
                 Column("products_held", S, "Semicolon-separated product codes the customer already holds (e.g. `tou;green_power`)."),
                 Column("do_not_contact", B, "Customer opted out of marketing contact."),
                 Column("vip", B, "Key account / VIP flag."),
                 Column("account_open_date", DT, "Date the account was opened."),
             ),
             keys=("customer_id",),
+            foreign_keys=("meter_id",),
+            unique_keys=True,
             source="Customer information / marketing system (营销系统) archive.",
             allowed_values={"customer_type": ("residential", "commercial")},
         ),
@@ -103,7 +130,7 @@ BRONZE: dict[str, TableSpec] = {
             (
                 Column("customer_id", S, "Customer account number.", nullable=False),
                 Column("bill_month", DT, "First day of the billed month.", nullable=False),
-                Column("bill_kwh", D, "Billed energy.", "kWh"),
+                Column("bill_kwh", D, "Billed energy.", "kWh", non_negative=True),
                 Column("bill_amount_cny", D, "Billed amount.", "CNY"),
                 Column("due_date", DT, "Payment due date."),
                 Column("paid_date", DT, "Date the bill was paid in full; null while unpaid."),
@@ -111,6 +138,7 @@ BRONZE: dict[str, TableSpec] = {
                 Column("payment_channel", S, "Channel of the payment: " + ", ".join(f"`{c}`" for c in PAYMENT_CHANNELS) + "; null while unpaid."),
             ),
             keys=("customer_id", "bill_month"),
+            unique_keys=True,
             source="Billing and collection system, 12 months history.",
         ),
         TableSpec(
@@ -125,6 +153,8 @@ BRONZE: dict[str, TableSpec] = {
                 Column("topic", S, "Free topic code (e.g. `bill`, `outage`, `tariff`, `ev`, `solar`)."),
             ),
             keys=("interaction_id",),
+            foreign_keys=("customer_id",),
+            unique_keys=True,
             source="Customer service / 95598 hotline and app ticket systems.",
             allowed_values={"channel": INTERACTION_CHANNELS, "interaction_type": INTERACTION_TYPES},
         ),
@@ -139,6 +169,8 @@ BRONZE: dict[str, TableSpec] = {
                 Column("channel", S, "One of " + ", ".join(f"`{c}`" for c in CONTACT_CHANNELS) + ".", nullable=False),
             ),
             keys=("contact_id",),
+            foreign_keys=("customer_id", "campaign_id"),
+            unique_keys=True,
             source="CRM / campaign management system.",
             allowed_values={"channel": CONTACT_CHANNELS},
         ),
@@ -153,6 +185,7 @@ BRONZE: dict[str, TableSpec] = {
                 Column("response_ts", TS, "Instant of the response (UTC); null when not responded."),
             ),
             keys=("campaign_id", "cycle_as_of", "customer_id"),
+            unique_keys=True,
             source="CRM / campaign management system.",
         ),
     ]
@@ -212,7 +245,9 @@ INGEST_REJECTS = TableSpec(
         Column("ingest_id", S, "Id of the ingest run.", nullable=False),
         Column("target_table", S, "Bronze table the file was landed into.", nullable=False),
         Column("source_file", S, "File the row came from."),
-        Column("reason", S, "Why the row was rejected (e.g. `missing_key:meter_id`, `unparseable:kwh`).", nullable=False),
+        Column("reason", S, "Why the row was rejected, e.g. `missing_required:meter_id`, `unparseable:kwh`, "
+               "`non_finite:kwh`, `negative:kwh`, `absurd_value:kwh`, `key_too_long:meter_id`, `duplicate_key` "
+               "(README, Input contract).", nullable=False),
         Column("row_json", S, "The offending row as read, JSON-encoded."),
         Column("ingested_at", TS, "Instant of the ingest run (UTC).", nullable=False),
     ),

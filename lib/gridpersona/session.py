@@ -18,6 +18,9 @@ _BASE_CONF = {
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
+    # Landed CSV files may come in any Java charset (ingest.csv_encoding: gb18030 is common for
+    # Chinese utility exports), not only the UTF/ISO-8859-1 set Spark 4 allows by default.
+    "spark.sql.legacy.javaCharsets": "true",
 }
 
 
@@ -66,3 +69,26 @@ def delta_jars_on_classpath() -> list[str]:
 
     home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
     return sorted(glob.glob(os.path.join(home, "jars", "delta-spark_*.jar")))
+
+
+# What a driver out of memory looks like from Python: the JVM's own error, or the py4j gateway
+# gone after the JVM died of it.
+_OOM_SIGNS = ("java.lang.OutOfMemoryError", "Java heap space", "GC overhead limit exceeded")
+_DEAD_GATEWAY_SIGNS = ("Answer from Java side is empty", "Error while receiving", "Error while sending",
+                       "Connection refused", "Py4JNetworkError")
+
+
+def out_of_memory_message(exc: BaseException, settings: Settings | None) -> str | None:
+    """One line for a Spark driver that ran out of memory (or whose JVM died), naming the setting to
+    raise and its current value; None for any other failure."""
+    text = f"{type(exc).__name__}: {exc}"
+    if any(sign in text for sign in _OOM_SIGNS):
+        what = "the Spark driver ran out of memory (java.lang.OutOfMemoryError)"
+    elif any(sign in text for sign in _DEAD_GATEWAY_SIGNS) or isinstance(exc, ConnectionError):
+        what = "the Spark driver JVM stopped answering (most often it ran out of memory)"
+    else:
+        return None
+    current = settings.spark.conf.get("spark.driver.memory") if settings else None
+    now = f"now {current}" if current else "now Spark's default of 1g"
+    return (f"{what}: raise spark.conf.spark.driver.memory ({now}), e.g. --set spark.conf.spark.driver.memory=8g "
+            f"or in conf/<env>.yaml; under spark-submit pass --driver-memory")

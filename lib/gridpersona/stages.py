@@ -6,13 +6,18 @@ Each writes its outputs idempotently for the run's as-of date and window
 
 from __future__ import annotations
 
+import logging
+
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from gridpersona.bronze import read_bronze
+from gridpersona.console import stage_prefix
 from gridpersona.runtime import StageContext, StageResult
 from gridpersona.transform import clean as C
 from gridpersona.transform import shapes as S
+
+log = logging.getLogger("gridpersona")
 
 AMI_CLEAN = "silver.ami_clean"
 AMI_QUARANTINE = "silver.ami_quarantine"
@@ -35,6 +40,8 @@ def run_clean(ctx: StageContext) -> StageResult:
     archive = read_bronze(ctx.lake, "bronze.customer_archive").select("meter_id", "contracted_capacity_kva")
     rule = C.OutlierRule(scale_multiple=s.clean.outlier_scale_multiple, scale_floor_kw=s.clean.outlier_scale_floor_kw,
                          neighbour_multiple=s.clean.outlier_neighbour_multiple, capacity_margin=s.clean.capacity_margin)
+    log.info("%sclassifying the window's readings (%s .. %s): quarantine, outliers, interpolation; the "
+             "first write below runs this pass", stage_prefix(), first, last)
     out = C.clean_interval_readings(
         raw, archive, calendar, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
         first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
@@ -47,6 +54,7 @@ def run_clean(ctx: StageContext) -> StageResult:
     finally:
         out.release()
 
+    log.info("%smeter-day quality and reconciliation from the written rows", stage_prefix())
     written_clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
     written_quarantine = ctx.lake.read(AMI_QUARANTINE).filter(F.col("date").between(first, last))
     quality = C.meter_day_quality(written_clean, written_quarantine, archive, calendar)
