@@ -199,10 +199,11 @@ def _require_columns(table: str, have: Sequence[str], needed: Sequence[str], con
 
 
 def load_job_runs(lake, as_of: dt.date) -> list[dict] | None:
-    """The stages of the latest run for ``as_of`` in ops.job_runs (one row per stage, in run order)."""
+    """The stages of the latest run for ``as_of`` in ops.job_runs (one row per stage, in run order): end rows
+    (succeeded / failed) only; a stage's ``running`` row says nothing of its outcome."""
     if not lake.exists(JOB_RUNS):
         return None
-    rows = [r for r in lake.read_arrow(JOB_RUNS).to_pylist() if r["as_of"] == as_of]
+    rows = [r for r in lake.read_arrow(JOB_RUNS).to_pylist() if r["as_of"] == as_of and r["status"] != "running"]
     if not rows:
         return None
     # Latest attempt of each stage for the as-of: stages may run in separate runs (daily / monthly).
