@@ -86,8 +86,27 @@ def read_owner(path: str) -> dict | None:
         return None
 
 
+def _proc_locks_holds(path: str) -> bool | None:
+    """From Linux's /proc/locks, without touching the lock: whether a FLOCK is held on ``path``'s inode
+    (None where /proc/locks is unavailable)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == wanted for parts in map(str.split, lines))
+
+
 def is_held(path: str) -> bool:
-    """Whether some open file description holds the lock at ``path`` now (probes by trying it)."""
+    """Whether some open file description holds the lock at ``path`` now: read from /proc/locks on Linux, so
+    a probe never takes the lock from under a writer starting at that instant; elsewhere by trying it."""
+    if not os.path.exists(path):
+        return False
+    held = _proc_locks_holds(path)
+    if held is not None:
+        return held
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError:
