@@ -105,10 +105,10 @@ def _leftovers(lake: Lake) -> list[str]:
         root = lake.path(table)
         referenced = deltalog.added_paths(root, -1)
         for dirpath, dirs, files in os.walk(root):
-            rel_dir = os.path.relpath(dirpath, root)
+            rel_dir = os.path.normpath(os.path.relpath(dirpath, root))
             if rel_dir.split(os.sep)[0] in ("_delta_log", "_sql_snapshot"):
                 continue
-            found += [os.path.join(table, rel_dir, d) for d in dirs if d == "_staging"]
+            found += [os.path.normpath(os.path.join(table, rel_dir, d)) for d in dirs if d == "_staging"]
             found += [os.path.join(table, rel_dir, f) for f in files
                       if f.endswith(".parquet") and os.path.normpath(os.path.join(rel_dir, f)) not in referenced]
     return found

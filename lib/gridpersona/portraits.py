@@ -215,6 +215,16 @@ def load_job_runs(lake, as_of: dt.date) -> list[dict] | None:
     return [{k: r[k] for k in keep} for r in sorted(latest.values(), key=lambda r: r["started_at"])]
 
 
+def _clean_read_version(lake, as_of: dt.date) -> int | None:
+    """The bronze.ami_interval version the newest succeeded clean run of ``as_of`` read (None: unknown)."""
+    from gridpersona.runtime import stage_runs
+
+    for run in stage_runs(lake, as_of=as_of):
+        if run["stage"] == "clean" and run["status"] == "succeeded":
+            return run["versions_read"].get("bronze.ami_interval")
+    return None
+
+
 def load_data_quality(lake, as_of: dt.date, window_days: int) -> dict | None:
     """Reconciliation and fault figures of the clean stage's window ending on ``as_of``.
 
@@ -226,7 +236,8 @@ def load_data_quality(lake, as_of: dt.date, window_days: int) -> dict | None:
         return None
     first = as_of - dt.timedelta(days=window_days - 1)
     in_window = F.col("date").between(F.lit(first), F.lit(as_of))
-    raw = lake.read("bronze.ami_interval").filter(in_window).count()
+    # Raw rows of the bronze version the clean run read: rows ingested since are the next run's.
+    raw = lake.read("bronze.ami_interval", _clean_read_version(lake, as_of)).filter(in_window).count()
     clean = {r["quality"]: int(r["count"]) for r in lake.read("silver.ami_clean").filter(in_window).groupBy("quality").count().collect()}
     quarantine = {r["reason"]: int(r["count"]) for r in lake.read("silver.ami_quarantine").filter(in_window).groupBy("reason").count().collect()}
     days = lake.read("silver.meter_day_quality").filter(in_window).agg(
