@@ -72,7 +72,9 @@ def run_tag(info: dict | None) -> str | None:
 
 
 def added_paths(table_path: str, after_version: int) -> set[str]:
-    """Relative paths (decoded) of every file added by a commit after ``after_version``."""
+    """Relative paths of every file added by a commit after ``after_version``, as written in the log and
+    URL-decoded (writers differ in how they escape partition folder names; a caller deciding whether a
+    file is referenced must not miss it for its spelling)."""
     out: set[str] = set()
     for version in commit_versions(table_path):
         if version <= after_version:
@@ -83,6 +85,7 @@ def added_paths(table_path: str, after_version: int) -> set[str]:
                     if '"add"' in line:
                         action = json.loads(line)
                         if "add" in action:
+                            out.add(action["add"]["path"])
                             out.add(unquote(action["add"]["path"]))
         except OSError:
             continue
