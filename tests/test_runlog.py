@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 
 import pytest
 from pyspark.sql import functions as F
@@ -18,6 +20,14 @@ def _ctx(settings, spark, lake) -> StageContext:
     return StageContext(settings, spark, lake, AS_OF, 30)
 
 
+def _end_row(lake):
+    """The one end row (succeeded / failed) of a single stage run; its running row precedes it."""
+    rows = lake.read(JOB_RUNS_TABLE).collect()
+    assert [r["status"] for r in rows].count("running") == 1
+    (row,) = [r for r in rows if r["status"] != "running"]
+    return row
+
+
 def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings, spark, lake, caplog):
     def tiny_stage(ctx: StageContext) -> StageResult:
         df = ctx.spark.range(5).select(F.col("id").alias("meter_n"), F.lit(AS_OF).alias("as_of"))
@@ -26,7 +36,7 @@ def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings,
 
     ctx = _ctx(settings, spark, lake)
     with caplog.at_level(logging.INFO, logger="gridpersona"):
-        run_stage("tiny", tiny_stage, ctx)
+        run_stage("tiny", tiny_stage, ctx, outputs=["gold.tiny"])
     messages = [r.getMessage() for r in caplog.records]
     start = next(i for i, m in enumerate(messages) if m.startswith("[tiny] as-of 2026-06-30"))
     write = next(i for i, m in enumerate(messages) if m.startswith("[tiny] replace gold.tiny: 5 rows, version 0"))
@@ -34,10 +44,11 @@ def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings,
     assert start < write < done  # progress while the stage runs, not only its total at the end
     assert "7 rows in -> gold.tiny 5" in messages[done]
 
-    (row,) = lake.read(JOB_RUNS_TABLE).collect()
+    row = _end_row(lake)
     assert (row["run_id"], row["stage"], row["as_of"], row["window_days"]) == (ctx.run_id, "tiny", AS_OF, 30)
     assert (row["status"], row["rows_in"], row["rows_out"], row["error"]) == ("succeeded", 7, 5, None)
     assert row["duration_s"] > 0 and row["started_at"] is not None
+    assert json.loads(row["versions_written"]) == {"gold.tiny": 0} and row["pid"] == os.getpid() and row["host"]
     assert row["config_hash"] == settings.config_hash()
     assert row["code_version"] == runtime.code_version() and row["code_version"].startswith("0.")
     assert row["env"] == "test"
@@ -50,7 +61,7 @@ def test_a_failed_stage_is_recorded_as_failed_with_its_error_and_still_raises(se
     ctx = _ctx(settings, spark, lake)
     with pytest.raises(ValueError, match="column kwh is missing"):
         run_stage("broken", broken_stage, ctx)
-    (row,) = lake.read(JOB_RUNS_TABLE).collect()
+    row = _end_row(lake)
     assert (row["run_id"], row["stage"], row["as_of"], row["status"]) == (ctx.run_id, "broken", AS_OF, "failed")
     assert row["error"].startswith("ValueError: bronze.ami_interval: column kwh is missing")
     assert "broken_stage" in row["error"]  # the traceback says where
@@ -72,7 +83,7 @@ def test_a_failure_that_breaks_spark_itself_is_still_recorded(settings, spark, l
     ctx = StageContext(settings, BrokenSpark(), lake, AS_OF, 30)
     with pytest.raises(RuntimeError):
         run_stage("shapes", stage_needing_spark, ctx)
-    (row,) = lake.read(JOB_RUNS_TABLE).collect()
+    row = _end_row(lake)
     assert (row["stage"], row["status"]) == ("shapes", "failed")
     assert "./environment/bin/python" in row["error"]
 
@@ -81,7 +92,8 @@ def test_run_log_rows_written_without_spark_match_the_table_schema(settings, spa
     from gridpersona.lake import check_schema
 
     started = dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.timezone.utc)
-    row = ("r1", "clean", AS_OF, 30, started, 1.5, "succeeded", 10, 9, "{}", None, "h", "0.1.0", "test")
+    row = ("r1", "clean", AS_OF, 30, started, 1.5, "succeeded", 10, 9, "{}", None, "h", "0.1.0", "test", 42, "host1",
+           '{"bronze.ami_interval": 3}', '{"silver.ami_clean": 4}')
     # A table first written by Spark (older lakes) takes rows written through Arrow, and back.
     lake.append(spark.createDataFrame([row], runtime.JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
     lake.write_arrow(JOB_RUNS_TABLE, runtime.job_runs_arrow([row]), mode="append")

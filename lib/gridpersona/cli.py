@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("table")
     h.add_argument("--limit", type=_positive, default=20)
 
+    rn = sub.add_parser("runs", help="stage runs from ops.job_runs, newest first: running, succeeded, failed or crashed",
+                        description="One line per stage run: status (running, succeeded, failed, or crashed: a "
+                                    "stage whose process died before it ended), start, duration, rows and the Delta "
+                                    "versions it read and published. A crashed stage published nothing; rerun it.")
+    rn.add_argument("--as-of", type=_date, help="only runs for this as-of date")
+    rn.add_argument("--limit", type=_positive, default=20, help="at most N stage runs (default 20)")
+
     from gridpersona.pipeline import STAGE_ORDER
 
     r = sub.add_parser("run", help="run one pipeline stage or all of them for an as-of date")
@@ -216,6 +223,34 @@ def cmd_history(settings: Settings, args) -> int:
     return 0
 
 
+def _versions_text(versions: dict) -> str:
+    return ", ".join(f"{t}@{v}" for t, v in sorted(versions.items())) or "-"
+
+
+def cmd_runs(settings: Settings, args) -> int:
+    from gridpersona.runtime import stage_runs
+
+    lake = _lake(settings)
+    runs = stage_runs(lake, as_of=args.as_of, limit=args.limit)
+    if not runs:
+        print(f"no stage runs in ops.job_runs under {lake.root}" + (f" for as-of {args.as_of}" if args.as_of else ""))
+        return 0
+    rows = []
+    for r in runs:
+        started = r["started_at"].astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else "-"
+        rows.append([r["run_id"], r["stage"], str(r["as_of"]), r["status"], started,
+                     "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}",
+                     "-" if r["rows_in"] is None else f"{r['rows_in']:,}", "-" if r["rows_out"] is None else f"{r['rows_out']:,}",
+                     _versions_text(r["versions_read"]), _versions_text(r["versions_written"])])
+    print(render_table(["run", "stage", "as-of", "status", "started (UTC)", "seconds", "rows in", "rows out",
+                        "read", "published"], rows, align_right=[5, 6, 7]))
+    crashed = [r for r in runs if r["status"] == "crashed"]
+    if crashed:
+        print(f"{len(crashed)} crashed stage run(s): they published nothing (readers see the previous versions); "
+              f"rerun the stage, e.g. `gridpersona run {crashed[0]['stage']} --as-of {crashed[0]['as_of']}`")
+    return 0
+
+
 def stage_summary(results) -> str:
     rows = []
     for name, res in results:
@@ -240,7 +275,6 @@ def cmd_run(settings: Settings, args) -> int:
 
 
 def cmd_truth_check(settings: Settings, args) -> int:
-    from gridpersona.evaluation import fault_detection, segment_agreement
 
     lake = _lake(settings)
     days = args.window_days or settings.pipeline.window_days
@@ -385,7 +419,7 @@ def cmd_demo(settings: Settings, args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "create-table": cmd_create_table, "tables": cmd_tables, "history": cmd_history,
-            "run": cmd_run, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql, "report": cmd_report,
+            "run": cmd_run, "runs": cmd_runs, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql, "report": cmd_report,
             "sql-server": cmd_sql_server}
 
 

@@ -199,10 +199,11 @@ def _require_columns(table: str, have: Sequence[str], needed: Sequence[str], con
 
 
 def load_job_runs(lake, as_of: dt.date) -> list[dict] | None:
-    """The stages of the latest run for ``as_of`` in ops.job_runs (one row per stage, in run order)."""
+    """The stages of the latest run for ``as_of`` in ops.job_runs (one row per stage, in run order): end rows
+    (succeeded / failed) only; a stage's ``running`` row says nothing of its outcome."""
     if not lake.exists(JOB_RUNS):
         return None
-    rows = [r for r in lake.read_arrow(JOB_RUNS).to_pylist() if r["as_of"] == as_of]
+    rows = [r for r in lake.read_arrow(JOB_RUNS).to_pylist() if r["as_of"] == as_of and r["status"] != "running"]
     if not rows:
         return None
     # Latest attempt of each stage for the as-of: stages may run in separate runs (daily / monthly).
@@ -212,6 +213,16 @@ def load_job_runs(lake, as_of: dt.date) -> list[dict] | None:
     keep = ("run_id", "stage", "status", "started_at", "duration_s", "rows_in", "rows_out", "outputs", "window_days",
             "config_hash", "code_version")
     return [{k: r[k] for k in keep} for r in sorted(latest.values(), key=lambda r: r["started_at"])]
+
+
+def _clean_read_version(lake, as_of: dt.date) -> int | None:
+    """The bronze.ami_interval version the newest succeeded clean run of ``as_of`` read (None: unknown)."""
+    from gridpersona.runtime import stage_runs
+
+    for run in stage_runs(lake, as_of=as_of):
+        if run["stage"] == "clean" and run["status"] == "succeeded":
+            return run["versions_read"].get("bronze.ami_interval")
+    return None
 
 
 def load_data_quality(lake, as_of: dt.date, window_days: int) -> dict | None:
@@ -225,7 +236,8 @@ def load_data_quality(lake, as_of: dt.date, window_days: int) -> dict | None:
         return None
     first = as_of - dt.timedelta(days=window_days - 1)
     in_window = F.col("date").between(F.lit(first), F.lit(as_of))
-    raw = lake.read("bronze.ami_interval").filter(in_window).count()
+    # Raw rows of the bronze version the clean run read: rows ingested since are the next run's.
+    raw = lake.read("bronze.ami_interval", _clean_read_version(lake, as_of)).filter(in_window).count()
     clean = {r["quality"]: int(r["count"]) for r in lake.read("silver.ami_clean").filter(in_window).groupBy("quality").count().collect()}
     quarantine = {r["reason"]: int(r["count"]) for r in lake.read("silver.ami_quarantine").filter(in_window).groupBy("reason").count().collect()}
     days = lake.read("silver.meter_day_quality").filter(in_window).agg(

@@ -3,33 +3,42 @@
 A stage is a function ``(ctx: StageContext) -> StageResult`` that reads through
 ``ctx.lake``, applies transformations and writes its outputs idempotently for
 ``ctx.as_of`` (a rerun replaces exactly its own output).
+
+A stage commits whole or not at all: :func:`run_stage` locks its outputs,
+appends a ``running`` row, runs it (its commits stay unpublished, its inputs
+pinned at one version each), and publishes everything it wrote with one
+``succeeded`` row (``versions_read`` / ``versions_written``). A stage that
+raises is rolled back and logged ``failed``; one that dies keeps its ``running``
+row, which :func:`stage_runs` reports as ``crashed``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
+import os
+import socket
 import subprocess
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from gridpersona import __version__
+from gridpersona import __version__, locks
 from gridpersona.config import Settings
 from gridpersona.console import stage_scope
-from gridpersona.lake import Lake
+from gridpersona.lake import JOB_RUNS_TABLE, Lake, checkpoint
 
 log = logging.getLogger("gridpersona")
 
-JOB_RUNS_TABLE = "ops.job_runs"
 JOB_RUNS_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType(), False),
     T.StructField("stage", T.StringType(), False),
@@ -45,6 +54,11 @@ JOB_RUNS_SCHEMA = T.StructType([
     T.StructField("config_hash", T.StringType(), True),
     T.StructField("code_version", T.StringType(), True),
     T.StructField("env", T.StringType(), True),
+    # Added with publishing (appended to an older table's schema on its first new row).
+    T.StructField("pid", T.IntegerType(), True),
+    T.StructField("host", T.StringType(), True),
+    T.StructField("versions_read", T.StringType(), True),  # JSON {table: Delta version}
+    T.StructField("versions_written", T.StringType(), True),  # JSON {table: Delta version}; what a succeeded row publishes
 ])
 
 
@@ -134,45 +148,69 @@ def progress_heartbeat(spark: SparkSession, name: str, every_s: float) -> Iterat
         thread.join(timeout=5)
 
 
-def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageContext) -> StageResult:
-    """Run one stage with timing and logging; append its outcome to ops.job_runs, failed or not."""
+def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageContext,
+              outputs: Iterable[str] = (), inputs: Iterable[str] = ()) -> StageResult:
+    """Run one stage whole or not at all (module docstring); ``outputs`` are the tables it writes (locked
+    from its start), ``inputs`` the tables it reads (pinned at its start; others at their first read).
+    Appends its ``running`` row and its ``succeeded`` / ``failed`` row to ops.job_runs."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     log.info("[%s] as-of %s, window %d days, run %s", name, ctx.as_of, ctx.window_days, ctx.run_id)
+    lake = ctx.lake
+    read: dict[str, int] = {}
     try:
         with stage_scope(name), progress_heartbeat(ctx.spark, name, ctx.settings.spark.progress_log_seconds):
-            result = fn(ctx)
+            scope = lake.begin_stage(ctx.run_id, name, outputs, inputs)
+            read = scope.pins
+            try:
+                _record(ctx, name, started, None, "running", None, required=True)
+                result = fn(ctx)
+                result.seconds = time.perf_counter() - t0
+                checkpoint(name, "before-publish")
+                # The publishing step: from this append on, readers see every table the stage wrote.
+                _record(ctx, name, started, result.seconds, "succeeded", result, versions_read=scope.pins,
+                        versions_written=scope.written, required=True)
+            except BaseException:
+                lake.rollback_stage()
+                raise
+            finally:
+                lake.end_stage()
     except BaseException as exc:
         seconds = time.perf_counter() - t0
         log.error("[%s] failed after %.1f s: %s", name, seconds, exc)
-        _record(ctx, name, started, seconds, "failed", None, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        _record(ctx, name, started, seconds, "failed", None, versions_read=read,
+                error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         raise
-    result.seconds = time.perf_counter() - t0
     for line in result.notes:
         log.info("[%s] %s", name, line)
     outs = ", ".join(f"{t} {n:,}" for t, n in result.outputs.items())
     log.info("[%s] done in %.1f s: %s rows in -> %s", name, result.seconds, f"{result.rows_in:,}", outs)
-    _record(ctx, name, started, result.seconds, "succeeded", result)
     return result
 
 
-def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float, status: str,
-            result: StageResult | None, error: str | None = None) -> None:
-    import json
-
-    row = (ctx.run_id, stage, ctx.as_of, ctx.window_days, started, round(seconds, 3), status,
-           result.rows_in if result else None, result.rows_out if result else None,
+def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float | None, status: str,
+            result: StageResult | None, error: str | None = None, versions_read: dict | None = None,
+            versions_written: dict | None = None, required: bool = False) -> None:
+    """Append one row to ops.job_runs. ``required``: a row the stage cannot do without (its ``running`` row,
+    which must precede its first commit, and its ``succeeded`` row, which publishes it) raises on failure."""
+    row = (ctx.run_id, stage, ctx.as_of, ctx.window_days, started, None if seconds is None else round(seconds, 3),
+           status, result.rows_in if result else None, result.rows_out if result else None,
            json.dumps(result.outputs) if result else None, error[:4000] if error else None,
-           ctx.settings.config_hash(), code_version(), ctx.settings.env)
+           ctx.settings.config_hash(), code_version(), ctx.settings.env, os.getpid(), socket.gethostname(),
+           json.dumps(dict(sorted(versions_read.items()))) if versions_read else None,
+           json.dumps(dict(sorted(versions_written.items()))) if versions_written else None)
     try:
         if ctx.lake.backend == "deltalake":
             # Through Arrow and delta-rs, no Spark job: a failure that broke Spark itself (Python
-            # workers that cannot start, a lost executor) is still recorded, and faster.
-            ctx.lake.write_arrow(JOB_RUNS_TABLE, job_runs_arrow([row]), mode="append")
+            # workers that cannot start, a lost executor) is still recorded, and faster. An older
+            # table gains the new nullable columns on this append.
+            ctx.lake.write_arrow(JOB_RUNS_TABLE, job_runs_arrow([row]), mode="append", add_columns=True)
         else:
             ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
-    except Exception as exc:  # the run log must never hide the stage's own outcome
-        log.warning("could not append to %s: %s", JOB_RUNS_TABLE, exc)
+    except Exception as exc:
+        if required:
+            raise
+        log.warning("could not append to %s: %s", JOB_RUNS_TABLE, exc)  # never hides the stage's own outcome
 
 
 _ARROW_TYPES = {T.StringType: pa.string(), T.DateType: pa.date32(), T.IntegerType: pa.int32(),
@@ -184,3 +222,45 @@ def job_runs_arrow(rows: list[tuple]) -> pa.Table:
     schema = pa.schema([pa.field(f.name, _ARROW_TYPES[type(f.dataType)], nullable=f.nullable)
                         for f in JOB_RUNS_SCHEMA.fields])
     return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
+
+
+def _run_alive(lake: Lake, start: dict, held: list[tuple[str, dict | None]]) -> bool:
+    """Whether the process of a ``running`` row still runs: it holds one of its outputs' locks, or (a stage
+    without outputs) its pid lives on this host."""
+    for _, owner in held:
+        if owner and owner.get("run_id") == start["run_id"] and owner.get("stage") == start["stage"]:
+            return True
+    if start.get("host") == socket.gethostname():
+        return locks.pid_alive(start.get("pid"))
+    return False
+
+
+def stage_runs(lake: Lake, as_of: dt.date | None = None, limit: int | None = None) -> list[dict]:
+    """Stage runs in ops.job_runs, newest first: one dict per (run_id, stage) with ``status`` running /
+    succeeded / failed / crashed (a ``running`` row with no end row whose process is gone), started_at,
+    duration_s, rows_in, rows_out, versions_read, versions_written (dicts) and error (first line)."""
+    if not lake.exists(JOB_RUNS_TABLE):
+        return []
+    attempts: dict[tuple[str, str], dict] = {}
+    for r in sorted(lake.read_arrow(JOB_RUNS_TABLE).to_pylist(), key=lambda r: r["started_at"]):
+        if as_of is not None and r["as_of"] != as_of:
+            continue
+        slot = attempts.setdefault((r["run_id"], r["stage"]), {"start": None, "end": None})
+        slot["start" if r["status"] == "running" else "end"] = r
+    held = locks.held_locks(lake.root)
+    out = []
+    for slot in attempts.values():
+        row = slot["end"] or slot["start"]
+        status = row["status"]
+        if slot["end"] is None:
+            status = "running" if _run_alive(lake, slot["start"], held) else "crashed"
+        out.append({
+            "run_id": row["run_id"], "stage": row["stage"], "as_of": row["as_of"], "status": status,
+            "started_at": row["started_at"], "duration_s": row["duration_s"] if slot["end"] else None,
+            "rows_in": row["rows_in"], "rows_out": row["rows_out"], "pid": row.get("pid"), "host": row.get("host"),
+            "versions_read": json.loads(row.get("versions_read") or "{}"),
+            "versions_written": json.loads(row.get("versions_written") or "{}"),
+            "error": (row["error"] or "").split("\n", 1)[0] or None,
+        })
+    out.sort(key=lambda r: r["started_at"], reverse=True)
+    return out[:limit] if limit else out

@@ -252,8 +252,10 @@ def segment_features(ctx: StageContext, method: str | None = None) -> DataFrame:
     if not lake.exists(DAILY_LOAD_SHAPE):
         raise RuntimeError(f"{DAILY_LOAD_SHAPE}: table not found under {lake.root}; run the shapes stage first "
                            f"(gridpersona run shapes --as-of {ctx.as_of})")
-    head = lake.history(DAILY_LOAD_SHAPE, 1)[0]
-    key = (id(ctx.spark), lake.path(DAILY_LOAD_SHAPE), head["version"], head["timestamp"], first, last, method,
+    # The version this stage reads (published, pinned): a crashed run's newer commits do not count.
+    version = lake.version(DAILY_LOAD_SHAPE)
+    committed = lake.history_entry(DAILY_LOAD_SHAPE, version)["timestamp"]
+    key = (id(ctx.spark), lake.path(DAILY_LOAD_SHAPE), version, committed, first, last, method,
            seg.min_completeness, seg.vacant_max_daily_kwh, seg.partitions, _slots(s))
     if _FEATURES.get("key") == key:
         return _FEATURES["frame"]

@@ -1,0 +1,92 @@
+"""Just enough of a local Delta log to tell who made a commit, without opening a snapshot.
+
+Publishing (lake.py) asks, for a table's newest commits, which stage run made
+each one; that is one small JSON line per commit (``commitInfo``, written first
+by delta-rs and by Spark). Reading it directly costs a directory listing and a
+line per commit, against a full snapshot load through delta-rs. Local paths
+only: on object stores the lake falls back to delta-rs / Spark history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from urllib.parse import unquote
+
+# The commitInfo key a stage's commits carry (deltalake backend: custom metadata).
+RUN_TAG_KEY = "gridpersona.run"
+# delta-spark writes take one free-text userMetadata string; the tag rides in it as "gridpersona.run=<tag>".
+_USER_METADATA_TAG = re.compile(r"(?:^|;)\s*gridpersona\.run=([^;]+)")
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def log_dir(table_path: str) -> str:
+    return os.path.join(table_path, "_delta_log")
+
+
+def log_stamp(table_path: str) -> int | None:
+    """Changes whenever a commit file appears in the log (the folder's mtime); None without a log."""
+    try:
+        return os.stat(log_dir(table_path)).st_mtime_ns
+    except OSError:
+        return None
+
+
+def commit_versions(table_path: str) -> list[int]:
+    """Versions with a JSON commit file, ascending ([] when there is no log)."""
+    try:
+        names = os.listdir(log_dir(table_path))
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_COMMIT_FILE.match, names) if m)
+
+
+def _commit_path(table_path: str, version: int) -> str:
+    return os.path.join(log_dir(table_path), f"{version:020d}.json")
+
+
+def commit_info(table_path: str, version: int) -> dict | None:
+    """The commitInfo action of ``version`` (None when the file is gone or holds none)."""
+    try:
+        with open(_commit_path(table_path, version), encoding="utf-8") as fh:
+            for line in fh:
+                if '"commitInfo"' in line:
+                    action = json.loads(line)
+                    if "commitInfo" in action:
+                        return action["commitInfo"]
+    except OSError:
+        return None
+    return None
+
+
+def run_tag(info: dict | None) -> str | None:
+    """The ``run_id/stage`` a commit was made by, or None for a commit made outside any stage."""
+    if not info:
+        return None
+    tag = info.get(RUN_TAG_KEY)
+    if tag:
+        return str(tag)
+    found = _USER_METADATA_TAG.search(info.get("userMetadata") or "")
+    return found.group(1).strip() if found else None
+
+
+def added_paths(table_path: str, after_version: int) -> set[str]:
+    """Relative paths of every file added by a commit after ``after_version``, as written in the log and
+    URL-decoded (writers differ in how they escape partition folder names; a caller deciding whether a
+    file is referenced must not miss it for its spelling)."""
+    out: set[str] = set()
+    for version in commit_versions(table_path):
+        if version <= after_version:
+            continue
+        try:
+            with open(_commit_path(table_path, version), encoding="utf-8") as fh:
+                for line in fh:
+                    if '"add"' in line:
+                        action = json.loads(line)
+                        if "add" in action:
+                            out.add(action["add"]["path"])
+                            out.add(unquote(action["add"]["path"]))
+        except OSError:
+            continue
+    return out
