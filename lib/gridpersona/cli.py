@@ -275,7 +275,6 @@ def cmd_run(settings: Settings, args) -> int:
 
 
 def cmd_truth_check(settings: Settings, args) -> int:
-
     lake = _lake(settings)
     days = args.window_days or settings.pipeline.window_days
     first = args.as_of - dt.timedelta(days=days - 1)
