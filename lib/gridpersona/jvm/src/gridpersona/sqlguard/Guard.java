@@ -192,6 +192,8 @@ public final class Guard extends AbstractFunction1<LogicalPlan, BoxedUnit> {
         if (name.startsWith("InsertInto") || name.equals("AppendData") || name.startsWith("Overwrite")
                 || name.equals("SaveIntoDataSourceCommand")) {
             what = name.contains("Dir") ? "INSERT OVERWRITE DIRECTORY writes files" : "INSERT writes data";
+        } else if (name.contains("Cache")) {
+            what = "CACHE/UNCACHE changes the server's state";
         } else if (name.contains("AsSelect")) {
             what = "CREATE TABLE AS SELECT writes data";
         } else if (name.startsWith("Update") || name.startsWith("Delete") || name.startsWith("Merge")
@@ -199,8 +201,6 @@ public final class Guard extends AbstractFunction1<LogicalPlan, BoxedUnit> {
                 || name.equals("LoadData") || name.equals("LoadDataCommand")) {
             what = name.replaceAll("(Command|Table|FromTable|IntoTable)$", "").toUpperCase(Locale.ROOT)
                 + " writes data";
-        } else if (name.contains("Cache")) {
-            what = "CACHE/UNCACHE changes the server's state";
         } else if (name.startsWith("Add") && (name.contains("Jar") || name.contains("File") || name.contains("Archive"))) {
             what = "ADD JAR/FILE/ARCHIVE loads files into the server";
         } else if (name.contains("Function")) {
