@@ -187,6 +187,9 @@ class IngestConfig(_Section):
     # Per bronze table: {contract column: source column}.
     column_mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
     csv_delimiter: str = ","
+    # Rejected rows of a table with PII columns keep those values in bronze.ingest_rejects.row_json only when true
+    # (default: masked at write; the analyst SQL view masks them either way).
+    rejects_keep_pii: bool = False
 
     @field_validator("source_time_zone")
     @classmethod
@@ -660,6 +663,14 @@ class CampaignsConfig(_Section):
         return sorted((c for c in self.definitions if c.enabled), key=lambda c: (c.priority, c.id))
 
 
+class SqlServerConfig(_Section):
+    # Users of `gridpersona sql-server` (name:role:pbkdf2 hash lines, managed by `gridpersona sql-user`, mode 0600).
+    # Absent file: no authentication, loopback binds only.
+    users_file: str = "~/.config/gridpersona/sql-users"
+    # Spark UI of `sql` / `sql-server` sessions (it shows query text): off unless true, then on 127.0.0.1 only.
+    ui: bool = False
+
+
 class Settings(_Section):
     env: str = "local"
     lake: LakeConfig = Field(default_factory=LakeConfig)
@@ -675,6 +686,7 @@ class Settings(_Section):
     # conf/tags.yaml (merged after base.yaml, before the environment file).
     tags: TagsConfig = Field(default_factory=TagsConfig)
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
+    sql_server: SqlServerConfig = Field(default_factory=SqlServerConfig)
 
     @model_validator(mode="after")
     def _source_zone_follows_ami(self) -> "Settings":

@@ -352,8 +352,23 @@ def _read_group(spark: SparkSession, fmt: str, group: _Group, delimiter: str) ->
                       F.lit(None).cast("string").alias(_CORRUPT), F.input_file_name().alias(_SOURCE_FILE))
 
 
+PII_MASK = "***"
+
+
+def _mask_pii_sources(sources: list, group: _Group, spec: TableSpec, keep_pii: bool) -> list:
+    """Source columns as row_json records them: for a table with PII columns, only the values of its non-PII
+    contract columns (a PII column, or a column the contract does not know, reads as PII_MASK) unless keep_pii.
+
+    bronze.ingest_rejects is read more widely than the table the rows were meant for.
+    """
+    if keep_pii or not any(c.pii for c in spec.columns):
+        return sources
+    plain = {group.matches[c.name] for c in spec.columns if not c.pii and c.name in group.matches}
+    return [s if name in plain else F.when(s.isNotNull(), F.lit(PII_MASK)) for s, name in zip(sources, group.columns)]
+
+
 def _flag_group(raw: DataFrame, group: _Group, spec: TableSpec, time_zone: str, day_zone: str,
-                replace_dates: list[dt.date] | None) -> DataFrame:
+                replace_dates: list[dt.date] | None, keep_pii: bool = False) -> DataFrame:
     """One group's rows as contract columns + reason + row_json (rejects only) + source_file."""
     index = {c: i for i, c in enumerate(group.columns)}
     src_types = {f.name: f.dataType for f in raw.schema.fields}
@@ -381,8 +396,10 @@ def _flag_group(raw: DataFrame, group: _Group, spec: TableSpec, time_zone: str, 
         outside = F.col("date").isNotNull() & ~F.col("date").isin(replace_dates)
         flagged = flagged.withColumn(bronze.REASON, F.coalesce(F.col(bronze.REASON),
                                                                F.when(outside, F.lit("outside_replace_range"))))
-    as_read = F.to_json(F.struct(*[s.alias(c) for s, c in zip(sources, group.columns)]), {"ignoreNullFields": "false"})
-    raw_line = F.to_json(F.struct(F.col(_CORRUPT).alias("malformed_line")))
+    recorded = _mask_pii_sources(sources, group, spec, keep_pii)
+    as_read = F.to_json(F.struct(*[s.alias(c) for s, c in zip(recorded, group.columns)]), {"ignoreNullFields": "false"})
+    line = F.col(_CORRUPT) if recorded is sources else F.lit(PII_MASK)  # a malformed line of a PII table is masked whole
+    raw_line = F.to_json(F.struct(line.alias("malformed_line")))
     row_json = F.when(F.col(bronze.REASON).isNotNull(),
                       F.when(F.col(_CORRUPT).isNotNull(), raw_line).otherwise(as_read))
     return flagged.select(*[F.col(f"`{c}`") for c in spec.column_names], F.col(bronze.REASON),
@@ -477,7 +494,7 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
     ingested_at = dt.datetime.now(dt.timezone.utc)
     ingest_id = f"{ingested_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     frames = [_flag_group(_read_group(spark, fmt, g, settings.ingest.csv_delimiter), g, spec, zone, day_zone,
-                          replace_dates) for g in groups.values()]
+                          replace_dates, keep_pii=settings.ingest.rejects_keep_pii) for g in groups.values()]
     flagged = frames[0]
     for frame in frames[1:]:
         flagged = flagged.unionByName(frame)
