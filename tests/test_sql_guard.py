@@ -18,7 +18,7 @@ from gridpersona.config import load_settings
 from gridpersona.lake import Lake
 from gridpersona.schemas import BRONZE, INGEST_REJECTS
 from gridpersona.sql import SqlError, run_query
-from gridpersona.sqlcatalog import SNAPSHOT_DIR
+from gridpersona.sqlcatalog import CATALOG_DIR, SNAPSHOT_DIR
 from gridpersona.stages_segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
 from test_analyst import AS_OF, CUSTOMERS, PII_VALUES, SEGMENTS, _profile_rows
 
@@ -68,9 +68,14 @@ def side_files(spark, tmp_path_factory):
 
 
 def lake_state(lake) -> dict[str, str]:
-    """Every file under the lake root (snapshot folders included) -> sha256, plus each table's Delta version."""
+    """Every file under the lake root (snapshot folders included) -> sha256, plus each table's Delta version.
+
+    The catalog's folder (_sql_catalog: empty database folders and the Thrift server's Derby log) is no data.
+    """
     state = {}
     for dirpath, _, names in os.walk(lake.root):
+        if os.path.relpath(dirpath, lake.root).split(os.sep)[0] == CATALOG_DIR:
+            continue
         for n in names:
             path = os.path.join(dirpath, n)
             with open(path, "rb") as f:

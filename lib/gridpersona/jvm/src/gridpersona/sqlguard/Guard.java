@@ -50,7 +50,10 @@ public final class Guard extends AbstractFunction1<LogicalPlan, BoxedUnit> {
         "Limit", "Offset", "Tail", "Union", "Intersect", "Except", "Distinct", "Deduplicate", "SubqueryAlias",
         "Window", "WindowGroupLimit", "Expand", "Generate", "LocalRelation", "OneRowRelation", "EmptyRelation",
         "Range", "Sample", "Repartition", "RepartitionByExpression", "RebalancePartitions", "ResolvedHint",
-        "WithCTE", "CTERelationDef", "CTERelationRef", "UnionLoop", "UnionLoopRef", "Pivot", "Unpivot");
+        "WithCTE", "CTERelationDef", "CTERelationRef", "UnionLoop", "UnionLoopRef", "Pivot", "Unpivot",
+        // Row conversion the Thrift server adds around a statement to fetch its rows (Dataset API only: no SQL
+        // text produces these, so they carry no client code).
+        "DeserializeToObject", "SerializeFromObject");
     private static final Set<String> READ_ONLY_COMMANDS = Set.of(
         "ShowTables", "ShowTablesCommand", "ShowTablesExtended", "ShowViews", "ShowViewsCommand",
         "ShowNamespaces", "ShowNamespacesCommand", "ShowColumns", "ShowColumnsCommand", "ShowFunctions",
