@@ -231,3 +231,56 @@ def test_sql_command_prints_one_refusal_line_and_exits_2(guarded_lake, capsys):
         "gridpersona sql: error: refused: INSERT OVERWRITE DIRECTORY writes files; " + TAIL]
     assert cli_main(root + ["sql", "--allow-pii", "SELECT phone FROM pii.customer_archive LIMIT 1", "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["phone", PII_VALUES[1]]
+
+
+# ------------------------------------------------------------------ users, binding, the guard's build (no Spark)
+
+
+def test_sql_user_adds_lists_and_removes_users_in_a_0600_file(tmp_path, capsys, monkeypatch):
+    import io
+
+    from gridpersona.sqlusers import read_users, verify_password
+
+    users = tmp_path / "cfg" / "sql-users"
+    root = ["--env", "test", "--set", f"sql_server.users_file={users}"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pass\n"))
+    assert cli_main(root + ["sql-user", "add", "ana", "--role", "analyst", "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("other-pass-9\n"))
+    assert cli_main(root + ["sql-user", "add", "pia", "--role", "pii", "--password-stdin"]) == 0
+    assert os.stat(users).st_mode & 0o777 == 0o600
+    role, encoded = read_users(str(users))["ana"]
+    assert role == "analyst" and verify_password("s3cret-pass", encoded) and not verify_password("s3cret-pasS", encoded)
+    assert "s3cret-pass" not in users.read_text()
+    capsys.readouterr()
+    assert cli_main(root + ["sql-user", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ana\s+analyst", out) and re.search(r"pia\s+pii", out)
+    assert cli_main(root + ["sql-user", "remove", "ana"]) == 0
+    assert set(read_users(str(users))) == {"pia"}
+    os.chmod(users, 0o644)
+    assert cli_main(root + ["sql-user", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"users file {users} has mode 0644: others may read the password hashes; "
+                                f"run chmod 600 {users}")
+
+
+def test_sql_server_refuses_a_non_loopback_bind_without_users(tmp_path, caplog):
+    from gridpersona.lake import LakeError
+    from gridpersona.sqlserver import users_file_for
+
+    settings = load_settings("test", [f"sql_server.users_file={tmp_path / 'absent'}"])
+    with pytest.raises(LakeError, match=r"--host 0\.0\.0\.0 is reachable from other machines and there is no users file"):
+        users_file_for(settings, "0.0.0.0")
+    with caplog.at_level("WARNING", logger="gridpersona"):
+        assert users_file_for(settings, "127.0.0.1") is None
+    assert "no authentication: loopback development only" in caplog.text
+
+
+def test_the_guard_needs_javac_once_and_says_so(tmp_path, monkeypatch):
+    from gridpersona import sqlguard
+
+    monkeypatch.setenv("GRIDPERSONA_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(sqlguard.shutil, "which", lambda name: None)
+    with pytest.raises(sqlguard.GuardUnavailable, match=r"needs a Java compiler once \(javac"):
+        sqlguard.build_jar()
+    assert sqlguard.available_jar() is None  # the pipeline's sessions start without it

@@ -213,7 +213,8 @@ INGEST_REJECTS = TableSpec(
         Column("target_table", S, "Bronze table the file was landed into.", nullable=False),
         Column("source_file", S, "File the row came from."),
         Column("reason", S, "Why the row was rejected (e.g. `missing_key:meter_id`, `unparseable:kwh`).", nullable=False),
-        Column("row_json", S, "The offending row as read, JSON-encoded."),
+        Column("row_json", S, "The offending row as read, JSON-encoded. For a table with PII columns, values of "
+                                  "PII and unknown columns read `***` unless `ingest.rejects_keep_pii`."),
         Column("ingested_at", TS, "Instant of the ingest run (UTC).", nullable=False),
     ),
     partition_by=("target_table",),
