@@ -186,7 +186,8 @@ def test_queries_show_describe_and_use_still_work_for_analysts(guarded_lake, spa
                "rank() OVER (ORDER BY count(*) DESC) AS r FROM s JOIN gold.segment_profile p USING (segment_id, as_of) "
                "WHERE s.customer_id IN (SELECT customer_id FROM bronze.customer_archive) GROUP BY 1 ORDER BY 2 DESC, 1")
     assert joined.rows == [("evening_peak", 3, 1), ("night", 2, 2), ("commercial_day", 1, 3)]
-    assert {r[1] for r in q("SHOW TABLES IN gold").rows} == {"customer_segments", "segment_profile"}
+    # A subset: the suite's one session also holds the views of other tests' lakes.
+    assert {"customer_segments", "segment_profile"} <= {r[1] for r in q("SHOW TABLES IN gold").rows}
     described = {r[0]: r[1] for r in q("DESCRIBE gold.customer_segments").rows}
     assert described["as_of"] == "date" and described["segment_id"] == "int"  # contract types, not inferred ones
     assert q("USE gold").rows == []
