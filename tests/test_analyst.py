@@ -169,13 +169,16 @@ def test_sql_hides_pii_columns_unless_allowed(analyst_lake, spark):
     hidden = run_query(spark, analyst_lake, "SELECT * FROM bronze.customer_archive")
     assert not {"customer_name", "phone", "address"} & set(hidden.columns)
     assert not any(v in PII_VALUES for row in hidden.rows for v in row)
-    with pytest.raises(SqlError, match="customer PII.*--allow-pii"):
+    with pytest.raises(SqlError, match="customer PII.*pii.<table> has it for the pii role"):
         run_query(spark, analyst_lake, "SELECT phone FROM bronze.customer_archive")
-    shown = run_query(spark, analyst_lake, "SELECT customer_name, phone FROM bronze.customer_archive LIMIT 1", allow_pii=True)
+    with pytest.raises(SqlError, match="refused: pii.customer_archive holds customer PII"):
+        run_query(spark, analyst_lake, "SELECT phone FROM pii.customer_archive")
+    shown = run_query(spark, analyst_lake, "SELECT customer_name, phone FROM pii.customer_archive LIMIT 1", allow_pii=True)
     assert shown.rows == [(PII_VALUES[0], PII_VALUES[1])]
-    # Registration is per statement: the next one without the flag hides them again.
-    again = run_query(spark, analyst_lake, "SELECT * FROM bronze.customer_archive")
-    assert "phone" not in again.columns
+    # The role is per statement: the next one without the flag is refused again, and the table view never has PII.
+    with pytest.raises(SqlError, match="holds customer PII"):
+        run_query(spark, analyst_lake, "SELECT phone FROM pii.customer_archive")
+    assert "phone" not in run_query(spark, analyst_lake, "SELECT * FROM bronze.customer_archive", allow_pii=True).columns
 
 
 def test_sql_limit_bounds_the_rows_and_says_so(analyst_lake, spark):
@@ -358,17 +361,50 @@ def _spark_home() -> str:
     return os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
 
 
-@pytest.mark.e2e
-def test_sql_server_answers_beeline(analyst_lake, tmp_path):
-    from gridpersona.sqlserver import free_port
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of the process and its children (the JVM)."""
+    import psutil
 
+    procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    # The JVM listens on IPv4-mapped IPv6 addresses (::ffff:127.0.0.1).
+    return sorted({(c.laddr.ip.removeprefix("::ffff:"), c.laddr.port) for p in procs
+                   for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN})
+
+
+def _rows(stdout: str) -> list[str]:
+    """beeline's csv2 lines, without the "null" placeholders its script mode prints around statements."""
+    return [ln.strip() for ln in re.sub(r"null\s*", "", stdout).splitlines() if ln.strip()]
+
+
+def _beeline(url: str, user: str, password: str, script: str, tmp_path) -> subprocess.CompletedProcess:
+    """One beeline JVM running every statement of ``script`` (--force: on past errors)."""
+    path = tmp_path / f"{user}-{abs(hash(script))}.sql"
+    path.write_text(script)
+    return subprocess.run(
+        [os.path.join(_spark_home(), "bin", "beeline"), "-u", url, "-n", user, "-p", password, "--outputformat=csv2",
+         "--silent=true", "--force=true", "--showWarnings=false", "-f", str(path)],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "SPARK_HOME": _spark_home()})
+
+
+@pytest.mark.e2e
+def test_sql_server_authenticates_serves_read_only_and_listens_on_loopback(analyst_lake, tmp_path):
+    from gridpersona.sqlserver import free_port
+    from gridpersona.sqlusers import add_user
+    from test_sql_guard import lake_state
+
+    users = str(tmp_path / "sql-users")
+    add_user(users, "ana", "analyst", "analyst-pass-1")
+    add_user(users, "pia", "pii", "pii-pass-123")
     port = free_port()
+    url = f"jdbc:hive2://127.0.0.1:{port}/default"
     log_path = tmp_path / "server.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [os.path.join(os.path.dirname(__file__), "..", "lib"),
                                                                      os.environ.get("PYTHONPATH", "")] if p)}
+    before = None
     with open(log_path, "w") as log_file:
         server = subprocess.Popen([sys.executable, "-m", "gridpersona.cli", "--env", "test", "--set",
-                                   f"lake.root={analyst_lake.root}", "sql-server", "--port", str(port)],
+                                   f"lake.root={analyst_lake.root}", "--set", f"sql_server.users_file={users}",
+                                   "sql-server", "--port", str(port)],
                                   stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -376,16 +412,48 @@ def test_sql_server_answers_beeline(analyst_lake, tmp_path):
             assert server.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "sql-server did not start: " + log_path.read_text()[-3000:]
             time.sleep(1)
-        beeline = subprocess.run(
-            [os.path.join(_spark_home(), "bin", "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}", "--outputformat=csv2",
-             "--silent=true", "-e",
-             f"SELECT segment_label, count(*) AS customers FROM gold.customer_segments WHERE as_of = DATE'{AS_OF}' "
-             "GROUP BY segment_label ORDER BY segment_label"],
-            capture_output=True, text=True, timeout=240, env={**os.environ, "SPARK_HOME": _spark_home()})
-        # beeline -e echoes its prompt before the first output line.
-        lines = [re.sub(r"^\d+: jdbc:hive2://\S+> ", "", ln) for ln in beeline.stdout.splitlines() if ln.strip()]
-        assert beeline.returncode == 0, beeline.stderr[-3000:]
-        assert lines == ["segment_label,customers", "commercial_day,1", "evening_peak,3", "night,2"], beeline.stdout
+        before = lake_state(analyst_lake)
+        # Every listening socket is on loopback (Thrift on its configured host 127.0.0.1; UI off; driver RPC,
+        # block manager and py4j on 127.0.0.1), so nothing is reachable on the machine's other addresses.
+        sockets = _listening(server.pid)
+        assert ("127.0.0.1", port) in sockets
+        assert all(ip in ("127.0.0.1", "::1") for ip, _ in sockets), sockets
+
+        wrong = _beeline(url, "ana", "not-the-password", "SELECT 1;\n", tmp_path)
+        assert "1" not in wrong.stdout.split() and re.search(r"wrong user name or password|Could not open client",
+                                                             wrong.stderr + wrong.stdout), wrong.stderr[-2000:]
+        nobody = _beeline(url, "mallory", "analyst-pass-1", "SELECT 1;\n", tmp_path)
+        assert "Could not open client" in nobody.stderr + nobody.stdout
+
+        gold = os.path.join(analyst_lake.root, "gold", "segment_profile")
+        archive = os.path.join(analyst_lake.root, "bronze", "customer_archive")
+        hostile = [f"INSERT OVERWRITE DIRECTORY '{gold}' USING parquet SELECT 1",
+                   "CREATE TABLE gold.x USING parquet AS SELECT * FROM gold.customer_segments",
+                   "DROP VIEW gold.customer_segments", "SET spark.sql.runSQLOnFiles=true", "ADD JAR /tmp/evil.jar",
+                   "SELECT reflect('java.lang.System', 'getProperty', 'user.home')",
+                   f"SELECT customer_name, phone FROM parquet.`{archive}`", "SELECT * FROM text.`/etc/passwd`",
+                   "SELECT customer_name, phone, address FROM pii.customer_archive",
+                   "SELECT customer_id FROM gold.customer_segments WHERE customer_id IN "
+                   "(SELECT customer_id FROM pii.customer_archive WHERE phone IS NOT NULL)",
+                   "CACHE TABLE gold.customer_segments", "EXPLAIN SELECT * FROM pii.customer_archive"]
+        script = (f"SELECT segment_label, count(*) AS customers FROM gold.customer_segments WHERE as_of = DATE'{AS_OF}' "
+                  "GROUP BY segment_label ORDER BY segment_label;\n"
+                  + "".join(h + ";\n" for h in hostile)
+                  + "SELECT count(*) AS n FROM bronze.customer_archive;\n")
+        analyst = _beeline(url, "ana", "analyst-pass-1", script, tmp_path)
+        out = analyst.stdout + analyst.stderr
+        lines = _rows(analyst.stdout)
+        assert lines[:4] == ["segment_label,customers", "commercial_day,1", "evening_peak,3", "night,2"], out[-3000:]
+        assert lines[-2:] == ["n", str(len(CUSTOMERS))], out[-3000:]
+        # One "Error: ... refused: <why>" per hostile statement (the Thrift server appends Spark's stack to any error).
+        refusals = [ln for ln in out.splitlines() if ln.startswith("Error: ") and "refused: " in ln]
+        assert len(refusals) == len(hostile), out[-5000:]
+        assert not any(v in out for v in PII_VALUES)
+
+        pii = _beeline(url, "pia", "pii-pass-123", "SELECT customer_name, phone FROM pii.customer_archive LIMIT 1;\n",
+                       tmp_path)
+        assert _rows(pii.stdout) == ["customer_name,phone",
+                                                                         f"{PII_VALUES[0]},{PII_VALUES[1]}"], pii.stderr[-2000:]
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -395,3 +463,4 @@ def test_sql_server_answers_beeline(analyst_lake, tmp_path):
             server.wait()
     assert server.returncode == 0, log_path.read_text()[-3000:]
     assert "sql-server: stopping" in log_path.read_text()
+    assert before is not None and lake_state(analyst_lake) == before

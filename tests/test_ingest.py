@@ -306,3 +306,27 @@ def test_cli_ingest_and_a_failing_query_print_no_java_noise(tmp_path):
     assert "CSVHeaderChecker" not in ingest_err and "does not conform" not in ingest_err, ingest_err
     assert sql_err.strip().splitlines() == [sql_err.strip()], sql_err  # one line
     assert sql_err.startswith("gridpersona sql: error: [CAST_INVALID_INPUT]") and "'M1'" in sql_err
+
+
+def test_rejected_archive_rows_keep_no_pii_in_row_json_unless_configured(make_settings, spark, tmp_path):
+    header = "customer_id,meter_id,NAME,phone,address,region,customer_type,EMAIL"
+    lines = [header, "C1,M1,Zhang Wei,13800138000,88 Secret Road,R1,alien,zw@example.com",  # not an allowed type
+             "C2,M2,Li Na,13900139000,9 Quiet Lane,R1,residential,\"unterminated"]
+    path = write_csv(tmp_path / "archive.csv", lines)
+    ARCHIVE = "bronze.customer_archive"
+    for keep in (False, True):
+        settings = make_settings(f"ingest.rejects_keep_pii={str(keep).lower()}", f"lake.root={tmp_path / f'lake{keep}'}")
+        lake = Lake(settings, spark)
+        report = ingest_files(spark, lake, settings, ARCHIVE, [path], mapping={"customer_name": "NAME"})
+        rows = [json.loads(r["row_json"]) for r in lake.read(REJECTS).filter(F.col("target_table") == ARCHIVE)
+                .orderBy("reason").collect()]
+        assert report.rows_rejected == len(rows) >= 1
+        as_read = next(r for r in rows if "customer_id" in r)
+        assert as_read["customer_id"] == "C1" and as_read["customer_type"] == "alien"  # why it was rejected
+        if keep:
+            assert as_read["NAME"] == "Zhang Wei" and as_read["phone"] == "13800138000"
+        else:
+            # PII (mapped name included) and columns the contract does not know are masked; the rest stays.
+            assert (as_read["NAME"], as_read["phone"], as_read["address"], as_read["EMAIL"]) == ("***",) * 4
+            text = json.dumps(rows)
+            assert "Zhang" not in text and "Li Na" not in text and "13900139000" not in text

@@ -104,29 +104,47 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--as-of", type=_date, required=True)
     tc.add_argument("--window-days", type=_positive, help="default: pipeline.window_days")
 
-    q = sub.add_parser("sql", help="run Spark SQL over the lake's tables by their layer.table names",
-                       description="Run one Spark SQL statement with every lake table registered under its "
-                                   "layer.table name (e.g. gold.customer_segments). PII columns of "
-                                   "bronze.customer_archive (customer_name, phone, address) are hidden unless "
-                                   "--allow-pii is given.")
+    q = sub.add_parser("sql", help="run read-only Spark SQL over the lake's tables by their layer.table names",
+                       description="Run one Spark SQL statement with every lake table registered as a read-only view "
+                                   "under its layer.table name (e.g. gold.customer_segments). Queries, SHOW, DESCRIBE "
+                                   "and USE only: anything that writes, changes the catalog or settings, loads code or "
+                                   "reads files by path is refused (exit 2, one line). PII columns (customer_name, "
+                                   "phone, address) are never in layer.table views; pii.customer_archive has them for "
+                                   "--allow-pii.")
     q.add_argument("statement", help='the SQL statement, e.g. "SELECT segment_label, count(*) FROM gold.customer_segments GROUP BY 1"')
     q.add_argument("--format", dest="fmt", choices=("table", "csv", "json"), default="table",
                    help="table (default, readable), csv (header row first) or json (JSON Lines: one object per row)")
     q.add_argument("--limit", type=int, default=1000, metavar="N",
                    help="print at most N rows (default 1000; 0 = all rows, mind the driver's memory)")
     q.add_argument("--allow-pii", action="store_true",
-                   help="show customer PII columns (name, phone, address) of bronze.customer_archive")
+                   help="the pii role: may read the pii.* views (customer name, phone, address)")
 
-    ss = sub.add_parser("sql-server", help="serve the lake over JDBC/ODBC (Spark's Hive Thrift server) for beeline and BI tools",
+    ss = sub.add_parser("sql-server", help="serve the lake read-only over JDBC/ODBC (Spark's Hive Thrift server) for beeline and BI tools",
                         description="Start Spark's Hive Thrift server inside this driver with every lake table "
-                                    "registered under its layer.table name; connect with "
-                                    "$SPARK_HOME/bin/beeline -u jdbc:hive2://HOST:PORT. Runs until Ctrl-C / SIGTERM.")
+                                    "registered as a read-only view under its layer.table name. Users log in with the "
+                                    "name and password of `gridpersona sql-user` (sql_server.users_file); without a "
+                                    "users file it starts only on a loopback address, unauthenticated. Connect with "
+                                    "$SPARK_HOME/bin/beeline -u jdbc:hive2://HOST:PORT -n USER -p PASSWORD. Runs until "
+                                    "Ctrl-C / SIGTERM.")
     ss.add_argument("--port", type=_positive, default=10000, help="TCP port (default 10000)")
     ss.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1, loopback only: there is no authentication)")
-    ss.add_argument("--allow-pii", action="store_true", help="expose the PII columns of bronze.customer_archive")
+                    help="address to listen on (default 127.0.0.1; any other address needs a users file)")
     ss.add_argument("--refresh-seconds", type=float, default=60.0,
                     help="re-register tables whose Delta version moved, every N seconds (default 60; 0 = never)")
+
+    su = sub.add_parser("sql-user", help="manage sql-server users (name, role analyst|pii, password)",
+                        description="Add, list or remove the users of `gridpersona sql-server` in sql_server.users_file "
+                                    "(mode 0600; passwords stored as PBKDF2-SHA256 hashes). Role analyst reads the "
+                                    "layer.table views; role pii also reads the pii.* views (customer PII).")
+    su_sub = su.add_subparsers(dest="action", metavar="ACTION")
+    su_sub.required = True
+    sa = su_sub.add_parser("add", help="add a user, or replace its role and password")
+    sa.add_argument("name")
+    sa.add_argument("--role", choices=("analyst", "pii"), required=True)
+    sa.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    su_sub.add_parser("list", help="user names and roles")
+    sr = su_sub.add_parser("remove", help="remove a user")
+    sr.add_argument("name")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report (pictures inline) of one as-of",
                         description="Self-contained HTML: stage timings and rows (ops.job_runs), data quality, "
@@ -355,8 +373,13 @@ def cmd_sql(settings: Settings, args) -> int:
 
     if args.limit < 0:
         raise ValueError("--limit must be >= 0 (0 = all rows)")
-    lake = _lake(settings)
-    result = run_query(lake.spark, lake, args.statement, limit=args.limit or None, allow_pii=args.allow_pii)
+    from gridpersona.session import build_spark
+    from gridpersona.sqlguard import build_jar
+
+    build_jar()  # before the JVM starts: the guard must be on its class path
+    spark = build_spark(settings, app_name=f"{settings.spark.app_name}-sql", sql_surface=True, ui=settings.sql_server.ui)
+    lake = _lake(settings, spark)
+    result = run_query(spark, lake, args.statement, limit=args.limit or None, allow_pii=args.allow_pii)
     text = format_result(result, args.fmt)
     if text:
         print(text)
@@ -374,8 +397,36 @@ def cmd_sql_server(settings: Settings, args) -> int:
         print(f"sql-server listening on {url} with {len(tables)} tables", flush=True)
         print(f"  beeline: $SPARK_HOME/bin/beeline -u {url} -e \"SHOW TABLES IN gold\"", flush=True)
 
-    return serve(settings, host=args.host, port=args.port, allow_pii=args.allow_pii,
-                 refresh_seconds=args.refresh_seconds, ready=ready)
+    return serve(settings, host=args.host, port=args.port, refresh_seconds=args.refresh_seconds, ready=ready)
+
+
+def cmd_sql_user(settings: Settings, args) -> int:
+    import getpass
+    import os
+
+    from gridpersona.sqlusers import UsersFileError, add_user, check_mode, read_users, remove_user
+
+    path = os.path.abspath(os.path.expanduser(settings.sql_server.users_file))
+    if os.path.exists(path):
+        check_mode(path)
+    if args.action == "list":
+        users = read_users(path)
+        print(render_table(["user", "role"], [[n, users[n][0]] for n in sorted(users)]) if users else "no users")
+        print(f"users file: {path}", file=sys.stderr)
+        return 0
+    if args.action == "remove":
+        remove_user(path, args.name)
+        print(f"removed {args.name} from {path}")
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise UsersFileError("the two passwords differ; nothing changed")
+    existed = add_user(path, args.name, args.role, password)
+    print(f"{'updated' if existed else 'added'} {args.name} (role {args.role}) in {path}")
+    return 0
 
 
 def cmd_report(settings: Settings, args) -> int:
@@ -419,19 +470,20 @@ def cmd_demo(settings: Settings, args) -> int:
 
 COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "create-table": cmd_create_table, "tables": cmd_tables, "history": cmd_history,
             "run": cmd_run, "runs": cmd_runs, "truth-check": cmd_truth_check, "demo": cmd_demo, "sql": cmd_sql, "report": cmd_report,
-            "sql-server": cmd_sql_server}
+            "sql-server": cmd_sql_server, "sql-user": cmd_sql_user}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     from gridpersona.lake import LakeError
+    from gridpersona.sqlguard import GuardUnavailable
 
     settings = None
     try:
         settings = load_settings(args.env, args.overrides, conf_dir=args.conf_dir)
         return COMMANDS[args.command](settings, args)
-    except (ConfigError, LakeError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, LakeError, FileNotFoundError, ValueError, GuardUnavailable) as exc:
         # Errors meant for people: no traceback (use -v for one).
         if args.verbose:
             log.exception("failed")

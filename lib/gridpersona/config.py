@@ -204,6 +204,10 @@ class IngestConfig(_Section):
     # Rows of one ingest sharing a key are rejected either way (a batch has no order to pick by).
     on_duplicate_key: Literal["reject", "latest"] = "reject"
 
+    # Rejected rows of a table with PII columns keep those values in bronze.ingest_rejects.row_json only when true
+    # (default: masked at write; the analyst SQL view masks them either way).
+    rejects_keep_pii: bool = False
+
     @field_validator("csv_encoding")
     @classmethod
     def _encoding(cls, v: str) -> str:
@@ -686,6 +690,14 @@ class CampaignsConfig(_Section):
         return sorted((c for c in self.definitions if c.enabled), key=lambda c: (c.priority, c.id))
 
 
+class SqlServerConfig(_Section):
+    # Users of `gridpersona sql-server` (name:role:pbkdf2 hash lines, managed by `gridpersona sql-user`, mode 0600).
+    # Absent file: no authentication, loopback binds only.
+    users_file: str = "~/.config/gridpersona/sql-users"
+    # Spark UI of `sql` / `sql-server` sessions (it shows query text): off unless true, then on 127.0.0.1 only.
+    ui: bool = False
+
+
 class Settings(_Section):
     env: str = "local"
     lake: LakeConfig = Field(default_factory=LakeConfig)
@@ -701,6 +713,7 @@ class Settings(_Section):
     # conf/tags.yaml (merged after base.yaml, before the environment file).
     tags: TagsConfig = Field(default_factory=TagsConfig)
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
+    sql_server: SqlServerConfig = Field(default_factory=SqlServerConfig)
 
     @model_validator(mode="after")
     def _source_zone_follows_ami(self) -> "Settings":

@@ -422,6 +422,21 @@ def _read_group(spark: SparkSession, fmt: str, group: _Group, csv_options: _CsvO
                       F.lit(None).cast("string").alias(_CORRUPT), F.input_file_name().alias(_SOURCE_FILE))
 
 
+PII_MASK = "***"
+
+
+def _mask_pii_sources(sources: list, group: _Group, spec: TableSpec, keep_pii: bool) -> list:
+    """Source columns as row_json records them: for a table with PII columns, only the values of its non-PII
+    contract columns (a PII column, or a column the contract does not know, reads as PII_MASK) unless keep_pii.
+
+    bronze.ingest_rejects is read more widely than the table the rows were meant for.
+    """
+    if keep_pii or not any(c.pii for c in spec.columns):
+        return sources
+    plain = {group.matches[c.name] for c in spec.columns if not c.pii and c.name in group.matches}
+    return [s if name in plain else F.when(s.isNotNull(), F.lit(PII_MASK)) for s, name in zip(sources, group.columns)]
+
+
 def _upper_bounds(spec: TableSpec, settings: Settings) -> dict[str, float]:
     """{column: plausible maximum} from the contract's ``upper_bound_setting`` names and ``settings.ingest``."""
     return {c.name: float(getattr(settings.ingest, c.upper_bound_setting))
@@ -458,8 +473,10 @@ def _flag_group(raw: DataFrame, group: _Group, spec: TableSpec, time_zone: str, 
         outside = F.col("date").isNotNull() & ~F.col("date").isin(replace_dates)
         flagged = flagged.withColumn(bronze.REASON, F.coalesce(F.col(bronze.REASON),
                                                                F.when(outside, F.lit("outside_replace_range"))))
-    as_read = F.to_json(F.struct(*[s.alias(c) for s, c in zip(sources, group.columns)]), {"ignoreNullFields": "false"})
-    raw_line = F.to_json(F.struct(F.col(_CORRUPT).alias("malformed_line")))
+    recorded = _mask_pii_sources(sources, group, spec, settings.ingest.rejects_keep_pii)
+    as_read = F.to_json(F.struct(*[s.alias(c) for s, c in zip(recorded, group.columns)]), {"ignoreNullFields": "false"})
+    line = F.col(_CORRUPT) if recorded is sources else F.lit(PII_MASK)  # a malformed line of a PII table is masked whole
+    raw_line = F.to_json(F.struct(line.alias("malformed_line")))
     row_json = F.when(F.col(bronze.REASON).isNotNull(),
                       F.when(F.col(_CORRUPT).isNotNull(), raw_line).otherwise(as_read))
     return flagged.select(*[F.col(f"`{c}`") for c in spec.column_names], F.col(bronze.REASON),

@@ -248,7 +248,8 @@ INGEST_REJECTS = TableSpec(
         Column("reason", S, "Why the row was rejected, e.g. `missing_required:meter_id`, `unparseable:kwh`, "
                "`non_finite:kwh`, `negative:kwh`, `absurd_value:kwh`, `key_too_long:meter_id`, `duplicate_key` "
                "(README, Input contract).", nullable=False),
-        Column("row_json", S, "The offending row as read, JSON-encoded."),
+        Column("row_json", S, "The offending row as read, JSON-encoded. For a table with PII columns, values of "
+                                  "PII and unknown columns read `***` unless `ingest.rejects_keep_pii`."),
         Column("ingested_at", TS, "Instant of the ingest run (UTC).", nullable=False),
     ),
     partition_by=("target_table",),

@@ -24,11 +24,16 @@ _BASE_CONF = {
 }
 
 
-def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dict | None = None) -> SparkSession:
+def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dict | None = None,
+                sql_surface: bool = False, ui: bool = False) -> SparkSession:
     """Return a SparkSession for ``settings`` (reusing an active one if present).
 
     ``spark.master`` null leaves the master to spark-submit / the cluster. The
     session time zone defaults to ``ami.time_zone`` so local dates read naturally.
+    A session this process launches carries the SQL guard (:mod:`gridpersona.sqlguard`, inert
+    outside the SQL surface) when its jar is cached or javac can build it. ``sql_surface``
+    (``gridpersona sql`` / ``sql-server``): the Spark UI, which shows query text, is off unless
+    ``ui``, and a local driver listens on loopback only.
     """
     # Driver and workers must run this interpreter, not whatever `python3` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -49,6 +54,19 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
     conf.update({k: str(v) for k, v in settings.spark.conf.items()})
     conf.update(extra_conf or {})
+    local = (settings.spark.master or "").startswith("local") and not submitted
+    if sql_surface:
+        conf["spark.ui.enabled"] = str(ui).lower()
+        if local:
+            # Driver RPC and block manager ports (and the UI, which binds to SPARK_LOCAL_IP) on loopback only.
+            conf["spark.driver.bindAddress"] = conf["spark.driver.host"] = "127.0.0.1"
+            os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    if not submitted:
+        from gridpersona.sqlguard import available_jar, session_conf
+
+        jar = available_jar()
+        if jar is not None:
+            conf = session_conf(jar, conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

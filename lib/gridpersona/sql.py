@@ -1,10 +1,12 @@
-"""`gridpersona sql`: Spark SQL over the lake's tables by their ``layer.table`` names.
+"""`gridpersona sql`: read-only Spark SQL over the lake's tables by their ``layer.table`` names.
 
 The tables a statement names are registered in the session's catalog first
 (:mod:`gridpersona.sqlcatalog`); a statement that names none (``SHOW TABLES IN
-gold``, ``SELECT 1``) gets every table registered. Results are bounded
-(``limit``) before they reach the driver and are rendered as a text table, CSV or
-JSON Lines.
+gold``, ``SELECT 1``) gets every table registered. The statement then runs on a
+thread in the SQL guard's analyst scope (:mod:`gridpersona.sqlguard`): queries,
+SHOW, DESCRIBE and USE over the registered views only; anything else is refused
+before it has any effect. Results are bounded (``limit``) before they reach the
+driver and are rendered as a text table, CSV or JSON Lines.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pyspark.sql import types as T
 from gridpersona.console import render_table
 from gridpersona.lake import Lake
 from gridpersona.schemas import pii_columns
-from gridpersona.sqlcatalog import register_lake
+from gridpersona.sqlcatalog import PII_DB, register_lake
+from gridpersona.sqlguard import GuardUnavailable, analyst_scope, require_loaded
 
 FORMATS = ("table", "csv", "json")
 # Cells longer than this are cut in the text table (CSV and JSON keep them whole).
@@ -49,8 +52,9 @@ class QueryResult:
 
 
 def referenced_tables(statement: str, known: Sequence[str]) -> list[str]:
-    """Lake tables (from ``known``) that ``statement`` names as ``layer.table``, in order of first mention."""
-    lookup = {t.lower(): t for t in known}
+    """Lake tables (from ``known``) that ``statement`` names as ``layer.table`` (or ``pii.table``), in order."""
+    lookup = {f"{PII_DB}.{t.split('.', 1)[1]}".lower(): t for t in known}
+    lookup.update({t.lower(): t for t in known})
     found: list[str] = []
     for m in _NAME.finditer(statement):
         name = lookup.get(f"{m.group(1)}.{m.group(2)}".lower())
@@ -84,11 +88,11 @@ def _short_error(exc: Exception) -> str:
 def _hint(message: str, lake_tables: Sequence[str], allow_pii: bool) -> str:
     if "TABLE_OR_VIEW_NOT_FOUND" in message:
         return ("; lake tables: " + ", ".join(lake_tables)) if lake_tables else "; the lake has no tables yet"
-    if "UNRESOLVED_COLUMN" in message and not allow_pii:
+    if "UNRESOLVED_COLUMN" in message:
         named = [c for c in sorted(pii_columns()) if re.search(rf"`?{c}`?", message.split("Did you mean")[0])]
         if named:
-            return (f"; {', '.join(named)}: customer PII, hidden from SQL by default; "
-                    f"--allow-pii shows it to users entitled to see it")
+            return (f"; {', '.join(named)}: customer PII, never in the layer.table views; "
+                    f"{PII_DB}.<table> has it for the pii role (--allow-pii, for users entitled to see it)")
     return ""
 
 
@@ -114,7 +118,10 @@ def _quiet_task_failures(spark: SparkSession) -> Iterator[None]:
 
 def run_query(spark: SparkSession, lake: Lake, statement: str, limit: int | None = 1000,
               allow_pii: bool = False) -> QueryResult:
-    """Register the tables ``statement`` needs, run it, and return at most ``limit`` rows (None: all)."""
+    """Register the tables ``statement`` needs, run it under the SQL guard, return at most ``limit`` rows (None: all).
+
+    ``allow_pii``: the pii role (may read ``pii.*`` views); otherwise the analyst role.
+    """
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.logger import PySparkLogger
@@ -124,11 +131,15 @@ def run_query(spark: SparkSession, lake: Lake, statement: str, limit: int | None
     statement = statement.strip().rstrip(";").strip()
     if not statement:
         raise SqlError("empty statement")
+    try:
+        require_loaded(spark)
+    except GuardUnavailable as exc:
+        raise SqlError(str(exc)) from None
     lake_tables = lake.list_tables()
     needed = referenced_tables(statement, lake_tables) or lake_tables
-    register_lake(spark, lake, needed, allow_pii=allow_pii)
+    register_lake(spark, lake, needed)
     try:
-        with _quiet_task_failures(spark):
+        with _quiet_task_failures(spark), analyst_scope(spark, "pii" if allow_pii else "analyst"):
             df = spark.sql(statement)
             rows = df.limit(limit + 1).collect() if limit is not None else df.collect()
     except (PySparkException, Py4JJavaError) as exc:

@@ -1,30 +1,31 @@
-"""Every lake table under its ``layer.table`` name in Spark's SQL catalog.
+"""Every lake table under its ``layer.table`` name in Spark's SQL catalog, as a read-only view.
 
 Analysts write ``SELECT ... FROM gold.customer_segments``; the same names work in
 ``gridpersona sql`` and through the Thrift server (``gridpersona sql-server``), so
 the names must be real catalog objects, not temporary views (Spark allows temporary
-views only under a single-part name or ``global_temp``, and a permanent view may not
-refer to a temporary one).
+views only under a single-part name or ``global_temp``).
 
-How a table is registered depends on the lake backend:
+Each name is a permanent view whose body reads one Delta snapshot by path, and
+nothing else is in the catalog: no physical table a statement could write into or
+read around the view. The SQL guard (:mod:`gridpersona.sqlguard`) lets analysts read
+data only underneath these views.
 
-- ``delta-spark``: ``CREATE TABLE layer.table USING delta LOCATION '<path>'``; Delta
-  resolves the latest snapshot itself (the same statement registers the tables in a
-  cluster's Hive metastore or Unity Catalog).
-- ``deltalake`` (no Delta jars): a table folder holds the files of every version
-  still kept for time travel, so a plain Parquet table over it would return
-  replaced rows. Instead the snapshot's live files (from the Delta log, via
-  delta-rs, exactly what ``Lake.read`` reads) are hard-linked into a snapshot folder
-  ``<table>/_sql_snapshot/v<version>/`` with the same hive-style partition folders;
-  a Parquet table over that folder holds exactly the snapshot's rows, with Spark's
-  native scan and partition pruning. Hard links cost no space and keep the file
-  alive even if a later vacuum removes the original. Folders starting with ``_``
-  are ignored by Delta readers and by Spark.
+- ``deltalake`` backend (no Delta jars): a table folder holds the files of every
+  version still kept for time travel, so reading the folder would return replaced
+  rows. The snapshot's live files (from the Delta log, via delta-rs, exactly what
+  ``Lake.read`` reads) are hard-linked into ``<table>/_sql_snapshot/v<version>/``
+  with the same hive-style partition folders, and the view is
+  ``SELECT CAST(col AS type) ... FROM parquet.`<that folder>```. The folder is
+  compared with the Delta log's file list at every registration (names and inodes)
+  and rebuilt if anything differs, so a tampered folder does not survive. Hard links
+  cost no space and keep a file alive after a vacuum. Folders starting with ``_`` are
+  ignored by Delta readers and by Spark.
+- ``delta-spark`` backend: ``SELECT ... FROM delta.`<path>` VERSION AS OF <n>``.
 
-On top of the physical table sits a permanent view ``layer.table`` with the table's
-column order (Spark moves partition columns last), the contract's column comments,
-and, for ``bronze.customer_archive``, without the PII columns (name, phone, address)
-unless ``allow_pii`` is set.
+PII: the contract's PII columns (:func:`gridpersona.schemas.pii_columns`) never
+appear in the ``layer.table`` view; ``bronze.ingest_rejects.row_json`` of a table
+with PII shows only that table's non-PII contract columns. The full rows are in
+``pii.<table>`` views, which the guard lets only the pii role read.
 """
 
 from __future__ import annotations
@@ -42,18 +43,26 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from gridpersona.lake import Lake, LakeError, lake_uri_to_path
-from gridpersona.schemas import pii_columns, spec_for
+from gridpersona.schemas import ALL_SPECS, INGEST_REJECTS, pii_columns, spec_for
 
 log = logging.getLogger("gridpersona")
 
-# Database holding the physical snapshot tables the `layer.table` views select from.
-SNAPSHOT_DB = "gridpersona_snapshots"
 SNAPSHOT_DIR = "_sql_snapshot"
 CATALOG_DIR = "_sql_catalog"
+PII_DB = "pii"
 # Snapshot folders kept per table (a running sql-server may still read an older one).
 KEEP_SNAPSHOTS = 3
+# View bodies capture the SQL confs in force when they are created: partition folder values are read as
+# text and cast to the contract type (inference would turn "007" into 7), and files written before a
+# column was added still read (as null) under the table's full schema.
+_VIEW_CONF = {"spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+              "spark.sql.parquet.mergeSchema": "true"}
+MASK = "***"
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# (JVM session, table folder) -> what was registered there: a table whose Delta version and snapshot folder are
+# unchanged keeps its views (re-creating them per statement costs a schema read of every table).
+_REGISTERED: dict[tuple[int, str], tuple["Registered", str | None]] = {}
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,8 @@ class Registered:
     name: str  # layer.table
     version: int
     columns: tuple[str, ...]  # as the view shows them
-    hidden_pii: tuple[str, ...]  # columns left out of the view
+    hidden_pii: tuple[str, ...]  # columns left out of the view (in pii.<table> for the pii role)
+    pii_view: bool = False  # pii.<table> registered too
 
 
 def _quote(name: str) -> str:
@@ -72,28 +82,57 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _ddl_columns(spark: SparkSession, fields: list[T.StructField]) -> str:
-    """Column list for CREATE TABLE in Spark's own DDL rendering (quotes nested names correctly)."""
-    nullable = T.StructType([T.StructField(f.name, f.dataType, True) for f in fields])
-    return spark._jvm.org.apache.spark.sql.types.DataType.fromJson(nullable.json()).toDDL()
+def _sql_types(spark: SparkSession, schema: T.StructType) -> list[str]:
+    """Each field's type in Spark SQL syntax (nested names quoted correctly), for CAST."""
+    jschema = spark._jvm.org.apache.spark.sql.types.DataType.fromJson(schema.json())
+    return [f.dataType().sql() for f in jschema.fields()]
+
+
+def _expected_files(lake: Lake, table: str, files: list[str]) -> dict[str, str]:
+    """Relative path inside the snapshot folder -> the live data file it links to."""
+    root = lake.path(table)
+    out = {}
+    for uri in files:
+        src = lake_uri_to_path(uri)
+        rel = os.path.relpath(src, root)
+        if rel.startswith(".."):
+            raise LakeError(f"{table}: data file {src} lies outside the table folder {root}; cannot register it for SQL")
+        out[rel] = src
+    return out
+
+
+def _folder_matches(folder: str, expected: dict[str, str]) -> bool:
+    """True when ``folder`` holds exactly the expected files, each the very file (inode) of the snapshot."""
+    found = set()
+    for dirpath, _, names in os.walk(folder):
+        for n in names:
+            found.add(os.path.relpath(os.path.join(dirpath, n), folder))
+    if found != set(expected):
+        return False
+    try:
+        for rel, src in expected.items():
+            a, b = os.stat(os.path.join(folder, rel)), os.stat(src)
+            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _link_snapshot(lake: Lake, table: str, version: int, files: list[str]) -> str:
-    """Hard-link the snapshot's live files into <table>/_sql_snapshot/v<version>/; returns that folder."""
-    root = lake.path(table)
-    base = os.path.join(root, SNAPSHOT_DIR)
+    """<table>/_sql_snapshot/v<version>/ holding exactly the snapshot's live files (verified, else rebuilt)."""
+    expected = _expected_files(lake, table, files)
+    base = os.path.join(lake.path(table), SNAPSHOT_DIR)
     final = os.path.join(base, f"v{version}")
-    if os.path.isdir(final):
+    if os.path.isdir(final) and _folder_matches(final, expected):
         return final
+    if os.path.isdir(final):
+        log.warning("%s: the SQL snapshot folder %s differs from Delta version %d's files; rebuilding it",
+                    table, final, version)
     tmp = os.path.join(base, f".tmp-{uuid.uuid4().hex}")
     os.makedirs(tmp)
     try:
-        for uri in files:
-            src = lake_uri_to_path(uri)
-            rel = os.path.relpath(src, root)
-            if rel.startswith(".."):
-                raise LakeError(f"{table}: data file {src} lies outside the table folder {root}; "
-                                f"cannot register it for SQL")
+        for rel, src in expected.items():
             dst = os.path.join(tmp, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             try:
@@ -101,6 +140,10 @@ def _link_snapshot(lake: Lake, table: str, version: int, files: list[str]) -> st
             except OSError:
                 # File systems without hard links: a symbolic link reads the same while the file lives.
                 os.symlink(src, dst)
+        if os.path.isdir(final):
+            stale = os.path.join(base, f".stale-{uuid.uuid4().hex}")
+            os.rename(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -127,80 +170,129 @@ def _ensure_database(spark: SparkSession, lake: Lake, db: str) -> None:
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(db)}{where}")
 
 
-def _physical_name(table: str, version: int | None) -> str:
-    layer, name = table.split(".", 1)
-    return f"{SNAPSHOT_DB}.{layer}__{name}" + ("" if version is None else f"__v{version}")
+def _masked_row_json() -> str:
+    """row_json of bronze.ingest_rejects for analysts: for a target table with PII columns, only the values
+    of its non-PII contract columns (any other key, a mapped source name or a malformed line, is masked)."""
+    cases = []
+    for name, spec in ALL_SPECS.items():
+        if not any(c.pii for c in spec.columns):
+            continue
+        keep = ", ".join(_sql_string(c.name) for c in spec.columns if not c.pii)
+        cases.append(f"WHEN target_table = {_sql_string(name)} THEN to_json(transform_values("
+                     f"from_json(row_json, 'map<string,string>'), "
+                     f"(k, v) -> CASE WHEN k IN ({keep}) OR v IS NULL THEN v ELSE {_sql_string(MASK)} END))")
+    return f"CASE {' '.join(cases)} ELSE row_json END" if cases else "row_json"
 
 
-def register_table(spark: SparkSession, lake: Lake, table: str, allow_pii: bool = False) -> Registered:
-    """Create (or refresh) the catalog view ``table`` over the table's latest snapshot."""
+def _create_view(spark: SparkSession, name: str, columns: list[tuple[str, str]], source: str | None,
+                 notes: dict[str, str], comment: str) -> None:
+    """CREATE OR REPLACE VIEW name (col COMMENT ...) AS SELECT <expr> AS col, ... FROM source.
+
+    ``columns`` are (column, expression); with no ``source`` (a table with no files) the view is empty.
+    """
+    view_cols = ", ".join(_quote(c) + (f" COMMENT {_sql_string(notes[c])}" if c in notes else "") for c, _ in columns)
+    select = ", ".join(f"{expr} AS {_quote(c)}" for c, expr in columns)
+    body = f"SELECT {select} FROM {source}" if source else f"SELECT {select} WHERE false"
+    previous = {k: spark.conf.get(k, None) for k in _VIEW_CONF}
+    for k, v in _VIEW_CONF.items():
+        spark.conf.set(k, v)
+    try:
+        spark.sql(f"CREATE OR REPLACE VIEW {name} ({view_cols}) COMMENT {_sql_string(comment)} AS {body}")
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+def _allow(spark: SparkSession, name: str, pii_only: bool) -> None:
+    from gridpersona.sqlguard import allow_view
+
+    try:
+        allow_view(spark, name, pii_only)
+    except Exception:  # py4j: no guard in this session (the pipeline's); nothing enforces views there
+        log.debug("no SQL guard in this session; %s registered without it", name)
+
+
+def register_table(spark: SparkSession, lake: Lake, table: str) -> Registered:
+    """Create (or refresh) view ``table`` (no PII columns) and, for a table with PII, ``pii.<name>`` (all)."""
     layer, name = table.split(".", 1)
-    if not (_IDENT.match(layer) and _IDENT.match(name)):
-        raise LakeError(f"{table}: not a valid SQL name (letters, digits, underscores)")
+    if not (_IDENT.match(layer) and _IDENT.match(name)) or layer == PII_DB:
+        raise LakeError(f"{table}: not a valid SQL name (letters, digits, underscores; layer not {PII_DB!r})")
+    version = lake.version(table)
+    key = (spark._jsparkSession.hashCode(), lake.path(table))
+    cached = _REGISTERED.get(key)
+    if cached and cached[0].version == version and _still_registered(spark, lake, table, cached):
+        return cached[0]
     _ensure_database(spark, lake, layer)
-    _ensure_database(spark, lake, SNAPSHOT_DB)
+    folder = None
     if lake.backend == "delta-spark":
-        version = lake.version(table)
-        physical = _physical_name(table, None)
-        spark.sql(f"DROP TABLE IF EXISTS {physical}")
-        spark.sql(f"CREATE TABLE {physical} USING delta LOCATION {_sql_string(lake.path(table))}")
-        schema = spark.table(physical).schema
+        # delta-spark resolves the version from the Delta log itself: nothing is copied or linked.
+        source = f"delta.{_quote(lake.path(table))} VERSION AS OF {int(version)}"
+        schema = spark.sql(f"SELECT * FROM {source}").schema
     else:
         dt = lake._delta_table(table)
         lake._check_readable(table, dt)  # refuses deletion vectors / column mapping, as Lake.read does
         version = dt.version()
         schema = T.StructType.fromJson(json.loads(dt.schema().to_json()))
-        partition_cols = list(dt.metadata().partition_columns)
-        folder = _link_snapshot(lake, table, version, dt.file_uris())
-        physical = _physical_name(table, version)
-        by_name = {f.name: f for f in schema.fields}
-        # Spark stores partition columns last; the view restores the table's order.
-        cols = [f for f in schema.fields if f.name not in partition_cols] + [by_name[c] for c in partition_cols]
-        col_sql = _ddl_columns(spark, cols)
-        part_sql = f" PARTITIONED BY ({', '.join(_quote(c) for c in partition_cols)})" if partition_cols else ""
-        if not spark.catalog.tableExists(physical):
-            spark.sql(f"CREATE TABLE {physical} ({col_sql}) USING parquet{part_sql} LOCATION {_sql_string(folder)}")
-            if partition_cols:
-                # The catalog tracks partitions of a partitioned table: discover the snapshot's folders.
-                spark.sql(f"ALTER TABLE {physical} RECOVER PARTITIONS")
-    hidden = tuple(sorted(pii_columns() & {f.name for f in schema.fields})) if not allow_pii else ()
-    shown = [f for f in schema.fields if f.name not in hidden]
+        files = dt.file_uris()
+        folder = _link_snapshot(lake, table, version, files) if files else None
+        source = f"parquet.{_quote(folder)}" if folder else None
+    types = _sql_types(spark, schema)
+    exprs = {f.name: f"CAST({_quote(f.name)} AS {t})" for f, t in zip(schema.fields, types)}
+    pii = pii_columns() & set(exprs)
     spec = spec_for(table)
     notes = {c.name: c.description for c in spec.columns} if spec else {}
-    view_cols = ", ".join(_quote(f.name) + (f" COMMENT {_sql_string(notes[f.name])}" if f.name in notes else "")
-                          for f in shown)
-    comment = f"{spec.description} " if spec else ""
-    comment += f"Delta version {version} at {lake.path(table)}."
-    if hidden:
-        comment += f" PII columns {', '.join(hidden)} hidden (allow_pii)."
-    spark.sql(f"CREATE OR REPLACE VIEW {_quote(layer)}.{_quote(name)} ({view_cols}) COMMENT {_sql_string(comment)} "
-              f"AS SELECT {', '.join(_quote(f.name) for f in shown)} FROM {physical}")
-    if lake.backend != "delta-spark":
-        _drop_older_physical(spark, table, version)
-    return Registered(table, version, tuple(f.name for f in shown), hidden)
+    comment = (f"{spec.description} " if spec else "") + f"Delta version {version} at {lake.path(table)}."
+    shown = [(c, e) for c, e in exprs.items() if c not in pii]
+    has_pii = bool(pii)
+    if table == INGEST_REJECTS.name and "row_json" in exprs:
+        shown = [(c, _masked_row_json() if c == "row_json" else e) for c, e in shown]
+        has_pii = True
+    if pii:
+        comment_shown = comment + f" PII columns {', '.join(sorted(pii))} only in {PII_DB}.{name} (pii role)."
+    elif has_pii:
+        comment_shown = comment + f" row_json of tables with PII masked; whole in {PII_DB}.{name} (pii role)."
+    else:
+        comment_shown = comment
+    _create_view(spark, f"{_quote(layer)}.{_quote(name)}", shown, source, notes, comment_shown)
+    _allow(spark, table, pii_only=False)
+    if has_pii:
+        _ensure_database(spark, lake, PII_DB)
+        _create_view(spark, f"{_quote(PII_DB)}.{_quote(name)}", list(exprs.items()), source, notes,
+                     comment + " Customer PII: readable by the pii role only.")
+        _allow(spark, f"{PII_DB}.{name}", pii_only=True)
+    reg = Registered(table, version, tuple(c for c, _ in shown), tuple(sorted(pii)), has_pii)
+    _REGISTERED[key] = (reg, folder)
+    return reg
 
 
-def _drop_older_physical(spark: SparkSession, table: str, version: int) -> None:
+def _still_registered(spark: SparkSession, lake: Lake, table: str, cached: tuple[Registered, str | None]) -> bool:
+    """The views exist and the snapshot folder still holds exactly the Delta version's files."""
+    reg, folder = cached
     layer, name = table.split(".", 1)
-    prefix = f"{layer}__{name}__v"
-    for row in spark.sql(f"SHOW TABLES IN {SNAPSHOT_DB} LIKE '{prefix}*'").collect():
-        if row["tableName"] != f"{prefix}{version}":
-            spark.sql(f"DROP TABLE IF EXISTS {SNAPSHOT_DB}.{_quote(row['tableName'])}")
+    views = [f"{layer}.{name}"] + ([f"{PII_DB}.{name}"] if reg.pii_view else [])
+    if not all(spark.catalog.tableExists(v) for v in views):
+        return False
+    if folder is None or lake.backend == "delta-spark":
+        return True
+    dt = lake._delta_table(table, reg.version)
+    return _folder_matches(folder, _expected_files(lake, table, dt.file_uris()))
 
 
-def register_lake(spark: SparkSession, lake: Lake, tables: Iterable[str] | None = None,
-                  allow_pii: bool = False) -> list[Registered]:
+def register_lake(spark: SparkSession, lake: Lake, tables: Iterable[str] | None = None) -> list[Registered]:
     """Register every lake table (or ``tables``) under its ``layer.table`` name; returns what was registered."""
     names = list(tables) if tables is not None else lake.list_tables()
-    return [register_table(spark, lake, t, allow_pii=allow_pii) for t in names]
+    return [register_table(spark, lake, t) for t in names]
 
 
-def refresh_lake(spark: SparkSession, lake: Lake, known: dict[str, int], allow_pii: bool = False) -> list[Registered]:
+def refresh_lake(spark: SparkSession, lake: Lake, known: dict[str, int]) -> list[Registered]:
     """Re-register tables that are new or whose Delta version moved past ``known`` (updated in place)."""
     changed = []
     for table in lake.list_tables():
         if known.get(table) != lake.version(table):
-            reg = register_table(spark, lake, table, allow_pii=allow_pii)
+            reg = register_table(spark, lake, table)
             known[table] = reg.version
             changed.append(reg)
     return changed
