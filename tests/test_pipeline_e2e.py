@@ -115,8 +115,9 @@ def test_each_stage_run_is_logged(pipeline_lake):
 def test_failed_stage_is_recorded_with_its_error(pipeline_lake, spark):
     settings, lake, _, _, _ = pipeline_lake
     broken = Lake(settings.model_copy(update={"lake": settings.lake.model_copy(update={"root": str(lake.root) + "-missing"})}), spark)
+    # allow_empty skips the pre-flight window check, so the stage itself starts and fails on its input.
     with pytest.raises(Exception):
-        run_pipeline(broken.settings, spark, broken, "clean", AS_OF)
+        run_pipeline(broken.settings, spark, broken, "clean", AS_OF, allow_empty=True)
     failed = broken.read("ops.job_runs").filter(F.col("status") == "failed").collect()
     assert len(failed) == 1 and failed[0]["stage"] == "clean" and "bronze.ami_interval" in failed[0]["error"]
 
