@@ -150,7 +150,7 @@ def hostile(lake, files: str) -> list[tuple[str, str]]:
         ("DECLARE VARIABLE v INT DEFAULT 1", "SET/RESET"),
         ("TRUNCATE TABLE gold.customer_segments", "writes data|expects a table but"),
         ("DELETE FROM gold.customer_segments WHERE true", "DELETE writes data"),
-        (f"LOAD DATA LOCAL INPATH '/etc/hostname' INTO TABLE gold.customer_segments", "LOAD"),
+        ("LOAD DATA LOCAL INPATH '/etc/hostname' INTO TABLE gold.customer_segments", "LOAD"),
         ("REFRESH TABLE gold.customer_segments", "changes the catalog"),
         ("SHOW CREATE TABLE pii.customer_archive", "is not a query"),
         ("MSCK REPAIR TABLE gold.customer_segments", "MSCK"),

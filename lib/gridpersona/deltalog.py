@@ -46,18 +46,23 @@ def _commit_path(table_path: str, version: int) -> str:
     return os.path.join(log_dir(table_path), f"{version:020d}.json")
 
 
-def commit_info(table_path: str, version: int) -> dict | None:
-    """The commitInfo action of ``version`` (None when the file is gone or holds none)."""
+def _actions(table_path: str, version: int, kind: str):
+    """The ``kind`` actions ("commitInfo", "add", ...) of commit ``version``, in log order (none when the file
+    is gone). Lines are filtered as text first: a commit file can hold thousands of actions."""
     try:
         with open(_commit_path(table_path, version), encoding="utf-8") as fh:
             for line in fh:
-                if '"commitInfo"' in line:
+                if f'"{kind}"' in line:
                     action = json.loads(line)
-                    if "commitInfo" in action:
-                        return action["commitInfo"]
+                    if kind in action:
+                        yield action[kind]
     except OSError:
-        return None
-    return None
+        return
+
+
+def commit_info(table_path: str, version: int) -> dict | None:
+    """The commitInfo action of ``version`` (None when the file is gone or holds none)."""
+    return next(_actions(table_path, version, "commitInfo"), None)
 
 
 def run_tag(info: dict | None) -> str | None:
@@ -77,16 +82,7 @@ def added_paths(table_path: str, after_version: int) -> set[str]:
     file is referenced must not miss it for its spelling)."""
     out: set[str] = set()
     for version in commit_versions(table_path):
-        if version <= after_version:
-            continue
-        try:
-            with open(_commit_path(table_path, version), encoding="utf-8") as fh:
-                for line in fh:
-                    if '"add"' in line:
-                        action = json.loads(line)
-                        if "add" in action:
-                            out.add(action["add"]["path"])
-                            out.add(unquote(action["add"]["path"]))
-        except OSError:
-            continue
+        if version > after_version:
+            for add in _actions(table_path, version, "add"):
+                out.update((add["path"], unquote(add["path"])))
     return out
