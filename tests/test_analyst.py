@@ -450,6 +450,18 @@ def test_sql_server_authenticates_serves_read_only_and_listens_on_loopback(analy
         assert len(refusals) == len(hostile), out[-5000:]
         assert not any(v in out for v in PII_VALUES)
 
+        # Settings sent in the JDBC URL (?hiveconf / #hivevar) reach the session before any statement; a catalog
+        # plugin among them would load during analysis, before the plan check. Such a session does not open.
+        evil = ("org.apache.spark.sql.execution.datasources.v2.jdbc.JDBCTableCatalog;"
+                "spark.sql.catalog.evil.url=jdbc:derby:memory:evil")
+        tampered = _beeline(f"{url}?spark.sql.catalog.evil={evil}#spark.sql.runSQLOnFiles=true", "ana",
+                            "analyst-pass-1", "SELECT 1 AS one;\nSELECT * FROM evil.x;\n", tmp_path)
+        out = tampered.stdout + tampered.stderr
+        refused = [ln for ln in out.splitlines() if ln.startswith("Error: ") and "refused: this connection set session "
+                   "settings (spark.sql.catalog.evil, spark.sql.catalog.evil.url, spark.sql.runSQLOnFiles)" in ln]
+        assert len(refused) == 1 and "Failed to open new session" in refused[0], out[-3000:]
+        assert _rows(tampered.stdout) == [] and "No current connection" in out, out[-3000:]
+
         pii = _beeline(url, "pia", "pii-pass-123", "SELECT customer_name, phone FROM pii.customer_archive LIMIT 1;\n",
                        tmp_path)
         assert _rows(pii.stdout) == ["customer_name,phone",

@@ -119,6 +119,15 @@ public final class Guard extends AbstractFunction1<LogicalPlan, BoxedUnit> {
             f -> f.getClassName().startsWith("org.apache.spark.sql.catalyst.analysis.ViewResolution")));
     }
 
+    boolean isServerMode() {
+        return serverMode;
+    }
+
+    /** The role the guard enforces on this thread now, or null when it is inert here. */
+    String enforcedRole() {
+        return activeRole();
+    }
+
     private String activeRole() {
         String scoped = ANALYST.get();
         if (scoped != null) {

@@ -2,9 +2,11 @@ package gridpersona.sqlguard;
 
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.SparkSessionExtensions;
+import org.apache.spark.sql.catalyst.parser.ParserInterface;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
 import scala.Function1;
 import scala.runtime.AbstractFunction1;
+import scala.runtime.AbstractFunction2;
 import scala.runtime.BoxedUnit;
 
 /**
@@ -19,6 +21,13 @@ public final class GuardExtension extends AbstractFunction1<SparkSessionExtensio
             @Override
             public Function1<LogicalPlan, BoxedUnit> apply(SparkSession session) {
                 return new Guard(session);
+            }
+        });
+        // Client session settings are refused before a statement is even parsed (GuardParser).
+        extensions.injectParser(new AbstractFunction2<SparkSession, ParserInterface, ParserInterface>() {
+            @Override
+            public ParserInterface apply(SparkSession session, ParserInterface delegate) {
+                return new GuardParser(session, delegate);
             }
         });
         return BoxedUnit.UNIT;
