@@ -222,6 +222,16 @@ def test_a_tampered_snapshot_folder_is_rebuilt_from_the_delta_log(guarded_lake, 
     assert not os.path.exists(extra)
 
 
+def test_a_table_without_data_files_reads_as_its_columns_and_no_rows(spark, tmp_path):
+    from gridpersona.bronze import create_empty_bronze
+
+    lake = Lake(load_settings("test", [f"lake.root={tmp_path / 'lake'}"]), spark)
+    create_empty_bronze(lake, "bronze.contact_history")  # an input no campaign has filled yet
+    result = run_query(spark, lake, "SELECT * FROM bronze.contact_history")
+    assert result.rows == [] and result.columns == BRONZE["bronze.contact_history"].column_names
+    assert run_query(spark, lake, "SELECT count(*) FROM bronze.contact_history").rows == [(0,)]
+
+
 def test_sql_command_prints_one_refusal_line_and_exits_2(guarded_lake, capsys):
     root = ["--env", "test", "--set", f"lake.root={guarded_lake.root}"]
     target = os.path.join(guarded_lake.root, "gold", "segment_profile")

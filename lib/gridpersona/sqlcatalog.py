@@ -184,15 +184,15 @@ def _masked_row_json() -> str:
     return f"CASE {' '.join(cases)} ELSE row_json END" if cases else "row_json"
 
 
-def _create_view(spark: SparkSession, name: str, columns: list[tuple[str, str]], source: str | None,
+def _create_view(spark: SparkSession, name: str, columns: list[tuple[str, str]], source: str,
                  notes: dict[str, str], comment: str) -> None:
     """CREATE OR REPLACE VIEW name (col COMMENT ...) AS SELECT <expr> AS col, ... FROM source.
 
-    ``columns`` are (column, expression); with no ``source`` (a table with no files) the view is empty.
+    ``columns`` are (column, expression) over ``source``'s columns.
     """
     view_cols = ", ".join(_quote(c) + (f" COMMENT {_sql_string(notes[c])}" if c in notes else "") for c, _ in columns)
     select = ", ".join(f"{expr} AS {_quote(c)}" for c, expr in columns)
-    body = f"SELECT {select} FROM {source}" if source else f"SELECT {select} WHERE false"
+    body = f"SELECT {select} FROM {source}"
     previous = {k: spark.conf.get(k, None) for k in _VIEW_CONF}
     for k, v in _VIEW_CONF.items():
         spark.conf.set(k, v)
@@ -240,6 +240,11 @@ def register_table(spark: SparkSession, lake: Lake, table: str) -> Registered:
         folder = _link_snapshot(lake, table, version, files) if files else None
         source = f"parquet.{_quote(folder)}" if folder else None
     types = _sql_types(spark, schema)
+    if source is None:
+        # A table without data files (e.g. no campaign ran yet): typed columns and no rows, so the view
+        # has the table's columns and every expression over them resolves.
+        nulls = ", ".join(f"CAST(NULL AS {t}) AS {_quote(f.name)}" for f, t in zip(schema.fields, types))
+        source = f"(SELECT {nulls}) AS no_rows WHERE false"
     exprs = {f.name: f"CAST({_quote(f.name)} AS {t})" for f, t in zip(schema.fields, types)}
     pii = pii_columns() & set(exprs)
     spec = spec_for(table)
