@@ -24,8 +24,8 @@ tables:
 	$(BIN)/gridpersona --env $(ENV) tables
 
 docs:                  ## regenerate docs/data_dictionary.md from the table contracts
-	$(BIN)/python -m gridpersona.docs > docs/data_dictionary.md
-	$(BIN)/python -m gridpersona.tagdocs > docs/tags.md
+	$(BIN)/python -m gridpersona.contracts.dictionary > docs/data_dictionary.md
+	$(BIN)/python -m gridpersona.config.tagdocs > docs/tags.md
 
 bench: setup           ## benchmark: 20k meters x 30 days (and 3x), Spark stages vs DuckDB + scikit-learn (bench/README.md)
 	$(BIN)/pip install -q -e ".[bench]"

@@ -28,8 +28,8 @@ from pyspark.sql import functions as F
 
 from gridpersona.config import load_settings
 from gridpersona.lake import Lake
-from gridpersona.runtime import StageContext
-from gridpersona.stages import calendar_frame
+from gridpersona.stages.runner import StageContext
+from gridpersona.stages.clean import calendar_frame
 from gridpersona.transform import shapes as S
 
 from memwatch import tree_cpu_seconds

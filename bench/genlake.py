@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from gridpersona.config import load_settings
-    from gridpersona.generate import generate_lake
+    from gridpersona.synthetic.generate import generate_lake
     from gridpersona.lake import Lake
 
     settings = load_settings(args.env, [*args.overrides, f"lake.root={args.lake_root}"])

@@ -40,8 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from gridpersona.bronze import OPTIONAL_TABLES
-from gridpersona.evaluation import adjusted_rand_index
+from gridpersona.stages.inputs import OPTIONAL_TABLES
+from gridpersona.synthetic.truth_checks import adjusted_rand_index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "realdata", "edrp_scotland_2009_half_a.parquet")
@@ -57,7 +57,7 @@ class Runner:
     """Runs ``gridpersona`` commands on one lake, recording wall and CPU seconds of each."""
 
     def __init__(self, lake_root: str, settings: list[str], env: str):
-        self.base = [sys.executable, "-m", "gridpersona.cli", "--env", env, "--set", f"lake.root={lake_root}"]
+        self.base = [sys.executable, "-m", "gridpersona.app.cli", "--env", env, "--set", f"lake.root={lake_root}"]
         for s in settings:
             self.base += ["--set", s]
         self.timings: list[dict] = []
@@ -174,7 +174,7 @@ def tag_figures(lake_root: str, as_of: dt.date) -> dict:
     catalog = read_delta(lake_root, "gold.tag_catalog")
     if tags is None or catalog is None:
         return {}
-    from gridpersona.schemas import BRONZE
+    from gridpersona.contracts.tables import BRONZE
 
     # What a minimal archive leaves unknown: the optional sources and every archive column beyond the required.
     absent = set(OPTIONAL_TABLES) | {c.name for c in BRONZE["bronze.customer_archive"].columns if c.nullable}

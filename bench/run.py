@@ -7,7 +7,7 @@ For each scale factor s (s x the meters, same days) the lake lives in
 ``<lake>/m<meters*s>_d<days>`` and is generated unless it is already there with
 the same size and generator config. Then, in ONE Spark session (start timed and
 reported apart), the stages run one at a time through
-``gridpersona.pipeline.run_pipeline``; the bar span is shapes + segment-train +
+``gridpersona.stages.pipeline.run_pipeline``; the bar span is shapes + segment-train +
 segment-assign (silver.ami_clean read -> gold.customer_segments written). The
 reference (bench/reference.py) runs in a child process on the same
 silver.ami_clean snapshot, once per typical-shape rule. See bench/README.md.
@@ -94,27 +94,27 @@ def stage_runner(wanted: list[str]):
     """(stages to run, how they run, notes): run_pipeline when every stage module imports, else run_stage directly."""
     notes = []
     try:
-        from gridpersona import stages_segment  # noqa: F401
+        from gridpersona.stages import segment  # noqa: F401
 
         segment_ok = True
     except ImportError as exc:
         segment_ok = False
-        notes.append(f"gridpersona.stages_segment does not import ({exc}): segment-train, segment-assign and "
+        notes.append(f"gridpersona.stages.segment does not import ({exc}): segment-train, segment-assign and "
                      f"profile are not run; the bar span holds shapes only and is NOT comparable to the reference")
     runnable = [s for s in wanted if segment_ok or s in ("clean", "shapes")]
     skipped = [s for s in wanted if s not in runnable]
 
     def run(settings, spark, lake, stage, as_of, window_days):
         if segment_ok:
-            from gridpersona.pipeline import run_pipeline
+            from gridpersona.stages.pipeline import run_pipeline
 
             return run_pipeline(settings, spark, lake, stage, as_of, window_days)[0][1]
         # Without the segment module pipeline.stage_functions() cannot import; run the same
         # stage function through the same runner (timing, ops.job_runs) that run_pipeline uses.
-        from gridpersona import stages
-        from gridpersona.runtime import StageContext, run_stage
+        from gridpersona.stages import clean, shapes
+        from gridpersona.stages.runner import StageContext, run_stage
 
-        fn = {"clean": stages.run_clean, "shapes": stages.run_shapes}[stage]
+        fn = {"clean": clean.run_clean, "shapes": shapes.run_shapes}[stage]
         return run_stage(stage, fn, StageContext(settings, spark, lake, as_of, window_days))
 
     return runnable, skipped, run, notes
@@ -239,9 +239,9 @@ def shapes_diagnostics(spark, lake, settings, first, last, plan_path: str | None
     """Where the shapes stage's time goes: input count pass, aggregation alone (noop sink), and the plan."""
     from pyspark.sql import functions as F
 
-    from gridpersona.stages import AMI_CLEAN as CLEAN_TABLE
-    from gridpersona.stages import calendar_frame
-    from gridpersona.runtime import StageContext
+    from gridpersona.stages.clean import AMI_CLEAN as CLEAN_TABLE
+    from gridpersona.stages.clean import calendar_frame
+    from gridpersona.stages.runner import StageContext
     from gridpersona.transform import shapes as S
 
     ctx = StageContext(settings, spark, lake, last, (last - first).days + 1)

@@ -14,7 +14,7 @@ import sys
 from gridpersona.config import load_settings
 from gridpersona.lake import Lake
 from gridpersona.session import build_spark
-from gridpersona.sql import SqlError, run_query
+from gridpersona.analyst.sql import SqlError, run_query
 
 root = sys.argv[1]
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))

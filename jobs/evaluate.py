@@ -1,8 +1,8 @@
-"""spark-submit entry point: the evaluate stage. See lib/gridpersona/jobs.py."""
+"""spark-submit entry point: the evaluate stage. See lib/gridpersona/app/jobs.py."""
 
 import sys
 
-from gridpersona.jobs import main
+from gridpersona.app.jobs import main
 
 if __name__ == "__main__":
     sys.exit(main("evaluate"))

@@ -1,4 +1,4 @@
-"""spark-submit entry point: the profile stage (gold.segment_profile). See lib/gridpersona/jobs.py.
+"""spark-submit entry point: the profile stage (gold.segment_profile). See lib/gridpersona/app/jobs.py.
 
 Not named profile.py: Python puts this folder first on sys.path, and a jobs/profile.py would
 shadow the standard library's `profile` module, which pyspark imports (via cProfile) at start-up.
@@ -6,7 +6,7 @@ shadow the standard library's `profile` module, which pyspark imports (via cProf
 
 import sys
 
-from gridpersona.jobs import main
+from gridpersona.app.jobs import main
 
 if __name__ == "__main__":
     sys.exit(main("profile"))

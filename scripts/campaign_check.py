@@ -3,7 +3,7 @@
     PYTHONPATH=lib python scripts/campaign_check.py --lake /tmp/camplake --meters 3300 --days 35
 
 Generates the lake (unless --reuse), writes a stand-in gold.customer_tags for
-the last day from the ground truth (lib/gridpersona/campaign_truth.py; the tags
+the last day from the ground truth (lib/gridpersona/synthetic/campaign_standin.py; the tags
 stage replaces it once merged, --tags-from-lake keeps the lake's own), runs the
 campaigns and evaluate stages for that day and prints, per campaign, the
 planted uplift, the measured uplift with both its intervals, whether each
@@ -22,12 +22,12 @@ import argparse
 import datetime as dt
 import sys
 
-from gridpersona.campaign_truth import uplift_truth_check, write_stand_in_tags
+from gridpersona.synthetic.campaign_standin import uplift_truth_check, write_stand_in_tags
 from gridpersona.config import load_settings
 from gridpersona.console import render_table, setup_logging
-from gridpersona.generate import generate_lake
+from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
-from gridpersona.pipeline import run_pipeline
+from gridpersona.stages.pipeline import run_pipeline
 from gridpersona.session import build_spark
 
 

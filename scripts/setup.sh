@@ -37,5 +37,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # The SQL guard (read-only `gridpersona sql` / `sql-server`): compiled once against pyspark's jars, cached.
-say "SQL guard: $("$VENV/bin/python" -c 'from gridpersona.sqlguard import build_jar; print(build_jar())')"
+say "SQL guard: $("$VENV/bin/python" -c 'from gridpersona.analyst.guard import build_jar; print(build_jar())')"
 say "ready: $("$VENV/bin/gridpersona" --version), $("$VENV/bin/python" -c 'import pyspark, deltalake; print("pyspark", pyspark.__version__, "deltalake", deltalake.__version__)')"

@@ -129,7 +129,7 @@ py() { PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$@"; }
 # 1. Validate the configuration the job will load (fails here, naming file and key, not on the cluster).
 SET_ARGS=()
 for kv in ${SETS[@]+"${SETS[@]}"}; do SET_ARGS+=(--set "$kv"); done
-PLAN=$(py -m gridpersona.submit plan --env "$ENV_NAME" --conf-dir "$CONF_DIR" ${SET_ARGS[@]+"${SET_ARGS[@]}"}) || exit 2
+PLAN=$(py -m gridpersona.app.submit plan --env "$ENV_NAME" --conf-dir "$CONF_DIR" ${SET_ARGS[@]+"${SET_ARGS[@]}"}) || exit 2
 BACKEND=$(sed -n 's/^backend=//p' <<<"$PLAN")
 CONFIG_HASH=$(sed -n 's/^config_hash=//p' <<<"$PLAN")
 [ -n "$SPARK_SUBMIT" ] || SPARK_SUBMIT="$(sed -n 's/^spark_home=//p' <<<"$PLAN")/bin/spark-submit"
@@ -141,7 +141,7 @@ SHA=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true)
 if [ -n "$SHA" ] && [ -n "$(git -C "$ROOT" status --porcelain -- lib 2>/dev/null)" ]; then SHA="$SHA.dirty"; fi
 mkdir -p "$BUILD_DIR"
 BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
-BUILT=$(py -m gridpersona.submit build --out-dir "$BUILD_DIR" --conf-dir "$CONF_DIR" --git-sha "$SHA") || exit 2
+BUILT=$(py -m gridpersona.app.submit build --out-dir "$BUILD_DIR" --conf-dir "$CONF_DIR" --git-sha "$SHA") || exit 2
 CODE_VERSION=$(sed -n 's/^code_version=//p' <<<"$BUILT")
 say "built $BUILD_DIR/gridpersona.zip ($CODE_VERSION) and the config snapshot $BUILD_DIR/conf"
 

@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from gridpersona.config import load_settings
-from gridpersona.generate import generate_lake
+from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,16 +21,16 @@ import time
 import pytest
 from pyspark.sql import types as T
 
-from gridpersona import portraits as P
-from gridpersona.cli import main as cli_main
+from gridpersona.analyst import portraits as P
+from gridpersona.app.cli import main as cli_main
 from gridpersona.config import load_settings
 from gridpersona.lake import Lake, check_schema
-from gridpersona.report import build_report, write_report
-from gridpersona.runtime import JOB_RUNS_SCHEMA
-from gridpersona.schemas import BRONZE
-from gridpersona.sql import QueryResult, SqlError, format_result, referenced_tables, run_query
-from gridpersona.stages_segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
-from gridpersona.transform.campaign_eval import CAMPAIGN_EVALUATION_SCHEMA, campaign_evaluation, family_intervals, \
+from gridpersona.analyst.report import build_report, write_report
+from gridpersona.stages.runner import JOB_RUNS_SCHEMA
+from gridpersona.contracts.tables import BRONZE
+from gridpersona.analyst.sql import QueryResult, SqlError, format_result, referenced_tables, run_query
+from gridpersona.stages.segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+from gridpersona.transform.campaign_outcomes import CAMPAIGN_EVALUATION_SCHEMA, campaign_evaluation, family_intervals, \
     newcombe_interval
 from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_SCHEMA
 
@@ -388,8 +388,8 @@ def _beeline(url: str, user: str, password: str, script: str, tmp_path) -> subpr
 
 @pytest.mark.e2e
 def test_sql_server_authenticates_serves_read_only_and_listens_on_loopback(analyst_lake, tmp_path):
-    from gridpersona.sqlserver import free_port
-    from gridpersona.sqlusers import add_user
+    from gridpersona.analyst.server import free_port
+    from gridpersona.analyst.users import add_user
     from test_sql_guard import lake_state
 
     users = str(tmp_path / "sql-users")
@@ -402,7 +402,7 @@ def test_sql_server_authenticates_serves_read_only_and_listens_on_loopback(analy
                                                                      os.environ.get("PYTHONPATH", "")] if p)}
     before = None
     with open(log_path, "w") as log_file:
-        server = subprocess.Popen([sys.executable, "-m", "gridpersona.cli", "--env", "test", "--set",
+        server = subprocess.Popen([sys.executable, "-m", "gridpersona.app.cli", "--env", "test", "--set",
                                    f"lake.root={analyst_lake.root}", "--set", f"sql_server.users_file={users}",
                                    "sql-server", "--port", str(port)],
                                   stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)

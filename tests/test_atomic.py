@@ -12,9 +12,9 @@ import sys
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona import deltalog, runtime
+from gridpersona.lake import deltalog, runtime
 from gridpersona.lake import CHECKPOINT_HOOKS, Lake, LakeError, WriteConflictError
-from gridpersona.runtime import JOB_RUNS_TABLE, StageContext, StageResult, run_stage, stage_runs
+from gridpersona.stages.runner import JOB_RUNS_TABLE, StageContext, StageResult, run_stage, stage_runs
 
 AS_OF = dt.date(2026, 6, 30)
 A, B = "gold.a", "gold.b"

@@ -14,8 +14,8 @@ from pyspark.sql import types as T
 
 from gridpersona.config import (DEFAULT_CONF_DIR, Campaign, CampaignsConfig, ChannelRule, ConfigError,
                                 load_settings)
-from gridpersona.holdout import ab_group_col, holdout_bucket, holdout_bucket_col, is_control
-from gridpersona.transform import campaign_eval as E
+from gridpersona.transform.holdout import ab_group_col, holdout_bucket, holdout_bucket_col, is_control
+from gridpersona.transform import campaign_outcomes as E
 from gridpersona.transform import campaigns as C
 
 AS_OF = dt.date(2026, 7, 5)
@@ -264,7 +264,7 @@ def test_uncapped_levels_share_a_step_and_a_capped_level_closes_it():
 
 
 def test_rules_are_analysed_by_spark_against_the_real_tags_before_targeting(spark):
-    from gridpersona.stages_campaigns import check_rules_against
+    from gridpersona.stages.campaigns import check_rules_against
 
     tags = tags_frame(spark, [dict(customer_id="A")])
     check_rules_against(tags, [campaign(score="household_size * 2")], RULES)
@@ -297,7 +297,7 @@ def test_targets_columns_groups_and_checkpointed_levels(spark):
 
 def test_unknown_opt_out_is_never_targeted_from_the_archive_through_tags_to_targets(spark):
     """The whole path: an archive do_not_contact null -> view -> tags -> targets: no target row, no treatment."""
-    from gridpersona.tagspec import FEATURE_VIEW
+    from gridpersona.contracts.tagspec import FEATURE_VIEW
     from gridpersona.transform import features as FV
     from gridpersona.transform import tags as TG
 

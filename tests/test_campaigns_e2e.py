@@ -7,13 +7,13 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona.campaign_truth import uplift_truth_check, write_stand_in_tags
-from gridpersona.generate import generate_lake
-from gridpersona.holdout import is_control
+from gridpersona.synthetic.campaign_standin import uplift_truth_check, write_stand_in_tags
+from gridpersona.synthetic.generate import generate_lake
+from gridpersona.transform.holdout import is_control
 from gridpersona.lake import Lake
-from gridpersona.pipeline import run_pipeline
-from gridpersona.schemas import pii_columns
-from gridpersona.transform.campaign_eval import CAMPAIGN_EVALUATION_SCHEMA
+from gridpersona.stages.pipeline import run_pipeline
+from gridpersona.contracts.tables import pii_columns
+from gridpersona.transform.campaign_outcomes import CAMPAIGN_EVALUATION_SCHEMA
 from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_COLUMNS
 
 pytestmark = pytest.mark.e2e

@@ -23,12 +23,12 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona import deltalog
+from gridpersona.lake import deltalog
 from gridpersona.config import load_settings
-from gridpersona.generate import generate_lake
+from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import CHECKPOINT_HOOKS, Lake, WriteConflictError
-from gridpersona.pipeline import STAGES, run_pipeline
-from gridpersona.runtime import stage_runs
+from gridpersona.stages.pipeline import STAGES, run_pipeline
+from gridpersona.stages.runner import stage_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ def _cli(root: Path, *args: str, crash_at: str | None = None) -> subprocess.Pope
     env.pop("GRIDPERSONA_CRASH_AT", None)
     if crash_at:
         env["GRIDPERSONA_CRASH_AT"] = crash_at
-    cmd = [sys.executable, "-m", "gridpersona.cli", "--env", "test"]
+    cmd = [sys.executable, "-m", "gridpersona.app.cli", "--env", "test"]
     for item in _overrides(root):
         cmd += ["--set", item]
     # Its own session: the JVM child is found (and awaited) through the process group.
@@ -151,7 +151,7 @@ KILL_POINTS = [
 
 
 def test_kill_loop_leaves_whole_stages_and_the_rerun_equals_an_uninterrupted_run(crash_lake, spark, capsys):
-    from gridpersona.cli import cmd_runs
+    from gridpersona.app.cli import cmd_runs
 
     root, settings, reference = crash_lake
     results = []
@@ -200,7 +200,7 @@ def _hook(point: str, action):
 
 
 def test_an_ingest_during_clean_is_in_the_next_run_and_nothing_is_lost(busy_lake, spark, tmp_path):
-    from gridpersona.ingest import ingest_files
+    from gridpersona.stages.ingest import ingest_files
 
     settings, lake = busy_lake
     import pyarrow.compute as pc

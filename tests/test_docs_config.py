@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gridpersona import cli
+from gridpersona.app import cli
 from gridpersona.config import ConfigError, load_settings
-from gridpersona.docs import render
+from gridpersona.contracts.dictionary import render
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from gridpersona.config import ConfigError
-from gridpersona.generate import TABLES, arrow_schema, build_time_grid, generate_lake
+from gridpersona.synthetic.generate import TABLES, arrow_schema, build_time_grid, generate_lake
 from gridpersona.lake import Lake, check_schema
-from gridpersona.schemas import ALL_SPECS, BRONZE, FAULT_CODES, TRUTH
+from gridpersona.contracts.tables import ALL_SPECS, BRONZE, FAULT_CODES, TRUTH
 
 NO_FAULTS = (
     "generate.faults.short_gap_meter_share=0", "generate.faults.long_gap_meter_share=0",
@@ -519,7 +519,7 @@ def test_omitted_tables_are_absent(make_settings, spark, tmp_path):
 
 
 def test_archive_attribute_null_share_is_honoured(make_settings, spark, tmp_path):
-    from gridpersona.generate import ARCHIVE_OPTIONAL_ATTRIBUTES
+    from gridpersona.synthetic.generate import ARCHIVE_OPTIONAL_ATTRIBUTES
 
     lake, _ = _generate(make_settings, spark, tmp_path / "nulls", *NO_FAULTS,
                         "generate.archive_attribute_null_share=0.3", meters=400, days=1)

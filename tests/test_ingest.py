@@ -20,13 +20,14 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.bronze import (UnknownTableError, absent_inputs_note, check_contract, read_bronze,
-                               read_bronze_or_empty, validate_rows)
-from gridpersona.cli import main as cli_main
+from gridpersona.stages.inputs import (UnknownTableError, absent_inputs_note, check_contract, read_bronze,
+                                       read_bronze_or_empty)
+from gridpersona.transform.validate import validate_rows
+from gridpersona.app.cli import main as cli_main
 from gridpersona.config import load_settings
-from gridpersona.ingest import IngestError, conform_column, ingest_files
+from gridpersona.stages.ingest import IngestError, conform_column, ingest_files
 from gridpersona.lake import Lake, SchemaMismatchError
-from gridpersona.schemas import BRONZE
+from gridpersona.contracts.tables import BRONZE
 
 AMI = "bronze.ami_interval"
 REJECTS = "bronze.ingest_rejects"
@@ -292,7 +293,7 @@ def test_cli_ingest_and_a_failing_query_print_no_java_noise(tmp_path):
     # A BOM and spaces around a header field: the names Spark's header check compares.
     csv_path.write_text("\ufeffmeter_id, ts ,kwh\nM1,2026-06-01 00:00,0.5\nM2,2026-06-01 00:15,0.25\n", encoding="utf-8")
     script = (
-        "import sys\nfrom gridpersona.cli import main\n"
+        "import sys\nfrom gridpersona.app.cli import main\n"
         f"root = ['--env', 'test', '--set', 'lake.root={tmp_path / 'lake'}']\n"
         f"assert main(root + ['ingest', '{AMI}', '{csv_path}']) == 0\n"
         "print('---', file=sys.stderr, flush=True)\n"

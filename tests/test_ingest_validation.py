@@ -15,11 +15,11 @@ from pyspark.sql import functions as F
 
 from py4j.protocol import Py4JNetworkError
 
-from gridpersona.cli import COMMANDS
-from gridpersona.cli import main as cli_main
-from gridpersona.ingest import IngestError, ingest_files
+from gridpersona.app.cli import COMMANDS
+from gridpersona.app.cli import main as cli_main
+from gridpersona.stages.ingest import IngestError, ingest_files
 from gridpersona.lake import Lake
-from gridpersona.pipeline import EmptyWindowError, run_pipeline
+from gridpersona.stages.pipeline import EmptyWindowError, run_pipeline
 from gridpersona.session import out_of_memory_message
 
 AMI = "bronze.ami_interval"

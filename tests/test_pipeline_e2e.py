@@ -8,11 +8,11 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.evaluation import fault_detection, segment_agreement, tag_accuracy
-from gridpersona.generate import generate_lake
+from gridpersona.synthetic.truth_checks import fault_detection, segment_agreement, tag_accuracy
+from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
-from gridpersona.pipeline import STAGE_ORDER, run_pipeline
-from gridpersona.schemas import pii_columns
+from gridpersona.stages.pipeline import STAGE_ORDER, run_pipeline
+from gridpersona.contracts.tables import pii_columns
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +130,7 @@ def test_no_pii_reaches_gold(pipeline_lake):
 
 
 def test_tags_match_the_planted_truth(pipeline_lake):
-    from gridpersona.cli import TAG_ACCURACY_BARS, truth_report
+    from gridpersona.app.cli import TAG_ACCURACY_BARS, truth_report
 
     settings, lake, first, _, _ = pipeline_lake
     scores = {s.category: s for s in tag_accuracy(lake, AS_OF)}
@@ -183,7 +183,7 @@ def minimal_lake(pipeline_lake, spark, tmp_path_factory):
     import shutil
 
     from gridpersona.config import load_settings
-    from gridpersona.ingest import ingest_files
+    from gridpersona.stages.ingest import ingest_files
 
     settings, full, _, _, _ = pipeline_lake
     root = tmp_path_factory.mktemp("minimal") / "lake"

@@ -10,8 +10,8 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona import runtime
-from gridpersona.runtime import JOB_RUNS_TABLE, StageContext, StageResult, run_stage
+from gridpersona.stages import runner as runtime
+from gridpersona.stages.runner import JOB_RUNS_TABLE, StageContext, StageResult, run_stage
 
 AS_OF = dt.date(2026, 6, 30)
 

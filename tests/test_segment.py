@@ -16,11 +16,11 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona import stages_segment as SS
-from gridpersona.generate import arrow_schema
-from gridpersona.runtime import StageContext
-from gridpersona.schemas import BRONZE
-from gridpersona.transform import segment as G
+from gridpersona.stages import segment as SS
+from gridpersona.synthetic.generate import arrow_schema
+from gridpersona.stages.runner import StageContext
+from gridpersona.contracts.tables import BRONZE
+from gridpersona.segment import model as G
 
 DAILY = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, shape array<double>, "
          "peak_share double, flat_share double, valley_share double, max_kwh double, min_kwh double, "
@@ -488,7 +488,7 @@ def test_assign_without_a_model_says_what_to_do(spark, tmp_path):
 
 
 def test_report_says_when_the_segments_are_a_continuum():
-    from gridpersona.report import _model_structure
+    from gridpersona.analyst.report import _model_structure
 
     class StubLake:
         def __init__(self, rows):

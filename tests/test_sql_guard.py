@@ -13,13 +13,13 @@ import re
 
 import pytest
 
-from gridpersona.cli import main as cli_main
+from gridpersona.app.cli import main as cli_main
 from gridpersona.config import load_settings
 from gridpersona.lake import Lake
-from gridpersona.schemas import BRONZE, INGEST_REJECTS
-from gridpersona.sql import SqlError, run_query
-from gridpersona.sqlcatalog import CATALOG_DIR, SNAPSHOT_DIR
-from gridpersona.stages_segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+from gridpersona.contracts.tables import BRONZE, INGEST_REJECTS
+from gridpersona.analyst.sql import SqlError, run_query
+from gridpersona.analyst.catalog import CATALOG_DIR, SNAPSHOT_DIR
+from gridpersona.stages.segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
 from test_analyst import AS_OF, CUSTOMERS, PII_VALUES, SEGMENTS, _profile_rows
 
 TAIL = "the SQL surface is read-only over the lake's tables"
@@ -223,7 +223,7 @@ def test_a_tampered_snapshot_folder_is_rebuilt_from_the_delta_log(guarded_lake, 
 
 
 def test_a_table_without_data_files_reads_as_its_columns_and_no_rows(spark, tmp_path):
-    from gridpersona.bronze import create_empty_bronze
+    from gridpersona.stages.inputs import create_empty_bronze
 
     lake = Lake(load_settings("test", [f"lake.root={tmp_path / 'lake'}"]), spark)
     create_empty_bronze(lake, "bronze.contact_history")  # an input no campaign has filled yet
@@ -250,7 +250,7 @@ def test_sql_command_prints_one_refusal_line_and_exits_2(guarded_lake, capsys):
 def test_sql_user_adds_lists_and_removes_users_in_a_0600_file(tmp_path, capsys, monkeypatch):
     import io
 
-    from gridpersona.sqlusers import read_users, verify_password
+    from gridpersona.analyst.users import read_users, verify_password
 
     users = tmp_path / "cfg" / "sql-users"
     root = ["--env", "test", "--set", f"sql_server.users_file={users}"]
@@ -277,7 +277,7 @@ def test_sql_user_adds_lists_and_removes_users_in_a_0600_file(tmp_path, capsys, 
 
 def test_sql_server_refuses_a_non_loopback_bind_without_users(tmp_path, caplog):
     from gridpersona.lake import LakeError
-    from gridpersona.sqlserver import users_file_for
+    from gridpersona.analyst.server import users_file_for
 
     settings = load_settings("test", [f"sql_server.users_file={tmp_path / 'absent'}"])
     with pytest.raises(LakeError, match=r"--host 0\.0\.0\.0 is reachable from other machines and there is no users file"):
@@ -288,7 +288,7 @@ def test_sql_server_refuses_a_non_loopback_bind_without_users(tmp_path, caplog):
 
 
 def test_the_guard_needs_javac_once_and_says_so(tmp_path, monkeypatch):
-    from gridpersona import sqlguard
+    from gridpersona.analyst import guard as sqlguard
 
     monkeypatch.setenv("GRIDPERSONA_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(sqlguard.shutil, "which", lambda name: None)

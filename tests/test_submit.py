@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from gridpersona.config import load_settings
-from gridpersona.generate import generate_lake
+from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,12 +163,12 @@ def test_no_job_script_shadows_a_standard_library_module():
 
 
 def test_artifact_is_the_package_with_its_version_and_is_byte_stable(tmp_path):
-    from gridpersona.submit import build_package_zip
+    from gridpersona.app.submit import build_package_zip
 
     a = build_package_zip(tmp_path / "a.zip", "9.9.9+abc")
     b = build_package_zip(tmp_path / "b.zip", "9.9.9+abc")
     assert a.read_bytes() == b.read_bytes()
     with zipfile.ZipFile(a) as zf:
         names = set(zf.namelist())
-    assert {"gridpersona/__init__.py", "gridpersona/jobs.py", "gridpersona/_build_info.py", "gridpersona/log4j2.properties"} <= names
+    assert {"gridpersona/__init__.py", "gridpersona/app/jobs.py", "gridpersona/_build_info.py", "gridpersona/log4j2.properties"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

@@ -12,8 +12,8 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from gridpersona.config import ConfigError, TagsConfig, load_settings
-from gridpersona.tagdocs import render
-from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW
+from gridpersona.config.tagdocs import render
+from gridpersona.contracts.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW
 from gridpersona.transform import features as FV
 from gridpersona.transform import tags as TG
 
@@ -109,7 +109,7 @@ def test_computed_array_index_is_refused_naming_the_tag_and_suggesting_case_when
 
 
 def test_literal_array_index_is_accepted():
-    from gridpersona.sqlcheck import check_expression
+    from gridpersona.config.expressions import check_expression
 
     assert check_expression("element_at(array('a', 'b'), 2) = 'b' AND responded_campaigns[0] = 'x'",
                             {"responded_campaigns"}) == ["responded_campaigns"]
@@ -569,7 +569,7 @@ def test_absent_sources_give_unknown_features_and_tags_not_defaults(spark, tags_
 
 
 def test_the_stage_finds_empty_tables_and_archive_columns_without_any_value(spark):
-    from gridpersona.stages_tags import absent_sources
+    from gridpersona.stages.tags import absent_sources
 
     one = spark.createDataFrame([("C1",)], "customer_id string")
     none = spark.createDataFrame([], "customer_id string")
@@ -624,7 +624,7 @@ def test_consumption_price_quadrant_names_the_corners(spark):
 def test_generator_plants_bill_shocks_visible_in_the_readings(make_settings, spark):
     from collections import defaultdict
 
-    from gridpersona.generate import generate_lake
+    from gridpersona.synthetic.generate import generate_lake
     from gridpersona.lake import Lake
 
     settings = make_settings("generate.faults.unknown_meter_share=0", "generate.bill_shock_share=0.2",

@@ -30,7 +30,7 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
 
     ``spark.master`` null leaves the master to spark-submit / the cluster. The
     session time zone defaults to ``ami.time_zone`` so local dates read naturally.
-    A session this process launches carries the SQL guard (:mod:`gridpersona.sqlguard`, inert
+    A session this process launches carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert
     outside the SQL surface) when its jar is cached or javac can build it. ``sql_surface``
     (``gridpersona sql`` / ``sql-server``): the Spark UI, which shows query text, is off unless
     ``ui``, and a local driver listens on loopback only.
@@ -62,7 +62,7 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
             conf["spark.driver.bindAddress"] = conf["spark.driver.host"] = "127.0.0.1"
             os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     if not submitted:
-        from gridpersona.sqlguard import available_jar, session_conf
+        from gridpersona.analyst.guard import available_jar, session_conf
 
         jar = available_jar()
         if jar is not None:

@@ -27,7 +27,7 @@ its targets for one cycle (as-of date) in five steps:
    alike. Consecutive levels without capacity limits are served in one step
    (:func:`arbitration_blocks`; same result).
 4. **Holdout** (:func:`assign_ab_groups`): ``control`` when the hash bucket of
-   (customer, campaign) is below ``holdout_share`` (:mod:`gridpersona.holdout`),
+   (customer, campaign) is below ``holdout_share`` (:mod:`gridpersona.transform.holdout`),
    else ``treatment``. Control targets keep the channel they would have had and
    are not contacted.
 5. Output columns (:data:`CAMPAIGN_TARGETS_COLUMNS`); no PII: the tags carry none.
@@ -43,8 +43,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.bronze import local_date
-from gridpersona.holdout import ab_group_col
+from gridpersona.transform.validate import local_date
+from gridpersona.transform.holdout import ab_group_col
 
 # gold.customer_tags as agreed between the tags and campaigns stages (briefs/contract.md): the columns
 # campaign rules may name. Name -> Spark SQL type.

@@ -18,9 +18,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from gridpersona.bronze import local_date
+from gridpersona.transform.validate import local_date
 from gridpersona.config import TagFeatures, parse_hhmm_range
-from gridpersona.tagspec import FEATURE_VIEW
+from gridpersona.contracts.tagspec import FEATURE_VIEW
 
 ONLINE_PAYMENT = ("app", "wechat", "alipay")
 OFFLINE_PAYMENT = ("bank_counter", "service_hall")

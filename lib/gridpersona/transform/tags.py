@@ -9,7 +9,7 @@ that yields an undeclared value fails the job and nothing is written.
 ``check_with_spark`` runs Spark's analyzer over the compiled select on an empty
 frame of the view's schema: types and functions are checked with a session but
 without running a job. Config load already parsed every expression and checked
-its columns without Spark (:mod:`gridpersona.sqlcheck`).
+its columns without Spark (:mod:`gridpersona.config.expressions`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from gridpersona.config import TagDefinition, TagsConfig
-from gridpersona.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, SOURCE_MARKERS, TAG_TYPES
+from gridpersona.contracts.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, SOURCE_MARKERS, TAG_TYPES
 
 
 class TagDefinitionError(ValueError):

@@ -1,0 +1,222 @@
+"""`gridpersona report`: one self-contained HTML file with the run's pictures and key figures.
+
+Pictures are PNGs inlined as base64 data URIs (no external files, opens offline,
+mails as one attachment). Content, for one as-of: the run's stages (timings, rows,
+status from ops.job_runs), data quality (reconciliation, quarantine reasons), the
+segment table, centroid load curves, the segment radar, tag distributions and the
+campaign funnel — the same loaders and plots as notebooks/segment_portraits.ipynb
+(:mod:`gridpersona.analyst.portraits`). No customer-level rows and no PII: only aggregates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import os
+from dataclasses import dataclass, field
+
+from gridpersona import __version__
+from gridpersona.analyst import portraits as P
+
+log = logging.getLogger("gridpersona")
+
+
+@dataclass
+class Report:
+    as_of: dt.date
+    html: str
+    images: list[str] = field(default_factory=list)  # titles of the embedded pictures
+    missing: list[str] = field(default_factory=list)  # sections not computed for the as-of
+
+
+def _esc(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f'<td class="{"num" if i in numeric else ""}">{_esc(v)}</td>' for i, v in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _interval(low, high) -> str:
+    return "-" if low is None or high is None else f"[{_pct(low)}, {_pct(high)}]"
+
+
+def _num(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,"Noto Sans CJK SC",sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ddd;padding:.25em .6em}
+th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+.missing{color:#a60;font-style:italic}.ok{color:#080}.bad{color:#b00}.meta{color:#666;font-size:.85em}
+"""
+
+
+def _model_structure(lake, versions: set[str]) -> list[str]:
+    """One line per segment model version: the fitted model's silhouette and stability, and whether the
+    segments are natural groups or a partition of a continuum (gold.segment_model.weak_structure)."""
+    if not versions or not lake.exists("gold.segment_model"):
+        return []
+    lines = []
+    heads = {}
+    for r in lake.read_arrow("gold.segment_model").to_pylist():
+        if r["model_version"] in versions:
+            heads.setdefault(r["model_version"], r)
+    for version, r in sorted(heads.items()):
+        sil, stab = r.get("silhouette"), r.get("stability")
+        text = (f"Model {version}: k={r['k']}, silhouette {_num(sil, 3)}, stability "
+                f"{_pct(stab)} (meters keeping their segment when it is started from half of the meters).")
+        if r.get("weak_structure"):
+            text += (" Weak structure: the segments are a partition of a continuum, not natural groups; "
+                     "read them as bands of similar load curves.")
+        lines.append(text)
+    return lines
+
+
+class _Builder:
+    def __init__(self):
+        self.parts: list[str] = []
+        self.images: list[str] = []
+        self.missing: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def figure(self, title: str, fig, caption: str = "") -> None:
+        uri = P.png_data_uri(P.figure_png(fig))
+        self.images.append(title)
+        self.add(f'<figure><img alt="{_esc(title)}" title="{_esc(title)}" src="{uri}">'
+                 f"<figcaption>{_esc(caption or title)}</figcaption></figure>")
+
+    def not_computed(self, section: str, table: str) -> None:
+        self.missing.append(section)
+        self.add(f'<p class="missing">{_esc(section)}: {P.NOT_COMPUTED} ({_esc(table)} has no rows for it).</p>')
+
+
+def build_report(lake, as_of: dt.date | None = None, window_days: int | None = None) -> Report:
+    """Assemble the report for ``as_of`` (default: the newest as-of in gold.segment_profile)."""
+    as_of = as_of or P.latest_as_of(lake)
+    if as_of is None:
+        raise ValueError("report: gold.segment_profile has no as-of yet; run `gridpersona run all --as-of DATE` first")
+    lake.spark  # column expressions below need an active session
+    b = _Builder()
+    runs = P.load_job_runs(lake, as_of)
+    if window_days is None:
+        window_days = next((r["window_days"] for r in runs or [] if r["stage"] == "clean" and r["window_days"]),
+                           lake.settings.pipeline.window_days)
+    b.add(f"<h1>gridpersona report — as of {as_of}</h1>")
+    b.add(f'<p class="meta">lake {_esc(lake.root)} · window {window_days} days ending {as_of} · generated '
+          f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by gridpersona {__version__}</p>")
+
+    b.add("<h2>Run</h2>")
+    if runs:
+        total = sum(r["duration_s"] or 0 for r in runs)
+        b.add(_table(["stage", "status", "seconds", "rows in", "rows out", "run id", "started (UTC)"],
+                     [[r["stage"], r["status"], _num(r["duration_s"], 1), f"{r['rows_in'] or 0:,}", f"{r['rows_out'] or 0:,}",
+                       r["run_id"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}" if r["started_at"] else ""] for r in runs]
+                     + [["total", "", _num(total, 1), "", "", "", ""]], numeric={2, 3, 4}))
+        b.add(f'<p class="meta">config hash {_esc(runs[-1]["config_hash"])} · code {_esc(runs[-1]["code_version"])}</p>')
+        b.figure("Stage timings", P.plot_stage_timings(runs), "Seconds per stage (latest run of each stage for the as-of), rows in -> out")
+    else:
+        b.not_computed("Run log", P.JOB_RUNS)
+
+    b.add("<h2>Data quality</h2>")
+    quality = P.load_data_quality(lake, as_of, window_days)
+    if quality:
+        ok = '<span class="ok">reconciled</span>' if quality["reconciled"] else '<span class="bad">NOT reconciled</span>'
+        b.add(f"<p>Local days {quality['first']} .. {quality['last']}: raw readings {quality['raw_rows']:,} = clean "
+              f"{quality['kept_rows']:,} + quarantined {quality['quarantined_rows']:,} — {ok}. "
+              f"Interpolated readings in short gaps: {quality['clean_by_quality'].get('interpolated', 0):,}. "
+              f"Meter-days complete: {quality['complete_meter_days']:,} of {quality['meter_days']:,} "
+              f"({quality['missing_intervals']:,} intervals left missing).</p>")
+        rows = [["clean", q, f"{n:,}"] for q, n in sorted(quality["clean_by_quality"].items())]
+        rows += [["quarantine", reason, f"{n:,}"] for reason, n in sorted(quality["quarantine_by_reason"].items())]
+        b.add(_table(["table", "quality / reason", "readings"], rows, numeric={2}))
+    else:
+        b.not_computed("Data quality", "silver.ami_clean")
+
+    b.add("<h2>Segments</h2>")
+    portraits = P.load_segment_portraits(lake, as_of)
+    if portraits:
+        b.add(_table(["segment", "label", "中文", "English", "meters", "share", "kWh/day", "peak", "flat", "valley",
+                      "load factor", "weekend ratio"],
+                     [[r["segment_id"], r["segment_label"], r["segment_name_zh"], r["segment_name_en"], f"{r['meters']:,}",
+                       _pct(r["share"]), _num(r.get("mean_daily_kwh"), 1), _pct(r.get("peak_share")), _pct(r.get("flat_share")),
+                       _pct(r.get("valley_share")), _num(r.get("load_factor")), _num(r.get("weekend_ratio"))]
+                      for r in portraits], numeric={0, 4, 5, 6, 7, 8, 9, 10, 11}))
+        for line in _model_structure(lake, {r["model_version"] for r in portraits}):
+            b.add(f"<p>{_esc(line)}</p>")
+        b.figure("Centroid load curves", P.plot_centroid_curves(portraits),
+                 "Typical daily load curve of each segment (model centroid), weekday and weekend")
+        b.figure("Segment radar", P.plot_segment_radar(portraits),
+                 "Key features per segment, each axis min-max scaled across segments (seed 003 §4.1)")
+    else:
+        b.not_computed("Segments", P.SEGMENT_PROFILE)
+
+    b.add("<h2>Tags</h2>")
+    dist = P.load_tag_distributions(lake, as_of)
+    if dist:
+        coverage = P.load_tag_coverage(lake, as_of) or {}
+        if coverage:
+            b.add(_table(["tag", "coverage (known)"], [[t, _pct(c)] for t, c in coverage.items()], numeric={1}))
+        b.figure("Tag distributions", P.plot_tag_distributions(dist, coverage),
+                 f"Share of customers per tag value; {P.UNKNOWN} (grey): not determinable from the data at hand")
+        by_seg = P.load_boolean_tags_by_segment(lake, as_of) or []
+        flags = [t for t in P.BOOLEAN_TAGS if by_seg and t in by_seg[0]]
+        if by_seg and flags:
+            b.add(_table(["segment", "customers"] + flags,
+                         [[r["segment_label"], f"{r['customers']:,}"] + [_pct(r[t]) for t in flags] for r in by_seg],
+                         numeric=set(range(1, 2 + len(flags)))))
+    else:
+        b.not_computed("Tag distributions", P.CUSTOMER_TAGS)
+
+    b.add("<h2>Campaigns</h2>")
+    funnel = P.load_campaign_funnel(lake, as_of)
+    if funnel:
+        b.figure("Campaign funnel", P.plot_campaign_funnel(funnel), "Targeted customers per campaign, treatment vs control, responses")
+        level = next((r["confidence"] for r in funnel if r.get("confidence") is not None), None)
+        family = next((r for r in funnel if r.get("family_confidence") is not None), None)
+        ci_head = f"{level:.0%} CI" if level is not None else "CI"
+        headers = ["campaign", "targeted", "treatment", "control", "response (treatment)", "response (control)", "uplift",
+                   ci_head, "family CI"]
+        b.add(_table(headers, [[r["campaign_id"], f"{r.get('targeted') or 0:,}", f"{r.get('treatment') or 0:,}",
+                                f"{r.get('control') or 0:,}", _pct(r.get("rate_treatment")), _pct(r.get("rate_control")),
+                                _pct(r.get("uplift")), _interval(r.get("uplift_ci_low"), r.get("uplift_ci_high")),
+                                _interval(r.get("uplift_family_low"), r.get("uplift_family_high"))]
+                               for r in funnel], numeric={1, 2, 3, 4, 5, 6}))
+        if family is not None:
+            b.add(f'<p class="meta">{ci_head}: each campaign\'s own Newcombe interval. Family CI: simultaneous '
+                  f"(Bonferroni) intervals over the cycle's {family['family_size']} evaluated campaigns, each at "
+                  f"{family['family_confidence']:.2%}: all of them cover their true uplifts together with probability "
+                  f"&ge; {family['confidence']:.0%}.</p>")
+        if not funnel[0]["evaluated"]:
+            b.not_computed("Campaign evaluation", P.CAMPAIGN_EVALUATION)
+    else:
+        b.not_computed("Campaign funnel", P.CAMPAIGN_TARGETS)
+
+    doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<title>gridpersona report {as_of}</title><style>{_CSS}</style></head><body>"
+           + "\n".join(b.parts) + "</body></html>")
+    return Report(as_of, doc, b.images, b.missing)
+
+
+def write_report(lake, out: str | None = None, as_of: dt.date | None = None) -> tuple[str, Report]:
+    """Build the report and write it to ``out`` (default <lake root>/_reports/report-<as_of>.html); returns (path, report)."""
+    report = build_report(lake, as_of)
+    path = out or os.path.join(lake.root, "_reports", f"report-{report.as_of}.html")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(report.html)
+    log.info("report: %s (%d pictures, %.0f KiB)", path, len(report.images), len(report.html) / 1024)
+    return path, report

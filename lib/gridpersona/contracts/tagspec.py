@@ -1,0 +1,224 @@
+"""Contracts of the tag engine: the per-customer feature view and the tables the tags stage writes.
+
+Written down once here. ``conf/tags.yaml`` expressions may name the feature view's
+columns (checked at config load, without Spark) and tags defined earlier in the
+file; ``docs/tags.md`` is rendered from these specs and ``conf/tags.yaml``
+(``python -m gridpersona.config.tagdocs``), and a test keeps the two equal.
+
+Importing this module needs no SparkSession (only ``pyspark.sql.types``).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import types as T
+
+from gridpersona.contracts.tables import Column, TableSpec
+
+S, D, DT, L, I, B = T.StringType(), T.DoubleType(), T.DateType(), T.LongType(), T.IntegerType(), T.BooleanType()
+ARR_S = T.ArrayType(S, True)
+
+# Tag value types a definition may declare, and their Spark types.
+TAG_TYPES: dict[str, T.DataType] = {"string": S, "boolean": B, "int": I, "double": D}
+
+FEATURE_VIEW = TableSpec(
+    "view.customer_features",
+    "One row per customer of the archive for an as-of date: the facts every tag expression is written "
+    "over. Built in memory by `transform.features.customer_feature_view` (never stored). Windows end on the "
+    "as-of date: load features over the run's window (`--window-days`), bills due in the last "
+    "`tags.features.billing_months` months, interactions and campaigns of the last `interaction_days` / "
+    "`campaign_days` days. Days count only when at least `tags.features.min_completeness` complete. "
+    "Unknown stays unknown: billing columns are null when bronze.billing_payment is absent or holds no bill "
+    "for the customer; interaction and campaign columns are null when their table is absent or empty "
+    "(0 when present without rows for the customer: no events).",
+    (
+        # archive (no PII) and segment
+        Column("as_of", DT, "The as-of date (last local day of the window).", nullable=False),
+        Column("customer_id", S, "Customer account number.", nullable=False),
+        Column("meter_id", S, "The account's meter.", nullable=False),
+        Column("region", S, "Supply region / station area code.", nullable=False),
+        Column("customer_type", S, "`residential` or `commercial`.", nullable=False),
+        Column("tariff_type", S, "Current tariff: `flat_rate`, `tou` or `tiered`."),
+        Column("age_band", S, "Account holder's age band (archive)."),
+        Column("household_size", I, "Persons in the household (archive).", "persons"),
+        Column("housing_type", S, "`apartment`, `house`, `villa`, `shop`, `office` (archive)."),
+        Column("contracted_capacity_kva", D, "Contracted supply capacity.", "kVA"),
+        Column("products_held", ARR_S, "Product codes already held (archive `products_held` split on `;`); empty when "
+               "none; null when the archive carries no `products_held` for anyone (column absent)."),
+        Column("vip", B, "Key account / VIP flag (archive; null read as false; null when the column is absent)."),
+        Column("do_not_contact", B, "Opted out of marketing contact (archive). Null: unknown, never read as false "
+               "(campaigns treat unknown consent as opted out)."),
+        Column("account_tenure_years", D, "Years from `account_open_date` to the as-of date.", "years"),
+        Column("segment_id", I, "Load segment of the meter (gold.customer_segments of the as-of); null if none."),
+        Column("segment_label", S, "The segment's archetype code (`evening_peak`, `ev_night`, `vacant`, ...); null if none."),
+        # load shape (silver.daily_load_shape over the window)
+        Column("days_observed", I, "Days of the window with a daily_load_shape row.", "days", nullable=False),
+        Column("complete_days", I, "Days at least `min_completeness` complete; the load features below use only these.",
+               "days", nullable=False),
+        Column("mean_daily_kwh", D, "Mean daily energy over complete days.", "kWh/day"),
+        Column("kwh_pct_in_group", D, "Percent rank (0 lowest .. 1 highest) of `mean_daily_kwh` among customers of the "
+               "same `region` and `customer_type`; null without complete days."),
+        Column("peak_share", D, "Mean share of daily energy in the tariff's peak periods."),
+        Column("flat_share", D, "Mean share of daily energy in the tariff's flat periods."),
+        Column("valley_share", D, "Mean share of daily energy in the tariff's valley periods."),
+        Column("load_factor", D, "Mean daily load factor (mean / max interval kWh)."),
+        Column("weekend_ratio", D, "Mean weekend daily kWh / mean weekday daily kWh."),
+        Column("daily_kwh_cv", D, "Coefficient of variation (std / mean) of daily kWh over complete days."),
+        Column("peak_to_mean", D, "Mean over complete days of the day's max interval kWh / its mean interval kWh."),
+        Column("peak_demand_kw", D, "Highest interval demand of the window (max interval kWh x 60 / interval minutes).", "kW"),
+        Column("complete_nights", I, "Nights (`ev_night_window`, evening of one day to the morning of the next) whose "
+               "two days are both present and complete.", "nights", nullable=False),
+        Column("night_surge_kw", D, "Median over complete nights of the highest 1-hour mean power minus the night's "
+               "lowest 1-hour mean power (its base).", "kW"),
+        Column("night_surge_day_share", D, "Share of complete nights that are surge nights: the night's block (longest "
+               "run of intervals at least max(`ev_surge_kw`, `ev_surge_ratio` x base) above its base) lasts at least "
+               "`ev_min_block_hours` and starts inside `ev_start_window`; null without complete nights."),
+        Column("night_block_hours", D, "Median block length over the surge nights (null: none).", "hours"),
+        Column("night_block_start_sd_h", D, "Standard deviation of the block's start time over the surge nights: near "
+               "0 for a timer (storage heating), about 1 h or more for charging that starts when the car is plugged "
+               "in (null: no surge night).", "hours"),
+        Column("near_zero_days", I, "Complete days with daily kWh below `near_zero_daily_kwh`.", "days", nullable=False),
+        Column("current_near_zero_run_days", I, "Near-zero complete days in a row ending with the last complete day "
+               "(incomplete days neither break nor extend a run).", "days", nullable=False),
+        Column("longest_near_zero_run_days", I, "Longest run of near-zero complete days in the window.", "days",
+               nullable=False),
+        Column("recent_daily_kwh", D, "Mean daily kWh over the complete days among the last `recent_days` days.", "kWh/day"),
+        Column("history_daily_kwh", D, "Mean daily kWh over the complete days of the window before those.", "kWh/day"),
+        Column("recent_vs_history", D, "`recent_daily_kwh` / `history_daily_kwh` (null when either is missing or 0)."),
+        # billing and payment (bronze.billing_payment)
+        Column("bills_12m", I, "Bills due in the `billing_months` months up to the as-of date.", "bills"),
+        Column("late_payments_12m", I, "Of those, bills paid in full after their due date.", "bills"),
+        Column("unpaid_bills", I, "Bills past due (due before the as-of date) and not fully paid by it.", "bills"),
+        Column("has_arrears", B, "`unpaid_bills > 0`; null when billing is unknown."),
+        Column("arrears_cny", D, "Amount still owed on past-due bills (null: billing unknown).", "CNY"),
+        Column("max_days_late", I, "Most days past due of any bill in the window (unpaid: up to the as-of date).", "days"),
+        Column("mean_bill_cny", D, "Mean billed amount of the window's bills.", "CNY"),
+        Column("mean_bill_kwh", D, "Mean billed energy of the window's bills.", "kWh/month"),
+        Column("bill_kwh_cv", D, "Coefficient of variation of the window's monthly billed kWh."),
+        Column("same_month_last_year_kwh", D, "Billed kWh of the as-of's calendar month one year earlier (null if not billed).",
+               "kWh"),
+        Column("projected_month_kwh", D, "`recent_daily_kwh` x 30: this month's bill at the current rate.", "kWh"),
+        Column("bill_shock_ratio", D, "`projected_month_kwh` / (`same_month_last_year_kwh`, else `mean_bill_kwh`)."),
+        Column("payments_online", I, "Payments in the window made online (`app`, `wechat`, `alipay`).", "payments"),
+        Column("payments_offline", I, "Payments made offline (`bank_counter`, `service_hall`).", "payments"),
+        Column("payments_auto_debit", I, "Payments by automatic debit.", "payments"),
+        # service interactions (bronze.service_interaction)
+        Column("interactions_12m", I, "Service interactions in the last `interaction_days` days.", "contacts"),
+        Column("interactions_app", I, "Of those, through the app or WeChat.", "contacts"),
+        Column("interactions_hotline", I, "Through the hotline (95598).", "contacts"),
+        Column("interactions_service_hall", I, "At a service hall.", "contacts"),
+        Column("complaints_12m", I, "Interactions of type `complaint`.", "contacts"),
+        Column("repairs_12m", I, "Interactions of type `repair`.", "contacts"),
+        Column("topic_bill_tariff_12m", I, "Interactions about `bill` or `tariff`.", "contacts"),
+        Column("topic_solar_12m", I, "Interactions about `solar`.", "contacts"),
+        Column("topic_ev_12m", I, "Interactions about `ev`.", "contacts"),
+        Column("topic_app_12m", I, "Interactions about the `app`.", "contacts"),
+        # campaign history (bronze.contact_history, bronze.campaign_response)
+        Column("campaign_contacts_12m", I, "Marketing contacts received in the last `campaign_days` days.", "contacts"),
+        Column("campaigns_contacted_12m", I, "Distinct campaigns those contacts belonged to.", "campaigns"),
+        Column("campaign_responses_12m", I, "Campaign cycles (as-of in the last `campaign_days` days) the customer "
+               "responded to.", "responses"),
+        Column("responded_campaigns", ARR_S, "Ids of those campaigns, sorted (null: responses unknown)."),
+        Column("days_since_last_contact", I, "Days from the last marketing contact to the as-of date (null: none).", "days"),
+    ),
+    keys=("as_of", "customer_id"),
+)
+
+# The sources a tag may name in `needs` (conf/tags.yaml), each with the view column that is null exactly when
+# the source has no data for the customer. A tag needing a source is null for such customers.
+SOURCE_MARKERS: dict[str, str] = {
+    "bronze.billing_payment": "bills_12m",
+    "bronze.service_interaction": "interactions_12m",
+    "bronze.contact_history": "campaign_contacts_12m",
+    "bronze.campaign_response": "campaign_responses_12m",
+    "silver.daily_load_shape": "mean_daily_kwh",
+    "gold.customer_segments": "segment_id",
+}
+
+# gold.customer_tags: these context columns first (see the contract with the campaigns stage), then one
+# column per tag of conf/tags.yaml in file order, then tag_catalog_version.
+CUSTOMER_TAGS_CONTEXT = ("as_of", "customer_id", "meter_id", "region", "customer_type", "segment_id", "segment_label",
+                         "vip", "do_not_contact", "products_held", "has_arrears", "tariff_type")
+
+TAG_CATALOG = TableSpec(
+    "gold.tag_catalog",
+    "The tag definitions a tags run used (conf/tags.yaml), one row per tag per as-of date.",
+    (
+        Column("as_of", DT, "As-of date of the tags run; partition column.", nullable=False),
+        Column("catalog_version", S, "Hash of all definitions (taxonomy, features, tags): changes when any changes.",
+               nullable=False),
+        Column("position", I, "Order of the tag in conf/tags.yaml (and of its column in gold.customer_tags).",
+               nullable=False),
+        Column("code", S, "Tag code = column name in gold.customer_tags.", nullable=False),
+        Column("name_zh", S, "Chinese name.", nullable=False),
+        Column("name_en", S, "English name.", nullable=False),
+        Column("level1", S, "Level-1 category code (seed 000 Table 2).", nullable=False),
+        Column("level1_zh", S, "Level-1 category, Chinese.", nullable=False),
+        Column("level1_en", S, "Level-1 category, English.", nullable=False),
+        Column("level2", S, "Level-2 category code.", nullable=False),
+        Column("level2_zh", S, "Level-2 category, Chinese.", nullable=False),
+        Column("level2_en", S, "Level-2 category, English.", nullable=False),
+        Column("value_type", S, "`string`, `boolean`, `int` or `double`.", nullable=False),
+        Column("allowed_values", ARR_S, "Values a string tag may take (empty: free); null always means not determinable.",
+               nullable=False),
+        Column("open_values", B, "True: `allowed_values` lists the known values only; others are accepted (e.g. "
+               "generated segment labels).", nullable=False),
+        Column("needs", ARR_S, "Sources and feature view columns the tag needs (conf/tags.yaml `needs`); without "
+               "them the tag is null (unknown) for the customer.", nullable=False),
+        Column("coverage", D, "Share of the as-of's customers with a known (non-null) value of the tag."),
+        Column("expression", S, "Spark SQL expression over view.customer_features (and earlier tags).", nullable=False),
+        Column("definition", S, "One-line definition for people.", nullable=False),
+        Column("definition_hash", S, "Hash of this tag's definition alone.", nullable=False),
+    ),
+    keys=("as_of", "code"),
+    partition_by=("as_of",),
+)
+
+SEGMENT_TAG_PROFILE = TableSpec(
+    "gold.segment_tag_profile",
+    "Group portraits (seed 000 §2.2.1): per as-of, load segment and tag, how the segment's customers spread over "
+    "the tag's values, against the whole population. Segment -1 / `all` is the whole population.",
+    (
+        Column("as_of", DT, "As-of date; partition column.", nullable=False),
+        Column("segment_id", I, "Load segment (-1: all customers).", nullable=False),
+        Column("segment_label", S, "Segment archetype code (`all` for the population, `unsegmented` for customers "
+               "without a segment).", nullable=False),
+        Column("tag", S, "Tag code (a column of gold.customer_tags).", nullable=False),
+        Column("value", S, "Tag value as text (`true`/`false` for boolean tags); null: not determinable."),
+        Column("customers", L, "Customers of the segment with that value.", nullable=False),
+        Column("share", D, "`customers` / the segment's customers.", nullable=False),
+        Column("population_share", D, "Share of the value among all customers.", nullable=False),
+        Column("lift", D, "`share` / `population_share`: above 1, the value is over-represented in the segment."),
+    ),
+    keys=("as_of", "segment_id", "tag", "value"),
+    partition_by=("as_of",),
+)
+
+CONSUMPTION_PRICE_QUADRANT = TableSpec(
+    "gold.consumption_price_quadrant",
+    "Consumption level x price sensitivity (seed 000 §2.2.2) per customer type: the 3 x 3 grid of the two tags "
+    "with the seed's four quadrants named on the corner cells.",
+    (
+        Column("as_of", DT, "As-of date; partition column.", nullable=False),
+        Column("customer_type", S, "`residential` or `commercial` (consumption level is a percentile within type).",
+               nullable=False),
+        Column("consumption_level", S, "`high`, `medium`, `low`; null: not determinable."),
+        Column("price_sensitivity", S, "`high`, `medium`, `low`; null: not determinable."),
+        Column("quadrant", S, "`high_use_high_sensitivity`, `high_use_low_sensitivity`, `low_use_high_sensitivity`, "
+               "`low_use_low_sensitivity` on the corner cells; null elsewhere."),
+        Column("quadrant_zh", S, "The quadrant's Chinese name (高用电量—高敏感度 ...)."),
+        Column("customers", L, "Customers in the cell.", nullable=False),
+        Column("share", D, "Of the customer type's customers.", nullable=False),
+        Column("mean_daily_kwh", D, "Mean of the cell's customers' mean daily kWh.", "kWh/day"),
+        Column("ev_owners", L, "Customers tagged EV owner in the cell.", nullable=False),
+        Column("tou_tariff", L, "Customers on a time-of-use tariff in the cell.", nullable=False),
+    ),
+    keys=("as_of", "customer_type", "consumption_level", "price_sensitivity"),
+    partition_by=("as_of",),
+)
+
+OUTPUT_SPECS = (TAG_CATALOG, SEGMENT_TAG_PROFILE, CONSUMPTION_PRICE_QUADRANT)
+
+
+def feature_columns() -> dict[str, T.DataType]:
+    """Feature view column -> Spark type."""
+    return {c.name: c.dtype for c in FEATURE_VIEW.columns}

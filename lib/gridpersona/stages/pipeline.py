@@ -1,0 +1,142 @@
+"""The stage registry and `run <stage|all>`: stages run in order, in one Spark session.
+
+Each stage is declared once, here: its function, the tables it reads and the
+tables it writes. The runner locks the outputs for the stage's whole run and
+publishes them together (see runtime.run_stage); the inputs are pinned at one
+Delta version each when the stage starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from gridpersona.config import Settings
+from gridpersona.stages.runner import StageContext, StageResult, run_stage
+
+log = logging.getLogger("gridpersona")
+
+_ARCHIVE = "bronze.customer_archive"
+_TAG_SOURCES = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
+                "bronze.campaign_response")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    function: str  # "module:function", imported when the stage runs
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def load(self) -> Callable[[StageContext], StageResult]:
+        module, _, attr = self.function.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("clean", "gridpersona.stages.clean:run_clean",
+              inputs=("bronze.ami_interval", _ARCHIVE),
+              outputs=("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality")),
+    StageSpec("shapes", "gridpersona.stages.shapes:run_shapes",
+              inputs=("silver.ami_clean",), outputs=("silver.daily_load_shape",)),
+    StageSpec("segment-train", "gridpersona.stages.segment:run_segment_train",
+              inputs=("silver.daily_load_shape",), outputs=("gold.segment_model",)),
+    StageSpec("segment-assign", "gridpersona.stages.segment:run_segment_assign",
+              inputs=("silver.daily_load_shape", "gold.segment_model", _ARCHIVE), outputs=("gold.customer_segments",)),
+    StageSpec("tags", "gridpersona.stages.tags:run_tags",
+              inputs=("gold.customer_segments", "silver.daily_load_shape", _ARCHIVE, *_TAG_SOURCES),
+              outputs=("gold.customer_tags", "gold.tag_catalog")),
+    StageSpec("campaigns", "gridpersona.stages.campaigns:run_campaigns",
+              inputs=("gold.customer_tags", "bronze.contact_history"), outputs=("gold.campaign_targets",)),
+    StageSpec("evaluate", "gridpersona.stages.campaigns:run_evaluate",
+              inputs=("gold.campaign_targets", "bronze.campaign_response"), outputs=("gold.campaign_evaluation",)),
+    StageSpec("profile", "gridpersona.stages.segment:run_profile",
+              inputs=("gold.customer_segments", "gold.segment_model", "silver.daily_load_shape", "gold.customer_tags",
+                      "gold.tag_catalog"),
+              outputs=("gold.segment_profile", "gold.segment_tag_profile", "gold.consumption_price_quadrant")),
+)
+STAGE_ORDER = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage_spec(name: str) -> StageSpec:
+    return _BY_NAME[name]
+
+
+def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
+    return {s.name: s.load() for s in STAGES}
+
+
+# The input a stage reads for its window (date-partitioned); a run starting at that stage needs rows there.
+WINDOW_INPUTS = {"clean": "bronze.ami_interval", "shapes": "silver.ami_clean", "segment-train": "silver.daily_load_shape"}
+
+
+class EmptyWindowError(ValueError):
+    """The run's window holds no input rows; the message gives the window, the data's dates and the flag."""
+
+
+def resolve_stages(name: str) -> list[str]:
+    """``all`` -> every stage in order, a stage name -> [it]; ValueError with a did-you-mean otherwise."""
+    if name == "all":
+        return list(STAGE_ORDER)
+    if name not in STAGE_ORDER:
+        close = difflib.get_close_matches(name, [*STAGE_ORDER, "all"], n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown stage {name!r}; {guess}stages: {', '.join(STAGE_ORDER)} or all")
+    return [name]
+
+
+def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
+    """EmptyWindowError when ``stage``'s window input (``WINDOW_INPUTS``) has no row dated ``first .. last``.
+
+    Reads the Delta log's partition values and row counts (no Spark job on the
+    embedded backend). An absent table is an EmptyWindowError too, saying what makes it.
+    """
+    table = WINDOW_INPUTS.get(stage)
+    if table is None:
+        return
+    if not lake.exists(table):
+        before = STAGE_ORDER[STAGE_ORDER.index(stage) - 1] if stage != "clean" else None
+        todo = f"run {before} for this window first" if before else "land the readings first (gridpersona ingest)"
+        raise EmptyWindowError(f"{stage}: {table} does not exist in the lake at {lake.root}; {todo}; "
+                               f"nothing was written")
+    counts = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): n
+              for d, n in lake.partition_counts(table, "date").items() if d is not None}
+    in_window = sum(n for d, n in counts.items() if first <= d <= last)
+    if in_window:
+        return
+    dated = sorted(d for d, n in counts.items() if n)
+    held = f"its rows cover {dated[0]} .. {dated[-1]}" if dated else "it holds no rows"
+    raise EmptyWindowError(
+        f"{stage}: {table} has no rows in the window {first} .. {last} ({(last - first).days + 1} days ending on "
+        f"--as-of {last}); {held}. Pick an --as-of inside that range, or pass --allow-empty to run on an empty "
+        f"window; nothing was written")
+
+
+def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None,
+                 allow_empty: bool = False) -> list[tuple[str, StageResult]]:
+    """Run one stage or all of them for ``as_of``; returns (stage, result) in order.
+
+    Unless ``allow_empty``, the first stage's window input must hold rows
+    (EmptyWindowError before anything is written). ``spark`` None: the lake's
+    session, started only after that check.
+    """
+    from gridpersona.stages.inputs import absent_inputs_note
+
+    names = resolve_stages(stage)
+    days = window_days or settings.pipeline.window_days
+    if not allow_empty:
+        check_window_input(lake, names[0], as_of - dt.timedelta(days=days - 1), as_of)
+    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days)
+    note = absent_inputs_note(lake)
+    if note:  # once per run, not per stage
+        log.warning(note)
+    results = []
+    for name in names:
+        spec = _BY_NAME[name]
+        results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs)))
+    return results

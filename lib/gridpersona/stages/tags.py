@@ -1,0 +1,118 @@
+"""The tags stage: the feature view, all tags in one select, the catalog.
+
+``tags``  gold.customer_segments (as-of), silver.daily_load_shape (window), bronze customer_archive /
+          billing_payment / service_interaction / contact_history / campaign_response
+          -> gold.customer_tags (partition as_of), gold.tag_catalog (partition as_of)
+
+Idempotent per as-of: a rerun replaces exactly the as-of's partitions of both
+tables with the same rows (same inputs, same conf/tags.yaml).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from gridpersona.stages.inputs import read_bronze, read_bronze_or_empty
+from gridpersona.lake import check_schema
+from gridpersona.stages.runner import StageContext, StageResult
+from gridpersona.contracts.tagspec import TAG_CATALOG
+from gridpersona.transform import features as FV
+from gridpersona.transform import tags as TG
+
+log = logging.getLogger("gridpersona")
+
+CUSTOMER_TAGS = "gold.customer_tags"
+TAG_CATALOG_TABLE = TAG_CATALOG.name
+CUSTOMER_SEGMENTS = "gold.customer_segments"
+DAILY_LOAD_SHAPE = "silver.daily_load_shape"
+
+
+def absent_sources(sources: dict[str, DataFrame], archive: DataFrame) -> set[str]:
+    """The sources with no data for this run, for ``customer_feature_view(absent=...)``.
+
+    A table of ``sources`` with no rows (missing tables are read as empty frames) is absent; an archive
+    column of ``FV.ARCHIVE_DEFAULTED`` without a single value is absent too (a minimal archive), as
+    ``bronze.customer_archive.<column>``. One small job per table, one over the archive.
+    """
+    absent = {name for name, df in sources.items() if df.isEmpty()}
+    counts = archive.agg(*[F.count(F.col(c)).alias(c) for c in FV.ARCHIVE_DEFAULTED]).first()
+    absent |= {f"bronze.customer_archive.{c}" for c in FV.ARCHIVE_DEFAULTED if counts[c] == 0}
+    return absent
+
+
+def build_feature_view(ctx: StageContext) -> DataFrame:
+    """view.customer_features for the run's as-of and window (read through ctx.lake; nothing written)."""
+    s, lake = ctx.settings, ctx.lake
+    first, last = ctx.window
+    for table, stage in ((CUSTOMER_SEGMENTS, "segment-assign"), (DAILY_LOAD_SHAPE, "shapes")):
+        if not lake.exists(table):
+            raise RuntimeError(f"tags: {table} not found under {lake.root}; run `gridpersona run {stage} "
+                               f"--as-of {ctx.as_of}` first")
+    segments = lake.read(CUSTOMER_SEGMENTS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
+             .select("meter_id", "date", "slot_kwh", "daily_kwh", "completeness", "peak_share", "flat_share",
+                     "valley_share", "load_factor", "max_kwh", "is_weekend"))
+    archive = read_bronze(lake, "bronze.customer_archive")
+    sources = {t: read_bronze_or_empty(lake, t) for t in FV.OPTIONAL_SOURCES}
+    absent = absent_sources(sources, archive)
+    if absent:
+        log.warning("[tags] no data in %s: their features and the tags that need them are unknown (null)",
+                    ", ".join(sorted(absent)))
+    return FV.customer_feature_view(
+        archive, segments, daily, *[sources[t] for t in FV.OPTIONAL_SOURCES],
+        as_of=ctx.as_of, interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, params=s.tags.features,
+        absent=absent)
+
+
+def tag_value_counts(customer_tags: DataFrame, codes_types: list[tuple[str, str]]) -> dict[str, dict]:
+    """{tag: {value text or None: customers}} over a (small, one as-of) customer_tags frame; one job."""
+    pairs = F.array(*[F.struct(F.lit(c).alias("tag"), TG._as_text(c, t).alias("value")) for c, t in codes_types])
+    rows = (customer_tags.select(F.explode(pairs).alias("p")).groupBy("p.tag", "p.value").count().collect())
+    out: dict[str, dict] = {c: {} for c, _ in codes_types}
+    for r in rows:
+        out[r["tag"]][r["value"]] = int(r["count"])
+    return out
+
+
+def run_tags(ctx: StageContext) -> StageResult:
+    """Feature view -> gold.customer_tags (one row per archive customer) and gold.tag_catalog, for the as-of."""
+    s, lake = ctx.settings, ctx.lake
+    tags = s.tags
+    if not tags.definitions:
+        raise RuntimeError("tags: no tag definitions (conf/tags.yaml missing or empty)")
+    TG.check_with_spark(ctx.spark, tags)  # analysis only: fails naming the tag before any job runs
+    version = TG.catalog_version(tags)
+
+    out = TG.compile_tags(build_feature_view(ctx), tags, version)
+    expected = TG.customer_tags_schema(tags)
+    check_schema(CUSTOMER_TAGS, expected, out.schema)
+    lake.check_stored_schema(CUSTOMER_TAGS, expected,
+                             f"conf/tags.yaml now defines other tag columns (or types) than the table holds; "
+                             f"migrate {CUSTOMER_TAGS} (e.g. move it aside and rerun the as-of dates you need)")
+    lake.check_stored_schema(TAG_CATALOG_TABLE, TAG_CATALOG.schema,
+                             f"{TAG_CATALOG_TABLE} was written by an older tags stage (this one adds open_values, "
+                             f"needs, coverage); move it aside and rerun the as-of dates you need")
+    lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    written = int(lake.last_write["rows"])
+
+    written_tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    codes = [t.code for t in tags.definitions]
+    coverage = TG.tag_coverage(written_tags, codes).first().asDict()
+    catalog = ctx.spark.createDataFrame(TG.catalog_rows(tags, ctx.as_of, coverage), TAG_CATALOG.schema)
+    lake.replace(catalog, TAG_CATALOG_TABLE, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+
+    result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS: written, TAG_CATALOG_TABLE: len(tags.definitions)})
+    result.notes.append(f"{written:,} customers tagged with {len(tags.definitions)} tags, catalog version {version}")
+    categorical = {t.code: t.type for t in tags.definitions if t.type in ("string", "boolean")}
+    counts = tag_value_counts(written_tags, list(categorical.items()))
+    for code in codes:
+        cov = coverage.get(code)
+        line = f"{code}: coverage {'n/a' if cov is None else f'{cov:.0%}'}"
+        if code in categorical:
+            values = sorted(counts[code].items(), key=lambda kv: (-kv[1], str(kv[0])))
+            line += " | " + ", ".join(f"{'unknown' if v is None else v} {n:,}" for v, n in values)
+        result.notes.append(line)
+    return result
