@@ -239,14 +239,14 @@ def shapes_diagnostics(spark, lake, settings, first, last, plan_path: str | None
     """Where the shapes stage's time goes: input count pass, aggregation alone (noop sink), and the plan."""
     from pyspark.sql import functions as F
 
-    from gridpersona.stages.clean import AMI_CLEAN as CLEAN_TABLE
+    from gridpersona.contracts.silver import AMI_CLEAN
     from gridpersona.stages.clean import calendar_frame
     from gridpersona.stages.runner import StageContext
     from gridpersona.transform import shapes as S
 
     ctx = StageContext(settings, spark, lake, last, (last - first).days + 1)
     out = {}
-    clean = lake.read(CLEAN_TABLE).filter(F.col("date").between(first, last))
+    clean = lake.read(AMI_CLEAN.name).filter(F.col("date").between(first, last))
     t0 = time.perf_counter()
     clean.count()
     out["input_count_s"] = round(time.perf_counter() - t0, 2)

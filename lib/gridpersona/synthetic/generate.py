@@ -91,7 +91,9 @@ import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from gridpersona.config import FaultRates, Settings
-from gridpersona.contracts.tables import ARCHETYPES, BRONZE, FAULT_CODES, TRUTH, TableSpec
+from gridpersona.contracts.base import TableSpec
+from gridpersona.contracts.bronze import BRONZE
+from gridpersona.contracts.truth import ARCHETYPES, FAULT_CODES, TRUTH
 
 __all__ = ["arrow_schema", "generate_lake", "TABLES"]
 

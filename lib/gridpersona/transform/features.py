@@ -20,7 +20,7 @@ from pyspark.sql.window import Window
 
 from gridpersona.transform.validate import local_date
 from gridpersona.config import TagFeatures, parse_hhmm_range
-from gridpersona.contracts.tagspec import FEATURE_VIEW
+from gridpersona.contracts.tags import FEATURE_VIEW
 
 ONLINE_PAYMENT = ("app", "wechat", "alipay")
 OFFLINE_PAYMENT = ("bank_counter", "service_hall")
