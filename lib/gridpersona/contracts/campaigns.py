@@ -1,4 +1,5 @@
-"""Gold contracts of the campaign stages: gold.campaign_targets (``campaigns``), gold.campaign_evaluation (``evaluate``).
+"""Gold contracts of the campaign stages: gold.campaign_targets (``campaigns``) and gold.campaign_evaluation
+(``evaluate``).
 
 The targeting rules are :mod:`gridpersona.transform.campaigns`; the A/B
 evaluation and its intervals :mod:`gridpersona.transform.campaign_outcomes`.

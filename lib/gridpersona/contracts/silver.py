@@ -83,8 +83,8 @@ DAILY_LOAD_SHAPE = TableSpec(
     (
         Column("meter_id", S, "Meter id.", nullable=False),
         Column("date", DT, "Local calendar date; partition column.", nullable=False),
-        Column("slot_kwh", T.ArrayType(D, False), "Energy per wall-clock slot of the day (a slot without a reading: 0).",
-               "kWh", nullable=False),
+        Column("slot_kwh", T.ArrayType(D, False), "Energy per wall-clock slot of the day (a slot without a "
+               "reading: 0).", "kWh", nullable=False),
         Column("daily_kwh", D, "Energy of the day (sum of `slot_kwh`).", "kWh", nullable=False),
         Column("shape", T.ArrayType(D, True), "`slot_kwh` normalized (`shapes.normalization`: `total` sums to 1, "
                "`minmax` spans 0..1); uniform for a day without energy.", nullable=False),
