@@ -174,7 +174,7 @@ def tag_figures(lake_root: str, as_of: dt.date) -> dict:
     catalog = read_delta(lake_root, "gold.tag_catalog")
     if tags is None or catalog is None:
         return {}
-    from gridpersona.contracts.tables import BRONZE
+    from gridpersona.contracts.bronze import BRONZE
 
     # What a minimal archive leaves unknown: the optional sources and every archive column beyond the required.
     absent = set(OPTIONAL_TABLES) | {c.name for c in BRONZE["bronze.customer_archive"].columns if c.nullable}

@@ -34,14 +34,17 @@ sys.path.insert(0, HERE)
 from genlake import MARKER, lake_identity, read_marker  # noqa: E402
 from memwatch import PeakRss, high_water_mb, tree_cpu_seconds, wait_with_peak  # noqa: E402
 
+from gridpersona.contracts import segments as SG  # noqa: E402
+from gridpersona.contracts import silver as SI  # noqa: E402
+
 log = logging.getLogger("gridpersona")
 
 ALL_STAGES = ("clean", "shapes", "segment-train", "segment-assign", "profile")
 BAR_STAGES = ("shapes", "segment-train", "segment-assign")
 BAR_FACTOR = 2.0
 MEMORY_BAR_MB = 4096
-AMI_CLEAN = "silver.ami_clean"
-SEGMENTS = "gold.customer_segments"
+AMI_CLEAN = SI.AMI_CLEAN.name
+SEGMENTS = SG.CUSTOMER_SEGMENTS.name
 
 
 # ------------------------------------------------------------------ helpers
@@ -239,14 +242,13 @@ def shapes_diagnostics(spark, lake, settings, first, last, plan_path: str | None
     """Where the shapes stage's time goes: input count pass, aggregation alone (noop sink), and the plan."""
     from pyspark.sql import functions as F
 
-    from gridpersona.stages.clean import AMI_CLEAN as CLEAN_TABLE
     from gridpersona.stages.clean import calendar_frame
     from gridpersona.stages.runner import StageContext
     from gridpersona.transform import shapes as S
 
     ctx = StageContext(settings, spark, lake, last, (last - first).days + 1)
     out = {}
-    clean = lake.read(CLEAN_TABLE).filter(F.col("date").between(first, last))
+    clean = lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
     t0 = time.perf_counter()
     clean.count()
     out["input_count_s"] = round(time.perf_counter() - t0, 2)

@@ -26,13 +26,13 @@ from gridpersona.app.cli import main as cli_main
 from gridpersona.config import load_settings
 from gridpersona.lake import Lake, check_schema
 from gridpersona.analyst.report import build_report, write_report
-from gridpersona.stages.runner import JOB_RUNS_SCHEMA
-from gridpersona.contracts.tables import BRONZE
+from gridpersona.contracts.bronze import BRONZE
+from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CAMPAIGN_TARGETS
+from gridpersona.contracts.ops import JOB_RUNS
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS, SEGMENT_PROFILE
 from gridpersona.analyst.sql import QueryResult, SqlError, format_result, referenced_tables, run_query
-from gridpersona.stages.segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
-from gridpersona.transform.campaign_outcomes import CAMPAIGN_EVALUATION_SCHEMA, campaign_evaluation, family_intervals, \
+from gridpersona.transform.campaign_outcomes import campaign_evaluation, family_intervals, \
     newcombe_interval
-from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_SCHEMA
 
 AS_OF = dt.date(2026, 6, 30)  # every table
 BARE_AS_OF = dt.date(2026, 5, 31)  # segments only: tags and campaigns "not computed"
@@ -76,15 +76,15 @@ def build_analyst_lake(spark, root) -> Lake:
     settings = load_settings("test", [f"lake.root={root}", "pipeline.window_days=30"])
     lake = Lake(settings, spark)
     # An older version of the profile whose rows a snapshot read must not return.
-    lake.replace(spark.createDataFrame(_profile_rows(AS_OF, scale=100.0), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+    lake.replace(spark.createDataFrame(_profile_rows(AS_OF, scale=100.0), SEGMENT_PROFILE.schema), "gold.segment_profile",
                  where={"as_of": [AS_OF]}, partition_by=["as_of"])
-    lake.replace(spark.createDataFrame(_profile_rows(AS_OF), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+    lake.replace(spark.createDataFrame(_profile_rows(AS_OF), SEGMENT_PROFILE.schema), "gold.segment_profile",
                  where={"as_of": [AS_OF]})
-    lake.replace(spark.createDataFrame(_profile_rows(BARE_AS_OF), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+    lake.replace(spark.createDataFrame(_profile_rows(BARE_AS_OF), SEGMENT_PROFILE.schema), "gold.segment_profile",
                  where={"as_of": [BARE_AS_OF]})
     labels = {s[0]: s[1:4] for s in SEGMENTS}
     lake.replace(spark.createDataFrame([(AS_OF, c, m, sid, *labels[sid], 0.1, "20260630") for c, m, sid in CUSTOMERS],
-                                       CUSTOMER_SEGMENTS_SCHEMA), "gold.customer_segments", where={"as_of": [AS_OF]},
+                                       CUSTOMER_SEGMENTS.schema), "gold.customer_segments", where={"as_of": [AS_OF]},
                  partition_by=["as_of"])
     archive = BRONZE["bronze.customer_archive"].schema
     lake.overwrite(spark.createDataFrame(
@@ -94,7 +94,7 @@ def build_analyst_lake(spark, root) -> Lake:
     runs = [("run1", stage, AS_OF, 30, started + dt.timedelta(minutes=i), 10.0 + i, "succeeded", 1000 // (i + 1), 10 * (i + 1),
              "{}", None, "cfg123", "0.1.0+test", "test", None, None, None, None)
             for i, stage in enumerate(["clean", "shapes", "segment-train", "segment-assign", "profile"])]
-    lake.append(spark.createDataFrame(runs, JOB_RUNS_SCHEMA), "ops.job_runs")
+    lake.append(spark.createDataFrame(runs, JOB_RUNS.schema), "ops.job_runs")
     tag_rows = [(AS_OF, c, m, "R1", "residential", sid, labels[sid][0], False, c == "C6",
                  ["high", "medium", "low"][i % 3], ["low", "high"][i % 2], "good", "online", sid == 2, False, i % 2 == 0,
                  None if i % 3 == 0 else "low") for i, (c, m, sid) in enumerate(CUSTOMERS)]
@@ -107,13 +107,13 @@ def build_analyst_lake(spark, root) -> Lake:
                 seg_of[c], labels[seg_of[c]][0]) for c in ("C4", "C5")]
     targets += [(AS_OF, "green_power", c, "control" if c == "C3" else "treatment", "sms", 2, 0.5, ["green_eco"], "GREEN",
                  seg_of[c], labels[seg_of[c]][0]) for c in ("C1", "C3", "C5")]
-    targets_df = spark.createDataFrame(targets, CAMPAIGN_TARGETS_SCHEMA)
+    targets_df = spark.createDataFrame(targets, CAMPAIGN_TARGETS.schema)
     lake.replace(targets_df, "gold.campaign_targets", where={"as_of": [AS_OF]}, partition_by=["as_of"])
     responses = spark.createDataFrame(
         [(cid, AS_OF, c, yes, dt.datetime(2026, 7, 3, tzinfo=dt.timezone.utc) if yes else None)
          for cid, c, yes in RESPONSES], BRONZE["bronze.campaign_response"].schema)
     evaluation = campaign_evaluation(targets_df, responses, confidence=0.95)
-    check_schema("gold.campaign_evaluation", CAMPAIGN_EVALUATION_SCHEMA, evaluation.schema)
+    check_schema("gold.campaign_evaluation", CAMPAIGN_EVALUATION.schema, evaluation.schema)
     lake.replace(evaluation, "gold.campaign_evaluation", where={"as_of": [AS_OF]}, partition_by=["as_of"])
     return lake
 
@@ -161,7 +161,7 @@ def test_sql_sees_a_new_version_on_the_next_query(analyst_lake, spark):
     before = run_query(spark, analyst_lake, "SELECT count(*) FROM ops.job_runs").rows[0][0]
     row = ("run2", "report-check", AS_OF, 30, dt.datetime(2026, 7, 2, tzinfo=dt.timezone.utc), 1.0, "failed", None, None,
            None, "boom", "cfg123", "0.1.0+test", "test", None, None, None, None)
-    analyst_lake.append(spark.createDataFrame([row], JOB_RUNS_SCHEMA), "ops.job_runs")
+    analyst_lake.append(spark.createDataFrame([row], JOB_RUNS.schema), "ops.job_runs")
     assert run_query(spark, analyst_lake, "SELECT count(*) FROM ops.job_runs").rows[0][0] == before + 1
 
 
@@ -259,7 +259,7 @@ def test_campaign_funnel_reads_the_real_target_and_evaluation_columns(analyst_la
     assert (green["targeted"], green["treatment"], green["control"]) == (3, 2, 1)
     assert (tou["targeted"], tou["treatment"], tou["control"]) == (2, 1, 1)
     # From the campaign rows of gold.campaign_evaluation, under the table's own column names.
-    assert set(P.FUNNEL_EVALUATION_COLUMNS) <= set(green) and set(P.FUNNEL_EVALUATION_COLUMNS) <= set(CAMPAIGN_EVALUATION_SCHEMA.names)
+    assert set(P.FUNNEL_EVALUATION_COLUMNS) <= set(green) and set(P.FUNNEL_EVALUATION_COLUMNS) <= set(CAMPAIGN_EVALUATION.schema.names)
     assert (green["n_treatment"], green["responders_treatment"], green["n_control"], green["responders_control"]) == (2, 1, 1, 0)
     assert (green["rate_treatment"], green["rate_control"], green["uplift"]) == (0.5, 0.0, 0.5)
     assert (tou["rate_treatment"], tou["uplift"]) == (1.0, 1.0)
@@ -282,7 +282,7 @@ def test_campaign_funnel_refuses_tables_without_the_contract_columns(spark, tmp_
 
 def test_sql_describes_the_evaluation_columns_from_the_contract(analyst_lake, spark):
     rows = {r[0]: r[2] for r in run_query(spark, analyst_lake, "DESCRIBE gold.campaign_evaluation").rows}
-    assert list(rows)[:len(CAMPAIGN_EVALUATION_SCHEMA)] == CAMPAIGN_EVALUATION_SCHEMA.names
+    assert list(rows)[:len(CAMPAIGN_EVALUATION.schema)] == CAMPAIGN_EVALUATION.schema.names
     assert "Bonferroni" in rows["family_confidence"]
     assert "together with probability >= confidence" in rows["uplift_family_low"]
 

@@ -12,9 +12,11 @@ import sys
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona.lake import deltalog, runtime
+from gridpersona.lake import deltalog
+from gridpersona.stages import runner as runtime
 from gridpersona.lake import CHECKPOINT_HOOKS, Lake, LakeError, WriteConflictError
-from gridpersona.stages.runner import JOB_RUNS_TABLE, StageContext, StageResult, run_stage, stage_runs
+from gridpersona.contracts.ops import JOB_RUNS
+from gridpersona.stages.runner import StageContext, StageResult, run_stage, stage_runs
 
 AS_OF = dt.date(2026, 6, 30)
 A, B = "gold.a", "gold.b"
@@ -59,7 +61,7 @@ def _dead_pid() -> int:
 def _fake_running_row(lake: Lake, run_id: str, stage: str, pid: int) -> None:
     row = (run_id, stage, AS_OF, 30, dt.datetime.now(dt.timezone.utc), None, "running", None, None, None, None,
            "h", "0", "test", pid, socket.gethostname(), None, None)
-    lake.write_arrow(JOB_RUNS_TABLE, runtime.job_runs_arrow([row]), mode="append", add_columns=True)
+    lake.write_arrow(JOB_RUNS.name, runtime.job_runs_arrow([row]), mode="append", add_columns=True)
 
 
 def test_a_stage_failing_between_its_tables_leaves_both_published_and_a_rerun_shows_both_new(lake, spark):
@@ -209,15 +211,15 @@ def test_a_crashed_writes_leftovers_are_removed_but_committed_files_kept(lake, s
 
 
 def test_an_older_run_log_gains_the_new_columns_on_the_next_stage(lake, spark):
-    old = runtime.JOB_RUNS_SCHEMA.fields[:14]
+    old = JOB_RUNS.schema.fields[:14]
     from pyspark.sql import types as T
 
     row = ("r0", "clean", AS_OF, 30, dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc), 1.0, "succeeded", 1, 1, "{}",
            None, "h", "0.1.0", "test")
-    lake.append(spark.createDataFrame([row], T.StructType(old)), JOB_RUNS_TABLE)
+    lake.append(spark.createDataFrame([row], T.StructType(old)), JOB_RUNS.name)
     run_stage("two", _writer(spark, 1), _ctx(lake), outputs=[A, B])
-    stored = lake.schema(JOB_RUNS_TABLE)
-    assert stored.fieldNames() == runtime.JOB_RUNS_SCHEMA.fieldNames()
+    stored = lake.schema(JOB_RUNS.name)
+    assert stored.fieldNames() == JOB_RUNS.schema.fieldNames()
     runs = {r["run_id"]: r for r in stage_runs(lake)}
     assert runs["r0"]["status"] == "succeeded" and runs["r0"]["versions_written"] == {}
     assert _values(lake, A) == {1}

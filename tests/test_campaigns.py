@@ -9,11 +9,16 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+import yaml
+from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from gridpersona.config import (DEFAULT_CONF_DIR, Campaign, CampaignsConfig, ChannelRule, ConfigError,
                                 load_settings)
+from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CAMPAIGN_TARGETS
+from gridpersona.contracts.tags import customer_tags_columns, customer_tags_spec
+from gridpersona.stages.campaigns import check_rules_against
 from gridpersona.transform.holdout import ab_group_col, holdout_bucket, holdout_bucket_col, is_control
 from gridpersona.transform import campaign_outcomes as E
 from gridpersona.transform import campaigns as C
@@ -24,9 +29,11 @@ TZ = "Asia/Shanghai"
 
 # ------------------------------------------------------------------ helpers
 
-def tags_frame(spark, rows: list[dict]):
-    """A gold.customer_tags frame with the contract columns; unspecified columns take bland defaults."""
-    defaults = dict(as_of=AS_OF, meter_id=None, region="SA01", customer_type="residential", segment_id=1,
+def tags_frame(spark, rows: list[dict], tag_definitions=None):
+    """A gold.customer_tags frame with the contract columns for ``tag_definitions`` (default: the shipped
+    conf/tags.yaml); unspecified columns take bland defaults (a tag without one: null)."""
+    spec = customer_tags_spec(tag_definitions if tag_definitions is not None else load_settings("test").tags.definitions)
+    defaults = dict(as_of=AS_OF, region="SA01", customer_type="residential", segment_id=1,
                     segment_label="flat", vip=False, do_not_contact=False, products_held=[], has_arrears=False,
                     tariff_type="flat_rate", age_band="35-49", household_size=3, housing_type="apartment",
                     consumption_level="medium", usage_pattern="flat", price_sensitivity="medium",
@@ -36,9 +43,9 @@ def tags_frame(spark, rows: list[dict]):
                     electrification_potential="low", tag_catalog_version="t1")
     data = []
     for r in rows:
-        full = {**defaults, **r}
-        data.append(tuple(full[c] for c in C.CUSTOMER_TAGS_COLUMNS))
-    return spark.createDataFrame(data, C.CUSTOMER_TAGS_SCHEMA)
+        full = {"meter_id": f"M-{r['customer_id']}", **defaults, **r}
+        data.append(tuple(full.get(c) for c in spec.column_names))
+    return spark.createDataFrame(data, spec.schema)
 
 
 def campaign(**kw) -> Campaign:
@@ -77,7 +84,8 @@ def picked(df) -> set[tuple[str, str]]:
 # ------------------------------------------------------------------ config validation
 
 def _conf_dir(tmp_path: Path, campaigns_yaml: str) -> Path:
-    for name in ("base.yaml", "test.yaml"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name in ("base.yaml", "test.yaml", "tags.yaml"):
         shutil.copy(DEFAULT_CONF_DIR / name, tmp_path / name)
     (tmp_path / "campaigns.yaml").write_text(campaigns_yaml, encoding="utf-8")
     return tmp_path
@@ -146,6 +154,54 @@ def test_duplicate_ids_bad_channel_rule_and_stray_keys_fail_at_load(tmp_path):
         load_settings("test", conf_dir=_conf_dir(tmp_path, rule))
     with pytest.raises(ConfigError, match="unknown top-level key"):
         load_settings("test", conf_dir=_conf_dir(tmp_path, GOOD + "lake: {root: /x}\n"))
+
+
+NIGHT_OWL_CAMPAIGN = """
+campaigns:
+  definitions:
+    - id: night_owl_offer
+      name_zh: 夜间套餐
+      name_en: Night plan
+      offer_code: OFR-NIGHT
+      eligibility: "customer_type = 'residential'"
+      qualifiers: {night_owl: "night_owl"}
+      priority: 1
+      holdout_share: 0.0
+      score: "CASE WHEN night_owl THEN 1 ELSE 0 END"
+"""
+
+
+def _with_night_owl_tag(conf: Path) -> None:
+    """Add a tag to conf/tags.yaml only: no code knows its name."""
+    data = yaml.safe_load((conf / "tags.yaml").read_text(encoding="utf-8"))
+    data["definitions"].append(dict(code="night_owl", zh="夜猫子", en="Night owl", level1="usage_behaviour",
+                                    level2="usage_pattern", type="boolean", expr="valley_share >= 0.5",
+                                    definition="Half or more of the energy in the valley periods."))
+    (conf / "tags.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+
+def test_a_tag_added_to_tags_yaml_is_usable_in_a_campaign_rule_with_no_code_change(spark, tmp_path):
+    # Before the tag exists, the rule naming it is refused at load.
+    with pytest.raises(ConfigError, match=r"campaign 'night_owl_offer'.*unknown column\(s\) 'night_owl'"):
+        load_settings("test", conf_dir=_conf_dir(tmp_path / "without", NIGHT_OWL_CAMPAIGN))
+    conf = _conf_dir(tmp_path / "with", NIGHT_OWL_CAMPAIGN)
+    _with_night_owl_tag(conf)
+    settings = load_settings("test", conf_dir=conf)
+    assert "night_owl" in customer_tags_columns(settings.tags.definitions)
+
+    tags = tags_frame(spark, [dict(customer_id="A", night_owl=True), dict(customer_id="B", night_owl=False),
+                              dict(customer_id="C", night_owl=None)], settings.tags.definitions)
+    assert dict(tags.dtypes)["night_owl"] == "boolean"
+    conf_c = settings.campaigns
+    check_rules_against(tags, conf_c.active, conf_c.channel_rules)  # Spark's analysis, as the stage runs it
+    out = C.campaign_targets(tags, no_contacts(spark), conf_c.active, as_of=AS_OF, time_zone=TZ,
+                             max_per_customer=conf_c.max_per_customer, channel_rules=conf_c.channel_rules,
+                             fallback_channel=conf_c.fallback_channel)
+    expected = spark.createDataFrame([("night_owl_offer", "A", ["night_owl"], 1.0)],
+                                     "campaign_id string, customer_id string, qualifying_tags array<string>, "
+                                     "score double")
+    assert_df_equality(out.targets.select("campaign_id", "customer_id", "qualifying_tags", "score"), expected,
+                       ignore_nullable=True, ignore_row_order=True)
 
 
 # ------------------------------------------------------------------ eligibility, exclusions, channels
@@ -284,9 +340,8 @@ def test_targets_columns_groups_and_checkpointed_levels(spark):
     out = C.campaign_targets(tags, no_contacts(spark), cs, as_of=AS_OF, time_zone=TZ, max_per_customer=2,
                              channel_rules=RULES, fallback_channel="sms", checkpoint=lambda df: df.localCheckpoint())
     rows = out.targets.collect()
-    assert out.targets.columns == C.CAMPAIGN_TARGETS_COLUMNS
-    assert out.targets.schema == C.CAMPAIGN_TARGETS_SCHEMA or [f.dataType for f in out.targets.schema] == \
-        [f.dataType for f in C.CAMPAIGN_TARGETS_SCHEMA]
+    assert out.targets.columns == CAMPAIGN_TARGETS.column_names
+    assert [f.dataType for f in out.targets.schema] == [f.dataType for f in CAMPAIGN_TARGETS.schema]
     counts = {k: sum(1 for r in rows if r["campaign_id"] == k) for k in "abc"}
     assert counts == {"a": 300, "b": 400, "c": 100}
     shares = {"a": 0.25, "b": 0.0, "c": 0.5}
@@ -297,7 +352,7 @@ def test_targets_columns_groups_and_checkpointed_levels(spark):
 
 def test_unknown_opt_out_is_never_targeted_from_the_archive_through_tags_to_targets(spark):
     """The whole path: an archive do_not_contact null -> view -> tags -> targets: no target row, no treatment."""
-    from gridpersona.contracts.tagspec import FEATURE_VIEW
+    from gridpersona.contracts.tags import FEATURE_VIEW
     from gridpersona.transform import features as FV
     from gridpersona.transform import tags as TG
 
@@ -326,7 +381,7 @@ def test_unknown_opt_out_is_never_targeted_from_the_archive_through_tags_to_targ
         as_of=AS_OF, interval_minutes=60, time_zone=TZ, params=settings.tags.features,
         absent=set(FV.OPTIONAL_SOURCES))
     assert [f.name for f in view.schema] == FEATURE_VIEW.column_names
-    tags = TG.compile_tags(view, settings.tags).select(*C.CUSTOMER_TAGS_COLUMNS)
+    tags = TG.compile_tags(view, settings.tags).select(*customer_tags_columns(settings.tags.definitions))
     dnc = {r["customer_id"]: r["do_not_contact"] for r in tags.select("customer_id", "do_not_contact").collect()}
     assert sum(v is None for v in dnc.values()) == 20  # unknown stays unknown in the tags
     # A campaign every customer qualifies for, half held out: the unknown-consent customers are in neither group.
@@ -429,7 +484,7 @@ def test_campaign_evaluation_joins_responses_of_the_cycle_per_campaign_and_segme
         ("b", AS_OF, "C1", True, None),  # another campaign's response
     ], "campaign_id string, cycle_as_of date, customer_id string, responded boolean, response_ts timestamp")
     ev = E.campaign_evaluation(tg, rs, confidence=0.95)
-    assert ev.columns == [f.name for f in E.CAMPAIGN_EVALUATION_SCHEMA.fields]
+    assert ev.columns == CAMPAIGN_EVALUATION.column_names
     rows = {(r["level"], r["segment_label"]): r for r in ev.collect()}
     assert set(rows) == {("campaign", None), ("segment", "ev_night"), ("segment", "flat")}
     top = rows[("campaign", None)]

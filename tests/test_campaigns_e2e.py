@@ -12,9 +12,8 @@ from gridpersona.synthetic.generate import generate_lake
 from gridpersona.transform.holdout import is_control
 from gridpersona.lake import Lake
 from gridpersona.stages.pipeline import run_pipeline
-from gridpersona.contracts.tables import pii_columns
-from gridpersona.transform.campaign_outcomes import CAMPAIGN_EVALUATION_SCHEMA
-from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_COLUMNS
+from gridpersona.contracts import pii_columns
+from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CAMPAIGN_TARGETS
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +46,7 @@ def campaign_lake(tmp_path_factory, spark):
 def test_targets_respect_exclusions_arbitration_and_the_holdout_hash(campaign_lake):
     settings, lake, first, _, _ = campaign_lake
     targets = lake.read("gold.campaign_targets").filter(F.col("as_of") == F.lit(AS_OF))
-    assert targets.columns == CAMPAIGN_TARGETS_COLUMNS
+    assert targets.columns == CAMPAIGN_TARGETS.column_names
     rows = targets.collect()
     conf = {c.id: c for c in settings.campaigns.active}
     assert {r["campaign_id"] for r in rows} >= set(conf) - {"bill_shock_alert"}
@@ -82,7 +81,7 @@ def test_targets_respect_exclusions_arbitration_and_the_holdout_hash(campaign_la
 def test_evaluation_reconciles_with_targets_and_responses(campaign_lake):
     settings, lake, _, _, _ = campaign_lake
     ev = lake.read("gold.campaign_evaluation").filter(F.col("as_of") == F.lit(AS_OF))
-    assert ev.columns == [f.name for f in CAMPAIGN_EVALUATION_SCHEMA.fields]
+    assert ev.columns == CAMPAIGN_EVALUATION.column_names
     targets = lake.read("gold.campaign_targets").filter(F.col("as_of") == F.lit(AS_OF))
     expected = {(r["campaign_id"], r["ab_group"]): r["count"] for r in
                 targets.groupBy("campaign_id", "ab_group").count().collect()}

@@ -285,3 +285,24 @@ def test_tariff_masks_cover_each_slot_once():
     masks = S.tariff_slot_masks(TariffConfig(), 15)
     assert all(sum(masks[p][i] for p in S.PERIODS) == 1.0 for i in range(96))
     assert masks["valley"][0] == 1.0 and masks["peak"][8 * 4] == 1.0 and masks["flat"][7 * 4] == 1.0
+
+
+def _columns(schema) -> list[tuple[str, object]]:
+    return [(f.name, f.dataType) for f in schema.fields]
+
+
+def test_clean_and_shapes_outputs_have_the_silver_contracts_columns_types_and_order(spark):
+    from gridpersona.contracts.silver import AMI_CLEAN, AMI_QUARANTINE, DAILY_LOAD_SHAPE, METER_DAY_QUALITY
+
+    rows = [("m1", _ts(D, 15 * i), 1.0, D) for i in range(96) if i not in (10, 11)]  # a short gap: interpolated
+    rows += [("m1", _ts(D, 0), 1.0, D), ("mX", _ts(D, 0), 2.0, D)]  # a duplicate, an unknown meter
+    out = _clean_frames(spark, rows)
+    archive = spark.createDataFrame([("m1", None), ("m2", None)], "meter_id string, contracted_capacity_kva double")
+    quality = C.meter_day_quality(out.clean, out.quarantine, archive, _calendar_frame(spark, D, D))
+    shapes = S.daily_load_shapes(out.clean, _calendar(spark, D, SH), interval_minutes=15, tariff=TariffConfig())
+    for spec, df in ((AMI_CLEAN, out.clean), (AMI_QUARANTINE, out.quarantine), (METER_DAY_QUALITY, quality),
+                     (DAILY_LOAD_SHAPE, shapes)):
+        assert _columns(df.schema) == _columns(spec.schema), spec.name
+    qualities = {r["quality"] for r in out.clean.collect()}
+    assert qualities == {"measured", "interpolated"} and qualities <= set(AMI_CLEAN.allowed_values["quality"])
+    assert {r["reason"] for r in out.quarantine.collect()} == {"duplicate", "unknown_meter"}

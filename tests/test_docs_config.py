@@ -8,6 +8,7 @@ import pytest
 
 from gridpersona.app import cli
 from gridpersona.config import ConfigError, load_settings
+from gridpersona.contracts import LAYERS, all_specs, spec_for
 from gridpersona.contracts.dictionary import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +17,75 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_data_dictionary_matches_the_contracts():
     committed = (ROOT / "docs" / "data_dictionary.md").read_text(encoding="utf-8")
     assert committed == render(), "docs/data_dictionary.md is stale: run `make docs`"
+
+
+def test_data_dictionary_documents_every_layer_and_every_contract():
+    text = render()
+    headings = [line for line in text.splitlines() if line.startswith("# ")]
+    for layer in LAYERS:
+        assert any(h.lower().startswith(f"# {layer}") or (layer == "truth" and "truth" in h.lower())
+                   for h in headings), layer
+    for name, spec in all_specs().items():
+        section = text.split(f"## `{name}`\n", 1)[1].split("\n## ", 1)[0]
+        assert all(f"| `{c.name}` | {c.dtype.simpleString()} |" in section for c in spec.columns), name
+    # gold.customer_tags' tag columns follow conf/tags.yaml: the dictionary says so and links the tag docs.
+    tags_section = text.split("## `gold.customer_tags`\n", 1)[1].split("\n## ", 1)[0]
+    assert "conf/tags.yaml" in tags_section and "(tags.md)" in tags_section
+
+
+def test_every_table_a_stage_reads_or_writes_has_a_contract():
+    from gridpersona.stages.pipeline import STAGES
+
+    named = {t for stage in STAGES for t in (*stage.inputs, *stage.outputs)}
+    assert named and not {t for t in named if spec_for(t) is None}
+    assert {t for stage in STAGES for t in stage.outputs} == {s.name for s in all_specs().values()
+                                                               if s.layer in ("silver", "gold")}
+
+
+def _lake_writes(tree):
+    """(call, table argument) of every ``<...lake...>.replace/append/overwrite/write/write_arrow`` call."""
+    import ast
+
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("replace", "append", "overwrite", "write", "write_arrow")
+                and "lake" in ast.unparse(node.func.value).lower()):
+            index = 0 if node.func.attr == "write_arrow" else 1
+            table = node.args[index] if len(node.args) > index else next(
+                (k.value for k in node.keywords if k.arg == "table"), None)
+            if table is not None:
+                yield node, table
+
+
+def test_tables_the_package_writes_and_names_are_contract_names():
+    import ast
+    import importlib
+    import re
+
+    layer_table = re.compile(rf"^({'|'.join(LAYERS)})\.[a-z_]+$")
+    resolved, unknown, literals = 0, [], []
+    for path in sorted((ROOT / "lib" / "gridpersona").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rel = path.relative_to(ROOT / "lib").with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and layer_table.match(node.value):
+                literals.append((module, node.value))
+        writes = list(_lake_writes(tree))
+        if not writes:
+            continue
+        namespace = vars(importlib.import_module(module))
+        for node, table in writes:
+            try:  # a contract's name (SPEC.name, a module-level name) resolves; a local variable does not
+                name = eval(compile(ast.Expression(table), str(path), "eval"), dict(namespace))
+            except NameError:
+                continue
+            resolved += 1
+            if spec_for(name) is None:
+                unknown.append(f"{module}:{node.lineno} writes {name!r}")
+    assert resolved >= 15, resolved  # the stages' writes are checked, not skipped
+    assert not unknown, unknown
+    assert not [f"{m}: {v!r}" for m, v in literals if spec_for(v) is None]
 
 
 def test_layers_merge_base_env_and_overrides():

@@ -14,7 +14,9 @@ import pytest
 from gridpersona.config import ConfigError
 from gridpersona.synthetic.generate import TABLES, arrow_schema, build_time_grid, generate_lake
 from gridpersona.lake import Lake, check_schema
-from gridpersona.contracts.tables import ALL_SPECS, BRONZE, FAULT_CODES, TRUTH
+from gridpersona.contracts import all_specs
+from gridpersona.contracts.bronze import BRONZE
+from gridpersona.contracts.truth import FAULT_CODES, TRUTH
 
 NO_FAULTS = (
     "generate.faults.short_gap_meter_share=0", "generate.faults.long_gap_meter_share=0",
@@ -68,7 +70,7 @@ def test_every_table_matches_its_contract(faulty_lake):
     lake, counts = faulty_lake
     assert set(counts) == set(TABLES) == set(BRONZE) | set(TRUTH)
     for table in TABLES:
-        spec = ALL_SPECS[table]
+        spec = all_specs()[table]
         df = lake.read(table)
         check_schema(table, spec.schema, df.schema)
         assert df.columns == spec.column_names, table
@@ -79,7 +81,7 @@ def test_every_table_matches_its_contract(faulty_lake):
 
 
 def test_same_seed_gives_identical_tables_and_another_seed_differs(make_settings, spark, tmp_path):
-    keys = {t: [c for c in ALL_SPECS[t].column_names] for t in TABLES}
+    keys = {t: [c for c in all_specs()[t].column_names] for t in TABLES}
     a, _ = _generate(make_settings, spark, tmp_path / "a", *MANY_FAULTS, seed=7)
     b, _ = _generate(make_settings, spark, tmp_path / "b", *MANY_FAULTS, seed=7)
     c, _ = _generate(make_settings, spark, tmp_path / "c", *MANY_FAULTS, seed=8)

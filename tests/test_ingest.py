@@ -27,7 +27,7 @@ from gridpersona.app.cli import main as cli_main
 from gridpersona.config import load_settings
 from gridpersona.stages.ingest import IngestError, conform_column, ingest_files
 from gridpersona.lake import Lake, SchemaMismatchError
-from gridpersona.contracts.tables import BRONZE
+from gridpersona.contracts.bronze import BRONZE
 
 AMI = "bronze.ami_interval"
 REJECTS = "bronze.ingest_rejects"

@@ -12,7 +12,7 @@ from gridpersona.synthetic.truth_checks import fault_detection, segment_agreemen
 from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
 from gridpersona.stages.pipeline import STAGE_ORDER, run_pipeline
-from gridpersona.contracts.tables import pii_columns
+from gridpersona.contracts import pii_columns
 
 pytestmark = pytest.mark.e2e
 

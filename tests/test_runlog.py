@@ -11,7 +11,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from gridpersona.stages import runner as runtime
-from gridpersona.stages.runner import JOB_RUNS_TABLE, StageContext, StageResult, run_stage
+from gridpersona.contracts.ops import JOB_RUNS
+from gridpersona.stages.runner import StageContext, StageResult, run_stage
 
 AS_OF = dt.date(2026, 6, 30)
 
@@ -22,7 +23,7 @@ def _ctx(settings, spark, lake) -> StageContext:
 
 def _end_row(lake):
     """The one end row (succeeded / failed) of a single stage run; its running row precedes it."""
-    rows = lake.read(JOB_RUNS_TABLE).collect()
+    rows = lake.read(JOB_RUNS.name).collect()
     assert [r["status"] for r in rows].count("running") == 1
     (row,) = [r for r in rows if r["status"] != "running"]
     return row
@@ -95,10 +96,10 @@ def test_run_log_rows_written_without_spark_match_the_table_schema(settings, spa
     row = ("r1", "clean", AS_OF, 30, started, 1.5, "succeeded", 10, 9, "{}", None, "h", "0.1.0", "test", 42, "host1",
            '{"bronze.ami_interval": 3}', '{"silver.ami_clean": 4}')
     # A table first written by Spark (older lakes) takes rows written through Arrow, and back.
-    lake.append(spark.createDataFrame([row], runtime.JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
-    lake.write_arrow(JOB_RUNS_TABLE, runtime.job_runs_arrow([row]), mode="append")
-    check_schema(JOB_RUNS_TABLE, runtime.JOB_RUNS_SCHEMA, lake.read(JOB_RUNS_TABLE).schema)
-    rows = lake.read(JOB_RUNS_TABLE).collect()
+    lake.append(spark.createDataFrame([row], JOB_RUNS.schema), JOB_RUNS.name)
+    lake.write_arrow(JOB_RUNS.name, runtime.job_runs_arrow([row]), mode="append")
+    check_schema(JOB_RUNS.name, JOB_RUNS.schema, lake.read(JOB_RUNS.name).schema)
+    rows = lake.read(JOB_RUNS.name).collect()
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0]["started_at"] == dt.datetime.fromtimestamp(started.timestamp())  # PySpark: naive, process-local
 

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from gridpersona.stages import segment as SS
 from gridpersona.synthetic.generate import arrow_schema
 from gridpersona.stages.runner import StageContext
-from gridpersona.contracts.tables import BRONZE
+from gridpersona.contracts.bronze import BRONZE
 from gridpersona.segment import model as G
 
 DAILY = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, shape array<double>, "

@@ -16,10 +16,10 @@ import pytest
 from gridpersona.app.cli import main as cli_main
 from gridpersona.config import load_settings
 from gridpersona.lake import Lake
-from gridpersona.contracts.tables import BRONZE, INGEST_REJECTS
+from gridpersona.contracts.bronze import BRONZE, INGEST_REJECTS
 from gridpersona.analyst.sql import SqlError, run_query
 from gridpersona.analyst.catalog import CATALOG_DIR, SNAPSHOT_DIR
-from gridpersona.stages.segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS, SEGMENT_PROFILE
 from test_analyst import AS_OF, CUSTOMERS, PII_VALUES, SEGMENTS, _profile_rows
 
 TAIL = "the SQL surface is read-only over the lake's tables"
@@ -32,11 +32,11 @@ def build_guard_lake(spark, root) -> Lake:
     settings = load_settings("test", [f"lake.root={root}"])
     lake = Lake(settings, spark)
     for scale in (100.0, 1.0):  # an older version whose rows a snapshot read must not return
-        lake.replace(spark.createDataFrame(_profile_rows(AS_OF, scale), SEGMENT_PROFILE_SCHEMA), "gold.segment_profile",
+        lake.replace(spark.createDataFrame(_profile_rows(AS_OF, scale), SEGMENT_PROFILE.schema), "gold.segment_profile",
                      where={"as_of": [AS_OF]}, partition_by=["as_of"])
     labels = {s[0]: s[1:4] for s in SEGMENTS}
     lake.replace(spark.createDataFrame([(AS_OF, c, m, sid, *labels[sid], 0.1, "20260630") for c, m, sid in CUSTOMERS],
-                                       CUSTOMER_SEGMENTS_SCHEMA), "gold.customer_segments", where={"as_of": [AS_OF]},
+                                       CUSTOMER_SEGMENTS.schema), "gold.customer_segments", where={"as_of": [AS_OF]},
                  partition_by=["as_of"])
     archive = BRONZE["bronze.customer_archive"].schema
     lake.overwrite(spark.createDataFrame(

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from gridpersona.config import ConfigError, TagsConfig, load_settings
 from gridpersona.config.tagdocs import render
-from gridpersona.contracts.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW
+from gridpersona.contracts.tags import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW
 from gridpersona.transform import features as FV
 from gridpersona.transform import tags as TG
 

@@ -22,7 +22,7 @@ data only underneath these views.
   ignored by Delta readers and by Spark.
 - ``delta-spark`` backend: ``SELECT ... FROM delta.`<path>` VERSION AS OF <n>``.
 
-PII: the contract's PII columns (:func:`gridpersona.contracts.tables.pii_columns`) never
+PII: the contract's PII columns (:func:`gridpersona.contracts.pii_columns`) never
 appear in the ``layer.table`` view; ``bronze.ingest_rejects.row_json`` of a table
 with PII shows only that table's non-PII contract columns. The full rows are in
 ``pii.<table>`` views, which the guard lets only the pii role read.
@@ -43,7 +43,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from gridpersona.lake import Lake, LakeError, lake_uri_to_path
-from gridpersona.contracts.tables import ALL_SPECS, INGEST_REJECTS, pii_columns, spec_for
+from gridpersona.contracts import all_specs, pii_columns, spec_for
+from gridpersona.contracts.bronze import INGEST_REJECTS
 
 log = logging.getLogger("gridpersona")
 
@@ -174,7 +175,7 @@ def _masked_row_json() -> str:
     """row_json of bronze.ingest_rejects for analysts: for a target table with PII columns, only the values
     of its non-PII contract columns (any other key, a mapped source name or a malformed line, is masked)."""
     cases = []
-    for name, spec in ALL_SPECS.items():
+    for name, spec in all_specs().items():
         if not any(c.pii for c in spec.columns):
             continue
         keep = ", ".join(_sql_string(c.name) for c in spec.columns if not c.pii)

@@ -20,15 +20,12 @@ from typing import Any, Sequence
 
 from pyspark.sql import functions as F
 
-from gridpersona.transform.campaign_outcomes import CAMPAIGN_EVALUATION_SCHEMA
-from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_SCHEMA
-
-SEGMENT_PROFILE = "gold.segment_profile"
-CUSTOMER_TAGS = "gold.customer_tags"
-CAMPAIGN_TARGETS = "gold.campaign_targets"
-CAMPAIGN_EVALUATION = "gold.campaign_evaluation"
-TAG_CATALOG = "gold.tag_catalog"
-JOB_RUNS = "ops.job_runs"
+from gridpersona.contracts.bronze import AMI_INTERVAL
+from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CAMPAIGN_TARGETS
+from gridpersona.contracts.ops import JOB_RUNS
+from gridpersona.contracts.segments import SEGMENT_PROFILE
+from gridpersona.contracts.silver import AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY
+from gridpersona.contracts.tags import CUSTOMER_TAGS, TAG_CATALOG
 
 # A tag's null ("not determinable") is shown as this value, always last and in its own neutral grey.
 UNKNOWN = "unknown"
@@ -64,18 +61,18 @@ def _as_of_rows(lake, table: str, as_of: dt.date):
 
 def latest_as_of(lake) -> dt.date | None:
     """The newest as-of that gold.segment_profile holds (from the Delta log, no Spark job)."""
-    if not lake.exists(SEGMENT_PROFILE):
+    if not lake.exists(SEGMENT_PROFILE.name):
         return None
     from deltalake import DeltaTable
 
-    values = [v.get("as_of") for v in DeltaTable(lake.path(SEGMENT_PROFILE)).partitions()]
+    values = [v.get("as_of") for v in DeltaTable(lake.path(SEGMENT_PROFILE.name)).partitions()]
     values = [dt.date.fromisoformat(v) for v in values if v]
     return max(values) if values else None
 
 
 def load_segment_portraits(lake, as_of: dt.date) -> list[dict] | None:
     """One dict per segment of gold.segment_profile at ``as_of`` (largest first), with ``peak_to_mean`` added."""
-    df = _as_of_rows(lake, SEGMENT_PROFILE, as_of)
+    df = _as_of_rows(lake, SEGMENT_PROFILE.name, as_of)
     if df is None:
         return None
     keep = ["segment_id", "segment_label", "segment_name_zh", "segment_name_en", "model_version", "meters", "share",
@@ -97,7 +94,7 @@ def load_tag_distributions(lake, as_of: dt.date, tags: Sequence[str] = CATEGORIC
 
     Values as text (booleans ``true``/``false``); null (not determinable) as :data:`UNKNOWN`, listed last.
     """
-    df = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
+    df = _as_of_rows(lake, CUSTOMER_TAGS.name, as_of)
     if df is None:
         return None
     present = [t for t in tags if t in df.columns]
@@ -123,10 +120,10 @@ def load_tag_coverage(lake, as_of: dt.date) -> dict[str, float | None] | None:
     From gold.tag_catalog's ``coverage`` (written by the tags stage); computed from gold.customer_tags when the
     catalog predates that column.
     """
-    catalog = _as_of_rows(lake, TAG_CATALOG, as_of)
+    catalog = _as_of_rows(lake, TAG_CATALOG.name, as_of)
     if catalog is not None and "coverage" in catalog.columns:
         return {r["code"]: r["coverage"] for r in catalog.select("position", "code", "coverage").orderBy("position").collect()}
-    tags = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
+    tags = _as_of_rows(lake, CUSTOMER_TAGS.name, as_of)
     if tags is None:
         return None
     present = [t for t in CATEGORICAL_TAGS + BOOLEAN_TAGS if t in tags.columns]
@@ -137,7 +134,7 @@ def load_tag_coverage(lake, as_of: dt.date) -> dict[str, float | None] | None:
 
 def load_boolean_tags_by_segment(lake, as_of: dt.date, tags: Sequence[str] = BOOLEAN_TAGS) -> list[dict] | None:
     """Per segment label: customers and the share with each boolean tag true; None if gold.customer_tags is absent."""
-    df = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
+    df = _as_of_rows(lake, CUSTOMER_TAGS.name, as_of)
     if df is None:
         return None
     present = [t for t in tags if t in df.columns]
@@ -162,22 +159,22 @@ def load_campaign_funnel(lake, as_of: dt.date) -> list[dict] | None:
     columns of :data:`FUNNEL_EVALUATION_COLUMNS` under their own names
     (absent keys otherwise). ``customers``: tagged customers of the as-of, or None.
     """
-    targets = _as_of_rows(lake, CAMPAIGN_TARGETS, as_of)
+    targets = _as_of_rows(lake, CAMPAIGN_TARGETS.name, as_of)
     if targets is None:
         return None
-    _require_columns(CAMPAIGN_TARGETS, targets.columns, ("campaign_id", "ab_group"), CAMPAIGN_TARGETS_SCHEMA)
+    _require_columns(CAMPAIGN_TARGETS.name, targets.columns, ("campaign_id", "ab_group"), CAMPAIGN_TARGETS.schema)
     group = F.col("ab_group")
     counts = targets.groupBy("campaign_id").agg(
         F.count(F.lit(1)).alias("targeted"),
         F.sum((group == "treatment").cast("long")).alias("treatment"),
         F.sum((group == "control").cast("long")).alias("control"))
     rows = {r["campaign_id"]: r.asDict() for r in counts.collect()}
-    tags = _as_of_rows(lake, CUSTOMER_TAGS, as_of)
+    tags = _as_of_rows(lake, CUSTOMER_TAGS.name, as_of)
     customers = tags.count() if tags is not None else None
-    evaluation = _as_of_rows(lake, CAMPAIGN_EVALUATION, as_of)
+    evaluation = _as_of_rows(lake, CAMPAIGN_EVALUATION.name, as_of)
     if evaluation is not None:
-        _require_columns(CAMPAIGN_EVALUATION, evaluation.columns, ("campaign_id", "level", *FUNNEL_EVALUATION_COLUMNS),
-                         CAMPAIGN_EVALUATION_SCHEMA)
+        _require_columns(CAMPAIGN_EVALUATION.name, evaluation.columns, ("campaign_id", "level", *FUNNEL_EVALUATION_COLUMNS),
+                         CAMPAIGN_EVALUATION.schema)
         top = evaluation.filter(F.col("level") == "campaign").select("campaign_id", *FUNNEL_EVALUATION_COLUMNS)
         for r in top.collect():
             entry = rows.setdefault(r["campaign_id"], {"campaign_id": r["campaign_id"], "targeted": 0, "treatment": 0,
@@ -201,9 +198,9 @@ def _require_columns(table: str, have: Sequence[str], needed: Sequence[str], con
 def load_job_runs(lake, as_of: dt.date) -> list[dict] | None:
     """The stages of the latest run for ``as_of`` in ops.job_runs (one row per stage, in run order): end rows
     (succeeded / failed) only; a stage's ``running`` row says nothing of its outcome."""
-    if not lake.exists(JOB_RUNS):
+    if not lake.exists(JOB_RUNS.name):
         return None
-    rows = [r for r in lake.read_arrow(JOB_RUNS).to_pylist() if r["as_of"] == as_of and r["status"] != "running"]
+    rows = [r for r in lake.read_arrow(JOB_RUNS.name).to_pylist() if r["as_of"] == as_of and r["status"] != "running"]
     if not rows:
         return None
     # Latest attempt of each stage for the as-of: stages may run in separate runs (daily / monthly).
@@ -221,7 +218,7 @@ def _clean_read_version(lake, as_of: dt.date) -> int | None:
 
     for run in stage_runs(lake, as_of=as_of):
         if run["stage"] == "clean" and run["status"] == "succeeded":
-            return run["versions_read"].get("bronze.ami_interval")
+            return run["versions_read"].get(AMI_INTERVAL.name)
     return None
 
 
@@ -231,16 +228,16 @@ def load_data_quality(lake, as_of: dt.date, window_days: int) -> dict | None:
     raw rows (Delta log statistics), clean rows by quality, quarantined rows by reason,
     meter-days complete / incomplete; None when the silver tables are absent.
     """
-    needed = ("bronze.ami_interval", "silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality")
+    needed = (AMI_INTERVAL.name, AMI_CLEAN.name, AMI_QUARANTINE.name, METER_DAY_QUALITY.name)
     if not all(lake.exists(t) for t in needed):
         return None
     first = as_of - dt.timedelta(days=window_days - 1)
     in_window = F.col("date").between(F.lit(first), F.lit(as_of))
     # Raw rows of the bronze version the clean run read: rows ingested since are the next run's.
-    raw = lake.read("bronze.ami_interval", _clean_read_version(lake, as_of)).filter(in_window).count()
-    clean = {r["quality"]: int(r["count"]) for r in lake.read("silver.ami_clean").filter(in_window).groupBy("quality").count().collect()}
-    quarantine = {r["reason"]: int(r["count"]) for r in lake.read("silver.ami_quarantine").filter(in_window).groupBy("reason").count().collect()}
-    days = lake.read("silver.meter_day_quality").filter(in_window).agg(
+    raw = lake.read(AMI_INTERVAL.name, _clean_read_version(lake, as_of)).filter(in_window).count()
+    clean = {r["quality"]: int(r["count"]) for r in lake.read(AMI_CLEAN.name).filter(in_window).groupBy("quality").count().collect()}
+    quarantine = {r["reason"]: int(r["count"]) for r in lake.read(AMI_QUARANTINE.name).filter(in_window).groupBy("reason").count().collect()}
+    days = lake.read(METER_DAY_QUALITY.name).filter(in_window).agg(
         F.count(F.lit(1)).alias("meter_days"), F.sum(F.col("complete").cast("long")).alias("complete"),
         F.sum("missing_intervals").alias("missing_intervals")).collect()[0]
     kept = clean.get("measured", 0) + clean.get("outlier_replaced", 0)

@@ -129,7 +129,7 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
         b.add(f'<p class="meta">config hash {_esc(runs[-1]["config_hash"])} · code {_esc(runs[-1]["code_version"])}</p>')
         b.figure("Stage timings", P.plot_stage_timings(runs), "Seconds per stage (latest run of each stage for the as-of), rows in -> out")
     else:
-        b.not_computed("Run log", P.JOB_RUNS)
+        b.not_computed("Run log", P.JOB_RUNS.name)
 
     b.add("<h2>Data quality</h2>")
     quality = P.load_data_quality(lake, as_of, window_days)
@@ -162,7 +162,7 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
         b.figure("Segment radar", P.plot_segment_radar(portraits),
                  "Key features per segment, each axis min-max scaled across segments (seed 003 §4.1)")
     else:
-        b.not_computed("Segments", P.SEGMENT_PROFILE)
+        b.not_computed("Segments", P.SEGMENT_PROFILE.name)
 
     b.add("<h2>Tags</h2>")
     dist = P.load_tag_distributions(lake, as_of)
@@ -179,7 +179,7 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
                          [[r["segment_label"], f"{r['customers']:,}"] + [_pct(r[t]) for t in flags] for r in by_seg],
                          numeric=set(range(1, 2 + len(flags)))))
     else:
-        b.not_computed("Tag distributions", P.CUSTOMER_TAGS)
+        b.not_computed("Tag distributions", P.CUSTOMER_TAGS.name)
 
     b.add("<h2>Campaigns</h2>")
     funnel = P.load_campaign_funnel(lake, as_of)
@@ -201,9 +201,9 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
                   f"{family['family_confidence']:.2%}: all of them cover their true uplifts together with probability "
                   f"&ge; {family['confidence']:.0%}.</p>")
         if not funnel[0]["evaluated"]:
-            b.not_computed("Campaign evaluation", P.CAMPAIGN_EVALUATION)
+            b.not_computed("Campaign evaluation", P.CAMPAIGN_EVALUATION.name)
     else:
-        b.not_computed("Campaign funnel", P.CAMPAIGN_TARGETS)
+        b.not_computed("Campaign funnel", P.CAMPAIGN_TARGETS.name)
 
     doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>gridpersona report {as_of}</title><style>{_CSS}</style></head><body>"

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from gridpersona.console import render_table
 from gridpersona.lake import Lake
-from gridpersona.contracts.tables import pii_columns
+from gridpersona.contracts import pii_columns
 from gridpersona.analyst.catalog import PII_DB, register_lake
 from gridpersona.analyst.guard import GuardUnavailable, analyst_scope, require_loaded
 

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
@@ -174,7 +175,7 @@ class GenerateConfig(_Section):
     @field_validator("archetype_mix")
     @classmethod
     def _known_archetypes(cls, v: dict[str, float]) -> dict[str, float]:
-        from gridpersona.contracts.tables import ARCHETYPES
+        from gridpersona.contracts.truth import ARCHETYPES
 
         unknown = sorted(set(v) - set(ARCHETYPES))
         if unknown:
@@ -411,6 +412,8 @@ class SegmentConfig(_Section):
 # ---------------------------------------------------------------- tags (conf/tags.yaml)
 
 _CODE = r"^[a-z][a-z0-9_]*$"
+# Validation-context key: gold.customer_tags' columns for the configured tags (what campaign rules may name).
+_CUSTOMER_TAGS_COLUMNS = "customer_tags_columns"
 
 
 class TaxonomyName(_Section):
@@ -479,7 +482,7 @@ class TagDefinition(_Section):
     # true: `values` lists the known values only (for docs and colours); others are accepted too
     # (e.g. usage_pattern: generated segment labels).
     open_values: bool = False
-    # Sources (SOURCE_MARKERS of gridpersona.contracts.tagspec) and feature view columns the tag cannot do without:
+    # Sources (SOURCE_MARKERS of gridpersona.contracts.tags) and feature view columns the tag cannot do without:
     # when a source has no data for the customer or a column is null, the tag is null (unknown), whatever expr says.
     needs: list[str] = Field(default_factory=list)
     expr: str
@@ -500,7 +503,7 @@ class TagsConfig(_Section):
     """conf/tags.yaml: the taxonomy, the feature view's parameters and the tag definitions (in column order).
 
     Every expression is parsed (Spark SQL, sqlglot) and its columns checked against
-    the documented feature view (``gridpersona.tagspec.FEATURE_VIEW``) and the tags
+    the documented feature view (``gridpersona.contracts.tags.FEATURE_VIEW``) and the tags
     defined before it, here at load time: no Spark needed.
     """
 
@@ -512,7 +515,7 @@ class TagsConfig(_Section):
     @classmethod
     def _expressions(cls, v: list[TagDefinition]) -> list[TagDefinition]:
         from gridpersona.config.expressions import ExpressionError, check_expression
-        from gridpersona.contracts.tagspec import CUSTOMER_TAGS_CONTEXT, SOURCE_MARKERS, feature_columns
+        from gridpersona.contracts.tags import CUSTOMER_TAGS_CONTEXT, SOURCE_MARKERS, TAG_CATALOG_VERSION, feature_columns
 
         view = feature_columns()
         known: set[str] = set(view)
@@ -521,7 +524,7 @@ class TagsConfig(_Section):
         for tag in v:
             if tag.code in seen:
                 problems.append(f"tag '{tag.code}': defined twice")
-            elif tag.code in CUSTOMER_TAGS_CONTEXT or tag.code == "tag_catalog_version":
+            elif tag.code in CUSTOMER_TAGS_CONTEXT or tag.code == TAG_CATALOG_VERSION:
                 problems.append(f"tag '{tag.code}': code is a context column of gold.customer_tags; choose another")
             elif tag.code in view and tag.expr.strip() != tag.code:
                 # The view's column would shadow the tag for later expressions.
@@ -557,6 +560,16 @@ class TagsConfig(_Section):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _offer_columns(self, info: ValidationInfo) -> "TagsConfig":
+        # Campaign rules name gold.customer_tags' columns, which these definitions decide: left in the
+        # validation context for the campaigns section, validated after this one (Settings' field order).
+        if isinstance(info.context, dict):
+            from gridpersona.contracts.tags import customer_tags_columns
+
+            info.context[_CUSTOMER_TAGS_COLUMNS] = customer_tags_columns(self.definitions)
+        return self
+
     def by_code(self) -> dict[str, TagDefinition]:
         return {t.code: t for t in self.definitions}
 
@@ -567,21 +580,26 @@ class PipelineConfig(_Section):
 
 # ---------------------------------------------------------------- campaigns (conf/campaigns.yaml)
 
-# The channels of schemas.CONTACT_CHANNELS.
+# The channels of contracts.bronze.CONTACT_CHANNELS.
 ContactChannel = Literal["app", "sms", "service_hall", "account_manager"]
 
 
-def _tag_columns() -> tuple[str, ...]:
-    from gridpersona.transform.campaigns import CUSTOMER_TAGS_COLUMNS
+def _tag_columns(info: ValidationInfo) -> list[str] | None:
+    """gold.customer_tags' columns for the configured tags (contracts.tags.customer_tags_columns), as the tags
+    section left them in the validation context; None when validated without one (a model built directly)
+    or when conf/tags.yaml itself is invalid (its error is reported, not one per campaign rule)."""
+    return info.context.get(_CUSTOMER_TAGS_COLUMNS) if isinstance(info.context, dict) else None
 
-    return tuple(CUSTOMER_TAGS_COLUMNS)
 
-
-def _check_sql(what: str, sql: str) -> None:
-    from gridpersona.config.expressions import ExpressionError, check_expression
+def _check_sql(what: str, sql: str, columns: list[str] | None) -> None:
+    """Parse a campaign rule and, when ``columns`` are known, check it names only those."""
+    from gridpersona.config.expressions import ExpressionError, check_expression, parse_row_expression
 
     try:
-        check_expression(sql, _tag_columns())
+        if columns is None:
+            parse_row_expression(sql)
+        else:
+            check_expression(sql, columns)
     except ExpressionError as exc:
         raise ValueError(f"{what} {sql!r}: {exc}") from None
 
@@ -607,7 +625,11 @@ class CampaignExclusions(_Section):
 
 
 class Campaign(_Section):
-    """One campaign: who qualifies, who is excluded, how they are ranked, reached and held out."""
+    """One campaign: who qualifies, who is excluded, how they are ranked, reached and held out.
+
+    Its rules are parsed here; through :func:`load_settings` they must also name only columns of
+    gold.customer_tags for the configured tags (the context columns and one per tag of conf/tags.yaml).
+    """
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     name_zh: str
@@ -641,12 +663,13 @@ class Campaign(_Section):
         return v
 
     @model_validator(mode="after")
-    def _expressions(self) -> "Campaign":
+    def _expressions(self, info: ValidationInfo) -> "Campaign":
+        columns = _tag_columns(info)
         try:
-            _check_sql("eligibility", self.eligibility)
+            _check_sql("eligibility", self.eligibility, columns)
             for code, sql in self.qualifiers.items():
-                _check_sql(f"qualifiers.{code}", sql)
-            _check_sql("score", self.score)
+                _check_sql(f"qualifiers.{code}", sql, columns)
+            _check_sql("score", self.score, columns)
         except ValueError as exc:
             raise ValueError(f"campaign {self.id!r}: {exc}") from None
         return self
@@ -672,14 +695,14 @@ class CampaignsConfig(_Section):
     definitions: list[Campaign] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CampaignsConfig":
+    def _consistent(self, info: ValidationInfo) -> "CampaignsConfig":
         ids = [c.id for c in self.definitions]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"campaign id(s) {dupes} defined more than once")
         for i, rule in enumerate(self.channel_rules):
             try:
-                _check_sql(f"channel_rules[{i}] ({rule.channel}) when", rule.when)
+                _check_sql(f"channel_rules[{i}] ({rule.channel}) when", rule.when, _tag_columns(info))
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
         return self
@@ -855,8 +878,10 @@ def load_settings(env: str = "local", overrides: list[str] | tuple[str, ...] = (
             nested = {k: nested}
         _merge(merged, nested, f"--set {item}", origin)
     merged["env"] = env
+    # Validated even when no file sets it: campaign rules are checked against the columns its tags give.
+    merged.setdefault("tags", {})
     try:
-        settings = Settings.model_validate(merged)
+        settings = Settings.model_validate(merged, context={})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -1,4 +1,4 @@
-"""Render docs/tags.md from conf/tags.yaml and the tag engine's contracts (lib/gridpersona/contracts/tagspec.py).
+"""Render docs/tags.md from conf/tags.yaml and the tag engine's contracts (lib/gridpersona/contracts/tags.py).
 
     python -m gridpersona.config.tagdocs > docs/tags.md      (make docs)
 """
@@ -11,11 +11,11 @@ import yaml
 
 from gridpersona.config import DEFAULT_CONF_DIR, TagsConfig
 from gridpersona.contracts.dictionary import render_spec
-from gridpersona.contracts.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, OUTPUT_SPECS, SOURCE_MARKERS
+from gridpersona.contracts.tags import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, OUTPUT_SPECS, SOURCE_MARKERS
 
 INTRO = """# Customer tags (用户画像标签)
 
-Generated from `conf/tags.yaml` and `lib/gridpersona/contracts/tagspec.py` by `make docs`; a test keeps the three equal.
+Generated from `conf/tags.yaml` and `lib/gridpersona/contracts/tags.py` by `make docs`; a test keeps the three equal.
 
 The tag system follows seed 000's Table 2 (level 1 -> level 2 -> tag values) plus the target groups of
 its §2.3 and seed 002's churn analysis. Every tag is a **Spark SQL expression** in `conf/tags.yaml` over

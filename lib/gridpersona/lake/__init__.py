@@ -52,6 +52,7 @@ from pyspark.sql import types as T
 
 from gridpersona.lake import deltalog, locks
 from gridpersona.config import Settings
+from gridpersona.contracts.ops import JOB_RUNS
 from gridpersona.console import stage_prefix
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,6 @@ class WriteConflictError(LakeError):
     """Another writer holds the table (or committed to it first)."""
 
 
-JOB_RUNS_TABLE = "ops.job_runs"
 # The run log is appended by every stage at its start and end: a writer waits its turn briefly.
 _RUN_LOG_LOCK_WAIT_SECONDS = 60.0
 
@@ -292,7 +292,7 @@ class Lake:
 
     def _unfinished_runs(self) -> frozenset[str]:
         """``run_id/stage`` of every stage run in ops.job_runs without a ``succeeded`` row."""
-        path = self.path(JOB_RUNS_TABLE)
+        path = self.path(JOB_RUNS.name)
         stamp = deltalog.log_stamp(path)
         if stamp is None:
             return frozenset()
@@ -307,7 +307,7 @@ class Lake:
                 return frozenset()
             runs = dt.to_pyarrow_table(columns=["run_id", "stage", "status"]).to_pydict()
         except Exception as exc:  # delta-rs raises several exception types
-            raise LakeError(f"{JOB_RUNS_TABLE}: cannot read the run log at {path}, which says which stage outputs "
+            raise LakeError(f"{JOB_RUNS.name}: cannot read the run log at {path}, which says which stage outputs "
                             f"are published: {exc}") from exc
         seen, succeeded = set(), set()
         for run_id, stage, status in zip(runs["run_id"], runs["stage"], runs["status"]):
@@ -340,7 +340,7 @@ class Lake:
         if stamp is None:
             return None
         own = scope.tag if scope is not None else None
-        key = (stamp, deltalog.log_stamp(self.path(JOB_RUNS_TABLE)), own)
+        key = (stamp, deltalog.log_stamp(self.path(JOB_RUNS.name)), own)
         cached = self._visible_cache.get(table)
         if cached is not None and cached[0] == key:
             version = cached[1]
@@ -413,7 +413,7 @@ class Lake:
             scope.outputs.add(table)
             yield
             return
-        wait = _RUN_LOG_LOCK_WAIT_SECONDS if table == JOB_RUNS_TABLE else 0.0
+        wait = _RUN_LOG_LOCK_WAIT_SECONDS if table == JOB_RUNS.name else 0.0
         lock = self._lock_for_write(table, wait)
         try:
             yield

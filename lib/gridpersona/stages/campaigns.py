@@ -1,4 +1,4 @@
-"""Campaign stages: config + lake I/O around :mod:`gridpersona.transform.campaigns` and ``campaign_eval``.
+"""Campaign stages: config + lake I/O around :mod:`gridpersona.transform.campaigns` and ``campaign_outcomes``.
 
 ``campaigns``  gold.customer_tags (as-of), bronze.contact_history -> gold.campaign_targets (partition as_of)
 ``evaluate``   gold.campaign_targets (as-of), bronze.campaign_response (cycle_as_of = as-of)
@@ -21,16 +21,13 @@ from gridpersona.stages.inputs import read_bronze_or_empty
 from gridpersona.lake import check_schema
 from gridpersona.stages.runner import StageContext, StageResult
 from gridpersona.config.expressions import referenced_columns
+from gridpersona.contracts.bronze import CAMPAIGN_RESPONSE, CONTACT_HISTORY
+from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CAMPAIGN_TARGETS, FAMILY_METHOD
+from gridpersona.contracts.tags import CUSTOMER_TAGS
 from gridpersona.transform import campaign_outcomes as E
 from gridpersona.transform import campaigns as C
 
 log = logging.getLogger("gridpersona")
-
-CUSTOMER_TAGS = "gold.customer_tags"
-CAMPAIGN_TARGETS = "gold.campaign_targets"
-CAMPAIGN_EVALUATION = "gold.campaign_evaluation"
-CONTACT_HISTORY = "bronze.contact_history"
-CAMPAIGN_RESPONSE = "bronze.campaign_response"
 
 # Tag columns the targeting itself uses, whatever the rules say.
 _TARGETING_COLUMNS = ("customer_id", "segment_id", "segment_label", "do_not_contact", "has_arrears", "products_held")
@@ -40,11 +37,11 @@ def read_tags(ctx: StageContext) -> DataFrame:
     """The as-of's gold.customer_tags rows; a clear error when the tags stage has not run for it."""
     lake = ctx.lake
     hint = f"run the tags stage first (gridpersona run tags --as-of {ctx.as_of})"
-    if not lake.exists(CUSTOMER_TAGS):
-        raise RuntimeError(f"campaigns: {CUSTOMER_TAGS} not found under {lake.root}; {hint}")
-    tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    if not lake.exists(CUSTOMER_TAGS.name):
+        raise RuntimeError(f"campaigns: {CUSTOMER_TAGS.name} not found under {lake.root}; {hint}")
+    tags = lake.read(CUSTOMER_TAGS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
     if not tags.limit(1).count():
-        raise RuntimeError(f"campaigns: {CUSTOMER_TAGS} has no rows for as-of {ctx.as_of}; {hint}")
+        raise RuntimeError(f"campaigns: {CUSTOMER_TAGS.name} has no rows for as-of {ctx.as_of}; {hint}")
     return tags
 
 
@@ -58,7 +55,7 @@ def check_rules_against(tags: DataFrame, campaigns, channel_rules) -> None:
     """
     missing = [c for c in _TARGETING_COLUMNS if c not in tags.columns]
     if missing:
-        raise ValueError(f"campaigns: {CUSTOMER_TAGS} lacks column(s) {missing} that targeting needs")
+        raise ValueError(f"campaigns: {CUSTOMER_TAGS.name} lacks column(s) {missing} that targeting needs")
     rules = [(f"channel_rules ({r.channel})", "when", r.when, "boolean") for r in channel_rules]
     for c in campaigns:
         rules.append((f"campaign {c.id!r}", "eligibility", c.eligibility, "boolean"))
@@ -67,7 +64,7 @@ def check_rules_against(tags: DataFrame, campaigns, channel_rules) -> None:
     for owner, key, sql, _ in rules:
         absent = [n for n in referenced_columns(sql) if n not in tags.columns]
         if absent:
-            raise ValueError(f"{owner}: {key} {sql!r}: {CUSTOMER_TAGS} has no column(s) {absent}")
+            raise ValueError(f"{owner}: {key} {sql!r}: {CUSTOMER_TAGS.name} has no column(s) {absent}")
     try:  # one analysis for all rules; on failure, one per rule to name the culprit
         schema = tags.select(*[F.expr(f"({sql})").alias(f"r{i}") for i, (_, _, sql, _) in enumerate(rules)]).schema
         types = [schema[f"r{i}"].dataType for i in range(len(rules))]
@@ -78,7 +75,7 @@ def check_rules_against(tags: DataFrame, campaigns, channel_rules) -> None:
                 types.append(tags.select(F.expr(f"({sql})").alias("v")).schema["v"].dataType)
             except AnalysisException as exc:
                 first = str(exc).strip().splitlines()[0]
-                raise ValueError(f"{owner}: {key} {sql!r} does not analyse over {CUSTOMER_TAGS}: {first}") from None
+                raise ValueError(f"{owner}: {key} {sql!r} does not analyse over {CUSTOMER_TAGS.name}: {first}") from None
     for (owner, key, sql, kind), dtype in zip(rules, types):
         ok = dtype.typeName() in ("boolean", "void") if kind == "boolean" else \
             dtype.typeName() in ("byte", "short", "integer", "long", "float", "double", "decimal", "void")
@@ -96,25 +93,26 @@ def run_campaigns(ctx: StageContext) -> StageResult:
     tags = read_tags(ctx)
     check_rules_against(tags, active, conf.channel_rules)
     # No contact history (none landed yet): nobody was contacted recently, so no recent-contact exclusion.
-    contacts = read_bronze_or_empty(lake, CONTACT_HISTORY)
+    contacts = read_bronze_or_empty(lake, CONTACT_HISTORY.name)
     # Materialize the screened candidates and each arbitration block so the plan stays linear in the blocks.
     targeting = C.campaign_targets(tags, contacts, active, as_of=ctx.as_of, time_zone=s.ami.time_zone,
                                    max_per_customer=conf.max_per_customer, channel_rules=conf.channel_rules,
                                    fallback_channel=conf.fallback_channel,
                                    checkpoint=lambda df: df.localCheckpoint(eager=True))
-    check_schema(CAMPAIGN_TARGETS, C.CAMPAIGN_TARGETS_SCHEMA, targeting.targets.schema)
-    lake.replace(targeting.targets, CAMPAIGN_TARGETS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    check_schema(CAMPAIGN_TARGETS.name, CAMPAIGN_TARGETS.schema, targeting.targets.schema)
+    lake.replace(targeting.targets, CAMPAIGN_TARGETS.name, where={"as_of": ctx.as_of},
+                 partition_by=CAMPAIGN_TARGETS.partition_by)
     written = int(lake.last_write["rows"])
 
     funnel: dict[str, dict] = {c.id: {} for c in active}
     for r in targeting.screened.groupBy("campaign_id", "exclusion").count().collect():
         funnel[r["campaign_id"]][r["exclusion"] or "kept"] = r["count"]
-    out = lake.read(CAMPAIGN_TARGETS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    out = lake.read(CAMPAIGN_TARGETS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
     groups: dict[str, dict] = {c.id: {} for c in active}
     for r in out.groupBy("campaign_id", "ab_group").count().collect():
         groups[r["campaign_id"]][r["ab_group"]] = r["count"]
     customers = tags.count()
-    result = StageResult(rows_in=customers, outputs={CAMPAIGN_TARGETS: written})
+    result = StageResult(rows_in=customers, outputs={CAMPAIGN_TARGETS.name: written})
     result.notes.append(f"{customers:,} tagged customers; {len(active)} campaigns; at most {conf.max_per_customer} "
                         f"per customer")
     for c in active:
@@ -131,33 +129,35 @@ def run_campaigns(ctx: StageContext) -> StageResult:
 def run_evaluate(ctx: StageContext) -> StageResult:
     """gold.campaign_targets (cycle = as-of) + bronze.campaign_response -> gold.campaign_evaluation (as-of)."""
     s, lake = ctx.settings, ctx.lake
-    if not lake.exists(CAMPAIGN_TARGETS):
-        raise RuntimeError(f"evaluate: {CAMPAIGN_TARGETS} not found under {lake.root}; run the campaigns stage first "
-                           f"(gridpersona run campaigns --as-of {ctx.as_of})")
-    targets = lake.read(CAMPAIGN_TARGETS).filter(F.col("as_of") == F.lit(ctx.as_of))
-    responses = read_bronze_or_empty(lake, CAMPAIGN_RESPONSE).filter(F.col("cycle_as_of") == F.lit(ctx.as_of))
+    if not lake.exists(CAMPAIGN_TARGETS.name):
+        raise RuntimeError(f"evaluate: {CAMPAIGN_TARGETS.name} not found under {lake.root}; run the campaigns stage "
+                           f"first (gridpersona run campaigns --as-of {ctx.as_of})")
+    targets = lake.read(CAMPAIGN_TARGETS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
+    responses = read_bronze_or_empty(lake, CAMPAIGN_RESPONSE.name).filter(F.col("cycle_as_of") == F.lit(ctx.as_of))
     n_targets = targets.count()
     result = StageResult(rows_in=n_targets)
     evaluation = E.campaign_evaluation(targets, responses, confidence=s.campaigns.confidence)
     if not n_targets:
         # A cycle that contacted no one (e.g. every customer's opt-out unknown) has nothing to evaluate.
         evaluation = evaluation.limit(0)
-        result.notes.append(f"{CAMPAIGN_TARGETS} has no targets for cycle {ctx.as_of} (the campaigns stage targeted "
-                            f"no one, or has not run for it): nothing evaluated")
+        result.notes.append(f"{CAMPAIGN_TARGETS.name} has no targets for cycle {ctx.as_of} (the campaigns stage "
+                            f"targeted no one, or has not run for it): nothing evaluated")
     elif not responses.limit(1).count():
         # Responses come in after the cycle: nothing to evaluate yet, and no stale rows either. Without any
         # response a rate would read as 0 % measured; the cycle is not evaluable, so it gets no rows.
         evaluation = evaluation.limit(0)
-        if lake.exists(CAMPAIGN_RESPONSE):
-            result.notes.append(f"no {CAMPAIGN_RESPONSE} rows for cycle {ctx.as_of} yet: nothing evaluated")
+        if lake.exists(CAMPAIGN_RESPONSE.name):
+            result.notes.append(f"no {CAMPAIGN_RESPONSE.name} rows for cycle {ctx.as_of} yet: nothing evaluated")
         else:
-            result.notes.append(f"{CAMPAIGN_RESPONSE} absent: cycle {ctx.as_of} not evaluable, no response rate or "
-                                f"uplift written (land responses with `gridpersona ingest {CAMPAIGN_RESPONSE} FILES`)")
-    check_schema(CAMPAIGN_EVALUATION, E.CAMPAIGN_EVALUATION_SCHEMA, evaluation.schema)
+            result.notes.append(f"{CAMPAIGN_RESPONSE.name} absent: cycle {ctx.as_of} not evaluable, no response rate "
+                                f"or uplift written (land responses with `gridpersona ingest {CAMPAIGN_RESPONSE.name} "
+                                f"FILES`)")
+    check_schema(CAMPAIGN_EVALUATION.name, CAMPAIGN_EVALUATION.schema, evaluation.schema)
     _check_table_is_current(lake)
-    lake.replace(evaluation, CAMPAIGN_EVALUATION, where={"as_of": ctx.as_of}, partition_by=["as_of"])
-    result.outputs[CAMPAIGN_EVALUATION] = int(lake.last_write["rows"])
-    rows = (lake.read(CAMPAIGN_EVALUATION)
+    lake.replace(evaluation, CAMPAIGN_EVALUATION.name, where={"as_of": ctx.as_of},
+                 partition_by=CAMPAIGN_EVALUATION.partition_by)
+    result.outputs[CAMPAIGN_EVALUATION.name] = int(lake.last_write["rows"])
+    rows = (lake.read(CAMPAIGN_EVALUATION.name)
             .filter((F.col("as_of") == F.lit(ctx.as_of)) & (F.col("level") == "campaign"))
             .orderBy("campaign_id").collect())
     for r in rows:
@@ -172,21 +172,21 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         r = rows[0]
         result.notes.append(
             f"family intervals: {r['family_size']} campaigns at {r['family_confidence']:.4%} each "
-            f"({E.FAMILY_METHOD}): all cover their true uplifts together with probability >= {r['confidence']:.0%}")
+            f"({FAMILY_METHOD}): all cover their true uplifts together with probability >= {r['confidence']:.0%}")
     return result
 
 
 def _check_table_is_current(lake) -> None:
     """Refuse, with what to do, a gold.campaign_evaluation written before its current columns (e.g. the family ones)."""
-    if not lake.exists(CAMPAIGN_EVALUATION):
+    if not lake.exists(CAMPAIGN_EVALUATION.name):
         return
-    have = set(lake.read(CAMPAIGN_EVALUATION).columns)
-    missing = [f.name for f in E.CAMPAIGN_EVALUATION_SCHEMA.fields if f.name not in have]
+    have = set(lake.read(CAMPAIGN_EVALUATION.name).columns)
+    missing = [c for c in CAMPAIGN_EVALUATION.column_names if c not in have]
     if missing:
         raise RuntimeError(
-            f"evaluate: {CAMPAIGN_EVALUATION} at {lake.path(CAMPAIGN_EVALUATION)} predates column(s) {missing}. "
-            f"The table is derived from {CAMPAIGN_TARGETS} and {CAMPAIGN_RESPONSE} only: delete its folder and "
-            f"rerun `gridpersona run evaluate --as-of D` for each evaluated cycle D")
+            f"evaluate: {CAMPAIGN_EVALUATION.name} at {lake.path(CAMPAIGN_EVALUATION.name)} predates column(s) "
+            f"{missing}. The table is derived from {CAMPAIGN_TARGETS.name} and {CAMPAIGN_RESPONSE.name} only: delete "
+            f"its folder and rerun `gridpersona run evaluate --as-of D` for each evaluated cycle D")
 
 
 def _rate(x: int, n: int) -> str:

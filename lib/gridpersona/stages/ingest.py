@@ -55,7 +55,8 @@ from gridpersona.stages import inputs
 from gridpersona.transform import validate
 from gridpersona.config import Settings
 from gridpersona.lake import Lake, check_schema, SchemaMismatchError
-from gridpersona.contracts.tables import BRONZE, INGEST_REJECTS, TableSpec
+from gridpersona.contracts.base import TableSpec
+from gridpersona.contracts.bronze import BRONZE, INGEST_REJECTS
 
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 

@@ -23,11 +23,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from gridpersona.lake import Lake, LakeError, SchemaMismatchError, check_schema
-from gridpersona.contracts.tables import BRONZE, TableSpec
+from gridpersona.contracts.base import TableSpec
+from gridpersona.contracts.bronze import AMI_INTERVAL, BRONZE, CUSTOMER_ARCHIVE
 
 
 # Inputs the pipeline runs without: absent means empty (no bills, no contacts, no responses), never a guess.
-REQUIRED_TABLES = ("bronze.ami_interval", "bronze.customer_archive")
+REQUIRED_TABLES = (AMI_INTERVAL.name, CUSTOMER_ARCHIVE.name)
 OPTIONAL_TABLES = tuple(t for t in BRONZE if t not in REQUIRED_TABLES)
 
 

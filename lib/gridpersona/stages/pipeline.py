@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gridpersona.config import Settings
+from gridpersona.contracts import bronze as BR
+from gridpersona.contracts import campaigns as CA
+from gridpersona.contracts import segments as SG
+from gridpersona.contracts import silver as SI
+from gridpersona.contracts import tags as TG
 from gridpersona.stages.runner import StageContext, StageResult, run_stage
 
 log = logging.getLogger("gridpersona")
-
-_ARCHIVE = "bronze.customer_archive"
-_TAG_SOURCES = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
-                "bronze.campaign_response")
 
 
 @dataclass(frozen=True)
@@ -37,27 +38,34 @@ class StageSpec:
         return getattr(importlib.import_module(module), attr)
 
 
+def _names(*specs) -> tuple[str, ...]:
+    return tuple(spec.name for spec in specs)
+
+
+_TAG_SOURCES = (BR.BILLING_PAYMENT, BR.SERVICE_INTERACTION, BR.CONTACT_HISTORY, BR.CAMPAIGN_RESPONSE)
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("clean", "gridpersona.stages.clean:run_clean",
-              inputs=("bronze.ami_interval", _ARCHIVE),
-              outputs=("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality")),
+              inputs=_names(BR.AMI_INTERVAL, BR.CUSTOMER_ARCHIVE),
+              outputs=_names(SI.AMI_CLEAN, SI.AMI_QUARANTINE, SI.METER_DAY_QUALITY)),
     StageSpec("shapes", "gridpersona.stages.shapes:run_shapes",
-              inputs=("silver.ami_clean",), outputs=("silver.daily_load_shape",)),
+              inputs=_names(SI.AMI_CLEAN), outputs=_names(SI.DAILY_LOAD_SHAPE)),
     StageSpec("segment-train", "gridpersona.stages.segment:run_segment_train",
-              inputs=("silver.daily_load_shape",), outputs=("gold.segment_model",)),
+              inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL)),
     StageSpec("segment-assign", "gridpersona.stages.segment:run_segment_assign",
-              inputs=("silver.daily_load_shape", "gold.segment_model", _ARCHIVE), outputs=("gold.customer_segments",)),
+              inputs=_names(SI.DAILY_LOAD_SHAPE, SG.SEGMENT_MODEL, BR.CUSTOMER_ARCHIVE),
+              outputs=_names(SG.CUSTOMER_SEGMENTS)),
     StageSpec("tags", "gridpersona.stages.tags:run_tags",
-              inputs=("gold.customer_segments", "silver.daily_load_shape", _ARCHIVE, *_TAG_SOURCES),
-              outputs=("gold.customer_tags", "gold.tag_catalog")),
+              inputs=_names(SG.CUSTOMER_SEGMENTS, SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, *_TAG_SOURCES),
+              outputs=_names(TG.CUSTOMER_TAGS, TG.TAG_CATALOG)),
     StageSpec("campaigns", "gridpersona.stages.campaigns:run_campaigns",
-              inputs=("gold.customer_tags", "bronze.contact_history"), outputs=("gold.campaign_targets",)),
+              inputs=_names(TG.CUSTOMER_TAGS, BR.CONTACT_HISTORY), outputs=_names(CA.CAMPAIGN_TARGETS)),
     StageSpec("evaluate", "gridpersona.stages.campaigns:run_evaluate",
-              inputs=("gold.campaign_targets", "bronze.campaign_response"), outputs=("gold.campaign_evaluation",)),
+              inputs=_names(CA.CAMPAIGN_TARGETS, BR.CAMPAIGN_RESPONSE), outputs=_names(CA.CAMPAIGN_EVALUATION)),
     StageSpec("profile", "gridpersona.stages.segment:run_profile",
-              inputs=("gold.customer_segments", "gold.segment_model", "silver.daily_load_shape", "gold.customer_tags",
-                      "gold.tag_catalog"),
-              outputs=("gold.segment_profile", "gold.segment_tag_profile", "gold.consumption_price_quadrant")),
+              inputs=_names(SG.CUSTOMER_SEGMENTS, SG.SEGMENT_MODEL, SI.DAILY_LOAD_SHAPE, TG.CUSTOMER_TAGS,
+                            TG.TAG_CATALOG),
+              outputs=_names(SG.SEGMENT_PROFILE, TG.SEGMENT_TAG_PROFILE, TG.CONSUMPTION_PRICE_QUADRANT)),
 )
 STAGE_ORDER = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}
@@ -72,7 +80,7 @@ def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
 
 
 # The input a stage reads for its window (date-partitioned); a run starting at that stage needs rows there.
-WINDOW_INPUTS = {"clean": "bronze.ami_interval", "shapes": "silver.ami_clean", "segment-train": "silver.daily_load_shape"}
+WINDOW_INPUTS = {"clean": BR.AMI_INTERVAL.name, "shapes": SI.AMI_CLEAN.name, "segment-train": SI.DAILY_LOAD_SHAPE.name}
 
 
 class EmptyWindowError(ValueError):

@@ -36,32 +36,11 @@ from gridpersona import __version__
 from gridpersona.lake import locks
 from gridpersona.config import Settings
 from gridpersona.console import stage_scope
-from gridpersona.lake import JOB_RUNS_TABLE, Lake, checkpoint
+from gridpersona.contracts.ops import JOB_RUNS
+from gridpersona.lake import Lake, checkpoint
 from gridpersona.transform.clean import local_calendar
 
 log = logging.getLogger("gridpersona")
-
-JOB_RUNS_SCHEMA = T.StructType([
-    T.StructField("run_id", T.StringType(), False),
-    T.StructField("stage", T.StringType(), False),
-    T.StructField("as_of", T.DateType(), False),
-    T.StructField("window_days", T.IntegerType(), True),
-    T.StructField("started_at", T.TimestampType(), False),
-    T.StructField("duration_s", T.DoubleType(), True),
-    T.StructField("status", T.StringType(), False),
-    T.StructField("rows_in", T.LongType(), True),
-    T.StructField("rows_out", T.LongType(), True),
-    T.StructField("outputs", T.StringType(), True),
-    T.StructField("error", T.StringType(), True),
-    T.StructField("config_hash", T.StringType(), True),
-    T.StructField("code_version", T.StringType(), True),
-    T.StructField("env", T.StringType(), True),
-    # Added with publishing (appended to an older table's schema on its first new row).
-    T.StructField("pid", T.IntegerType(), True),
-    T.StructField("host", T.StringType(), True),
-    T.StructField("versions_read", T.StringType(), True),  # JSON {table: Delta version}
-    T.StructField("versions_written", T.StringType(), True),  # JSON {table: Delta version}; what a succeeded row publishes
-])
 
 
 @dataclass
@@ -206,13 +185,13 @@ def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float 
             # Through Arrow and delta-rs, no Spark job: a failure that broke Spark itself (Python
             # workers that cannot start, a lost executor) is still recorded, and faster. An older
             # table gains the new nullable columns on this append.
-            ctx.lake.write_arrow(JOB_RUNS_TABLE, job_runs_arrow([row]), mode="append", add_columns=True)
+            ctx.lake.write_arrow(JOB_RUNS.name, job_runs_arrow([row]), mode="append", add_columns=True)
         else:
-            ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), JOB_RUNS_TABLE)
+            ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS.schema), JOB_RUNS.name)
     except Exception as exc:
         if required:
             raise
-        log.warning("could not append to %s: %s", JOB_RUNS_TABLE, exc)  # never hides the stage's own outcome
+        log.warning("could not append to %s: %s", JOB_RUNS.name, exc)  # never hides the stage's own outcome
 
 
 _ARROW_TYPES = {T.StringType: pa.string(), T.DateType: pa.date32(), T.IntegerType: pa.int32(),
@@ -220,9 +199,9 @@ _ARROW_TYPES = {T.StringType: pa.string(), T.DateType: pa.date32(), T.IntegerTyp
 
 
 def job_runs_arrow(rows: list[tuple]) -> pa.Table:
-    """ops.job_runs rows (tuples in JOB_RUNS_SCHEMA order) as an Arrow table of the same schema."""
+    """ops.job_runs rows (tuples in JOB_RUNS.schema order) as an Arrow table of the same schema."""
     schema = pa.schema([pa.field(f.name, _ARROW_TYPES[type(f.dataType)], nullable=f.nullable)
-                        for f in JOB_RUNS_SCHEMA.fields])
+                        for f in JOB_RUNS.schema.fields])
     return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
 
 
@@ -241,10 +220,10 @@ def stage_runs(lake: Lake, as_of: dt.date | None = None, limit: int | None = Non
     """Stage runs in ops.job_runs, newest first: one dict per (run_id, stage) with ``status`` running /
     succeeded / failed / crashed (a ``running`` row with no end row whose process is gone), started_at,
     duration_s, rows_in, rows_out, versions_read, versions_written (dicts) and error (first line)."""
-    if not lake.exists(JOB_RUNS_TABLE):
+    if not lake.exists(JOB_RUNS.name):
         return []
     attempts: dict[tuple[str, str], dict] = {}
-    for r in sorted(lake.read_arrow(JOB_RUNS_TABLE).to_pylist(), key=lambda r: r["started_at"]):
+    for r in sorted(lake.read_arrow(JOB_RUNS.name).to_pylist(), key=lambda r: r["started_at"]):
         if as_of is not None and r["as_of"] != as_of:
             continue
         slot = attempts.setdefault((r["run_id"], r["stage"]), {"start": None, "end": None})

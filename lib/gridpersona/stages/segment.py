@@ -94,9 +94,10 @@ from gridpersona.config import Settings, parse_hhmm_range
 from gridpersona.lake import check_schema
 from gridpersona.stages.runner import StageContext, StageResult, code_version
 from gridpersona.segment import model as G
-from gridpersona.contracts.segments import (CUSTOMER_SEGMENTS, CUSTOMER_SEGMENTS_SCHEMA, DAILY_LOAD_SHAPE,
-                                            SEGMENT_MODEL, SEGMENT_MODEL_SCHEMA, SEGMENT_PROFILE,
-                                            SEGMENT_PROFILE_SCHEMA)
+from gridpersona.contracts.bronze import CUSTOMER_ARCHIVE
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS, SEGMENT_MODEL, SEGMENT_PROFILE
+from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
+from gridpersona.contracts.tags import CONSUMPTION_PRICE_QUADRANT, CUSTOMER_TAGS, SEGMENT_TAG_PROFILE, TAG_CATALOG
 
 log = logging.getLogger("gridpersona")
 
@@ -178,13 +179,13 @@ def segment_features(ctx: StageContext, method: str | None = None) -> DataFrame:
     method = method or seg.typical_shape
     first, last = ctx.window
     lake = ctx.lake
-    if not lake.exists(DAILY_LOAD_SHAPE):
-        raise RuntimeError(f"{DAILY_LOAD_SHAPE}: table not found under {lake.root}; run the shapes stage first "
+    if not lake.exists(DAILY_LOAD_SHAPE.name):
+        raise RuntimeError(f"{DAILY_LOAD_SHAPE.name}: table not found under {lake.root}; run the shapes stage first "
                            f"(gridpersona run shapes --as-of {ctx.as_of})")
     # The version this stage reads (published, pinned): a crashed run's newer commits do not count.
-    version = lake.version(DAILY_LOAD_SHAPE)
-    committed = lake.history_entry(DAILY_LOAD_SHAPE, version)["timestamp"]
-    key = (id(ctx.spark), lake.path(DAILY_LOAD_SHAPE), version, committed, first, last, method,
+    version = lake.version(DAILY_LOAD_SHAPE.name)
+    committed = lake.history_entry(DAILY_LOAD_SHAPE.name, version)["timestamp"]
+    key = (id(ctx.spark), lake.path(DAILY_LOAD_SHAPE.name), version, committed, first, last, method,
            seg.min_completeness, seg.vacant_max_daily_kwh, seg.partitions, _slots(s))
     if _FEATURES.get("key") == key:
         return _FEATURES["frame"]
@@ -192,7 +193,7 @@ def segment_features(ctx: StageContext, method: str | None = None) -> DataFrame:
         _FEATURES["frame"].unpersist()
         _FEATURES.clear()
     source = "shape" if method == "mean_shape" else "slot_kwh"
-    daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
+    daily = (lake.read(DAILY_LOAD_SHAPE.name).filter(F.col("date").between(first, last))
              .select("meter_id", "date", "completeness", "is_weekend", "daily_kwh", source))
     feats = G.typical_shapes(daily, slots=_slots(s), method=method, min_completeness=seg.min_completeness)
     feats = (G.flag_vacant(feats, seg.vacant_max_daily_kwh)
@@ -219,9 +220,9 @@ def _vacancy_counts(feats: DataFrame) -> tuple[int, int]:
 
 
 def _model_table(lake) -> list[dict]:
-    if not lake.exists(SEGMENT_MODEL):
+    if not lake.exists(SEGMENT_MODEL.name):
         return []
-    return lake.read_arrow(SEGMENT_MODEL).to_pylist()
+    return lake.read_arrow(SEGMENT_MODEL.name).to_pylist()
 
 
 def latest_model_version(lake, as_of: dt.date) -> str | None:
@@ -236,7 +237,7 @@ def model_segments(lake, version: str) -> list[dict]:
     rows = sorted((r for r in table if r["model_version"] == version), key=lambda r: r["segment_id"])
     if not rows:
         known = sorted({r["model_version"] for r in table})
-        raise LookupError(f"{SEGMENT_MODEL}: no model version {version!r} (known versions: {known or 'none'}); "
+        raise LookupError(f"{SEGMENT_MODEL.name}: no model version {version!r} (known versions: {known or 'none'}); "
                           f"run segment-train first or fix segment.model_version")
     return rows
 
@@ -374,7 +375,7 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     timings["features"] = time.perf_counter() - t0
     if n_active + n_vacant == 0:
         first, last = ctx.window
-        raise RuntimeError(f"segment-train: no meter in {DAILY_LOAD_SHAPE} has a day between {first} and {last} with "
+        raise RuntimeError(f"segment-train: no meter in {DAILY_LOAD_SHAPE.name} has a day between {first} and {last} with "
                            f"completeness >= {seg.min_completeness}; run shapes for this window first")
     active = feats.filter(~F.col("is_vacant")).withColumn("vec", array_to_vector("features"))
     features_col = "vec"
@@ -503,16 +504,16 @@ def run_segment_train(ctx: StageContext) -> StageResult:
                          label_features=_features_json(feats_v)))
     rows.sort(key=lambda r: r["segment_id"])
     t = time.perf_counter()
-    table = ctx.spark.createDataFrame([tuple(r[f.name] for f in SEGMENT_MODEL_SCHEMA.fields) for r in rows],
-                                      SEGMENT_MODEL_SCHEMA)
-    lake.check_stored_schema(SEGMENT_MODEL, SEGMENT_MODEL_SCHEMA,
-                             f"{SEGMENT_MODEL} was written by an older segment-train (this one adds stability, "
+    table = ctx.spark.createDataFrame([tuple(r[f.name] for f in SEGMENT_MODEL.schema.fields) for r in rows],
+                                      SEGMENT_MODEL.schema)
+    lake.check_stored_schema(SEGMENT_MODEL.name, SEGMENT_MODEL.schema,
+                             f"{SEGMENT_MODEL.name} was written by an older segment-train (this one adds stability, "
                              f"stability_by_k, weak_structure); move the table aside (and models/segment/) and "
                              f"retrain the as-of dates you need")
-    lake.replace(table, SEGMENT_MODEL, where={"model_version": version}, partition_by=["model_version"])
+    lake.replace(table, SEGMENT_MODEL.name, where={"model_version": version}, partition_by=SEGMENT_MODEL.partition_by)
     timings["write"] = time.perf_counter() - t
 
-    result = StageResult(rows_in=total, outputs={SEGMENT_MODEL: len(rows)})
+    result = StageResult(rows_in=total, outputs={SEGMENT_MODEL.name: len(rows)})
     sil = ", ".join(f"k={k}: {scores[k]:.3f}/{stability[k]:.2f}" for k in sorted(scores))
     result.notes.append(f"model {version}: k={k_found} ({common['k_selection']}; silhouette/stability on "
                         f"{train_rows:,} meters: {sil}); {seg.typical_shape} typical shapes of {total:,} meters, "
@@ -552,7 +553,7 @@ def load_models(lake, segments: list[dict]):
     path = os.path.join(lake.root, head["model_path"])
     kmeans_path = os.path.join(path, "kmeans")
     if not os.path.isdir(kmeans_path):
-        raise FileNotFoundError(f"{SEGMENT_MODEL} version {head['model_version']}: saved model missing at "
+        raise FileNotFoundError(f"{SEGMENT_MODEL.name} version {head['model_version']}: saved model missing at "
                                 f"{kmeans_path}; retrain with `gridpersona run segment-train --as-of {head['as_of']}`")
     pca = PCAModel.load(os.path.join(path, "pca")) if head["pca_components"] else None
     return KMeansModel.load(kmeans_path), pca
@@ -566,7 +567,7 @@ def run_segment_assign(ctx: StageContext) -> StageResult:
     timings: dict[str, float] = {}
     version = seg.model_version or latest_model_version(lake, ctx.as_of)
     if version is None:
-        raise LookupError(f"segment-assign: no model in {SEGMENT_MODEL} trained on or before {ctx.as_of}; run "
+        raise LookupError(f"segment-assign: no model in {SEGMENT_MODEL.name} trained on or before {ctx.as_of}; run "
                           f"`gridpersona run segment-train --as-of {ctx.as_of}` or set segment.model_version")
     segments = model_segments(lake, version)
     head = segments[0]
@@ -596,19 +597,19 @@ def run_segment_assign(ctx: StageContext) -> StageResult:
     seg_df = ctx.spark.createDataFrame(seg_rows, "segment_id int, cluster_index int, centroid array<double>, "
                                                  "segment_label string, name_zh string, name_en string")
     assigned = G.attach_segments(predicted, seg_df)
-    archive = read_bronze(lake, "bronze.customer_archive").select("customer_id", "meter_id")
+    archive = read_bronze(lake, CUSTOMER_ARCHIVE.name).select("customer_id", "meter_id")
     out = G.customer_segments(assigned, archive, as_of=ctx.as_of, model_version=version)
-    check_schema(CUSTOMER_SEGMENTS, CUSTOMER_SEGMENTS_SCHEMA, out.schema)
-    lake.replace(out, CUSTOMER_SEGMENTS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    check_schema(CUSTOMER_SEGMENTS.name, CUSTOMER_SEGMENTS.schema, out.schema)
+    lake.replace(out, CUSTOMER_SEGMENTS.name, where={"as_of": ctx.as_of}, partition_by=CUSTOMER_SEGMENTS.partition_by)
     written = int(lake.last_write["rows"])
     timings["assign_write"] = time.perf_counter() - t
 
     t = time.perf_counter()
     counts = {(r["segment_id"], r["segment_label"]): r["count"] for r in
-              lake.read(CUSTOMER_SEGMENTS).filter(F.col("as_of") == F.lit(ctx.as_of))
+              lake.read(CUSTOMER_SEGMENTS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
               .groupBy("segment_id", "segment_label").count().collect()}
     timings["count"] = time.perf_counter() - t
-    result = StageResult(rows_in=written, outputs={CUSTOMER_SEGMENTS: written})
+    result = StageResult(rows_in=written, outputs={CUSTOMER_SEGMENTS.name: written})
     result.notes.append(f"{written:,} meters assigned with model {version} (k={head['k']}, {head['typical_shape']})")
     result.notes.append("segments: " + ", ".join(f"{i} {lbl} {n:,}" for (i, lbl), n in sorted(counts.items())))
     result.notes.append("timings " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
@@ -622,27 +623,27 @@ def run_profile(ctx: StageContext) -> StageResult:
     """gold.customer_segments (as-of) + silver.daily_load_shape (window) -> gold.segment_profile (as-of)."""
     s, lake = ctx.settings, ctx.lake
     first, last = ctx.window
-    if not lake.exists(CUSTOMER_SEGMENTS):
-        raise RuntimeError(f"profile: {CUSTOMER_SEGMENTS} not found; run segment-assign --as-of {ctx.as_of} first")
-    segments = lake.read(CUSTOMER_SEGMENTS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    if not lake.exists(CUSTOMER_SEGMENTS.name):
+        raise RuntimeError(f"profile: {CUSTOMER_SEGMENTS.name} not found; run segment-assign --as-of {ctx.as_of} first")
+    segments = lake.read(CUSTOMER_SEGMENTS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
     if not segments.limit(1).count():
-        raise RuntimeError(f"profile: {CUSTOMER_SEGMENTS} has no rows for as-of {ctx.as_of}; run segment-assign "
+        raise RuntimeError(f"profile: {CUSTOMER_SEGMENTS.name} has no rows for as-of {ctx.as_of}; run segment-assign "
                            f"--as-of {ctx.as_of} first")
     model = ctx.spark.createDataFrame(
         [(r["model_version"], r["segment_id"], r["centroid"]) for r in _model_table(lake)],
         "model_version string, segment_id int, centroid array<double>")
-    daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
+    daily = (lake.read(DAILY_LOAD_SHAPE.name).filter(F.col("date").between(first, last))
              .select("meter_id", "completeness", "is_weekend", "daily_kwh", "peak_share", "flat_share",
                      "valley_share", "load_factor"))
     summary = G.meter_load_summary(daily, min_completeness=s.segment.min_completeness)
     profile = G.segment_profile(segments, summary, model, as_of=ctx.as_of)
-    check_schema(SEGMENT_PROFILE, SEGMENT_PROFILE_SCHEMA, profile.schema)
-    lake.replace(profile, SEGMENT_PROFILE, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    check_schema(SEGMENT_PROFILE.name, SEGMENT_PROFILE.schema, profile.schema)
+    lake.replace(profile, SEGMENT_PROFILE.name, where={"as_of": ctx.as_of}, partition_by=SEGMENT_PROFILE.partition_by)
     written = int(lake.last_write["rows"])
-    rows = [r for r in lake.read_arrow(SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of]
+    rows = [r for r in lake.read_arrow(SEGMENT_PROFILE.name).to_pylist() if r["as_of"] == ctx.as_of]
     rows.sort(key=lambda r: (r["model_version"], r["segment_id"]))
     meters = sum(r["meters"] for r in rows)
-    result = StageResult(rows_in=meters, outputs={SEGMENT_PROFILE: written})
+    result = StageResult(rows_in=meters, outputs={SEGMENT_PROFILE.name: written})
     for r in rows:
         result.notes.append(
             f"segment {r['segment_id']} {r['segment_label']} {r['segment_name_zh']}: {r['meters']:,} meters "
@@ -652,8 +653,6 @@ def run_profile(ctx: StageContext) -> StageResult:
     return result
 
 
-SEGMENT_TAG_PROFILE = "gold.segment_tag_profile"
-CONSUMPTION_PRICE_QUADRANT = "gold.consumption_price_quadrant"
 QUADRANT_TAGS = ("consumption_level", "price_sensitivity", "ev_owner", "tariff_type")
 
 
@@ -661,38 +660,37 @@ def write_tag_portraits(ctx: StageContext, meter_summary: DataFrame, result: Sta
     """Group portraits from gold.customer_tags of the as-of (seed 000 §2.2): gold.segment_tag_profile and
     gold.consumption_price_quadrant, replaced for the as-of. Skipped, with a note, when the tags stage has
     not run for it."""
-    from gridpersona.stages.tags import CUSTOMER_TAGS, TAG_CATALOG_TABLE
-    from gridpersona.contracts.tagspec import CONSUMPTION_PRICE_QUADRANT as QUADRANT_SPEC
-    from gridpersona.contracts.tagspec import SEGMENT_TAG_PROFILE as PROFILE_SPEC
     from gridpersona.transform import tags as TG
 
     lake, as_of = ctx.lake, ctx.as_of
-    if not (lake.exists(CUSTOMER_TAGS) and lake.exists(TAG_CATALOG_TABLE)):
-        result.notes.append(f"no {CUSTOMER_TAGS}: tag portraits skipped (run tags --as-of {as_of} first)")
+    if not (lake.exists(CUSTOMER_TAGS.name) and lake.exists(TAG_CATALOG.name)):
+        result.notes.append(f"no {CUSTOMER_TAGS.name}: tag portraits skipped (run tags --as-of {as_of} first)")
         return
-    catalog = [r for r in lake.read_arrow(TAG_CATALOG_TABLE).to_pylist() if r["as_of"] == as_of]
+    catalog = [r for r in lake.read_arrow(TAG_CATALOG.name).to_pylist() if r["as_of"] == as_of]
     if not catalog:
-        result.notes.append(f"{CUSTOMER_TAGS} has no tags for {as_of}: tag portraits skipped (run tags first)")
+        result.notes.append(f"{CUSTOMER_TAGS.name} has no tags for {as_of}: tag portraits skipped (run tags first)")
         return
-    tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(as_of))
+    tags = lake.read(CUSTOMER_TAGS.name).filter(F.col("as_of") == F.lit(as_of))
     # Categorical tags only (a continuous double tag has no distribution to tabulate), in catalog order.
     profiled = [(r["code"], r["value_type"]) for r in sorted(catalog, key=lambda r: r["position"])
                 if r["value_type"] != "double"]
     portraits = TG.segment_tag_profile(tags, profiled, as_of=as_of)
-    check_schema(SEGMENT_TAG_PROFILE, PROFILE_SPEC.schema, portraits.schema)
-    lake.replace(portraits, SEGMENT_TAG_PROFILE, where={"as_of": as_of}, partition_by=["as_of"])
-    result.outputs[SEGMENT_TAG_PROFILE] = int(lake.last_write["rows"])
+    check_schema(SEGMENT_TAG_PROFILE.name, SEGMENT_TAG_PROFILE.schema, portraits.schema)
+    lake.replace(portraits, SEGMENT_TAG_PROFILE.name, where={"as_of": as_of},
+                 partition_by=SEGMENT_TAG_PROFILE.partition_by)
+    result.outputs[SEGMENT_TAG_PROFILE.name] = int(lake.last_write["rows"])
     if all(c in tags.columns for c in QUADRANT_TAGS):
         quadrant = TG.consumption_price_quadrant(tags, meter_summary.select("meter_id", "daily_kwh"), as_of=as_of)
-        check_schema(CONSUMPTION_PRICE_QUADRANT, QUADRANT_SPEC.schema, quadrant.schema)
-        lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT, where={"as_of": as_of}, partition_by=["as_of"])
-        result.outputs[CONSUMPTION_PRICE_QUADRANT] = int(lake.last_write["rows"])
-        for r in sorted((r for r in lake.read_arrow(CONSUMPTION_PRICE_QUADRANT).to_pylist()
+        check_schema(CONSUMPTION_PRICE_QUADRANT.name, CONSUMPTION_PRICE_QUADRANT.schema, quadrant.schema)
+        lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT.name, where={"as_of": as_of},
+                     partition_by=CONSUMPTION_PRICE_QUADRANT.partition_by)
+        result.outputs[CONSUMPTION_PRICE_QUADRANT.name] = int(lake.last_write["rows"])
+        for r in sorted((r for r in lake.read_arrow(CONSUMPTION_PRICE_QUADRANT.name).to_pylist()
                          if r["as_of"] == as_of and r["quadrant"]), key=lambda r: (r["customer_type"], r["quadrant"])):
             result.notes.append(f"quadrant {r['customer_type']} {r['quadrant']} {r['quadrant_zh']}: "
                                 f"{r['customers']:,} customers ({r['share']:.1%})")
     else:
-        result.notes.append(f"consumption x price quadrant skipped: {CUSTOMER_TAGS} lacks one of {QUADRANT_TAGS}")
+        result.notes.append(f"consumption x price quadrant skipped: {CUSTOMER_TAGS.name} lacks one of {QUADRANT_TAGS}")
 
 
 def _pct(x) -> str:

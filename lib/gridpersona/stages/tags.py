@@ -18,16 +18,14 @@ from pyspark.sql import functions as F
 from gridpersona.stages.inputs import read_bronze, read_bronze_or_empty
 from gridpersona.lake import check_schema
 from gridpersona.stages.runner import StageContext, StageResult
-from gridpersona.contracts.tagspec import TAG_CATALOG
+from gridpersona.contracts.bronze import CUSTOMER_ARCHIVE
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS
+from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
+from gridpersona.contracts.tags import CUSTOMER_TAGS, TAG_CATALOG
 from gridpersona.transform import features as FV
 from gridpersona.transform import tags as TG
 
 log = logging.getLogger("gridpersona")
-
-CUSTOMER_TAGS = "gold.customer_tags"
-TAG_CATALOG_TABLE = TAG_CATALOG.name
-CUSTOMER_SEGMENTS = "gold.customer_segments"
-DAILY_LOAD_SHAPE = "silver.daily_load_shape"
 
 
 def absent_sources(sources: dict[str, DataFrame], archive: DataFrame) -> set[str]:
@@ -47,15 +45,15 @@ def build_feature_view(ctx: StageContext) -> DataFrame:
     """view.customer_features for the run's as-of and window (read through ctx.lake; nothing written)."""
     s, lake = ctx.settings, ctx.lake
     first, last = ctx.window
-    for table, stage in ((CUSTOMER_SEGMENTS, "segment-assign"), (DAILY_LOAD_SHAPE, "shapes")):
+    for table, stage in ((CUSTOMER_SEGMENTS.name, "segment-assign"), (DAILY_LOAD_SHAPE.name, "shapes")):
         if not lake.exists(table):
             raise RuntimeError(f"tags: {table} not found under {lake.root}; run `gridpersona run {stage} "
                                f"--as-of {ctx.as_of}` first")
-    segments = lake.read(CUSTOMER_SEGMENTS).filter(F.col("as_of") == F.lit(ctx.as_of))
-    daily = (lake.read(DAILY_LOAD_SHAPE).filter(F.col("date").between(first, last))
+    segments = lake.read(CUSTOMER_SEGMENTS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
+    daily = (lake.read(DAILY_LOAD_SHAPE.name).filter(F.col("date").between(first, last))
              .select("meter_id", "date", "slot_kwh", "daily_kwh", "completeness", "peak_share", "flat_share",
                      "valley_share", "load_factor", "max_kwh", "is_weekend"))
-    archive = read_bronze(lake, "bronze.customer_archive")
+    archive = read_bronze(lake, CUSTOMER_ARCHIVE.name)
     sources = {t: read_bronze_or_empty(lake, t) for t in FV.OPTIONAL_SOURCES}
     absent = absent_sources(sources, archive)
     if absent:
@@ -88,23 +86,23 @@ def run_tags(ctx: StageContext) -> StageResult:
 
     out = TG.compile_tags(build_feature_view(ctx), tags, version)
     expected = TG.customer_tags_schema(tags)
-    check_schema(CUSTOMER_TAGS, expected, out.schema)
-    lake.check_stored_schema(CUSTOMER_TAGS, expected,
+    check_schema(CUSTOMER_TAGS.name, expected, out.schema)
+    lake.check_stored_schema(CUSTOMER_TAGS.name, expected,
                              f"conf/tags.yaml now defines other tag columns (or types) than the table holds; "
-                             f"migrate {CUSTOMER_TAGS} (e.g. move it aside and rerun the as-of dates you need)")
-    lake.check_stored_schema(TAG_CATALOG_TABLE, TAG_CATALOG.schema,
-                             f"{TAG_CATALOG_TABLE} was written by an older tags stage (this one adds open_values, "
+                             f"migrate {CUSTOMER_TAGS.name} (e.g. move it aside and rerun the as-of dates you need)")
+    lake.check_stored_schema(TAG_CATALOG.name, TAG_CATALOG.schema,
+                             f"{TAG_CATALOG.name} was written by an older tags stage (this one adds open_values, "
                              f"needs, coverage); move it aside and rerun the as-of dates you need")
-    lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    lake.replace(out, CUSTOMER_TAGS.name, where={"as_of": ctx.as_of}, partition_by=CUSTOMER_TAGS.partition_by)
     written = int(lake.last_write["rows"])
 
-    written_tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(ctx.as_of))
+    written_tags = lake.read(CUSTOMER_TAGS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
     codes = [t.code for t in tags.definitions]
     coverage = TG.tag_coverage(written_tags, codes).first().asDict()
     catalog = ctx.spark.createDataFrame(TG.catalog_rows(tags, ctx.as_of, coverage), TAG_CATALOG.schema)
-    lake.replace(catalog, TAG_CATALOG_TABLE, where={"as_of": ctx.as_of}, partition_by=["as_of"])
+    lake.replace(catalog, TAG_CATALOG.name, where={"as_of": ctx.as_of}, partition_by=TAG_CATALOG.partition_by)
 
-    result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS: written, TAG_CATALOG_TABLE: len(tags.definitions)})
+    result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS.name: written, TAG_CATALOG.name: len(tags.definitions)})
     result.notes.append(f"{written:,} customers tagged with {len(tags.definitions)} tags, catalog version {version}")
     categorical = {t.code: t.type for t in tags.definitions if t.type in ("string", "boolean")}
     counts = tag_value_counts(written_tags, list(categorical.items()))

@@ -1,14 +1,14 @@
 """Campaigns on a synthetic lake: a stand-in gold.customer_tags, and planted vs measured uplift.
 
 Until the tag engine (stage ``tags``) is in the pipeline, this gives the
-campaign stages a ``gold.customer_tags`` partition with every contract column
-(:data:`gridpersona.transform.campaigns.CUSTOMER_TAGS_COLUMNS`), so campaigns
+campaign stages a ``gold.customer_tags`` partition with every contract column for
+the configured tags (:func:`gridpersona.contracts.tags.customer_tags_spec`), so campaigns
 and evaluation run end to end on a generated lake. It is a test double, not a
 tag engine: planted tags (EV owner, vacancy, credit rating, channel
 preferences, usage pattern = archetype) come from ``truth.meters``, archive
 facts from ``bronze.customer_archive``, arrears from ``bronze.billing_payment``,
-and the remaining tags from simple documented rules below.
-``tag_catalog_version`` is ``stand-in``.
+and the remaining tags from simple documented rules below; a configured tag
+without a rule here is null (unknown). ``tag_catalog_version`` is ``stand-in``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from gridpersona.stages.inputs import read_bronze, read_bronze_or_empty
-from gridpersona.contracts.tables import ARCHETYPES
-from gridpersona.transform.campaigns import CUSTOMER_TAGS_COLUMNS
+from gridpersona.contracts.bronze import BILLING_PAYMENT, CAMPAIGN_RESPONSE, CUSTOMER_ARCHIVE, SERVICE_INTERACTION
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS
+from gridpersona.contracts.tags import CUSTOMER_TAGS, customer_tags_spec
+from gridpersona.contracts.truth import ARCHETYPES, TRUTH_METERS
 
 STAND_IN_VERSION = "stand-in"
 
@@ -30,12 +32,13 @@ def _level(rank):
 
 
 def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
-    """One row per archive customer for ``as_of`` with the gold.customer_tags contract columns."""
-    archive = read_bronze(lake, "bronze.customer_archive")
-    truth = lake.read("truth.meters").filter(F.col("in_archive")).select(
+    """One row per archive customer for ``as_of`` with the gold.customer_tags contract columns (the lake's
+    configured tags)."""
+    archive = read_bronze(lake, CUSTOMER_ARCHIVE.name)
+    truth = lake.read(TRUTH_METERS.name).filter(F.col("in_archive")).select(
         "customer_id", "archetype", "mean_daily_kwh", "ev_owner", "vacant", "credit_rating", "payment_channel_pref",
         "interaction_channel_pref")
-    bills = read_bronze_or_empty(lake, "bronze.billing_payment").filter(F.col("bill_month") <= F.lit(as_of))
+    bills = read_bronze_or_empty(lake, BILLING_PAYMENT.name).filter(F.col("bill_month") <= F.lit(as_of))
     # Arrears: a bill past due on the as-of and not paid in full by then.
     unpaid = (F.col("due_date") < F.lit(as_of)) & (F.col("paid_date").isNull() | (F.col("paid_date") > F.lit(as_of)))
     last_month = Window.partitionBy("customer_id").orderBy(F.col("bill_month").desc())
@@ -44,10 +47,10 @@ def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
                    F.max(unpaid.cast("int")).cast("boolean").alias("has_arrears"),
                    F.max(F.when(F.col("k") == 1, F.col("bill_amount_cny"))).alias("last_bill"),
                    F.avg(F.when(F.col("k") > 1, F.col("bill_amount_cny"))).alias("earlier_bills")))
-    interactions = read_bronze_or_empty(lake, "bronze.service_interaction").groupBy("customer_id").agg(
+    interactions = read_bronze_or_empty(lake, SERVICE_INTERACTION.name).groupBy("customer_id").agg(
         F.sum((F.col("interaction_type") == "complaint").cast("int")).alias("complaints"),
         F.max((F.col("topic") == "solar").cast("int")).cast("boolean").alias("asked_solar"))
-    past = read_bronze_or_empty(lake, "bronze.campaign_response").filter(F.col("cycle_as_of") < F.lit(as_of)) \
+    past = read_bronze_or_empty(lake, CAMPAIGN_RESPONSE.name).filter(F.col("cycle_as_of") < F.lit(as_of)) \
         .groupBy("customer_id").agg(F.sum(F.col("responded").cast("int")).alias("past_responses"))
     archetype_id = F.array_position(F.array(*[F.lit(a) for a in ARCHETYPES]), F.col("archetype")).cast("int") - 1
     by_region_type = Window.partitionBy("region", "customer_type").orderBy("mean_daily_kwh")
@@ -56,8 +59,8 @@ def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
           .withColumn("consumption_level", _level(F.percent_rank().over(by_region_type)))
           .withColumn("bill_rise_rank", F.percent_rank().over(Window.orderBy(
               F.coalesce(F.col("last_bill") / F.col("earlier_bills"), F.lit(0.0)), "customer_id"))))
-    if lake.exists("gold.customer_segments"):
-        segs = lake.read("gold.customer_segments").filter(F.col("as_of") == F.lit(as_of)) \
+    if lake.exists(CUSTOMER_SEGMENTS.name):
+        segs = lake.read(CUSTOMER_SEGMENTS.name).filter(F.col("as_of") == F.lit(as_of)) \
             .select("customer_id", "segment_id", "segment_label")
         df = df.join(segs, "customer_id", "left")
     else:
@@ -88,13 +91,15 @@ def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
         .otherwise("low"),
         "tag_catalog_version": F.lit(STAND_IN_VERSION),
     }
-    return df.select(*[(cols[c] if c in cols else F.col(c)).cast(t).alias(c) for c, t in CUSTOMER_TAGS_COLUMNS.items()])
+    spec = customer_tags_spec(lake.settings.tags.definitions)
+    return df.select(*[(cols[c.name] if c.name in cols else F.col(c.name) if c.name in df.columns else F.lit(None))
+                       .cast(c.dtype).alias(c.name) for c in spec.columns])
 
 
 def write_stand_in_tags(lake, as_of: dt.date) -> int:
     """Replace gold.customer_tags' ``as_of`` partition with :func:`stand_in_customer_tags`; rows written."""
-    lake.replace(stand_in_customer_tags(lake, as_of), "gold.customer_tags", where={"as_of": as_of},
-                 partition_by=["as_of"])
+    lake.replace(stand_in_customer_tags(lake, as_of), CUSTOMER_TAGS.name, where={"as_of": as_of},
+                 partition_by=CUSTOMER_TAGS.partition_by)
     return int(lake.last_write["rows"])
 
 

@@ -91,7 +91,9 @@ import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from gridpersona.config import FaultRates, Settings
-from gridpersona.contracts.tables import ARCHETYPES, BRONZE, FAULT_CODES, TRUTH, TableSpec
+from gridpersona.contracts.base import TableSpec
+from gridpersona.contracts.bronze import AMI_INTERVAL, BRONZE
+from gridpersona.contracts.truth import ARCHETYPES, FAULT_CODES, TRUTH
 
 __all__ = ["arrow_schema", "generate_lake", "TABLES"]
 
@@ -1391,7 +1393,7 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
     reader = pa.RecordBatchReader.from_batches(
         arrow_schema(BRONZE["bronze.ami_interval"]),
         _ami_batches(pop, grid, plan, seed, counts, progress, shock, weather, holidays))
-    lake.write_arrow("bronze.ami_interval", reader, mode="overwrite", partition_by=["date"])
+    lake.write_arrow(AMI_INTERVAL.name, reader, mode="overwrite", partition_by=AMI_INTERVAL.partition_by)
     counts.setdefault("bronze.ami_interval", 0)
     write("truth.faults", _truth_faults(pop, grid, plan))
     say(f"generated {meters} meters x {days} days in {time.perf_counter() - t0:.1f}s")

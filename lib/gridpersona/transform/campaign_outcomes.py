@@ -47,56 +47,8 @@ from statistics import NormalDist
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from gridpersona.contracts.tables import Column as Col
-from gridpersona.contracts.tables import TableSpec
-
-CI_METHOD = "newcombe_hybrid_score"
-FAMILY_METHOD = "bonferroni"
-
-_S, _D, _L, _B, _DT = T.StringType(), T.DoubleType(), T.LongType(), T.BooleanType(), T.DateType()
-
-CAMPAIGN_EVALUATION_SPEC = TableSpec(
-    "gold.campaign_evaluation",
-    "A/B evaluation of each campaign cycle: treatment vs control response rates, absolute uplift, its "
-    f"per-row interval at `confidence` and a simultaneous ({FAMILY_METHOD}) interval per family of rows.",
-    (
-        Col("as_of", _DT, "The evaluated campaign cycle (as-of of gold.campaign_targets).", nullable=False),
-        Col("campaign_id", _S, "Campaign id (conf/campaigns.yaml).", nullable=False),
-        Col("level", _S, "`campaign`: one row per campaign; `segment`: one row per campaign and segment_label.",
-            nullable=False),
-        Col("segment_label", _S, "Segment of the targets at targeting time; null on campaign rows."),
-        Col("targets", _L, "Targets of the cycle, both groups.", nullable=False),
-        Col("targets_without_response", _L, "Targets with no bronze.campaign_response row: not counted in n_*.",
-            nullable=False),
-        Col("n_treatment", _L, "Treatment targets with a response row.", nullable=False),
-        Col("responders_treatment", _L, "Treatment targets that responded.", nullable=False),
-        Col("rate_treatment", _D, "responders_treatment / n_treatment; null when n_treatment is 0."),
-        Col("n_control", _L, "Control (holdout, not contacted) targets with a response row.", nullable=False),
-        Col("responders_control", _L, "Control targets that responded.", nullable=False),
-        Col("rate_control", _D, "responders_control / n_control; null when n_control is 0."),
-        Col("uplift", _D, "Absolute uplift rate_treatment - rate_control (a share; 0.03 = 3 points)."),
-        Col("uplift_ci_low", _D, "Lower bound of this row's own interval at `confidence` (Newcombe hybrid score)."),
-        Col("uplift_ci_high", _D, "Upper bound of this row's own interval at `confidence`."),
-        Col("confidence", _D, "Level of uplift_ci_* (campaigns.confidence, 0.95), and the joint level of the "
-            "family intervals.", nullable=False),
-        Col("ci_method", _S, f"`{CI_METHOD}` (Newcombe 1998, method 10).", nullable=False),
-        Col("significant", _B, "uplift_ci_* excludes 0."),
-        Col("family_size", _L, "m: rows of this cycle and level with an interval (both groups non-empty); the "
-            "family of the simultaneous intervals.", nullable=False),
-        Col("family_confidence", _D, "Level of each family interval: 1 - (1 - confidence) / family_size "
-            "(Bonferroni); null when family_size is 0."),
-        Col("uplift_family_low", _D, "Lower bound of the simultaneous interval: all family_size intervals of the "
-            "cycle and level cover their true uplifts together with probability >= confidence."),
-        Col("uplift_family_high", _D, "Upper bound of the simultaneous interval."),
-        Col("significant_family", _B, "uplift_family_* excludes 0 (significant after the multiple-comparison "
-            "correction)."),
-    ),
-    keys=("as_of", "campaign_id", "level", "segment_label"),
-    partition_by=("as_of",),
-)
-CAMPAIGN_EVALUATION_SCHEMA = CAMPAIGN_EVALUATION_SPEC.schema
+from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CI_METHOD
 
 # A family is one cycle and one level (campaign rows; campaign x segment rows).
 FAMILY_BY = ("as_of", "level")
@@ -302,7 +254,7 @@ def campaign_evaluation(targets: DataFrame, responses: DataFrame, *, confidence:
     One ``campaign`` row per (cycle, campaign) and one ``segment`` row per
     (cycle, campaign, segment_label), each with its own interval at
     ``confidence`` and its family's simultaneous interval (families:
-    :data:`FAMILY_BY`); columns in CAMPAIGN_EVALUATION_SCHEMA order.
+    :data:`FAMILY_BY`); columns in the order of the gold.campaign_evaluation contract.
     """
     outcomes = response_outcomes(targets, responses)
     per_campaign = (response_counts(outcomes, by=["as_of", "campaign_id"])
@@ -312,4 +264,4 @@ def campaign_evaluation(targets: DataFrame, responses: DataFrame, *, confidence:
     counts = per_campaign.unionByName(per_segment)
     out = with_family_interval(with_uplift_interval(counts, confidence=confidence), family_by=FAMILY_BY,
                                confidence=confidence)
-    return out.select(*[f.name for f in CAMPAIGN_EVALUATION_SCHEMA.fields])
+    return out.select(*CAMPAIGN_EVALUATION.column_names)

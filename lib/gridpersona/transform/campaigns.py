@@ -30,7 +30,8 @@ its targets for one cycle (as-of date) in five steps:
    (customer, campaign) is below ``holdout_share`` (:mod:`gridpersona.transform.holdout`),
    else ``treatment``. Control targets keep the channel they would have had and
    are not contacted.
-5. Output columns (:data:`CAMPAIGN_TARGETS_COLUMNS`); no PII: the tags carry none.
+5. Output columns: the gold.campaign_targets contract (:mod:`gridpersona.contracts.campaigns`); no PII:
+   the tags carry none.
 """
 
 from __future__ import annotations
@@ -41,44 +42,10 @@ from typing import NamedTuple
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from gridpersona.contracts.campaigns import CAMPAIGN_TARGETS
 from gridpersona.transform.validate import local_date
 from gridpersona.transform.holdout import ab_group_col
-
-# gold.customer_tags as agreed between the tags and campaigns stages (briefs/contract.md): the columns
-# campaign rules may name. Name -> Spark SQL type.
-CUSTOMER_TAGS_COLUMNS: dict[str, str] = {
-    "as_of": "date", "customer_id": "string", "meter_id": "string", "region": "string", "customer_type": "string",
-    "segment_id": "int", "segment_label": "string",
-    "vip": "boolean", "do_not_contact": "boolean", "products_held": "array<string>", "has_arrears": "boolean",
-    "tariff_type": "string",
-    "age_band": "string", "household_size": "int", "housing_type": "string",
-    "consumption_level": "string", "usage_pattern": "string", "price_sensitivity": "string",
-    "payment_channel_pref": "string", "credit_rating": "string", "interaction_channel_pref": "string",
-    "campaign_participation": "string", "ev_owner": "boolean", "vacancy": "boolean", "bill_shock_risk": "boolean",
-    "high_value_stable": "boolean", "green_eco": "boolean", "smart_tech": "boolean", "churn_risk": "string",
-    "electrification_potential": "string",
-    "tag_catalog_version": "string",
-}
-_TYPES = {"date": T.DateType(), "string": T.StringType(), "int": T.IntegerType(), "boolean": T.BooleanType(),
-          "array<string>": T.ArrayType(T.StringType(), True)}
-CUSTOMER_TAGS_SCHEMA = T.StructType([T.StructField(k, _TYPES[v], True) for k, v in CUSTOMER_TAGS_COLUMNS.items()])
-
-CAMPAIGN_TARGETS_SCHEMA = T.StructType([
-    T.StructField("as_of", T.DateType(), False),  # the cycle; partition column
-    T.StructField("campaign_id", T.StringType(), False),
-    T.StructField("customer_id", T.StringType(), False),
-    T.StructField("ab_group", T.StringType(), False),  # treatment | control (control: held out, not contacted)
-    T.StructField("channel", T.StringType(), False),  # app | sms | service_hall | account_manager
-    T.StructField("priority", T.IntegerType(), False),
-    T.StructField("score", T.DoubleType(), True),
-    T.StructField("qualifying_tags", T.ArrayType(T.StringType(), True), False),
-    T.StructField("offer_code", T.StringType(), False),
-    T.StructField("segment_id", T.IntegerType(), True),  # at targeting time, for per-segment evaluation
-    T.StructField("segment_label", T.StringType(), True),
-])
-CAMPAIGN_TARGETS_COLUMNS = [f.name for f in CAMPAIGN_TARGETS_SCHEMA.fields]
 
 EXCLUSION_REASONS = ("do_not_contact", "arrears", "recently_contacted", "holds_product")
 
@@ -262,7 +229,7 @@ def campaign_targets(tags: DataFrame, contacts: DataFrame, campaigns: Sequence, 
     """The cycle's targets from the as-of's tags (one row per customer) and bronze.contact_history.
 
     Returns :class:`Targeting`: the screened candidates (for the funnel counts)
-    and the target rows in :data:`CAMPAIGN_TARGETS_COLUMNS` order.
+    and the target rows in the order of the gold.campaign_targets contract.
     """
     active = [c for c in campaigns if c.enabled]
     candidates = campaign_candidates(tags, active, channel_rules, fallback_channel)
@@ -273,7 +240,5 @@ def campaign_targets(tags: DataFrame, contacts: DataFrame, campaigns: Sequence, 
     selected = select_targets(kept, max_per_customer=max_per_customer, priorities={c.id: c.priority for c in active},
                               capacities={c.id: c.capacity for c in active}, checkpoint=checkpoint)
     grouped = assign_ab_groups(selected, {c.id: c.holdout_share for c in active})
-    targets = grouped.select(F.lit(as_of).cast("date").alias("as_of"), "campaign_id", "customer_id", "ab_group",
-                             "channel", "priority", "score", "qualifying_tags", "offer_code", "segment_id",
-                             "segment_label")
+    targets = grouped.withColumn("as_of", F.lit(as_of).cast("date")).select(*CAMPAIGN_TARGETS.column_names)
     return Targeting(screened, targets)

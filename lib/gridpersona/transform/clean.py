@@ -42,10 +42,6 @@ from zoneinfo import ZoneInfo
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-QUARANTINE_REASONS = ("null_value", "unknown_meter", "misaligned_ts", "out_of_window", "future_ts",
-                      "negative", "out_of_range", "duplicate")
-QUALITY_CODES = ("measured", "outlier_replaced", "interpolated")
-
 
 def local_calendar(first: dt.date, last: dt.date, time_zone: str, interval_minutes: int) -> list[tuple[dt.date, int, int]]:
     """(local date, UTC epoch second of local midnight, expected intervals) for each day in [first, last]."""

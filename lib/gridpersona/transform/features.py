@@ -1,7 +1,7 @@
 """The per-customer feature view the tag expressions are written over (``view.customer_features``).
 
 Pure transformations: DataFrames in, one DataFrame out, no I/O. Columns, types
-and meanings are the contract in :data:`gridpersona.tagspec.FEATURE_VIEW`
+and meanings are the contract in :data:`gridpersona.contracts.tags.FEATURE_VIEW`
 (rendered into docs/tags.md). The view is one row per customer of the archive;
 every source is aggregated per customer (or meter) first, then left-joined, so
 a customer without bills, contacts or load still has a row. Unknown stays
@@ -20,7 +20,8 @@ from pyspark.sql.window import Window
 
 from gridpersona.transform.validate import local_date
 from gridpersona.config import TagFeatures, parse_hhmm_range
-from gridpersona.contracts.tagspec import FEATURE_VIEW
+from gridpersona.contracts.bronze import BILLING_PAYMENT, CAMPAIGN_RESPONSE, CONTACT_HISTORY, SERVICE_INTERACTION
+from gridpersona.contracts.tags import FEATURE_VIEW
 
 ONLINE_PAYMENT = ("app", "wechat", "alipay")
 OFFLINE_PAYMENT = ("bank_counter", "service_hall")
@@ -253,8 +254,7 @@ def customer_response_features(responses: DataFrame, *, as_of: dt.date, days: in
 
 # The sources of the view besides the archive, and which view columns each fills. A source that is absent
 # (no table, or an empty one) leaves its columns null for every customer: "no data", never "zero events".
-OPTIONAL_SOURCES = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
-                    "bronze.campaign_response")
+OPTIONAL_SOURCES = (BILLING_PAYMENT.name, SERVICE_INTERACTION.name, CONTACT_HISTORY.name, CAMPAIGN_RESPONSE.name)
 # Archive columns whose null, when the column carries values for some customers, has a meaning
 # (vip null: not a key account; products_held null: holds none). When the archive carries no value at all
 # for such a column (a minimal archive), it is absent: `bronze.customer_archive.<column>` in ``absent``.
@@ -265,7 +265,7 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
                           interactions: DataFrame, contacts: DataFrame, responses: DataFrame, *, as_of: dt.date,
                           interval_minutes: int, time_zone: str, params: TagFeatures,
                           absent: frozenset[str] | set[str] = frozenset()) -> DataFrame:
-    """Every source -> view.customer_features (one row per archive customer; columns of tagspec.FEATURE_VIEW).
+    """Every source -> view.customer_features (one row per archive customer; columns of contracts.tags.FEATURE_VIEW).
 
     ``archive``: bronze.customer_archive (its PII columns are never selected);
     ``segments``: gold.customer_segments rows of ``as_of``; ``daily``:
@@ -314,13 +314,13 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
     df = base.join(seg, "meter_id", "left").join(load, "meter_id", "left")
     # Each present optional source is joined with a marker: the customer has rows in it (or not).
     sources = {
-        "bronze.billing_payment": (billing, lambda d: customer_billing_features(d, as_of=as_of,
+        BILLING_PAYMENT.name: (billing, lambda d: customer_billing_features(d, as_of=as_of,
                                                                                months=params.billing_months)),
-        "bronze.service_interaction": (interactions, lambda d: customer_interaction_features(
+        SERVICE_INTERACTION.name: (interactions, lambda d: customer_interaction_features(
             d, as_of=as_of, days=params.interaction_days, time_zone=time_zone)),
-        "bronze.contact_history": (contacts, lambda d: customer_contact_features(
+        CONTACT_HISTORY.name: (contacts, lambda d: customer_contact_features(
             d, as_of=as_of, days=params.campaign_days, time_zone=time_zone)),
-        "bronze.campaign_response": (responses, lambda d: customer_response_features(
+        CAMPAIGN_RESPONSE.name: (responses, lambda d: customer_response_features(
             d, as_of=as_of, days=params.campaign_days, time_zone=time_zone)),
     }
     present: dict[str, str] = {}
@@ -343,7 +343,7 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
     bill_cols = ("bills_12m", "late_payments_12m", "unpaid_bills", "arrears_cny", "max_days_late", "mean_bill_cny",
                  "mean_bill_kwh", "bill_kwh_cv", "same_month_last_year_kwh", "payments_online", "payments_offline",
                  "payments_auto_debit")
-    billing_known = {c: known_if("bronze.billing_payment", F.col(c), rows_needed=True) for c in bill_cols}
+    billing_known = {c: known_if(BILLING_PAYMENT.name, F.col(c), rows_needed=True) for c in bill_cols}
     baseline = F.coalesce(billing_known["same_month_last_year_kwh"], billing_known["mean_bill_kwh"])
     derived = {
         "as_of": F.lit(as_of),
@@ -356,13 +356,13 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
     for c in ("interactions_12m", "interactions_app", "interactions_hotline", "interactions_service_hall",
               "complaints_12m", "repairs_12m", "topic_bill_tariff_12m", "topic_solar_12m", "topic_ev_12m",
               "topic_app_12m"):
-        derived[c] = known_if("bronze.service_interaction", _int(F.col(c)))
+        derived[c] = known_if(SERVICE_INTERACTION.name, _int(F.col(c)))
     for c in ("campaign_contacts_12m", "campaigns_contacted_12m"):
-        derived[c] = known_if("bronze.contact_history", _int(F.col(c)))
-    derived["days_since_last_contact"] = known_if("bronze.contact_history", F.col("days_since_last_contact"))
-    derived["campaign_responses_12m"] = known_if("bronze.campaign_response", _int(F.col("campaign_responses_12m")))
+        derived[c] = known_if(CONTACT_HISTORY.name, _int(F.col(c)))
+    derived["days_since_last_contact"] = known_if(CONTACT_HISTORY.name, F.col("days_since_last_contact"))
+    derived["campaign_responses_12m"] = known_if(CAMPAIGN_RESPONSE.name, _int(F.col("campaign_responses_12m")))
     derived["responded_campaigns"] = known_if(
-        "bronze.campaign_response", F.coalesce(F.col("responded_campaigns"), F.array().cast("array<string>")))
+        CAMPAIGN_RESPONSE.name, F.coalesce(F.col("responded_campaigns"), F.array().cast("array<string>")))
     zero_filled = {c.name for c in FEATURE_VIEW.columns if not c.nullable and c.dtype.simpleString() == "int"}
     cols = []
     for c in FEATURE_VIEW.columns:

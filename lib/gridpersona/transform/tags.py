@@ -23,7 +23,8 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from gridpersona.config import TagDefinition, TagsConfig
-from gridpersona.contracts.tagspec import CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, SOURCE_MARKERS, TAG_TYPES
+from gridpersona.contracts.tags import (CUSTOMER_TAGS_CONTEXT, FEATURE_VIEW, SOURCE_MARKERS, TAG_CATALOG_VERSION,
+                                        TAG_TYPES, customer_tags_spec)
 
 
 class TagDefinitionError(ValueError):
@@ -58,7 +59,7 @@ def _type_ok(declared: str, got: T.DataType) -> bool:
 def needs_known(tag: TagDefinition) -> Column | None:
     """True where every source and column of ``tag.needs`` has data for the customer (None: needs nothing).
 
-    A source is known through its marker column (``tagspec.SOURCE_MARKERS``), null exactly where the
+    A source is known through its marker column (``contracts.tags.SOURCE_MARKERS``), null exactly where the
     source has no data for the customer; a column or earlier tag must be non-null.
     """
     cols = list(dict.fromkeys(SOURCE_MARKERS.get(n, n) for n in tag.needs))
@@ -93,17 +94,13 @@ def compile_tags(view: DataFrame, tags: TagsConfig, version: str | None = None) 
     return view.select(
         *[F.col(c) for c in CUSTOMER_TAGS_CONTEXT],
         *[_tag_column(t) for t in tags.definitions],
-        F.lit(version).alias("tag_catalog_version"),
+        F.lit(version).alias(TAG_CATALOG_VERSION),
     )
 
 
 def customer_tags_schema(tags: TagsConfig) -> T.StructType:
-    """The schema of gold.customer_tags for these definitions."""
-    view = {c.name: c for c in FEATURE_VIEW.columns}
-    fields = [T.StructField(c, view[c].dtype, view[c].nullable) for c in CUSTOMER_TAGS_CONTEXT]
-    fields += [T.StructField(t.code, TAG_TYPES[t.type], True) for t in tags.definitions]
-    fields.append(T.StructField("tag_catalog_version", T.StringType(), False))
-    return T.StructType(fields)
+    """The schema of gold.customer_tags for these definitions (its contract: :func:`customer_tags_spec`)."""
+    return customer_tags_spec(tags.definitions).schema
 
 
 def check_with_spark(spark: SparkSession, tags: TagsConfig) -> None:

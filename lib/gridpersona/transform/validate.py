@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.contracts.tables import TableSpec
+from gridpersona.contracts.base import TableSpec
 
 REASON = "reason"
 ROW_JSON = "row_json"

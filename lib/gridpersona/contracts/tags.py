@@ -1,4 +1,4 @@
-"""Contracts of the tag engine: the per-customer feature view and the tables the tags stage writes.
+"""Gold contracts of the tag engine: the per-customer feature view and the tables the tags stage writes.
 
 Written down once here. ``conf/tags.yaml`` expressions may name the feature view's
 columns (checked at config load, without Spark) and tags defined earlier in the
@@ -10,12 +10,13 @@ Importing this module needs no SparkSession (only ``pyspark.sql.types``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Protocol
+
 from pyspark.sql import types as T
 
-from gridpersona.contracts.tables import Column, TableSpec
-
-S, D, DT, L, I, B = T.StringType(), T.DoubleType(), T.DateType(), T.LongType(), T.IntegerType(), T.BooleanType()
-ARR_S = T.ArrayType(S, True)
+from gridpersona.contracts.base import ARR_S, B, D, DT, I, L, S, Column, TableSpec
 
 # Tag value types a definition may declare, and their Spark types.
 TAG_TYPES: dict[str, T.DataType] = {"string": S, "boolean": B, "int": I, "double": D}
@@ -134,10 +135,55 @@ SOURCE_MARKERS: dict[str, str] = {
     "gold.customer_segments": "segment_id",
 }
 
-# gold.customer_tags: these context columns first (see the contract with the campaigns stage), then one
-# column per tag of conf/tags.yaml in file order, then tag_catalog_version.
+# gold.customer_tags: these context columns of the feature view first (the campaigns stage's targeting reads
+# them), then one column per tag of conf/tags.yaml in file order, then tag_catalog_version.
 CUSTOMER_TAGS_CONTEXT = ("as_of", "customer_id", "meter_id", "region", "customer_type", "segment_id", "segment_label",
                          "vip", "do_not_contact", "products_held", "has_arrears", "tariff_type")
+TAG_CATALOG_VERSION = "tag_catalog_version"
+
+_VIEW_COLUMNS = {c.name: c for c in FEATURE_VIEW.columns}
+
+CUSTOMER_TAGS = TableSpec(
+    "gold.customer_tags",
+    "One row per archive customer and as-of date: the customer's context (from the feature view, no PII) and "
+    "the value of every tag of conf/tags.yaml (null: not determinable). Campaign rules (conf/campaigns.yaml) "
+    "are Spark SQL over these columns.",
+    (
+        *(replace(_VIEW_COLUMNS[c], description=_VIEW_COLUMNS[c].description
+                  + (" Partition column." if c == "as_of" else "")) for c in CUSTOMER_TAGS_CONTEXT),
+        Column(TAG_CATALOG_VERSION, S, "`catalog_version` of gold.tag_catalog: the tag definitions that computed "
+               "the row.", nullable=False),
+    ),
+    keys=("as_of", "customer_id"),
+    partition_by=("as_of",),
+    configured_columns="One column per tag of conf/tags.yaml, in file order, between `tariff_type` and "
+                       "`tag_catalog_version`: named by the tag's `code`, typed by its `type` (string, boolean, "
+                       "int, double), null where the tag is not determinable. The tags and their definitions: "
+                       "[docs/tags.md](tags.md).",
+)
+
+
+class TagColumn(Protocol):
+    """What a tag column needs of a tag definition (``gridpersona.config.TagDefinition`` has it)."""
+
+    code: str
+    type: str
+    en: str
+    definition: str
+
+
+def customer_tags_spec(tags: Iterable[TagColumn]) -> TableSpec:
+    """gold.customer_tags' contract for these tag definitions (conf/tags.yaml ``definitions``, in order):
+    the context columns, one nullable column per tag, then ``tag_catalog_version``."""
+    *context, version = CUSTOMER_TAGS.columns
+    tag_columns = tuple(Column(t.code, TAG_TYPES[t.type], f"{t.en}: {t.definition}") for t in tags)
+    return replace(CUSTOMER_TAGS, columns=(*context, *tag_columns, version), configured_columns="")
+
+
+def customer_tags_columns(tags: Iterable[TagColumn]) -> list[str]:
+    """The column names of gold.customer_tags for these tag definitions: what campaign rules may name."""
+    return [*CUSTOMER_TAGS_CONTEXT, *(t.code for t in tags), TAG_CATALOG_VERSION]
+
 
 TAG_CATALOG = TableSpec(
     "gold.tag_catalog",
@@ -216,7 +262,9 @@ CONSUMPTION_PRICE_QUADRANT = TableSpec(
     partition_by=("as_of",),
 )
 
+# The tables beside gold.customer_tags that the tags and profile stages write (docs/tags.md documents them too).
 OUTPUT_SPECS = (TAG_CATALOG, SEGMENT_TAG_PROFILE, CONSUMPTION_PRICE_QUADRANT)
+SPECS = (CUSTOMER_TAGS, *OUTPUT_SPECS)
 
 
 def feature_columns() -> dict[str, T.DataType]:
