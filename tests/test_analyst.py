@@ -29,7 +29,7 @@ from gridpersona.analyst.report import build_report, write_report
 from gridpersona.stages.runner import JOB_RUNS_SCHEMA
 from gridpersona.contracts.tables import BRONZE
 from gridpersona.analyst.sql import QueryResult, SqlError, format_result, referenced_tables, run_query
-from gridpersona.stages.segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
 from gridpersona.transform.campaign_outcomes import CAMPAIGN_EVALUATION_SCHEMA, campaign_evaluation, family_intervals, \
     newcombe_interval
 from gridpersona.transform.campaigns import CAMPAIGN_TARGETS_SCHEMA

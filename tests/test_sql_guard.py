@@ -19,7 +19,7 @@ from gridpersona.lake import Lake
 from gridpersona.contracts.tables import BRONZE, INGEST_REJECTS
 from gridpersona.analyst.sql import SqlError, run_query
 from gridpersona.analyst.catalog import CATALOG_DIR, SNAPSHOT_DIR
-from gridpersona.stages.segment import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
+from gridpersona.contracts.segments import CUSTOMER_SEGMENTS_SCHEMA, SEGMENT_PROFILE_SCHEMA
 from test_analyst import AS_OF, CUSTOMERS, PII_VALUES, SEGMENTS, _profile_rows
 
 TAIL = "the SQL surface is read-only over the lake's tables"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gridpersona.config import Settings
-from gridpersona.stages.runner import StageContext, StageResult, run_stage
+from gridpersona.stages.runner import RunCache, StageContext, StageResult, run_stage
 
 log = logging.getLogger("gridpersona")
 
@@ -43,9 +43,9 @@ STAGES: tuple[StageSpec, ...] = (
               outputs=("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality")),
     StageSpec("shapes", "gridpersona.stages.shapes:run_shapes",
               inputs=("silver.ami_clean",), outputs=("silver.daily_load_shape",)),
-    StageSpec("segment-train", "gridpersona.stages.segment:run_segment_train",
+    StageSpec("segment-train", "gridpersona.stages.segment_train:run_segment_train",
               inputs=("silver.daily_load_shape",), outputs=("gold.segment_model",)),
-    StageSpec("segment-assign", "gridpersona.stages.segment:run_segment_assign",
+    StageSpec("segment-assign", "gridpersona.stages.segment_assign:run_segment_assign",
               inputs=("silver.daily_load_shape", "gold.segment_model", _ARCHIVE), outputs=("gold.customer_segments",)),
     StageSpec("tags", "gridpersona.stages.tags:run_tags",
               inputs=("gold.customer_segments", "silver.daily_load_shape", _ARCHIVE, *_TAG_SOURCES),
@@ -54,7 +54,7 @@ STAGES: tuple[StageSpec, ...] = (
               inputs=("gold.customer_tags", "bronze.contact_history"), outputs=("gold.campaign_targets",)),
     StageSpec("evaluate", "gridpersona.stages.campaigns:run_evaluate",
               inputs=("gold.campaign_targets", "bronze.campaign_response"), outputs=("gold.campaign_evaluation",)),
-    StageSpec("profile", "gridpersona.stages.segment:run_profile",
+    StageSpec("profile", "gridpersona.stages.profile:run_profile",
               inputs=("gold.customer_segments", "gold.segment_model", "silver.daily_load_shape", "gold.customer_tags",
                       "gold.tag_catalog"),
               outputs=("gold.segment_profile", "gold.segment_tag_profile", "gold.consumption_price_quadrant")),
@@ -118,12 +118,14 @@ def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
 
 
 def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None,
-                 allow_empty: bool = False) -> list[tuple[str, StageResult]]:
+                 allow_empty: bool = False, cache: RunCache | None = None) -> list[tuple[str, StageResult]]:
     """Run one stage or all of them for ``as_of``; returns (stage, result) in order.
 
     Unless ``allow_empty``, the first stage's window input must hold rows
     (EmptyWindowError before anything is written). ``spark`` None: the lake's
-    session, started only after that check.
+    session, started only after that check. The stages share one :class:`RunCache`,
+    released when the run ends; a caller running stages one by one (the benchmark)
+    passes its own ``cache`` to share it across runs, and releases it itself.
     """
     from gridpersona.stages.inputs import absent_inputs_note
 
@@ -131,12 +133,16 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
     days = window_days or settings.pipeline.window_days
     if not allow_empty:
         check_window_input(lake, names[0], as_of - dt.timedelta(days=days - 1), as_of)
-    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days)
+    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days, cache=cache if cache is not None else RunCache())
     note = absent_inputs_note(lake)
     if note:  # once per run, not per stage
         log.warning(note)
     results = []
-    for name in names:
-        spec = _BY_NAME[name]
-        results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs)))
+    try:
+        for name in names:
+            spec = _BY_NAME[name]
+            results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs)))
+    finally:
+        if cache is None:
+            ctx.cache.release()
     return results
