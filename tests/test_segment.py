@@ -535,3 +535,29 @@ def test_train_over_an_older_model_table_says_how_to_migrate(spark, tmp_path):
     lake.write(spark.createDataFrame([], old_schema), C.SEGMENT_MODEL, partition_by=["model_version"])
     with pytest.raises(SchemaMismatchError, match="older segment-train.*move the table aside"):
         run_segment_train(_ctx(settings, spark, lake))
+
+
+def test_run_cache_computes_once_per_key_and_unpersists_what_it_drops():
+    from gridpersona.stages.runner import RunCache
+
+    class Frame:
+        def __init__(self, n):
+            self.n, self.persisted = n, True
+
+        def unpersist(self):
+            self.persisted = False
+
+    made = []
+
+    def compute():
+        made.append(Frame(len(made)))
+        return made[-1]
+
+    cache = RunCache()
+    first = cache.get("shapes", ("v1",), compute)
+    assert cache.get("shapes", ("v1",), compute) is first and len(made) == 1
+    second = cache.get("shapes", ("v2",), compute)  # the input changed: recomputed, the old frame let go
+    assert second is not first and not first.persisted and second.persisted
+    assert RunCache().get("shapes", ("v2",), compute) is not second  # another run sees none of this one's entries
+    cache.release()
+    assert not second.persisted
