@@ -133,7 +133,8 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
     days = window_days or settings.pipeline.window_days
     if not allow_empty:
         check_window_input(lake, names[0], as_of - dt.timedelta(days=days - 1), as_of)
-    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days, cache=cache if cache is not None else RunCache())
+    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days,
+                       cache=cache if cache is not None else RunCache())
     note = absent_inputs_note(lake)
     if note:  # once per run, not per stage
         log.warning(note)
