@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import logging
 import os
@@ -97,21 +98,27 @@ def stage_runner(wanted: list[str]):
     """(stages to run, how they run, notes): run_pipeline when every stage module imports, else run_stage directly."""
     notes = []
     try:
-        from gridpersona.stages import segment  # noqa: F401
-
+        for module in ("segment_train", "segment_assign", "profile"):
+            importlib.import_module(f"gridpersona.stages.{module}")
         segment_ok = True
     except ImportError as exc:
         segment_ok = False
-        notes.append(f"gridpersona.stages.segment does not import ({exc}): segment-train, segment-assign and "
+        notes.append(f"the segment stage modules do not import ({exc}): segment-train, segment-assign and "
                      f"profile are not run; the bar span holds shapes only and is NOT comparable to the reference")
     runnable = [s for s in wanted if segment_ok or s in ("clean", "shapes")]
     skipped = [s for s in wanted if s not in runnable]
+
+    # Stages run one by one, as separate runs: one cache shared by them lets segment-assign reuse the
+    # typical shapes segment-train computed, as in `run all` (entries are keyed on the lake and window).
+    from gridpersona.stages.runner import RunCache
+
+    cache = RunCache()
 
     def run(settings, spark, lake, stage, as_of, window_days):
         if segment_ok:
             from gridpersona.stages.pipeline import run_pipeline
 
-            return run_pipeline(settings, spark, lake, stage, as_of, window_days)[0][1]
+            return run_pipeline(settings, spark, lake, stage, as_of, window_days, cache=cache)[0][1]
         # Without the segment module pipeline.stage_functions() cannot import; run the same
         # stage function through the same runner (timing, ops.job_runs) that run_pipeline uses.
         from gridpersona.stages import clean, shapes

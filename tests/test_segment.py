@@ -16,11 +16,21 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona.stages import segment as SS
-from gridpersona.synthetic.generate import arrow_schema
-from gridpersona.stages.runner import StageContext
+from pyspark.sql import types as T
+
+from gridpersona.contracts import segments as C
 from gridpersona.contracts.bronze import BRONZE
-from gridpersona.segment import model as G
+from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
+from gridpersona.segment import features as SF
+from gridpersona.segment import ids as SI
+from gridpersona.segment import kmeans as SK
+from gridpersona.segment import labels as SL
+from gridpersona.stages import segment_common as SC
+from gridpersona.stages.profile import run_profile
+from gridpersona.stages.runner import StageContext
+from gridpersona.stages.segment_assign import run_segment_assign
+from gridpersona.stages.segment_train import run_segment_train
+from gridpersona.synthetic.generate import arrow_schema
 
 DAILY = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, shape array<double>, "
          "peak_share double, flat_share double, valley_share double, max_kwh double, min_kwh double, "
@@ -56,7 +66,7 @@ def _hand_days(spark):
 
 
 def test_typical_shape_mean_of_daily_shapes(spark):
-    out = {r["meter_id"]: r for r in G.typical_shapes(_hand_days(spark), slots=4, method="mean_shape",
+    out = {r["meter_id"]: r for r in SF.typical_shapes(_hand_days(spark), slots=4, method="mean_shape",
                                                         min_completeness=0.9).collect()}
     a, b = out["a"], out["b"]
     # weekday: mean of [.25,.25,.25,.25] and [0,0,.25,.75]; weekend: [.5,0,0,.5]
@@ -70,7 +80,7 @@ def test_typical_shape_mean_of_daily_shapes(spark):
 
 
 def test_typical_shape_energy_weighted(spark):
-    out = {r["meter_id"]: r for r in G.typical_shapes(_hand_days(spark), slots=4, method="energy_weighted",
+    out = {r["meter_id"]: r for r in SF.typical_shapes(_hand_days(spark), slots=4, method="energy_weighted",
                                                         min_completeness=0.9).collect()}
     # weekday: ([1,1,1,1] + [0,0,2,6]) / 12 kWh; weekend: [2,0,0,2] / 4 kWh
     assert out["a"]["features"] == pytest.approx([1 / 12, 1 / 12, 3 / 12, 7 / 12, 0.5, 0, 0, 0.5], abs=1e-11)
@@ -80,9 +90,9 @@ def test_typical_shape_energy_weighted(spark):
 
 def test_vacancy_rule_flags_low_consumption(spark):
     df = spark.createDataFrame([("m1", 0.4), ("m2", 1.49), ("m3", 1.5), ("m4", 12.0)], "meter_id string, mean_daily_kwh double")
-    got = {r["meter_id"]: r["is_vacant"] for r in G.flag_vacant(df, 1.5).collect()}
+    got = {r["meter_id"]: r["is_vacant"] for r in SF.flag_vacant(df, 1.5).collect()}
     assert got == {"m1": True, "m2": True, "m3": False, "m4": False}
-    assert not any(r["is_vacant"] for r in G.flag_vacant(df, None).collect())
+    assert not any(r["is_vacant"] for r in SF.flag_vacant(df, None).collect())
 
 
 # ------------------------------------------------------------------ naming
@@ -124,45 +134,45 @@ def _archetype_shapes(slots=96):
 
 def test_default_label_rules_name_archetype_centroids(make_settings):
     settings = make_settings()
-    rules = SS.label_rules(settings)
-    windows = SS.label_windows(settings)
-    unnamed = G.LabelRule("none", "无", "None", {})
+    rules = SC.label_rules(settings)
+    windows = SC.label_windows(settings)
+    unnamed = SL.LabelRule("none", "无", "None", {})
     for code, (shape, kwh, weekend_ratio) in _archetype_shapes().items():
-        feats = G.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
+        feats = SL.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
                                     mean_daily_kwh=kwh, weekend_ratio=weekend_ratio)
-        rule, _ = G.label_centroid(feats, rules, unnamed)
+        rule, _ = SL.label_centroid(feats, rules, unnamed)
         assert rule.code == code, (code, feats)
     assert {r.code: r.zh for r in rules}["evening_peak"] in ("高峰型", "晚高峰型")
     assert {r.code: r.zh for r in rules}["flat"] == "平稳型"
 
 
 def test_label_rules_first_match_and_fallback():
-    rules = [G.LabelRule("night", "低谷型", "Night", {"night_share": (0.6, None)}),
-             G.LabelRule("flat", "平稳型", "Flat", {"peak_to_mean": (None, 1.6)})]
-    fallback = G.LabelRule("mixed", "混合型", "Mixed", {})
-    assert G.label_centroid({"night_share": 0.7, "peak_to_mean": 1.2}, rules, fallback)[0].code == "night"
-    assert G.label_centroid({"night_share": 0.3, "peak_to_mean": 1.2}, rules, fallback)[0].code == "flat"
-    assert G.label_centroid({"night_share": 0.3, "peak_to_mean": 3.0}, rules, fallback) == (fallback, 2)
-    assert G.label_centroid({"night_share": float("nan"), "peak_to_mean": 3.0}, rules, fallback)[0].code == "mixed"
+    rules = [SL.LabelRule("night", "低谷型", "Night", {"night_share": (0.6, None)}),
+             SL.LabelRule("flat", "平稳型", "Flat", {"peak_to_mean": (None, 1.6)})]
+    fallback = SL.LabelRule("mixed", "混合型", "Mixed", {})
+    assert SL.label_centroid({"night_share": 0.7, "peak_to_mean": 1.2}, rules, fallback)[0].code == "night"
+    assert SL.label_centroid({"night_share": 0.3, "peak_to_mean": 1.2}, rules, fallback)[0].code == "flat"
+    assert SL.label_centroid({"night_share": 0.3, "peak_to_mean": 3.0}, rules, fallback) == (fallback, 2)
+    assert SL.label_centroid({"night_share": float("nan"), "peak_to_mean": 3.0}, rules, fallback)[0].code == "mixed"
 
 
 def test_electric_heating_is_told_from_ev_charging_by_where_the_block_lies(make_settings):
     settings = make_settings()
-    windows = SS.label_windows(settings)
+    windows = SC.label_windows(settings)
     shapes = _archetype_shapes()
-    heat, ev = (G.centroid_features(np.concatenate([shapes[a][0]] * 2), slots=96, windows=windows)
+    heat, ev = (SL.centroid_features(np.concatenate([shapes[a][0]] * 2), slots=96, windows=windows)
                 for a in ("electric_heating", "ev_night"))
     # The heater's block ends around midnight, the charger's lies mostly after it.
     assert heat["late_evening_share"] >= 0.35 and heat["small_hours_share"] < 0.25
     assert ev["small_hours_share"] >= 0.25
-    rules = [r.code for r in SS.label_rules(settings)]
+    rules = [r.code for r in SC.label_rules(settings)]
     assert rules.index("electric_heating") < rules.index("ev_night")
 
 
 def test_overnight_heating_is_electric_heating_and_a_midnight_charging_block_stays_ev(make_settings):
     settings = make_settings()
-    windows, rules = SS.label_windows(settings), SS.label_rules(settings)
-    unnamed = G.LabelRule("none", "无", "None", {})
+    windows, rules = SC.label_windows(settings), SC.label_rules(settings)
+    unnamed = SL.LabelRule("none", "无", "None", {})
     h = _hours(96)
     evening = _archetype_shapes()["evening_peak"][0]
     # 8 kWh of household plus a 1.2 kW heater from 18:30 until 07:00 (15 kWh): every night, peak in the evening.
@@ -171,47 +181,49 @@ def test_overnight_heating_is_electric_heating_and_a_midnight_charging_block_sta
     charging = _norm(8 * evening + 6 * _norm(_box(h, 22.5, 2.5)))
     named = {}
     for name, shape in (("overnight", overnight), ("charging", charging)):
-        feats = G.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
+        feats = SL.centroid_features(np.concatenate([shape, shape]), slots=96, windows=windows,
                                     mean_daily_kwh=20.0, weekend_ratio=1.0)
-        named[name] = G.label_centroid(feats, rules, unnamed)[0].code
+        named[name] = SL.label_centroid(feats, rules, unnamed)[0].code
     assert named == {"overnight": "electric_heating", "charging": "ev_night"}
 
 
 def test_unnamed_centroid_gets_a_label_from_its_own_curve(make_settings):
     settings = make_settings()
     h = _hours(48)
-    windows = SS.label_windows(settings)
+    windows = SC.label_windows(settings)
 
     def named(shape):
-        feats = G.centroid_features(np.concatenate([_norm(shape)] * 2), slots=48, windows=windows, mean_daily_kwh=9.0)
-        [(rule, rank)] = SS.name_centroids([feats], settings)
+        feats = SL.centroid_features(np.concatenate([_norm(shape)] * 2), slots=48, windows=windows, mean_daily_kwh=9.0)
+        [(rule, rank)] = SL.name_centroids([feats], SC.label_rules(settings), SC.day_parts(settings),
+                                           broad_max_peak_to_mean=settings.segment.broad_max_peak_to_mean,
+                                           sharp_min_peak_to_mean=settings.segment.sharp_min_peak_to_mean)
         return rule, rank
 
     # A broad late-evening rise with a deep night trough: neither flat nor an archetype.
     late, rank = named(0.9 + 0.6 * _bump(h, 22.75, 2.5) - 0.45 * _bump(h, 5, 2.5))
     assert (late.code, late.zh, late.en) == ("peak_late_evening_broad", "晚间平缓高峰型", "Late-evening broad peak")
-    assert rank == len(SS.label_rules(settings))
+    assert rank == len(SC.label_rules(settings))
     midday, _ = named(0.5 + 3.0 * _bump(h, 12.0, 0.6))
     assert midday.code == "peak_midday_sharp"
 
 
 def test_centroids_with_the_same_label_are_told_apart():
-    rule = G.LabelRule("evening_peak", "高峰型", "Evening peak", {})
+    rule = SL.LabelRule("evening_peak", "高峰型", "Evening peak", {})
     feats = [{"daytime_share": 0.51, "evening_share": 0.38, "peak_to_mean": 2.0},
              {"daytime_share": 0.39, "evening_share": 0.39, "peak_to_mean": 2.0}]
-    out = G.distinct_labels([rule, rule], feats)
+    out = SL.distinct_labels([rule, rule], feats)
     assert [r.code for r in out] == ["evening_peak_home_by_day", "evening_peak_away_by_day"]
     assert [r.en for r in out] == ["Evening peak (home by day)", "Evening peak (away by day)"]
     assert out[0].zh != out[1].zh
     # Three alike: every code, zh and en name differs; order does not change the names.
     three = feats + [{"daytime_share": 0.45, "evening_share": 0.30, "peak_to_mean": 2.6}]
-    out3 = G.distinct_labels([rule] * 3, three)
+    out3 = SL.distinct_labels([rule] * 3, three)
     for attr in ("code", "zh", "en"):
         assert len({getattr(r, attr) for r in out3}) == 3
-    assert G.distinct_labels([rule] * 3, three[::-1]) == out3[::-1]
+    assert SL.distinct_labels([rule] * 3, three[::-1]) == out3[::-1]
     # A pinned label (the vacancy segment) keeps its name; the other one is qualified.
-    vacant = G.LabelRule("vacant", "空置型", "Vacant", {})
-    pinned = G.distinct_labels([vacant, vacant], [{"mean_daily_kwh": 1.2}, {"mean_daily_kwh": 0.4}], pinned=[1])
+    vacant = SL.LabelRule("vacant", "空置型", "Vacant", {})
+    pinned = SL.distinct_labels([vacant, vacant], [{"mean_daily_kwh": 1.2}, {"mean_daily_kwh": 0.4}], pinned=[1])
     assert pinned[1] == vacant and pinned[0].code == "vacant_high_use"
 
 
@@ -230,24 +242,24 @@ def test_match_ids_keep_ids_when_centroids_are_permuted():
     old = {3: rng.random(8), 5: rng.random(8), 9: rng.random(8)}
     order = [9, 3, 5]
     new = [old[i] + 0.01 * rng.random(8) for i in order]
-    assert G.match_ids(new, [0, 0, 0], old, slots=4, reserved=[0]) == order
+    assert SI.match_ids(new, [0, 0, 0], old, slots=4, reserved=[0]) == order
     # An extra cluster gets a fresh id above every previous and reserved id.
-    assert G.match_ids([*new, rng.random(8) + 5], [0, 0, 0, 0], old, slots=4, reserved=[0]) == [*order, 10]
+    assert SI.match_ids([*new, rng.random(8) + 5], [0, 0, 0, 0], old, slots=4, reserved=[0]) == [*order, 10]
     # Fewer clusters: the nearest old ids are kept.
-    assert G.match_ids(new[:2], [0, 0], old, slots=4) == order[:2]
+    assert SI.match_ids(new[:2], [0, 0], old, slots=4) == order[:2]
 
 
 def test_first_ids_follow_a_canonical_order():
     a, b, c = np.eye(4)[[2, 0, 1]]
     ranks = [1, 0, 1]
-    ids = G.match_ids([a, b, c], ranks, {}, slots=4, reserved=[0])
+    ids = SI.match_ids([a, b, c], ranks, {}, slots=4, reserved=[0])
     assert ids == [3, 1, 2]  # rule order first, then the weekday peak slot
-    assert G.match_ids([c, a, b], [1, 1, 0], {}, slots=4, reserved=[0]) == [2, 3, 1]
+    assert SI.match_ids([c, a, b], [1, 1, 0], {}, slots=4, reserved=[0]) == [2, 3, 1]
 
 
 def test_hungarian_beats_greedy():
     cost = np.array([[1.0, 2.0], [1.1, 10.0]])  # greedy would take (0,0) and leave (1,1) = 10
-    assert G.hungarian(cost) == [(0, 1), (1, 0)]
+    assert SI.hungarian(cost) == [(0, 1), (1, 0)]
 
 
 def _blobs(rng, centers, n, spread):
@@ -257,14 +269,14 @@ def _blobs(rng, centers, n, spread):
 def test_ward_initialized_kmeans_finds_planted_groups_without_a_seed():
     rng = np.random.default_rng(3)
     points = _blobs(rng, [(0, 0), (5, 0), (0, 5)], 30, 0.4)
-    inits = G.ward_centers(points, np.ones(len(points)), [2, 3, 4])
+    inits = SK.ward_centers(points, np.ones(len(points)), [2, 3, 4])
     assert {k: len(c) for k, c in inits.items()} == {2: 2, 3: 3, 4: 4}
-    centers, clusters, cost = G.lloyd(points, inits[3], max_iter=40, tol=1e-6)
+    centers, clusters, cost = SK.lloyd(points, inits[3], max_iter=40, tol=1e-6)
     truth = np.repeat([0, 1, 2], 30)
-    assert G.adjusted_rand_index(clusters, truth) == pytest.approx(1.0)
-    assert G.partition_agreement(clusters, truth) == 1.0
+    assert SK.adjusted_rand_index(clusters, truth) == pytest.approx(1.0)
+    assert SK.partition_agreement(clusters, truth) == 1.0
     # Deterministic: the same input gives bit-identical centers.
-    again = G.lloyd(points, G.ward_centers(points, np.ones(len(points)), [3])[3], max_iter=40, tol=1e-6)
+    again = SK.lloyd(points, SK.ward_centers(points, np.ones(len(points)), [3])[3], max_iter=40, tol=1e-6)
     assert np.array_equal(again[0], centers) and again[2] == cost
 
 
@@ -274,27 +286,27 @@ def test_silhouette_matches_mllib(spark):
 
     rng = np.random.default_rng(5)
     points = _blobs(rng, [(0, 0, 0), (2, 1, 0), (0, 2, 2)], 12, 0.8)
-    clusters = G.lloyd(points, points[[0, 12, 24]], max_iter=20, tol=1e-9)[1]
+    clusters = SK.lloyd(points, points[[0, 12, 24]], max_iter=20, tol=1e-9)[1]
     frame = spark.createDataFrame([(Vectors.dense(p.tolist()), int(c)) for p, c in zip(points, clusters)], ["v", "c"])
     expected = ClusteringEvaluator(featuresCol="v", predictionCol="c", distanceMeasure="squaredEuclidean").evaluate(frame)
-    assert G.silhouette(points, clusters) == pytest.approx(expected, abs=1e-9)
+    assert SK.silhouette(points, clusters) == pytest.approx(expected, abs=1e-9)
 
 
 def test_choose_k_prefers_stability_among_near_best_silhouettes():
     sil = {3: 0.30, 4: 0.31, 5: 0.20}
-    assert G.choose_k(sil, {3: 0.95, 4: 0.70, 5: 1.0}, tolerance=0.02) == 3  # 5 is too far below the best
-    assert G.choose_k(sil, {3: 0.95, 4: 0.70, 5: 1.0}, tolerance=0.0) == 4
-    assert G.choose_k(sil, {3: 0.951, 4: 0.954, 5: 0.5}, tolerance=0.02) == 4  # equal at 0.01: silhouette decides
+    assert SK.choose_k(sil, {3: 0.95, 4: 0.70, 5: 1.0}, tolerance=0.02) == 3  # 5 is too far below the best
+    assert SK.choose_k(sil, {3: 0.95, 4: 0.70, 5: 1.0}, tolerance=0.0) == 4
+    assert SK.choose_k(sil, {3: 0.951, 4: 0.954, 5: 0.5}, tolerance=0.02) == 4  # equal at 0.01: silhouette decides
 
 
 def test_partition_agreement_matches_clusters_one_to_one():
-    assert G.partition_agreement([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 1]) == 1.0
-    assert G.partition_agreement([0, 0, 0, 1], [0, 0, 1, 1]) == 0.75
+    assert SK.partition_agreement([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 1]) == 1.0
+    assert SK.partition_agreement([0, 0, 0, 1], [0, 0, 1, 1]) == 0.75
 
 
 def test_adjusted_rand_index():
-    assert G.adjusted_rand_index([0, 0, 1, 1, 2, 2], ["b", "b", "a", "a", "c", "c"]) == pytest.approx(1.0)
-    assert G.adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
+    assert SK.adjusted_rand_index([0, 0, 1, 1, 2, 2], ["b", "b", "a", "a", "c", "c"]) == pytest.approx(1.0)
+    assert SK.adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
 
 
 # ------------------------------------------------------------------ end to end on a small lake
@@ -338,7 +350,7 @@ def _write_small_lake(spark, lake, seed=7):
                 kwh = _meter_day(arch, h, weekend, rng, shift, scale * (0.43 if weekend and arch == "commercial_day" else 1))
                 rows.append(_day_row(meter, date, kwh, completeness=0.5 if (n == 3 and d == 2) else 1.0))
     daily = spark.createDataFrame(rows, DAILY)
-    lake.replace(daily, SS.DAILY_LOAD_SHAPE, where={"date": [MON + dt.timedelta(days=d) for d in range(DAYS)]},
+    lake.replace(daily, DAILY_LOAD_SHAPE.name, where={"date": [MON + dt.timedelta(days=d) for d in range(DAYS)]},
                  partition_by=["date"])
     spec = BRONZE["bronze.customer_archive"]
     meters = sorted(truth)
@@ -362,11 +374,11 @@ def _ctx(settings, spark, lake, as_of=MON + dt.timedelta(days=DAYS - 1)):
 
 
 def _segments(lake, as_of):
-    return {r["meter_id"]: r for r in lake.read(SS.CUSTOMER_SEGMENTS).filter(F.col("as_of") == as_of).collect()}
+    return {r["meter_id"]: r for r in lake.read(C.CUSTOMER_SEGMENTS.name).filter(F.col("as_of") == as_of).collect()}
 
 
 def _model_rows(lake):
-    return sorted(lake.read_arrow(SS.SEGMENT_MODEL).to_pylist(), key=lambda r: (r["model_version"], r["segment_id"]))
+    return sorted(lake.read_arrow(C.SEGMENT_MODEL.name).to_pylist(), key=lambda r: (r["model_version"], r["segment_id"]))
 
 
 @pytest.fixture(scope="module")
@@ -377,19 +389,18 @@ def trained(spark, tmp_path_factory):
     settings = _settings(tmp_path_factory.mktemp("segment") / "lake")
     lake = Lake(settings, spark)
     truth = _write_small_lake(spark, lake)
-    SS.release_features()
     ctx = _ctx(settings, spark, lake)
-    results = {"train": SS.run_segment_train(ctx), "assign": SS.run_segment_assign(ctx), "profile": SS.run_profile(ctx)}
+    results = {"train": run_segment_train(ctx), "assign": run_segment_assign(ctx), "profile": run_profile(ctx)}
     first = {"model": _model_rows(lake), "segments": _segments(lake, ctx.as_of),
-             "profile": [r for r in lake.read_arrow(SS.SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of]}
+             "profile": [r for r in lake.read_arrow(C.SEGMENT_PROFILE.name).to_pylist() if r["as_of"] == ctx.as_of]}
     yield settings, lake, truth, results, first
-    SS.release_features()
+    ctx.cache.release()
 
 
 def test_train_names_each_archetype_and_reserves_vacant(trained):
     settings, lake, truth, results, first = trained
     model = first["model"]
-    assert results["train"].outputs == {SS.SEGMENT_MODEL: len(model)}
+    assert results["train"].outputs == {C.SEGMENT_MODEL.name: len(model)}
     assert model[0]["k"] == 4 and model[0]["k_selection"] == "silhouette_stability"  # four non-vacant archetypes
     assert set(json.loads(model[0]["silhouette_by_k"])) == set(json.loads(model[0]["stability_by_k"])) == {"3", "4", "5"}
     # Well-separated planted groups: a clear structure that any half of the meters recovers.
@@ -409,9 +420,9 @@ def test_assign_recovers_the_planted_archetypes(trained):
     segs = first["segments"]
     assert set(segs) == set(truth)
     assert all(segs[m]["segment_label"] == a for m, a in truth.items())
-    assert G.adjusted_rand_index([segs[m]["segment_id"] for m in sorted(truth)], [truth[m] for m in sorted(truth)]) == 1.0
+    assert SK.adjusted_rand_index([segs[m]["segment_id"] for m in sorted(truth)], [truth[m] for m in sorted(truth)]) == 1.0
     assert all(r["model_version"] == "20260614" and r["distance"] >= 0 and r["customer_id"] for r in segs.values())
-    assert results["assign"].outputs == {SS.CUSTOMER_SEGMENTS: len(truth)}
+    assert results["assign"].outputs == {C.CUSTOMER_SEGMENTS.name: len(truth)}
 
 
 def test_profile_sizes_sum_to_the_meters_and_shares_to_one(trained):
@@ -430,7 +441,7 @@ def test_profile_sizes_sum_to_the_meters_and_shares_to_one(trained):
 def test_no_pii_reaches_gold(trained):
     settings, lake, truth, results, first = trained
     pii = {c.name for c in BRONZE["bronze.customer_archive"].columns if c.pii}
-    for table in (SS.SEGMENT_MODEL, SS.CUSTOMER_SEGMENTS, SS.SEGMENT_PROFILE):
+    for table in (C.SEGMENT_MODEL.name, C.CUSTOMER_SEGMENTS.name, C.SEGMENT_PROFILE.name):
         assert not pii & set(lake.read(table).columns), table
     assert "张三" not in str(first["segments"]) and "13800000000" not in str(first["profile"])
 
@@ -444,30 +455,37 @@ def test_assign_reuses_the_saved_model_without_retraining(spark, trained, monkey
         raise AssertionError("segment-assign must not train")
 
     monkeypatch.setattr(KMeans, "fit", no_fit)
-    SS.release_features()
     pinned = _settings(settings.lake.root, "segment.model_version=20260614")
-    SS.run_segment_assign(_ctx(pinned, spark, lake))
+    run_segment_assign(_ctx(pinned, spark, lake))
     assert _segments(lake, _ctx(pinned, spark, lake).as_of) == first["segments"]
 
 
-def test_rerun_with_the_same_inputs_writes_identical_rows(spark, trained):
+def test_rerun_with_the_same_inputs_writes_identical_rows(spark, trained, monkeypatch):
     settings, lake, truth, results, first = trained
-    SS.release_features()  # recompute the features from the lake, as a new session would
-    ctx = _ctx(settings, spark, lake)
-    SS.run_segment_train(ctx)
-    SS.run_segment_assign(ctx)
-    SS.run_profile(ctx)
+    computed = []
+
+    def counted(*a, **k):
+        computed.append(1)
+        return SF.typical_shapes(*a, **k)
+
+    monkeypatch.setattr(SC, "typical_shapes", counted)
+    ctx = _ctx(settings, spark, lake)  # a new run: the features are recomputed from the lake, then shared
+    run_segment_train(ctx)
+    run_segment_assign(ctx)
+    run_profile(ctx)
+    ctx.cache.release()
+    assert len(computed) == 1  # not the first run's frame, and once for train and assign
     assert _model_rows(lake) == first["model"]  # the same version, replaced by the same rows
     assert _segments(lake, ctx.as_of) == first["segments"]
-    assert [r for r in lake.read_arrow(SS.SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of] == first["profile"]
+    assert [r for r in lake.read_arrow(C.SEGMENT_PROFILE.name).to_pylist() if r["as_of"] == ctx.as_of] == first["profile"]
 
 
 def test_retrain_with_another_seed_keeps_segments_ids_and_names(spark, trained):
     settings, lake, truth, results, first = trained
     other = _settings(settings.lake.root, "segment.seed=99")
     ctx = _ctx(other, spark, lake)
-    SS.run_segment_train(ctx)
-    SS.run_segment_assign(ctx)
+    run_segment_train(ctx)
+    run_segment_assign(ctx)
     after = _segments(lake, ctx.as_of)
     assert {m: (r["segment_id"], r["segment_label"]) for m, r in after.items()} == \
         {m: (r["segment_id"], r["segment_label"]) for m, r in first["segments"].items()}
@@ -482,9 +500,8 @@ def test_assign_without_a_model_says_what_to_do(spark, tmp_path):
     settings = _settings(tmp_path / "lake")
     lake = Lake(settings, spark)
     _write_small_lake(spark, lake)
-    SS.release_features()
     with pytest.raises(LookupError, match="segment-train"):
-        SS.run_segment_assign(_ctx(settings, spark, lake))
+        run_segment_assign(_ctx(settings, spark, lake))
 
 
 def test_report_says_when_the_segments_are_a_continuum():
@@ -495,7 +512,7 @@ def test_report_says_when_the_segments_are_a_continuum():
             self.rows = rows
 
         def exists(self, table):
-            return table == SS.SEGMENT_MODEL
+            return table == C.SEGMENT_MODEL.name
 
         def read_arrow(self, table):
             return pa.Table.from_pylist(self.rows)
@@ -515,9 +532,33 @@ def test_train_over_an_older_model_table_says_how_to_migrate(spark, tmp_path):
     lake = Lake(settings, spark)
     _write_small_lake(spark, lake)
     new_columns = {"stability", "stability_by_k", "weak_structure"}
-    old_schema = SS.T.StructType([f for f in SS.SEGMENT_MODEL_SCHEMA.fields if f.name not in new_columns])
-    lake.write(spark.createDataFrame([], old_schema), SS.SEGMENT_MODEL, partition_by=["model_version"])
-    SS.release_features()
+    old_schema = T.StructType([f for f in C.SEGMENT_MODEL.schema.fields if f.name not in new_columns])
+    lake.write(spark.createDataFrame([], old_schema), C.SEGMENT_MODEL.name, partition_by=["model_version"])
     with pytest.raises(SchemaMismatchError, match="older segment-train.*move the table aside"):
-        SS.run_segment_train(_ctx(settings, spark, lake))
-    SS.release_features()
+        run_segment_train(_ctx(settings, spark, lake))
+
+
+def test_run_cache_computes_once_per_key_and_unpersists_what_it_drops():
+    from gridpersona.stages.runner import RunCache
+
+    class Frame:
+        def __init__(self, n):
+            self.n, self.persisted = n, True
+
+        def unpersist(self):
+            self.persisted = False
+
+    made = []
+
+    def compute():
+        made.append(Frame(len(made)))
+        return made[-1]
+
+    cache = RunCache()
+    first = cache.get("shapes", ("v1",), compute)
+    assert cache.get("shapes", ("v1",), compute) is first and len(made) == 1
+    second = cache.get("shapes", ("v2",), compute)  # the input changed: recomputed, the old frame let go
+    assert second is not first and not first.persisted and second.persisted
+    assert RunCache().get("shapes", ("v2",), compute) is not second  # another run sees none of this one's entries
+    cache.release()
+    assert not second.persisted

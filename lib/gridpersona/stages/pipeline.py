@@ -21,7 +21,7 @@ from gridpersona.contracts import campaigns as CA
 from gridpersona.contracts import segments as SG
 from gridpersona.contracts import silver as SI
 from gridpersona.contracts import tags as TG
-from gridpersona.stages.runner import StageContext, StageResult, run_stage
+from gridpersona.stages.runner import RunCache, StageContext, StageResult, run_stage
 
 log = logging.getLogger("gridpersona")
 
@@ -50,9 +50,9 @@ STAGES: tuple[StageSpec, ...] = (
               outputs=_names(SI.AMI_CLEAN, SI.AMI_QUARANTINE, SI.METER_DAY_QUALITY)),
     StageSpec("shapes", "gridpersona.stages.shapes:run_shapes",
               inputs=_names(SI.AMI_CLEAN), outputs=_names(SI.DAILY_LOAD_SHAPE)),
-    StageSpec("segment-train", "gridpersona.stages.segment:run_segment_train",
+    StageSpec("segment-train", "gridpersona.stages.segment_train:run_segment_train",
               inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL)),
-    StageSpec("segment-assign", "gridpersona.stages.segment:run_segment_assign",
+    StageSpec("segment-assign", "gridpersona.stages.segment_assign:run_segment_assign",
               inputs=_names(SI.DAILY_LOAD_SHAPE, SG.SEGMENT_MODEL, BR.CUSTOMER_ARCHIVE),
               outputs=_names(SG.CUSTOMER_SEGMENTS)),
     StageSpec("tags", "gridpersona.stages.tags:run_tags",
@@ -62,7 +62,7 @@ STAGES: tuple[StageSpec, ...] = (
               inputs=_names(TG.CUSTOMER_TAGS, BR.CONTACT_HISTORY), outputs=_names(CA.CAMPAIGN_TARGETS)),
     StageSpec("evaluate", "gridpersona.stages.campaigns:run_evaluate",
               inputs=_names(CA.CAMPAIGN_TARGETS, BR.CAMPAIGN_RESPONSE), outputs=_names(CA.CAMPAIGN_EVALUATION)),
-    StageSpec("profile", "gridpersona.stages.segment:run_profile",
+    StageSpec("profile", "gridpersona.stages.profile:run_profile",
               inputs=_names(SG.CUSTOMER_SEGMENTS, SG.SEGMENT_MODEL, SI.DAILY_LOAD_SHAPE, TG.CUSTOMER_TAGS,
                             TG.TAG_CATALOG),
               outputs=_names(SG.SEGMENT_PROFILE, TG.SEGMENT_TAG_PROFILE, TG.CONSUMPTION_PRICE_QUADRANT)),
@@ -126,12 +126,14 @@ def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
 
 
 def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None,
-                 allow_empty: bool = False) -> list[tuple[str, StageResult]]:
+                 allow_empty: bool = False, cache: RunCache | None = None) -> list[tuple[str, StageResult]]:
     """Run one stage or all of them for ``as_of``; returns (stage, result) in order.
 
     Unless ``allow_empty``, the first stage's window input must hold rows
     (EmptyWindowError before anything is written). ``spark`` None: the lake's
-    session, started only after that check.
+    session, started only after that check. The stages share one :class:`RunCache`,
+    released when the run ends; a caller running stages one by one (the benchmark)
+    passes its own ``cache`` to share it across runs, and releases it itself.
     """
     from gridpersona.stages.inputs import absent_inputs_note
 
@@ -139,12 +141,17 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
     days = window_days or settings.pipeline.window_days
     if not allow_empty:
         check_window_input(lake, names[0], as_of - dt.timedelta(days=days - 1), as_of)
-    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days)
+    ctx = StageContext(settings, spark or lake.spark, lake, as_of, days,
+                       cache=cache if cache is not None else RunCache())
     note = absent_inputs_note(lake)
     if note:  # once per run, not per stage
         log.warning(note)
     results = []
-    for name in names:
-        spec = _BY_NAME[name]
-        results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs)))
+    try:
+        for name in names:
+            spec = _BY_NAME[name]
+            results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs)))
+    finally:
+        if cache is None:
+            ctx.cache.release()
     return results

@@ -26,7 +26,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 from pyspark.sql import SparkSession
@@ -43,6 +43,38 @@ from gridpersona.transform.clean import local_calendar
 log = logging.getLogger("gridpersona")
 
 
+class RunCache:
+    """Frames one pipeline run computes once and several of its stages read (segment-train and
+    segment-assign share the window's typical shapes). Owned by the run (``StageContext.cache``), so two
+    runs never see each other's entries; each entry is kept under a key of everything it was computed from
+    and recomputed when the key changes. :meth:`release` unpersists them (the runner does at the run's end).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, Any]] = {}
+
+    def get(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """The entry ``name`` if it was computed under ``key``, else ``compute()`` (replacing the old one)."""
+        held = self._entries.get(name)
+        if held is not None and held[0] == key:
+            return held[1]
+        if held is not None:
+            self._drop(name)
+        value = compute()
+        self._entries[name] = (key, value)
+        return value
+
+    def release(self) -> None:
+        """Unpersist and forget every entry."""
+        for name in list(self._entries):
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        _, value = self._entries.pop(name)
+        if hasattr(value, "unpersist"):
+            value.unpersist()
+
+
 @dataclass
 class StageContext:
     settings: Settings
@@ -51,6 +83,7 @@ class StageContext:
     as_of: dt.date
     window_days: int
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    cache: RunCache = field(default_factory=RunCache)
 
     @property
     def window(self) -> tuple[dt.date, dt.date]:
