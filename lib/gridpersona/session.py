@@ -8,6 +8,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from gridpersona import guardjar
 from gridpersona.config import Settings
 
 # Settings every gridpersona session needs, whatever the environment; config may override.
@@ -30,8 +31,8 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
 
     ``spark.master`` null leaves the master to spark-submit / the cluster. The
     session time zone defaults to ``ami.time_zone`` so local dates read naturally.
-    A session this process launches carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert
-    outside the SQL surface) when its jar is cached or javac can build it. ``sql_surface``
+    A session this process launches carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert outside the SQL surface; the jar is
+    :mod:`gridpersona.guardjar`) when its jar is cached or javac can build it. ``sql_surface``
     (``gridpersona sql`` / ``sql-server``): the Spark UI, which shows query text, is off unless
     ``ui``, and a local driver listens on loopback only.
     """
@@ -62,11 +63,9 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
             conf["spark.driver.bindAddress"] = conf["spark.driver.host"] = "127.0.0.1"
             os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     if not submitted:
-        from gridpersona.analyst.guard import available_jar, session_conf
-
-        jar = available_jar()
+        jar = guardjar.available_jar()
         if jar is not None:
-            conf = session_conf(jar, conf)
+            conf = guardjar.session_conf(jar, conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
