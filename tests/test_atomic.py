@@ -12,7 +12,8 @@ import sys
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona.lake import deltalog, runtime
+from gridpersona.lake import deltalog
+from gridpersona.stages import runner as runtime
 from gridpersona.lake import CHECKPOINT_HOOKS, Lake, LakeError, WriteConflictError
 from gridpersona.stages.runner import JOB_RUNS_TABLE, StageContext, StageResult, run_stage, stage_runs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from typing import Mapping
 
 from pyspark.sql import SparkSession
 
@@ -26,12 +27,14 @@ _BASE_CONF = {
 
 
 def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dict | None = None,
-                sql_surface: bool = False, ui: bool = False) -> SparkSession:
+                sql_surface: bool = False, ui: bool = False, lake_conf: Mapping[str, str] | None = None) -> SparkSession:
     """Return a SparkSession for ``settings`` (reusing an active one if present).
 
     ``spark.master`` null leaves the master to spark-submit / the cluster. The
     session time zone defaults to ``ami.time_zone`` so local dates read naturally.
-    A session this process launches carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert outside the SQL surface; the jar is
+    ``lake_conf``: what the lake's backend needs of a session (:func:`gridpersona.lake.spark_conf`;
+    the config's ``spark.conf`` and ``extra_conf`` may override it). A session this process launches
+    carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert outside the SQL surface; the jar is
     :mod:`gridpersona.guardjar`) when its jar is cached or javac can build it. ``sql_surface``
     (``gridpersona sql`` / ``sql-server``): the Spark UI, which shows query text, is off unless
     ``ui``, and a local driver listens on loopback only.
@@ -46,9 +49,7 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
         builder = builder.master(settings.spark.master)
     conf = {**_BASE_CONF, "spark.sql.session.timeZone": settings.ami.time_zone}
     conf["spark.ui.showConsoleProgress"] = str(settings.spark.show_progress).lower()
-    if settings.lake.backend == "delta-spark":
-        conf["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
-        conf["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    conf.update(lake_conf or {})
     if (settings.spark.master or "").startswith("local") and not submitted:
         # Only for sessions this process launches; clusters keep their own logging.
         log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")

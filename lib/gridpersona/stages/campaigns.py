@@ -103,8 +103,7 @@ def run_campaigns(ctx: StageContext) -> StageResult:
                                    fallback_channel=conf.fallback_channel,
                                    checkpoint=lambda df: df.localCheckpoint(eager=True))
     check_schema(CAMPAIGN_TARGETS, C.CAMPAIGN_TARGETS_SCHEMA, targeting.targets.schema)
-    lake.replace(targeting.targets, CAMPAIGN_TARGETS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
-    written = int(lake.last_write["rows"])
+    written = lake.replace(targeting.targets, CAMPAIGN_TARGETS, where={"as_of": ctx.as_of}, partition_by=["as_of"]).rows
 
     funnel: dict[str, dict] = {c.id: {} for c in active}
     for r in targeting.screened.groupBy("campaign_id", "exclusion").count().collect():
@@ -155,8 +154,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                                 f"uplift written (land responses with `gridpersona ingest {CAMPAIGN_RESPONSE} FILES`)")
     check_schema(CAMPAIGN_EVALUATION, E.CAMPAIGN_EVALUATION_SCHEMA, evaluation.schema)
     _check_table_is_current(lake)
-    lake.replace(evaluation, CAMPAIGN_EVALUATION, where={"as_of": ctx.as_of}, partition_by=["as_of"])
-    result.outputs[CAMPAIGN_EVALUATION] = int(lake.last_write["rows"])
+    result.outputs[CAMPAIGN_EVALUATION] = lake.replace(evaluation, CAMPAIGN_EVALUATION, where={"as_of": ctx.as_of},
+                                                       partition_by=["as_of"]).rows
     rows = (lake.read(CAMPAIGN_EVALUATION)
             .filter((F.col("as_of") == F.lit(ctx.as_of)) & (F.col("level") == "campaign"))
             .orderBy("campaign_id").collect())

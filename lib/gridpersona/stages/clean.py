@@ -39,10 +39,9 @@ def run_clean(ctx: StageContext) -> StageResult:
         first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
         max_gap=s.clean.max_interpolate_intervals, rule=rule, cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}, partition_by=["date"])
-        quarantined_rows = ctx.lake.last_write["rows"]
-        ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}, partition_by=["date"])
-        clean_rows = ctx.lake.last_write["rows"]
+        quarantined_rows = ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates},
+                                            partition_by=["date"]).rows
+        clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}, partition_by=["date"]).rows
     finally:
         out.release()
 
@@ -50,8 +49,7 @@ def run_clean(ctx: StageContext) -> StageResult:
     written_clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
     written_quarantine = ctx.lake.read(AMI_QUARANTINE).filter(F.col("date").between(first, last))
     quality = C.meter_day_quality(written_clean, written_quarantine, archive, calendar)
-    ctx.lake.replace(quality, METER_DAY_QUALITY, where={"date": dates}, partition_by=["date"])
-    quality_rows = ctx.lake.last_write["rows"]
+    quality_rows = ctx.lake.replace(quality, METER_DAY_QUALITY, where={"date": dates}, partition_by=["date"]).rows
 
     # Reconciliation from what was written: every raw row is in exactly one of clean or quarantine.
     quarantined = {r["reason"]: r["count"] for r in written_quarantine.groupBy("reason").count().collect()}

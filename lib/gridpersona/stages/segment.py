@@ -599,8 +599,7 @@ def run_segment_assign(ctx: StageContext) -> StageResult:
     archive = read_bronze(lake, "bronze.customer_archive").select("customer_id", "meter_id")
     out = G.customer_segments(assigned, archive, as_of=ctx.as_of, model_version=version)
     check_schema(CUSTOMER_SEGMENTS, CUSTOMER_SEGMENTS_SCHEMA, out.schema)
-    lake.replace(out, CUSTOMER_SEGMENTS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
-    written = int(lake.last_write["rows"])
+    written = lake.replace(out, CUSTOMER_SEGMENTS, where={"as_of": ctx.as_of}, partition_by=["as_of"]).rows
     timings["assign_write"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -637,8 +636,7 @@ def run_profile(ctx: StageContext) -> StageResult:
     summary = G.meter_load_summary(daily, min_completeness=s.segment.min_completeness)
     profile = G.segment_profile(segments, summary, model, as_of=ctx.as_of)
     check_schema(SEGMENT_PROFILE, SEGMENT_PROFILE_SCHEMA, profile.schema)
-    lake.replace(profile, SEGMENT_PROFILE, where={"as_of": ctx.as_of}, partition_by=["as_of"])
-    written = int(lake.last_write["rows"])
+    written = lake.replace(profile, SEGMENT_PROFILE, where={"as_of": ctx.as_of}, partition_by=["as_of"]).rows
     rows = [r for r in lake.read_arrow(SEGMENT_PROFILE).to_pylist() if r["as_of"] == ctx.as_of]
     rows.sort(key=lambda r: (r["model_version"], r["segment_id"]))
     meters = sum(r["meters"] for r in rows)
@@ -680,13 +678,13 @@ def write_tag_portraits(ctx: StageContext, meter_summary: DataFrame, result: Sta
                 if r["value_type"] != "double"]
     portraits = TG.segment_tag_profile(tags, profiled, as_of=as_of)
     check_schema(SEGMENT_TAG_PROFILE, PROFILE_SPEC.schema, portraits.schema)
-    lake.replace(portraits, SEGMENT_TAG_PROFILE, where={"as_of": as_of}, partition_by=["as_of"])
-    result.outputs[SEGMENT_TAG_PROFILE] = int(lake.last_write["rows"])
+    result.outputs[SEGMENT_TAG_PROFILE] = lake.replace(portraits, SEGMENT_TAG_PROFILE, where={"as_of": as_of},
+                                                      partition_by=["as_of"]).rows
     if all(c in tags.columns for c in QUADRANT_TAGS):
         quadrant = TG.consumption_price_quadrant(tags, meter_summary.select("meter_id", "daily_kwh"), as_of=as_of)
         check_schema(CONSUMPTION_PRICE_QUADRANT, QUADRANT_SPEC.schema, quadrant.schema)
-        lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT, where={"as_of": as_of}, partition_by=["as_of"])
-        result.outputs[CONSUMPTION_PRICE_QUADRANT] = int(lake.last_write["rows"])
+        result.outputs[CONSUMPTION_PRICE_QUADRANT] = lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT,
+                                                                  where={"as_of": as_of}, partition_by=["as_of"]).rows
         for r in sorted((r for r in lake.read_arrow(CONSUMPTION_PRICE_QUADRANT).to_pylist()
                          if r["as_of"] == as_of and r["quadrant"]), key=lambda r: (r["customer_type"], r["quadrant"])):
             result.notes.append(f"quadrant {r['customer_type']} {r['quadrant']} {r['quadrant_zh']}: "

@@ -21,8 +21,7 @@ def run_shapes(ctx: StageContext) -> StageResult:
     clean = ctx.lake.read(AMI_CLEAN).filter(F.col("date").between(first, last))
     shapes = S.daily_load_shapes(clean, calendar_frame(ctx), interval_minutes=s.ami.interval_minutes,
                                  tariff=s.tariff, normalization=s.shapes.normalization)
-    ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": ctx.window_dates}, partition_by=["date"])
-    written = ctx.lake.last_write["rows"]
+    written = ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": ctx.window_dates}, partition_by=["date"]).rows
     rows_in = ctx.lake.partition_rows(AMI_CLEAN, "date", ctx.window_dates) if not s.shapes.count_input else None
     if rows_in is None:
         rows_in = int(clean.count())

@@ -95,8 +95,7 @@ def run_tags(ctx: StageContext) -> StageResult:
     lake.check_stored_schema(TAG_CATALOG_TABLE, TAG_CATALOG.schema,
                              f"{TAG_CATALOG_TABLE} was written by an older tags stage (this one adds open_values, "
                              f"needs, coverage); move it aside and rerun the as-of dates you need")
-    lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}, partition_by=["as_of"])
-    written = int(lake.last_write["rows"])
+    written = lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}, partition_by=["as_of"]).rows
 
     written_tags = lake.read(CUSTOMER_TAGS).filter(F.col("as_of") == F.lit(ctx.as_of))
     codes = [t.code for t in tags.definitions]
