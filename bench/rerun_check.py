@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from gridpersona.config import load_settings
 from gridpersona.console import render_table, setup_logging
-from gridpersona.lake import Lake
+from gridpersona.lake import Lake, spark_conf
 from gridpersona.stages.pipeline import STAGE_ORDER, run_pipeline
 from gridpersona.session import build_spark
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_logging(False)
     settings = load_settings(args.env, args.overrides)
-    spark = build_spark(settings)
+    spark = build_spark(settings, lake_conf=spark_conf(settings))
     lake = Lake(settings, spark)
 
     before = snapshot_versions(lake)

@@ -26,7 +26,7 @@ from gridpersona.synthetic.campaign_standin import uplift_truth_check, write_sta
 from gridpersona.config import load_settings
 from gridpersona.console import render_table, setup_logging
 from gridpersona.synthetic.generate import generate_lake
-from gridpersona.lake import Lake
+from gridpersona.lake import Lake, spark_conf
 from gridpersona.stages.pipeline import run_pipeline
 from gridpersona.session import build_spark
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging(False)
     settings = load_settings(args.env, [f"lake.root={args.lake}", *args.overrides])
-    spark = build_spark(settings, app_name="gridpersona-campaign-check")
+    spark = build_spark(settings, app_name="gridpersona-campaign-check", lake_conf=spark_conf(settings))
     lake = Lake(settings, spark)
     start = dt.date.fromisoformat(args.start)
     if not args.reuse:

@@ -270,7 +270,7 @@ def test_create_table_makes_an_empty_table_of_the_contract(settings, lake, capsy
     assert cli_main(root + ["create-table", AMI]) == 0
     assert "created empty" in capsys.readouterr().out
     check_contract(AMI, lake.schema(AMI))
-    assert lake._partition_columns(AMI) == ("date",) and lake.info(AMI).rows == 0
+    assert lake.partition_columns(AMI) == ("date",) and lake.info(AMI).rows == 0
     assert cli_main(root + ["create-table", AMI]) == 0
     assert "already exists" in capsys.readouterr().out and lake.version(AMI) == 0
     assert cli_main(root + ["create-table", "silver.ami_clean"]) == 2

@@ -12,7 +12,8 @@ from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.lake import Lake, LakeError, SchemaMismatchError
+from gridpersona.lake import LakeError, SchemaMismatchError, spark_conf
+from gridpersona.lake.deltars import DeltaRsBackend
 
 SCHEMA = T.StructType([
     T.StructField("meter_id", T.StringType()),
@@ -111,7 +112,7 @@ def test_failed_commit_leaves_previous_version_and_no_partial_rows(spark, lake, 
         assert all(os.path.exists(p) for p in seen_files)
         raise RuntimeError("simulated crash before commit")
 
-    monkeypatch.setattr(Lake, "_commit", crash)
+    monkeypatch.setattr(DeltaRsBackend, "_commit", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         lake.append(_frame(spark, _rows(D2, kwh=7.0)), table)
     monkeypatch.undo()
@@ -144,13 +145,13 @@ def test_append_with_other_schema_names_table_and_column(spark, lake):
 def test_reading_version_n_returns_what_was_committed_at_n(spark, lake):
     table = "bronze.versions"
     snapshots = {}
-    v = lake.append(_frame(spark, _rows(D1)), table, partition_by=["date"])
+    v = lake.append(_frame(spark, _rows(D1)), table, partition_by=["date"]).version
     snapshots[v] = _spark_rows(lake.read(table))
-    v = lake.append(_frame(spark, _rows(D2)), table)
+    v = lake.append(_frame(spark, _rows(D2)), table).version
     snapshots[v] = _spark_rows(lake.read(table))
-    v = lake.replace(_frame(spark, _rows(D1, kwh=3.0)), table, where={"date": D1})
+    v = lake.replace(_frame(spark, _rows(D1, kwh=3.0)), table, where={"date": D1}).version
     snapshots[v] = _spark_rows(lake.read(table))
-    v = lake.overwrite(_frame(spark, _rows(D3)), table)
+    v = lake.overwrite(_frame(spark, _rows(D3)), table).version
     snapshots[v] = _spark_rows(lake.read(table))
 
     assert sorted(snapshots) == [0, 1, 2, 3]
@@ -213,3 +214,52 @@ def test_partition_rows_counts_from_the_delta_log(spark, lake):
     assert lake.partition_rows(table, "date", [D1, D2, D3]) == 15
     lake.replace(_frame(spark, _rows(D2, meters=("m9",))), table, where={"date": D2})
     assert lake.partition_rows(table, "date", [D1, D2]) == lake.read(table).count() == 9
+
+
+def test_a_write_returns_the_version_rows_and_files_it_committed(spark, lake):
+    table = "bronze.written"
+    first = lake.append(_frame(spark, _rows(D1) + _rows(D2)), table, partition_by=["date"])
+    assert (first.table, first.version, first.rows) == (table, 0, 12)
+    assert first.files == len(DeltaTable(lake.path(table)).file_uris()) >= 2  # one folder per date at least
+    replaced = lake.replace(_frame(spark, _rows(D2, meters=("m9",))), table, where={"date": D2})
+    assert (replaced.version, replaced.rows) == (1, 3)
+    arrow = pa.table({"n": pa.array([1, 2, 3, 4], pa.int64())})
+    assert lake.write_arrow("bronze.arrow_written", arrow).rows == 4
+    streamed = pa.RecordBatchReader.from_batches(arrow.schema, arrow.to_batches(max_chunksize=1))
+    again = lake.write_arrow("bronze.arrow_written", streamed, mode="append")
+    assert (again.version, again.rows) == (1, 4)
+    assert lake.read_arrow("bronze.arrow_written").num_rows == 8
+    with pytest.raises(AttributeError):
+        first.rows = 0  # frozen: a result is a record of what happened
+
+
+def test_partition_values_columns_and_counts_come_from_the_published_snapshot(spark, lake):
+    table = "bronze.parts"
+    lake.append(_frame(spark, _rows(D1) + _rows(D2, meters=("m1", "m2", "m3"))), table, partition_by=["date"])
+    lake.replace(_frame(spark, _rows(D3)), table, where={"date": D3})
+    assert lake.partition_columns(table) == ("date",)
+    assert lake.partition_values(table, "date") == {D1, D2, D3}
+    assert lake.partition_values(table, "date", version=0) == {D1, D2}
+    assert lake.partition_counts(table, "date") == {D1: 6, D2: 9, D3: 6}
+    assert lake.partition_counts(table, "date", version=0) == {D1: 6, D2: 9}
+    with pytest.raises(LakeError, match="not partitioned by 'meter_id'"):
+        lake.partition_values(table, "meter_id")
+
+
+def test_a_snapshot_names_exactly_the_live_files_of_its_version(spark, lake):
+    table = "bronze.snap"
+    lake.append(_frame(spark, _rows(D1) + _rows(D2)), table, partition_by=["date"])
+    lake.replace(_frame(spark, _rows(D2, kwh=2.0)), table, where={"date": D2})
+    now, before = lake.snapshot(table), lake.snapshot(table, 0)
+    assert (now.version, before.version) == (1, 0)
+    assert now.sql_source is None  # the embedded backend's session reads Parquet files, not Delta
+    assert set(now.files) == set(DeltaTable(lake.path(table)).file_uris())
+    assert set(before.files) == set(DeltaTable(lake.path(table), version=0).file_uris()) != set(now.files)
+    assert now.schema == lake.schema(table)
+
+
+def test_only_the_delta_spark_backend_asks_the_session_for_delta(make_settings):
+    assert spark_conf(make_settings()) == {}
+    conf = spark_conf(make_settings("lake.backend=delta-spark"))
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"

@@ -32,8 +32,8 @@ def _end_row(lake):
 def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings, spark, lake, caplog):
     def tiny_stage(ctx: StageContext) -> StageResult:
         df = ctx.spark.range(5).select(F.col("id").alias("meter_n"), F.lit(AS_OF).alias("as_of"))
-        ctx.lake.replace(df, "gold.tiny", where={"as_of": [AS_OF]}, partition_by=["as_of"])
-        return StageResult(rows_in=7, outputs={"gold.tiny": ctx.lake.last_write["rows"]})
+        written = ctx.lake.replace(df, "gold.tiny", where={"as_of": [AS_OF]}, partition_by=["as_of"])
+        return StageResult(rows_in=7, outputs={"gold.tiny": written.rows})
 
     ctx = _ctx(settings, spark, lake)
     with caplog.at_level(logging.INFO, logger="gridpersona"):

@@ -288,10 +288,12 @@ def test_sql_server_refuses_a_non_loopback_bind_without_users(tmp_path, caplog):
 
 
 def test_the_guard_needs_javac_once_and_says_so(tmp_path, monkeypatch):
+    import shutil
+
     from gridpersona.analyst import guard as sqlguard
 
     monkeypatch.setenv("GRIDPERSONA_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(sqlguard.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(sqlguard.GuardUnavailable, match=r"needs a Java compiler once \(javac"):
         sqlguard.build_jar()
     assert sqlguard.available_jar() is None  # the pipeline's sessions start without it

@@ -5,9 +5,11 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from typing import Mapping
 
 from pyspark.sql import SparkSession
 
+from gridpersona import guardjar
 from gridpersona.config import Settings
 
 # Settings every gridpersona session needs, whatever the environment; config may override.
@@ -25,13 +27,15 @@ _BASE_CONF = {
 
 
 def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dict | None = None,
-                sql_surface: bool = False, ui: bool = False) -> SparkSession:
+                sql_surface: bool = False, ui: bool = False, lake_conf: Mapping[str, str] | None = None) -> SparkSession:
     """Return a SparkSession for ``settings`` (reusing an active one if present).
 
     ``spark.master`` null leaves the master to spark-submit / the cluster. The
     session time zone defaults to ``ami.time_zone`` so local dates read naturally.
-    A session this process launches carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert
-    outside the SQL surface) when its jar is cached or javac can build it. ``sql_surface``
+    ``lake_conf``: what the lake's backend needs of a session (:func:`gridpersona.lake.spark_conf`;
+    the config's ``spark.conf`` and ``extra_conf`` may override it). A session this process launches
+    carries the SQL guard (:mod:`gridpersona.analyst.guard`, inert outside the SQL surface; the jar is
+    :mod:`gridpersona.guardjar`) when its jar is cached or javac can build it. ``sql_surface``
     (``gridpersona sql`` / ``sql-server``): the Spark UI, which shows query text, is off unless
     ``ui``, and a local driver listens on loopback only.
     """
@@ -45,9 +49,7 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
         builder = builder.master(settings.spark.master)
     conf = {**_BASE_CONF, "spark.sql.session.timeZone": settings.ami.time_zone}
     conf["spark.ui.showConsoleProgress"] = str(settings.spark.show_progress).lower()
-    if settings.lake.backend == "delta-spark":
-        conf["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
-        conf["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    conf.update(lake_conf or {})
     if (settings.spark.master or "").startswith("local") and not submitted:
         # Only for sessions this process launches; clusters keep their own logging.
         log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
@@ -62,11 +64,9 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
             conf["spark.driver.bindAddress"] = conf["spark.driver.host"] = "127.0.0.1"
             os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     if not submitted:
-        from gridpersona.analyst.guard import available_jar, session_conf
-
-        jar = available_jar()
+        jar = guardjar.available_jar()
         if jar is not None:
-            conf = session_conf(jar, conf)
+            conf = guardjar.session_conf(jar, conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -10,7 +10,9 @@ nothing else is in the catalog: no physical table a statement could write into o
 read around the view. The SQL guard (:mod:`gridpersona.analyst.guard`) lets analysts read
 data only underneath these views.
 
-- ``deltalake`` backend (no Delta jars): a table folder holds the files of every
+How a version is read is the lake's answer (:meth:`gridpersona.lake.Lake.snapshot`):
+
+- a Spark session without Delta (the embedded backend): a table folder holds the files of every
   version still kept for time travel, so reading the folder would return replaced
   rows. The snapshot's live files (from the Delta log, via delta-rs, exactly what
   ``Lake.read`` reads) are hard-linked into ``<table>/_sql_snapshot/v<version>/``
@@ -20,7 +22,7 @@ data only underneath these views.
   and rebuilt if anything differs, so a tampered folder does not survive. Hard links
   cost no space and keep a file alive after a vacuum. Folders starting with ``_`` are
   ignored by Delta readers and by Spark.
-- ``delta-spark`` backend: ``SELECT ... FROM delta.`<path>` VERSION AS OF <n>``.
+- a Spark session with Delta (delta-spark): ``SELECT ... FROM delta.`<path>` VERSION AS OF <n>``.
 
 PII: the contract's PII columns (:func:`gridpersona.contracts.pii_columns`) never
 appear in the ``layer.table`` view; ``bronze.ingest_rejects.row_json`` of a table
@@ -30,7 +32,6 @@ with PII shows only that table's non-PII contract columns. The full rows are in
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -167,7 +168,7 @@ def _ensure_database(spark: SparkSession, lake: Lake, db: str) -> None:
     if spark.catalog.databaseExists(db):
         return
     # A session-local catalog keeps its (empty) database folders beside the lake, not in the working directory.
-    where = "" if lake.backend == "delta-spark" else f" LOCATION {_sql_string(os.path.join(lake.root, CATALOG_DIR, db + '.db'))}"
+    where = f" LOCATION {_sql_string(os.path.join(lake.root, CATALOG_DIR, db + '.db'))}" if lake.embedded else ""
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(db)}{where}")
 
 
@@ -228,17 +229,10 @@ def register_table(spark: SparkSession, lake: Lake, table: str) -> Registered:
         return cached[0]
     _ensure_database(spark, lake, layer)
     folder = None
-    if lake.backend == "delta-spark":
-        # delta-spark resolves the version from the Delta log itself: nothing is copied or linked.
-        source = f"delta.{_quote(lake.path(table))} VERSION AS OF {int(version)}"
-        schema = spark.sql(f"SELECT * FROM {source}").schema
-    else:
-        dt = lake._delta_table(table)
-        lake._check_readable(table, dt)  # refuses deletion vectors / column mapping, as Lake.read does
-        version = dt.version()
-        schema = T.StructType.fromJson(json.loads(dt.schema().to_json()))
-        files = dt.file_uris()
-        folder = _link_snapshot(lake, table, version, files) if files else None
+    snap = lake.snapshot(table, version)
+    version, schema, source = snap.version, snap.schema, snap.sql_source
+    if source is None:
+        folder = _link_snapshot(lake, table, version, list(snap.files)) if snap.files else None
         source = f"parquet.{_quote(folder)}" if folder else None
     types = _sql_types(spark, schema)
     if source is None:
@@ -281,10 +275,9 @@ def _still_registered(spark: SparkSession, lake: Lake, table: str, cached: tuple
     views = [f"{layer}.{name}"] + ([f"{PII_DB}.{name}"] if reg.pii_view else [])
     if not all(spark.catalog.tableExists(v) for v in views):
         return False
-    if folder is None or lake.backend == "delta-spark":
+    if folder is None:
         return True
-    dt = lake._delta_table(table, reg.version)
-    return _folder_matches(folder, _expected_files(lake, table, dt.file_uris()))
+    return _folder_matches(folder, _expected_files(lake, table, list(lake.snapshot(table, reg.version).files)))
 
 
 def register_lake(spark: SparkSession, lake: Lake, tables: Iterable[str] | None = None) -> list[Registered]:

@@ -63,10 +63,7 @@ def latest_as_of(lake) -> dt.date | None:
     """The newest as-of that gold.segment_profile holds (from the Delta log, no Spark job)."""
     if not lake.exists(SEGMENT_PROFILE.name):
         return None
-    from deltalake import DeltaTable
-
-    values = [v.get("as_of") for v in DeltaTable(lake.path(SEGMENT_PROFILE.name)).partitions()]
-    values = [dt.date.fromisoformat(v) for v in values if v]
+    values = [v for v in lake.partition_values(SEGMENT_PROFILE.name, "as_of") if v is not None]
     return max(values) if values else None
 
 

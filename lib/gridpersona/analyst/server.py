@@ -32,7 +32,7 @@ import threading
 import time
 
 from gridpersona.config import Settings
-from gridpersona.lake import Lake, LakeError
+from gridpersona.lake import Lake, LakeError, spark_conf
 
 log = logging.getLogger("gridpersona")
 
@@ -119,7 +119,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 10000, refres
     users_file = users_file_for(settings, host)
     build_jar()  # before the JVM starts: the guard must be on its class path
     spark = build_spark(settings, app_name=f"{settings.spark.app_name}-sql-server",
-                        extra_conf=thrift_conf(host, port, users_file), sql_surface=True, ui=settings.sql_server.ui)
+                        extra_conf=thrift_conf(host, port, users_file), sql_surface=True, ui=settings.sql_server.ui,
+                        lake_conf=spark_conf(settings))
     require_loaded(spark)
     trust_this_thread(spark)
     lake = Lake(settings, spark)

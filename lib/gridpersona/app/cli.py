@@ -350,10 +350,7 @@ def tag_accuracy_report(lake, as_of: dt.date) -> str:
 
 def latest_ami_date(lake) -> dt.date:
     """The last local day present in bronze.ami_interval (from the Delta log, no Spark job)."""
-    from deltalake import DeltaTable
-
-    values = DeltaTable(lake.path("bronze.ami_interval")).partitions()
-    return max(dt.date.fromisoformat(v["date"]) for v in values)
+    return max(v for v in lake.partition_values("bronze.ami_interval", "date") if v is not None)
 
 
 def segment_summary(lake, as_of: dt.date) -> str:
@@ -375,9 +372,11 @@ def cmd_sql(settings: Settings, args) -> int:
         raise ValueError("--limit must be >= 0 (0 = all rows)")
     from gridpersona.session import build_spark
     from gridpersona.analyst.guard import build_jar
+    from gridpersona.lake import spark_conf
 
     build_jar()  # before the JVM starts: the guard must be on its class path
-    spark = build_spark(settings, app_name=f"{settings.spark.app_name}-sql", sql_surface=True, ui=settings.sql_server.ui)
+    spark = build_spark(settings, app_name=f"{settings.spark.app_name}-sql", sql_surface=True, ui=settings.sql_server.ui,
+                        lake_conf=spark_conf(settings))
     lake = _lake(settings, spark)
     result = run_query(spark, lake, args.statement, limit=args.limit or None, allow_pii=args.allow_pii)
     text = format_result(result, args.fmt)

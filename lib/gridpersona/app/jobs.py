@@ -32,11 +32,11 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{stage}: error: {exc}", file=sys.stderr)
         return 2
-    from gridpersona.lake import Lake
+    from gridpersona.lake import Lake, spark_conf
     from gridpersona.stages.pipeline import run_pipeline
     from gridpersona.session import build_spark
 
-    spark = build_spark(settings, app_name=f"gridpersona-{stage}")
+    spark = build_spark(settings, app_name=f"gridpersona-{stage}", lake_conf=spark_conf(settings))
     results = run_pipeline(settings, spark, Lake(settings, spark), stage, args.as_of, args.window_days)
     print(stage_summary(results))
     return 0

@@ -1,6 +1,6 @@
 """Just enough of a local Delta log to tell who made a commit, without opening a snapshot.
 
-Publishing (lake.py) asks, for a table's newest commits, which stage run made
+Publishing (gridpersona.lake) asks, for a table's newest commits, which stage run made
 each one; that is one small JSON line per commit (``commitInfo``, written first
 by delta-rs and by Spark). Reading it directly costs a directory listing and a
 line per commit, against a full snapshot load through delta-rs. Local paths
@@ -74,6 +74,11 @@ def run_tag(info: dict | None) -> str | None:
         return str(tag)
     found = _USER_METADATA_TAG.search(info.get("userMetadata") or "")
     return found.group(1).strip() if found else None
+
+
+def commit_adds(table_path: str, version: int) -> list[dict]:
+    """The add actions (path, size, stats ...) of commit ``version``; none when its file is gone."""
+    return list(_actions(table_path, version, "add"))
 
 
 def added_paths(table_path: str, after_version: int) -> set[str]:

@@ -100,9 +100,7 @@ def run_campaigns(ctx: StageContext) -> StageResult:
                                    fallback_channel=conf.fallback_channel,
                                    checkpoint=lambda df: df.localCheckpoint(eager=True))
     check_schema(CAMPAIGN_TARGETS.name, CAMPAIGN_TARGETS.schema, targeting.targets.schema)
-    lake.replace(targeting.targets, CAMPAIGN_TARGETS.name, where={"as_of": ctx.as_of},
-                 partition_by=CAMPAIGN_TARGETS.partition_by)
-    written = int(lake.last_write["rows"])
+    written = lake.replace(targeting.targets, CAMPAIGN_TARGETS, where={"as_of": ctx.as_of}).rows
 
     funnel: dict[str, dict] = {c.id: {} for c in active}
     for r in targeting.screened.groupBy("campaign_id", "exclusion").count().collect():
@@ -154,9 +152,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                                 f"FILES`)")
     check_schema(CAMPAIGN_EVALUATION.name, CAMPAIGN_EVALUATION.schema, evaluation.schema)
     _check_table_is_current(lake)
-    lake.replace(evaluation, CAMPAIGN_EVALUATION.name, where={"as_of": ctx.as_of},
-                 partition_by=CAMPAIGN_EVALUATION.partition_by)
-    result.outputs[CAMPAIGN_EVALUATION.name] = int(lake.last_write["rows"])
+    result.outputs[CAMPAIGN_EVALUATION.name] = lake.replace(evaluation, CAMPAIGN_EVALUATION,
+                                                            where={"as_of": ctx.as_of}).rows
     rows = (lake.read(CAMPAIGN_EVALUATION.name)
             .filter((F.col("as_of") == F.lit(ctx.as_of)) & (F.col("level") == "campaign"))
             .orderBy("campaign_id").collect())

@@ -40,11 +40,8 @@ def run_clean(ctx: StageContext) -> StageResult:
     check_schema(AMI_QUARANTINE.name, AMI_QUARANTINE.schema, out.quarantine.schema)
     check_schema(AMI_CLEAN.name, AMI_CLEAN.schema, out.clean.schema)
     try:
-        ctx.lake.replace(out.quarantine, AMI_QUARANTINE.name, where={"date": dates},
-                         partition_by=AMI_QUARANTINE.partition_by)
-        quarantined_rows = ctx.lake.last_write["rows"]
-        ctx.lake.replace(out.clean, AMI_CLEAN.name, where={"date": dates}, partition_by=AMI_CLEAN.partition_by)
-        clean_rows = ctx.lake.last_write["rows"]
+        quarantined_rows = ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}).rows
+        clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}).rows
     finally:
         out.release()
 
@@ -53,9 +50,7 @@ def run_clean(ctx: StageContext) -> StageResult:
     written_quarantine = ctx.lake.read(AMI_QUARANTINE.name).filter(F.col("date").between(first, last))
     quality = C.meter_day_quality(written_clean, written_quarantine, archive, calendar)
     check_schema(METER_DAY_QUALITY.name, METER_DAY_QUALITY.schema, quality.schema)
-    ctx.lake.replace(quality, METER_DAY_QUALITY.name, where={"date": dates},
-                     partition_by=METER_DAY_QUALITY.partition_by)
-    quality_rows = ctx.lake.last_write["rows"]
+    quality_rows = ctx.lake.replace(quality, METER_DAY_QUALITY, where={"date": dates}).rows
 
     # Reconciliation from what was written: every raw row is in exactly one of clean or quarantine.
     quarantined = {r["reason"]: r["count"] for r in written_quarantine.groupBy("reason").count().collect()}

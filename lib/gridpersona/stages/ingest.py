@@ -505,7 +505,7 @@ def _check_existing(lake: Lake, spec: TableSpec, fix: str, needs_partition: str 
         check_schema(table, spec.schema, lake.schema(table))
     except SchemaMismatchError as exc:
         raise IngestError(f"{exc}; nothing was written. {fix}") from None
-    parts = lake._partition_columns(table)
+    parts = lake.partition_columns(table)
     if needs_partition and needs_partition not in parts:
         raise IngestError(f"{table}: the existing table is partitioned by {list(parts)}, not by '{needs_partition}', "
                           f"so a date range cannot be replaced; nothing was written. Append instead, or rewrite "
@@ -555,7 +555,7 @@ def _replace_by_key(lake: Lake, spec: TableSpec, valid: DataFrame) -> tuple[int,
     keys = valid.select(*spec.keys).distinct()
     replaced = stored.join(keys, list(spec.keys), "left_semi").count()
     kept = stored.join(keys, list(spec.keys), "left_anti")
-    version = lake.overwrite(kept.unionByName(valid), spec.name, partition_by=_layout(lake, spec))
+    version = lake.overwrite(kept.unionByName(valid), spec.name, partition_by=_layout(lake, spec)).version
     return version, replaced
 
 
@@ -652,13 +652,13 @@ def ingest_files(spark: SparkSession, lake: Lake, settings: Settings, table: str
             notes.append(f"no row was accepted, so the dates {replace_range[0]} .. {replace_range[1]} of {table} "
                          f"were left as they were (a replace with no rows would have emptied them)")
         elif replace_dates is not None:
-            version = lake.replace(valid, table, where={"date": replace_dates}, partition_by=_layout(lake, spec))
+            version = lake.replace(valid, table, where={"date": replace_dates}, partition_by=_layout(lake, spec)).version
         elif accepted and latest_wins:
             version, replaced = _replace_by_key(lake, spec, valid)
             notes.append(f"on_duplicate_key=latest: {replaced} stored row(s) replaced by this ingest's row for the "
                          f"same key; version {version - 1} of {table} still holds them (time travel)")
         elif accepted:
-            version = lake.append(valid, table, partition_by=_layout(lake, spec))
+            version = lake.append(valid, table, partition_by=_layout(lake, spec)).version
         elif not rejected and not lake.exists(table):
             # Header-only files: the source exists and holds nothing (e.g. no campaign ran yet).
             version = inputs.create_empty_bronze(lake, table)

@@ -118,7 +118,7 @@ def create_empty_bronze(lake: Lake, table: str) -> int | None:
         check_contract(table, lake.schema(table))
         return None
     empty = to_arrow_schema(spec.schema, timezone="UTC").empty_table()
-    return lake.write_arrow(table, empty, mode="overwrite", partition_by=spec.partition_by)
+    return lake.write_arrow(table, empty, mode="overwrite", partition_by=spec.partition_by).version
 
 
 def absent_inputs(lake: Lake) -> tuple[list[str], dict[str, list[str]]]:

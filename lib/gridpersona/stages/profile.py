@@ -37,8 +37,7 @@ def run_profile(ctx: StageContext) -> StageResult:
     summary = meter_load_summary(daily, min_completeness=s.segment.min_completeness)
     profile = segment_profile(segments, summary, model, as_of=ctx.as_of)
     check_schema(SEGMENT_PROFILE.name, SEGMENT_PROFILE.schema, profile.schema)
-    lake.replace(profile, SEGMENT_PROFILE.name, where={"as_of": ctx.as_of}, partition_by=SEGMENT_PROFILE.partition_by)
-    written = int(lake.last_write["rows"])
+    written = lake.replace(profile, SEGMENT_PROFILE, where={"as_of": ctx.as_of}).rows
     rows = [r for r in lake.read_arrow(SEGMENT_PROFILE.name).to_pylist() if r["as_of"] == ctx.as_of]
     rows.sort(key=lambda r: (r["model_version"], r["segment_id"]))
     meters = sum(r["meters"] for r in rows)
@@ -70,13 +69,13 @@ def write_tag_portraits(ctx: StageContext, meter_summary: DataFrame, result: Sta
                 if r["value_type"] != "double"]
     portraits = TG.segment_tag_profile(tags, profiled, as_of=as_of)
     check_schema(SEGMENT_TAG_PROFILE.name, SEGMENT_TAG_PROFILE.schema, portraits.schema)
-    lake.replace(portraits, SEGMENT_TAG_PROFILE.name, where={"as_of": as_of}, partition_by=SEGMENT_TAG_PROFILE.partition_by)
-    result.outputs[SEGMENT_TAG_PROFILE.name] = int(lake.last_write["rows"])
+    result.outputs[SEGMENT_TAG_PROFILE.name] = lake.replace(portraits, SEGMENT_TAG_PROFILE,
+                                                            where={"as_of": as_of}).rows
     if all(c in tags.columns for c in QUADRANT_TAGS):
         quadrant = TG.consumption_price_quadrant(tags, meter_summary.select("meter_id", "daily_kwh"), as_of=as_of)
         check_schema(CONSUMPTION_PRICE_QUADRANT.name, CONSUMPTION_PRICE_QUADRANT.schema, quadrant.schema)
-        lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT.name, where={"as_of": as_of}, partition_by=CONSUMPTION_PRICE_QUADRANT.partition_by)
-        result.outputs[CONSUMPTION_PRICE_QUADRANT.name] = int(lake.last_write["rows"])
+        result.outputs[CONSUMPTION_PRICE_QUADRANT.name] = lake.replace(quadrant, CONSUMPTION_PRICE_QUADRANT,
+                                                                       where={"as_of": as_of}).rows
         for r in sorted((r for r in lake.read_arrow(CONSUMPTION_PRICE_QUADRANT.name).to_pylist()
                          if r["as_of"] == as_of and r["quadrant"]), key=lambda r: (r["customer_type"], r["quadrant"])):
             result.notes.append(f"quadrant {r['customer_type']} {r['quadrant']} {r['quadrant_zh']}: "

@@ -214,13 +214,10 @@ def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float 
            json.dumps(dict(sorted(versions_read.items()))) if versions_read else None,
            json.dumps(dict(sorted(versions_written.items()))) if versions_written else None)
     try:
-        if ctx.lake.backend == "deltalake":
-            # Through Arrow and delta-rs, no Spark job: a failure that broke Spark itself (Python
-            # workers that cannot start, a lost executor) is still recorded, and faster. An older
-            # table gains the new nullable columns on this append.
-            ctx.lake.write_arrow(JOB_RUNS.name, job_runs_arrow([row]), mode="append", add_columns=True)
-        else:
-            ctx.lake.append(ctx.spark.createDataFrame([row], JOB_RUNS.schema), JOB_RUNS.name)
+        # Through Arrow: on the embedded backend delta-rs commits it with no Spark job, so a failure that
+        # broke Spark itself (Python workers that cannot start, a lost executor) is still recorded, and
+        # faster. An older table gains the new nullable columns on this append.
+        ctx.lake.write_arrow(JOB_RUNS.name, job_runs_arrow([row]), mode="append", add_columns=True)
     except Exception as exc:
         if required:
             raise

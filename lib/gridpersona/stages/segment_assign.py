@@ -59,8 +59,7 @@ def run_segment_assign(ctx: StageContext) -> StageResult:
     archive = read_bronze(lake, CUSTOMER_ARCHIVE.name).select("customer_id", "meter_id")
     out = customer_segments(assigned, archive, as_of=ctx.as_of, model_version=version)
     check_schema(CUSTOMER_SEGMENTS.name, CUSTOMER_SEGMENTS.schema, out.schema)
-    lake.replace(out, CUSTOMER_SEGMENTS.name, where={"as_of": ctx.as_of}, partition_by=CUSTOMER_SEGMENTS.partition_by)
-    written = int(lake.last_write["rows"])
+    written = lake.replace(out, CUSTOMER_SEGMENTS, where={"as_of": ctx.as_of}).rows
     timings["assign_write"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -69,7 +69,7 @@ def run_segment_train(ctx: StageContext) -> StageResult:
                              f"{SEGMENT_MODEL.name} was written by an older segment-train (this one adds stability, "
                              f"stability_by_k, weak_structure); move the table aside (and models/segment/) and "
                              f"retrain the as-of dates you need")
-    lake.replace(table, SEGMENT_MODEL.name, where={"model_version": version}, partition_by=SEGMENT_MODEL.partition_by)
+    lake.replace(table, SEGMENT_MODEL, where={"model_version": version})
     timings["write"] = time.perf_counter() - t
 
     total = n_active + n_vacant

@@ -21,9 +21,7 @@ def run_shapes(ctx: StageContext) -> StageResult:
     shapes = S.daily_load_shapes(clean, calendar_frame(ctx), interval_minutes=s.ami.interval_minutes,
                                  tariff=s.tariff, normalization=s.shapes.normalization)
     check_schema(DAILY_LOAD_SHAPE.name, DAILY_LOAD_SHAPE.schema, shapes.schema)
-    ctx.lake.replace(shapes, DAILY_LOAD_SHAPE.name, where={"date": ctx.window_dates},
-                     partition_by=DAILY_LOAD_SHAPE.partition_by)
-    written = ctx.lake.last_write["rows"]
+    written = ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": ctx.window_dates}).rows
     rows_in = ctx.lake.partition_rows(AMI_CLEAN.name, "date", ctx.window_dates) if not s.shapes.count_input else None
     if rows_in is None:
         rows_in = int(clean.count())

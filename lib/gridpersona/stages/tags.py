@@ -93,14 +93,13 @@ def run_tags(ctx: StageContext) -> StageResult:
     lake.check_stored_schema(TAG_CATALOG.name, TAG_CATALOG.schema,
                              f"{TAG_CATALOG.name} was written by an older tags stage (this one adds open_values, "
                              f"needs, coverage); move it aside and rerun the as-of dates you need")
-    lake.replace(out, CUSTOMER_TAGS.name, where={"as_of": ctx.as_of}, partition_by=CUSTOMER_TAGS.partition_by)
-    written = int(lake.last_write["rows"])
+    written = lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}).rows
 
     written_tags = lake.read(CUSTOMER_TAGS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
     codes = [t.code for t in tags.definitions]
     coverage = TG.tag_coverage(written_tags, codes).first().asDict()
     catalog = ctx.spark.createDataFrame(TG.catalog_rows(tags, ctx.as_of, coverage), TAG_CATALOG.schema)
-    lake.replace(catalog, TAG_CATALOG.name, where={"as_of": ctx.as_of}, partition_by=TAG_CATALOG.partition_by)
+    lake.replace(catalog, TAG_CATALOG, where={"as_of": ctx.as_of})
 
     result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS.name: written, TAG_CATALOG.name: len(tags.definitions)})
     result.notes.append(f"{written:,} customers tagged with {len(tags.definitions)} tags, catalog version {version}")

@@ -98,9 +98,7 @@ def stand_in_customer_tags(lake, as_of: dt.date) -> DataFrame:
 
 def write_stand_in_tags(lake, as_of: dt.date) -> int:
     """Replace gold.customer_tags' ``as_of`` partition with :func:`stand_in_customer_tags`; rows written."""
-    lake.replace(stand_in_customer_tags(lake, as_of), CUSTOMER_TAGS.name, where={"as_of": as_of},
-                 partition_by=CUSTOMER_TAGS.partition_by)
-    return int(lake.last_write["rows"])
+    return lake.replace(stand_in_customer_tags(lake, as_of), CUSTOMER_TAGS, where={"as_of": as_of}).rows
 
 
 def uplift_truth_check(lake, as_of: dt.date) -> list[dict]:
