@@ -13,21 +13,23 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "gridpersona"
 
-# Layer -> the layers it may import (besides itself). Foundation modules are `console` and
-# `session`; contracts are the bottom: they describe tables and import nothing of ours.
+# Layer -> the layers it may import (besides itself). Foundation modules are `console`, `guardjar`
+# (the SQL guard's jar, loaded by every session) and `session`; contracts are the bottom: they
+# describe tables and import nothing of ours.
 ALLOWED = {
     "contracts": set(),
     "console": set(),
+    "guardjar": set(),
     "config": {"contracts"},
     "lake": {"config", "console", "contracts", "session"},
-    "session": {"config"},
+    "session": {"config", "guardjar"},
     "transform": {"contracts", "config"},
     "segment": {"contracts", "transform"},
     "stages": {"contracts", "config", "lake", "console", "session", "transform", "segment"},
-    "analyst": {"contracts", "config", "lake", "console", "session", "stages"},
+    "analyst": {"contracts", "config", "lake", "console", "session", "guardjar", "stages"},
     "synthetic": {"contracts", "config", "lake", "console", "transform", "stages"},
-    "app": {"contracts", "config", "lake", "console", "session", "transform", "segment", "stages", "analyst",
-            "synthetic"},
+    "app": {"contracts", "config", "lake", "console", "session", "guardjar", "transform", "segment", "stages",
+            "analyst", "synthetic"},
 }
 
 
