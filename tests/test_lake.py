@@ -12,7 +12,8 @@ from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from gridpersona.lake import LakeError, SchemaMismatchError, spark_conf
+from gridpersona.contracts.base import Column, TableSpec
+from gridpersona.lake import Lake, LakeError, SchemaMismatchError, spark_conf
 from gridpersona.lake.deltars import DeltaRsBackend
 
 SCHEMA = T.StructType([
@@ -263,3 +264,33 @@ def test_only_the_delta_spark_backend_asks_the_session_for_delta(make_settings):
     conf = spark_conf(make_settings("lake.backend=delta-spark"))
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def test_a_write_given_a_contract_takes_its_name_and_partitioning(spark, lake):
+    spec = TableSpec("bronze.by_contract", "a table written through its contract",
+                     (Column("meter_id", T.StringType(), "meter"), Column("ts", T.TimestampType(), "instant"),
+                      Column("date", T.DateType(), "local day"), Column("kwh", T.DoubleType(), "energy")),
+                     partition_by=("date",))
+    result = lake.replace(_frame(spark, _rows(D1) + _rows(D2)), spec, where={"date": [D1, D2]})
+    assert result.table == "bronze.by_contract"
+    assert lake.partition_columns("bronze.by_contract") == ("date",)
+    assert lake.partition_counts("bronze.by_contract", "date") == {D1: 6, D2: 6}
+
+
+def test_a_session_without_the_backends_conf_is_refused_saying_how_to_build_one(make_settings):
+    class Conf:  # a session as the lake sees it: only its conf is asked
+        def __init__(self, values):
+            self.values = values
+
+        def get(self, key, default=None):
+            return self.values.get(key, default)
+
+    class Session:
+        def __init__(self, values):
+            self.conf = Conf(values)
+
+    settings = make_settings("lake.backend=delta-spark")
+    with pytest.raises(LakeError, match=r"lake.backend=delta-spark needs .*spark.sql.extensions.*lake_conf="):
+        Lake(settings, Session({}))
+    assert Lake(settings, Session(spark_conf(settings))).backend == "delta-spark"
+    assert Lake(make_settings(), Session({})).backend == "deltalake"

@@ -44,6 +44,16 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     return dict(_SESSION_CONF[settings.lake.backend])
 
 
+def _check_session(settings: Settings, spark: SparkSession) -> None:
+    """A session built without the conf the backend needs would fail later and obscurely (delta-spark:
+    `format("delta")` unknown); refuse it here, saying how to build one."""
+    missing = [k for k, v in spark_conf(settings).items() if spark.conf.get(k, None) != v]
+    if missing:
+        raise LakeError(f"lake.backend={settings.lake.backend} needs a Spark session with {', '.join(missing)} "
+                        f"set: build it with gridpersona.session.build_spark(settings, "
+                        f"lake_conf=gridpersona.lake.spark_conf(settings))")
+
+
 @dataclass
 class StageScope:
     """A running stage as the lake sees it: its locks, its pinned inputs, what it committed."""
@@ -65,6 +75,8 @@ class Lake:
 
     def __init__(self, settings: Settings, spark: SparkSession | None = None):
         self.settings = settings
+        if spark is not None:
+            _check_session(settings, spark)
         self._spark = spark
         # Resolved: delta-rs reports file paths with symlinks resolved, and basePath must match them.
         self.root = os.path.realpath(os.path.expanduser(settings.lake.root))
