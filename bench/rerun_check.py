@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from gridpersona.config import load_settings
 from gridpersona.console import render_table, setup_logging
 from gridpersona.lake import Lake, spark_conf
-from gridpersona.stages.pipeline import STAGE_ORDER, run_pipeline
+from gridpersona.stages.pipeline import run_pipeline
 from gridpersona.session import build_spark
 
 # Output tables and the column that scopes one run's slice of them.

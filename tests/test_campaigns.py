@@ -12,7 +12,6 @@ import pytest
 import yaml
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from gridpersona.config import (DEFAULT_CONF_DIR, Campaign, CampaignsConfig, ChannelRule, ConfigError,
                                 load_settings)
@@ -217,10 +216,10 @@ def test_eligibility_needs_the_rule_and_a_qualifier_and_records_qualifying_tags(
     c = campaign(eligibility="customer_type = 'residential'",
                  qualifiers={"ev_owner": "ev_owner", "usage_pattern:night": "usage_pattern = 'night'"},
                  score="CASE WHEN ev_owner THEN 2 ELSE 0 END + CASE WHEN usage_pattern = 'night' THEN 1 ELSE 0 END")
-    got = {r["customer_id"]: (r["qualifying_tags"], r["score"])
-           for r in C.campaign_candidates(tags, [c], RULES, "sms").collect()}
-    assert got == {"A": (["ev_owner", "usage_pattern:night"], 3.0), "B": (["usage_pattern:night"], 1.0),
-                   "E": (["ev_owner"], 2.0)}
+    got = C.campaign_candidates(tags, [c], RULES, "sms").select("customer_id", "qualifying_tags", "score")
+    expected = spark.createDataFrame([("A", ["ev_owner", "usage_pattern:night"], 3.0), ("B", ["usage_pattern:night"], 1.0),
+                                      ("E", ["ev_owner"], 2.0)], "customer_id string, qualifying_tags array<string>, score double")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_exclusions_first_reason_wins_and_each_can_be_switched_off(spark):
@@ -241,10 +240,11 @@ def test_exclusions_first_reason_wins_and_each_can_be_switched_off(spark):
     c = campaign(offered_product="tou")
     cands = C.campaign_candidates(tags, [c], RULES, "sms")
     screened = C.screen_candidates(cands, C.last_contact_dates(contacts, AS_OF, TZ), AS_OF)
-    reasons = {r["customer_id"]: r["exclusion"] for r in screened.collect()}
-    assert reasons == {"ok": None, "dnc": "do_not_contact", "dnc_unknown": "do_not_contact", "arrears": "arrears",
-                       "arrears_unknown": "arrears", "recent": "recently_contacted", "boundary": None, "future": None,
-                       "holder": "holds_product"}
+    expected = spark.createDataFrame(
+        [("ok", None), ("dnc", "do_not_contact"), ("dnc_unknown", "do_not_contact"), ("arrears", "arrears"),
+         ("arrears_unknown", "arrears"), ("recent", "recently_contacted"), ("boundary", None), ("future", None),
+         ("holder", "holds_product")], "customer_id string, exclusion string")
+    assert_df_equality(screened.select("customer_id", "exclusion"), expected, ignore_row_order=True, ignore_nullable=True)
 
     off = campaign(offered_product="tou", exclusions=dict(do_not_contact=False, arrears=False,
                                                           contacted_within_days=None, holds_offered_product=False))
@@ -270,9 +270,11 @@ def test_channel_rule_vip_online_offline_and_fixed_channel(spark):
              ev_owner=True),
         dict(customer_id="unknown", interaction_channel_pref=None, payment_channel_pref=None, ev_owner=True),
     ])
-    got = {r["customer_id"]: r["channel"] for r in C.campaign_candidates(tags, [campaign()], RULES, "sms").collect()}
-    assert got == {"vip": "account_manager", "app": "app", "pays_online": "app", "offline": "service_hall",
-                   "hall": "service_hall", "other": "sms", "unknown": "sms"}
+    got = C.campaign_candidates(tags, [campaign()], RULES, "sms").select("customer_id", "channel")
+    expected = spark.createDataFrame([("vip", "account_manager"), ("app", "app"), ("pays_online", "app"),
+                                      ("offline", "service_hall"), ("hall", "service_hall"), ("other", "sms"),
+                                      ("unknown", "sms")], "customer_id string, channel string")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
     fixed = C.campaign_candidates(tags, [campaign(channel="account_manager")], RULES, "sms")
     assert {r["channel"] for r in fixed.collect()} == {"account_manager"}
     custom = [ChannelRule(channel="sms", when="vip")]

@@ -26,34 +26,8 @@ def _calendar_frame(spark, first, last, zone=SH, interval=15):
     return spark.createDataFrame(C.local_calendar(first, last, zone, interval), C.calendar_rows_schema())
 
 
-def _tag(spark, rows, first, last, interval=15, zone=SH, known=("m1", "m2")):
-    raw = spark.createDataFrame(rows, RAW)
-    archive = spark.createDataFrame([(m,) for m in known], "meter_id string")
-    return C.tag_reasons(raw, archive, _calendar_frame(spark, first, last, zone, interval), time_zone=zone,
-                         interval_minutes=interval, first_date=first, last_date=last, max_interval_kwh=100.0)
-
-
 D = dt.date(2026, 6, 1)
-
-
-def test_each_quarantine_reason_is_assigned(spark):
-    rows = [
-        ("m1", _ts(D, 0), 1.0, D),           # ok
-        ("m1", _ts(D, 15), None, D),         # null_value
-        ("mX", _ts(D, 0), 1.0, D),           # unknown_meter
-        ("m1", _ts(D, 7), 1.0, D),           # misaligned_ts
-        ("m1", _ts(D, -15), 1.0, D),         # out_of_window (local day before the window)
-        ("m1", _ts(D, 1440), 1.0, D),        # future_ts (local day after as-of)
-        ("m1", _ts(D, 30), -0.5, D),         # negative
-        ("m1", _ts(D, 45), 500.0, D),        # out_of_range
-    ]
-    tagged = _tag(spark, rows, D, D)
-    got = sorted((r["meter_id"], r["reason"] or "") for r in tagged.collect())
-    assert got == sorted([("m1", ""), ("m1", "null_value"), ("mX", "unknown_meter"), ("m1", "misaligned_ts"),
-                          ("m1", "out_of_window"), ("m1", "future_ts"), ("m1", "negative"), ("m1", "out_of_range")])
-
-
-NO_OUTLIERS = C.OutlierRule(scale_multiple=1e9, capacity_margin=1e9)
+CLEAN_COLS = "meter_id string, ts timestamp, kwh double, kwh_raw double, quality string"
 
 
 def _clean_frames(spark, rows, first=D, last=D, rule=C.OutlierRule(), max_gap=4, known=("m1", "m2")):
@@ -65,41 +39,43 @@ def _clean_frames(spark, rows, first=D, last=D, rule=C.OutlierRule(), max_gap=4,
         max_interval_kwh=100.0, max_gap=max_gap, rule=rule)
 
 
-def _clean(spark, rows, first=D, last=D, rule=C.OutlierRule(), max_gap=4, known=("m1", "m2")):
-    """Run the whole clean chain on hand-made rows; returns (clean rows, quarantine rows)."""
-    out = _clean_frames(spark, rows, first, last, rule, max_gap, known)
-    return out.clean.collect(), out.quarantine.collect()
+# ------------------------------------------------------------------ one clean run over every scenario
+# Each scenario has its own meters in one hand-made frame over a four-day window, run through the clean chain
+# once (the `cleaned` fixture, default outlier rule); each test asserts its meters' rows. Only the scenario
+# that needs another outlier rule (no scale floor) runs clean on its own.
 
+DAYS4 = [D + dt.timedelta(days=k) for k in range(4)]
+FIRST, LAST = DAYS4[0], DAYS4[-1]
 
-def test_every_raw_row_lands_in_clean_or_quarantine_exactly_once(spark):
-    rows = [("m1", _ts(D, 15 * i), 1.0 + (i % 3) * 0.1, D) for i in range(96)]
-    rows += [("m1", _ts(D, 30), 1.1, D), ("m1", _ts(D, 30), 1.1, D),  # an instant read three times
-             ("m1", _ts(D, 45), 0.9, D),                               # a conflicting second reading
-             ("m1", _ts(D, 60), None, D), ("mX", _ts(D, 0), 2.0, D)]
-    clean, quarantine = _clean(spark, rows)
-    measured = [r for r in clean if r["quality"] in ("measured", "outlier_replaced")]
-    assert len(measured) + len(quarantine) == len(rows)
-    assert sorted(r["reason"] for r in quarantine) == ["duplicate", "duplicate", "duplicate", "null_value", "unknown_meter"]
-    kept_45 = next(r for r in clean if r["slot"] == 3)
-    assert kept_45["kwh"] == pytest.approx(1.0)  # the larger of the two conflicting readings is kept
-    assert len({(r["meter_id"], r["ts"]) for r in clean}) == len(clean) == 96
+REASON_ROWS = [
+    ("r1", _ts(D, 0), 1.0, D),              # ok
+    ("r1", _ts(D, 15), None, D),            # null_value
+    ("rX", _ts(D, 0), 1.0, D),              # unknown_meter
+    ("r1", _ts(D, 7), 1.0, D),              # misaligned_ts
+    ("r1", _ts(FIRST, -15), 1.0, FIRST),    # out_of_window (local day before the window)
+    ("r1", _ts(LAST, 1440), 1.0, LAST),     # future_ts (local day after as-of)
+    ("r1", _ts(D, 30), -0.5, D),            # negative
+    ("r1", _ts(D, 45), 500.0, D),           # out_of_range
+]
 
+DUPLICATE_ROWS = [("dup", _ts(D, 15 * i), 1.0 + (i % 3) * 0.1, D) for i in range(96)]
+DUPLICATE_ROWS += [("dup", _ts(D, 30), 1.1, D), ("dup", _ts(D, 30), 1.1, D),  # an instant read three times
+                   ("dup", _ts(D, 45), 0.9, D),                                 # a conflicting second reading
+                   ("dup", _ts(D, 60), None, D), ("dupX", _ts(D, 0), 2.0, D)]
 
-def test_spike_is_flagged_and_replaced_by_interpolation(spark):
-    # Four days of readings (the P99 scale needs more than a handful of readings).
-    values = [1.0, 1.2, 1.1, 1.3, 1.0, 1.2, 1.1, 1.3] * 48
-    values[10] = 60.0  # neighbours 1.2 (slot 9) and 1.3 (slot 11)
-    rows = [("m1", _ts(D, 15 * i), v, D + dt.timedelta(days=i // 96)) for i, v in enumerate(values)]
-    clean, quarantine = _clean(spark, rows, last=D + dt.timedelta(days=3))
-    spike = next(r for r in clean if r["kwh_raw"] == 60.0)
-    assert spike["quality"] == "outlier_replaced"
-    assert spike["kwh"] == pytest.approx((1.2 + 1.3) / 2)
-    assert sum(1 for r in clean if r["quality"] == "outlier_replaced") == 1
-    assert not quarantine and len(clean) == len(values)
+# Four days of readings (the P99 scale needs more than a handful of readings).
+SPIKE_VALUES = [1.0, 1.2, 1.1, 1.3, 1.0, 1.2, 1.1, 1.3] * 48
+SPIKE_VALUES[10] = 60.0  # neighbours 1.2 (slot 9) and 1.3 (slot 11)
+SPIKE_ROWS = [("spike4", _ts(D, 15 * i), v, D + dt.timedelta(days=i // 96)) for i, v in enumerate(SPIKE_VALUES)]
 
+GAP_SLOTS = [i for i in range(96) if i not in (3, 4) and not 8 <= i <= 13]  # gap of 2 and gap of 6
+GAP_ROWS = [("gaps", _ts(D, 15 * i), float(i), D) for i in GAP_SLOTS]
+
+D2 = D + dt.timedelta(days=1)
+MIDNIGHT_ROWS = [("midnight", _ts(D, 15 * i), 1.0, D) for i in range(95)]           # 23:45 missing on day 1
+MIDNIGHT_ROWS += [("midnight", _ts(D2, 15 * i), 3.0, D2) for i in range(1, 96)]     # 00:00 missing on day 2
 
 # Four days of 15-minute readings per meter: (base cycle, {(day, slot): kWh}, contracted kVA).
-DAYS4 = [D + dt.timedelta(days=k) for k in range(4)]
 PLAUSIBILITY = {
     "shower": ([0.1, 0.2, 0.3], {(1, 30): 2.0, (1, 31): 2.0}, 20.0),       # 8 kW for 30 min on a small meter
     "lowuse": ([0.05, 0.04, 0.06, 0.05], {(2, 50): 0.2}, 4.0),             # a kettle on a near-empty home
@@ -108,12 +84,55 @@ PLAUSIBILITY = {
     "nocap": ([0.5], {(2, 60): 2.5}, None),                                 # the same reading, capacity unknown
     "night": ([0.3], {(0, 95): 8.0, (1, 0): 8.0}, None),                    # two high readings across midnight
 }
-CLEAN_COLS = "meter_id string, ts timestamp, kwh double, kwh_raw double, quality string"
 
 
 def _series(meter, base, overrides):
     return [(meter, _ts(day, 15 * slot), overrides.get((k, slot), base[(96 * k + slot) % len(base)]), day)
             for k, day in enumerate(DAYS4) for slot in range(96)]
+
+
+PLAUSIBILITY_ROWS = [r for m, (base, over, _) in PLAUSIBILITY.items() for r in _series(m, base, over)]
+KNOWN = [("r1", None), ("dup", None), ("spike4", None), ("gaps", None), ("midnight", None),
+         *[(m, kva) for m, (_, _, kva) in PLAUSIBILITY.items()]]
+
+
+@pytest.fixture(scope="module")
+def cleaned(spark):
+    """(silver.ami_clean rows, silver.ami_quarantine rows) of one clean run over every scenario's meters."""
+    rows = REASON_ROWS + DUPLICATE_ROWS + SPIKE_ROWS + GAP_ROWS + MIDNIGHT_ROWS + PLAUSIBILITY_ROWS
+    out = _clean_frames(spark, rows, first=FIRST, last=LAST, known=KNOWN)
+    return out.clean.collect(), out.quarantine.collect()
+
+
+def _of(rows, *meters):
+    return [r for r in rows if r["meter_id"] in meters]
+
+
+def test_each_quarantine_reason_is_assigned(cleaned):
+    clean, quarantine = cleaned
+    assert sorted((r["meter_id"], r["reason"]) for r in _of(quarantine, "r1", "rX")) == sorted([
+        ("r1", "null_value"), ("rX", "unknown_meter"), ("r1", "misaligned_ts"), ("r1", "out_of_window"),
+        ("r1", "future_ts"), ("r1", "negative"), ("r1", "out_of_range")])
+    assert [(r["date"], r["slot"], r["kwh"], r["quality"]) for r in _of(clean, "r1")] == [(D, 0, 1.0, "measured")]
+
+
+def test_every_raw_row_lands_in_clean_or_quarantine_exactly_once(cleaned):
+    clean, quarantine = _of(cleaned[0], "dup"), _of(cleaned[1], "dup", "dupX")
+    measured = [r for r in clean if r["quality"] in ("measured", "outlier_replaced")]
+    assert len(measured) + len(quarantine) == len(DUPLICATE_ROWS)
+    assert sorted(r["reason"] for r in quarantine) == ["duplicate", "duplicate", "duplicate", "null_value", "unknown_meter"]
+    kept_45 = next(r for r in clean if r["slot"] == 3)
+    assert kept_45["kwh"] == pytest.approx(1.0)  # the larger of the two conflicting readings is kept
+    assert len({(r["meter_id"], r["ts"]) for r in clean}) == len(clean) == 96
+
+
+def test_spike_is_flagged_and_replaced_by_interpolation(cleaned):
+    clean, quarantine = _of(cleaned[0], "spike4"), _of(cleaned[1], "spike4")
+    spike = next(r for r in clean if r["kwh_raw"] == 60.0)
+    assert spike["quality"] == "outlier_replaced"
+    assert spike["kwh"] == pytest.approx((1.2 + 1.3) / 2)
+    assert sum(1 for r in clean if r["quality"] == "outlier_replaced") == 1
+    assert not quarantine and len(clean) == len(SPIKE_VALUES)
 
 
 def _expected(spark, meter, replaced=None):
@@ -130,12 +149,10 @@ def _expected(spark, meter, replaced=None):
 
 
 @pytest.fixture(scope="module")
-def plausibility(spark):
-    """silver.ami_clean rows of one clean run over the PLAUSIBILITY meters (default rule)."""
-    rows = [r for m, (base, over, _) in PLAUSIBILITY.items() for r in _series(m, base, over)]
-    out = _clean_frames(spark, rows, first=DAYS4[0], last=DAYS4[-1],
-                        known=[(m, kva) for m, (_, _, kva) in PLAUSIBILITY.items()])
-    return spark.createDataFrame(out.clean.select("meter_id", "ts", "kwh", "kwh_raw", "quality").collect(), CLEAN_COLS)
+def plausibility(spark, cleaned):
+    """silver.ami_clean rows of the PLAUSIBILITY meters (default rule), as a frame."""
+    rows = [(r["meter_id"], r["ts"], r["kwh"], r["kwh_raw"], r["quality"]) for r in _of(cleaned[0], *PLAUSIBILITY)]
+    return spark.createDataFrame(rows, CLEAN_COLS)
 
 
 def _meter(df, meter):
@@ -148,7 +165,8 @@ def test_two_interval_shower_burst_on_a_small_meter_is_kept(spark, plausibility)
 
 def test_burst_is_kept_by_its_high_neighbour_even_without_the_floor(spark):
     # No floor: 2.0 kWh is far above 3x this meter's P99, but its neighbour is as high: a sustained load.
-    out = _clean_frames(spark, _series("shower", *PLAUSIBILITY["shower"][:2]), first=DAYS4[0], last=DAYS4[-1],
+    # Its own clean run: the outlier rule is one for the whole run.
+    out = _clean_frames(spark, _series("shower", *PLAUSIBILITY["shower"][:2]), first=FIRST, last=LAST,
                         known=("shower",), rule=C.OutlierRule(scale_floor_kw=0.0))
     assert_df_equality(out.clean.select("meter_id", "ts", "kwh", "kwh_raw", "quality"), _expected(spark, "shower"),
                        ignore_row_order=True, ignore_nullable=True)
@@ -179,23 +197,20 @@ def test_high_neighbours_across_midnight_keep_each_other(spark, plausibility):
     assert_df_equality(_meter(plausibility, "night"), _expected(spark, "night"), ignore_row_order=True, ignore_nullable=True)
 
 
-def test_short_gaps_are_interpolated_long_gaps_left_missing(spark):
-    present = [i for i in range(96) if i not in (3, 4) and not 8 <= i <= 13]  # gap of 2 and gap of 6
-    rows = [("m1", _ts(D, 15 * i), float(i), D) for i in present]
-    clean, _ = _clean(spark, rows, rule=NO_OUTLIERS)
+def test_short_gaps_are_interpolated_long_gaps_left_missing(cleaned):
+    clean = _of(cleaned[0], "gaps")
+    # The ramp's readings are all measured: no outlier replacement muddles the interpolated values.
+    assert {r["quality"] for r in clean} == {"measured", "interpolated"}
     filled = sorted((r["slot"], r["kwh"], r["kwh_raw"]) for r in clean if r["quality"] == "interpolated")
     # Linear between slot 2 (2.0) and slot 5 (5.0); the 6-interval gap stays missing.
     assert filled == [(3, pytest.approx(3.0), None), (4, pytest.approx(4.0), None)]
     assert not {r["slot"] for r in clean} & set(range(8, 14))
 
 
-def test_gap_across_midnight_is_interpolated_from_both_days(spark):
-    d2 = D + dt.timedelta(days=1)
-    rows = [("m1", _ts(D, 15 * i), 1.0, D) for i in range(95)]         # 23:45 missing on day 1
-    rows += [("m1", _ts(d2, 15 * i), 3.0, d2) for i in range(1, 96)]   # 00:00 missing on day 2
-    clean, _ = _clean(spark, rows, last=d2, rule=NO_OUTLIERS)
+def test_gap_across_midnight_is_interpolated_from_both_days(cleaned):
+    clean = _of(cleaned[0], "midnight")
     filled = sorted((r["date"], r["slot"], r["kwh"]) for r in clean if r["quality"] == "interpolated")
-    assert filled == [(D, 95, pytest.approx(1 + 2 / 3)), (d2, 0, pytest.approx(1 + 4 / 3))]
+    assert filled == [(D, 95, pytest.approx(1 + 2 / 3)), (D2, 0, pytest.approx(1 + 4 / 3))]
 
 
 def test_meter_reading_stats_quantiles_within_bin_width(spark):

@@ -4,7 +4,15 @@ Kill loop on clean, the stage with three output tables: one in-process run (the 
 a crash must leave readable), then `run clean` subprocesses that SIGKILL themselves at fixed points
 (GRIDPERSONA_CRASH_AT) and one killed from outside at a seeded random moment inside the stage; after each
 kill the outputs sit at the versions of the newest succeeded row and equal the reference, and the killed
-stage is `crashed`. A final rerun equals the reference and leaves no staging folder or orphan file.
+stage is `crashed`. A rerun after each kill equals the reference and leaves no staging folder or orphan file.
+
+Cost: each kill is a fresh process with its own JVM, so the loop kills once at each DISTINCT code point of a
+stage's publication (between two table commits, inside a write with Spark's staging folder present, after
+every commit but before the succeeded row) plus the random moment, on the smallest lake that has all three
+of clean's tables (40 meters x 4 days, generated once per module). Each kill works on its own copy of the
+cleaned reference lake, so the kills are independent of one another and run two at a time (the two cores
+of the CI machine; a JVM's start-up is mostly one thread). The point where files are moved into a table but
+not committed (`moved:`) is covered in-process by tests/test_atomic.py.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ import argparse
 import datetime as dt
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -115,11 +125,20 @@ def _leftovers(lake: Lake) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def crash_lake(tmp_path_factory, spark):
+def generated_root(tmp_path_factory, spark) -> Path:
+    """The module's one generated lake (bronze only); tests take copies of it."""
+    root = tmp_path_factory.mktemp("crash-generated") / "lake"
+    settings = load_settings("test", _overrides(root))
+    generate_lake(settings, Lake(settings, spark), meters=METERS, days=DAYS, start=START)
+    return root
+
+
+@pytest.fixture(scope="module")
+def crash_lake(generated_root, tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("crash") / "lake"
+    shutil.copytree(generated_root, root)
     settings = load_settings("test", _overrides(root))
     lake = Lake(settings, spark)
-    generate_lake(settings, lake, meters=METERS, days=DAYS, start=START)
     run_pipeline(settings, spark, lake, "clean", AS_OF)
     reference = {t: _rows(lake, t) for t in _outputs(lake)}
     assert sorted(reference) == sorted(CLEAN_OUTPUTS)
@@ -150,43 +169,56 @@ KILL_POINTS = [
 ]
 
 
-def test_kill_loop_leaves_whole_stages_and_the_rerun_equals_an_uninterrupted_run(crash_lake, spark, capsys):
+def _kill(point: str, root: Path, spark) -> tuple[float, str]:
+    """Runs `run clean` on the lake at ``root`` until it is SIGKILLed at ``point``: (start time, its stderr)."""
+    started = time.time()
+    if point == "random":
+        settings = load_settings("test", _overrides(root))
+        proc = _kill_inside_the_stage(root, settings, spark, random.Random(7).uniform(0.0, 3.0))
+    else:
+        proc = _cli(root, "run", "clean", "--as-of", str(AS_OF), crash_at=point)
+    return started, _killed(proc)
+
+
+def test_kill_loop_leaves_whole_stages_and_the_rerun_equals_an_uninterrupted_run(crash_lake, spark, capsys, tmp_path):
     from gridpersona.app.cli import cmd_runs
 
-    root, settings, reference = crash_lake
+    root, _, reference = crash_lake
+    points = KILL_POINTS + ["random"]
+    roots = {point: tmp_path / f"kill-{i}" / "lake" for i, point in enumerate(points)}
+    for copy in roots.values():
+        shutil.copytree(root, copy)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        killed = dict(zip(points, pool.map(lambda p: _kill(p, roots[p], spark), points)))
+
     results = []
-    for point in KILL_POINTS + ["random"]:
-        started = time.time()
-        if point == "random":
-            proc = _kill_inside_the_stage(root, settings, spark, random.Random(7).uniform(0.0, 3.0))
-        else:
-            proc = _cli(root, "run", "clean", "--as-of", str(AS_OF), crash_at=point)
-        _killed(proc)
+    for point in points:
+        started, _ = killed[point]
+        settings = load_settings("test", _overrides(roots[point]))
         lake = Lake(settings, spark)
         _check_consistent(lake)
         assert {t: _rows(lake, t) for t in _outputs(lake)} == reference, point
-        (killed,) = [r for r in stage_runs(lake) if r["started_at"].timestamp() >= started]
-        assert (killed["stage"], killed["status"]) == ("clean", "crashed")
+        (run,) = [r for r in stage_runs(lake) if r["started_at"].timestamp() >= started]
+        assert (run["stage"], run["status"]) == ("clean", "crashed"), point
         assert cmd_runs(settings, argparse.Namespace(as_of=None, limit=3)) == 0
         assert "crashed" in capsys.readouterr().out
-        results.append((point, round(time.time() - started, 1), _leftovers(lake)))
+        left = _leftovers(lake)
 
-    lake = Lake(settings, spark)
-    run_pipeline(settings, spark, lake, "clean", AS_OF)
-    lake = Lake(settings, spark)
-    _check_consistent(lake)
-    assert {t: _rows(lake, t) for t in _outputs(lake)} == reference
-    assert _leftovers(lake) == []
-    print("kill loop:", results, file=sys.stderr)
+        run_pipeline(settings, spark, lake, "clean", AS_OF)
+        lake = Lake(settings, spark)
+        _check_consistent(lake)
+        assert {t: _rows(lake, t) for t in _outputs(lake)} == reference, point
+        assert _leftovers(lake) == [], point
+        results.append((point, left))
+    print("kill loop (point, leftovers before the rerun):", results, file=sys.stderr)
 
 
 @pytest.fixture
-def busy_lake(tmp_path, spark):
+def busy_lake(generated_root, tmp_path, spark):
     root = tmp_path / "lake"
+    shutil.copytree(generated_root, root)
     settings = load_settings("test", _overrides(root))
-    lake = Lake(settings, spark)
-    generate_lake(settings, lake, meters=METERS, days=DAYS, start=START)
-    return settings, lake
+    return settings, Lake(settings, spark)
 
 
 def _hook(point: str, action):

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -169,13 +170,15 @@ def test_conform_column_refuses_lossy_and_incompatible_casts(spark):
     d_value, d_reason = conform_column(F.col("d"), T.DoubleType(), T.IntegerType(), "n", "UTC")
     s_value, s_reason = conform_column(F.col("s"), T.StringType(), T.IntegerType(), "n", "UTC")
     b_value, b_reason = conform_column(F.col("d"), T.DoubleType(), T.TimestampType(), "t", "UTC")
-    got = [tuple(r) for r in df.select(d_value, d_reason, s_value, s_reason, b_reason).collect()]
-    assert got == [
+    got = df.select(d_value.alias("d"), d_reason.alias("d_reason"), s_value.alias("s"), s_reason.alias("s_reason"),
+                    b_reason.alias("t_reason"))
+    expected = spark.createDataFrame([
         (2, None, 3, None, "incompatible_type:t"),
         (None, "lossy_cast:n", 3, None, "incompatible_type:t"),
         (None, None, None, "lossy_cast:n", None),
         (1, None, None, "unparseable:n", "incompatible_type:t"),
-    ]
+    ], "d int, d_reason string, s int, s_reason string, t_reason string")
+    assert_df_equality(got, expected, ignore_nullable=True)  # row order kept: one expected row per input row
 
 
 def test_validate_rows_flags_invalid_values_and_date_mismatch(spark):
@@ -186,15 +189,19 @@ def test_validate_rows_flags_invalid_values_and_date_mismatch(spark):
          ("i3", "c1", ts, None, "repair", None)],
         "interaction_id string, customer_id string, ts timestamp, channel string, interaction_type string, topic string")
     valid, rejects = validate_rows(df, spec, "Asia/Shanghai")
-    assert [r["interaction_id"] for r in valid.collect()] == ["i1"]
-    assert sorted((r["interaction_id"], r["reason"]) for r in rejects.collect()) == [
-        ("i2", "invalid_value:channel"), ("i3", "missing_required:channel")]
+    assert_df_equality(valid, df.filter(F.col("interaction_id") == "i1"), ignore_nullable=True)
+    assert_df_equality(rejects.select("interaction_id", "reason"),
+                       spark.createDataFrame([("i2", "invalid_value:channel"), ("i3", "missing_required:channel")],
+                                             "interaction_id string, reason string"),
+                       ignore_row_order=True, ignore_nullable=True)
 
     ami = BRONZE[AMI]
     rows = spark.createDataFrame([("M1", ts, 1.0, dt.date(2026, 6, 1)), ("M1", ts, 1.0, dt.date(2026, 5, 31))],
                                  "meter_id string, ts timestamp, kwh double, date date")
     _, rejects = validate_rows(rows, ami, "Asia/Shanghai")  # 00:00 UTC is 08:00 in Shanghai, same date
-    assert [(r["date"], r["reason"]) for r in rejects.collect()] == [(dt.date(2026, 5, 31), "date_mismatch")]
+    assert_df_equality(rejects.select("date", "reason"),
+                       spark.createDataFrame([(dt.date(2026, 5, 31), "date_mismatch")], "date date, reason string"),
+                       ignore_nullable=True)
 
 
 def test_read_bronze_refuses_table_breaking_contract(lake, spark):

@@ -7,14 +7,13 @@ machines, so there they are reported as skipped with that reason.
 
 from __future__ import annotations
 
-import datetime as dt
 
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from conftest import DELTA_JARS
-from gridpersona.lake import Lake, LakeError, SchemaMismatchError
+from gridpersona.lake import Lake, SchemaMismatchError
 from test_lake import D1, D2, _frame, _rows, _spark_rows
 
 pytestmark = [

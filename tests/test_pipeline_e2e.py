@@ -9,23 +9,25 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from gridpersona.synthetic.truth_checks import fault_detection, segment_agreement, tag_accuracy
-from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
 from gridpersona.stages.pipeline import STAGE_ORDER, run_pipeline
 from gridpersona.contracts import pii_columns
 
 pytestmark = pytest.mark.e2e
 
-METERS, DAYS = 150, 14
-START = dt.date(2026, 6, 1)
+# The session's shared synthetic lake (tests/conftest.py): 150 meters x 14 days, every fault planted, k=7.
+from conftest import SYNTHETIC_DAYS as DAYS, SYNTHETIC_METERS as METERS, SYNTHETIC_START as START  # noqa: E402
+
 AS_OF = START + dt.timedelta(days=DAYS - 1)
 OUTPUTS = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.daily_load_shape",
            "gold.segment_model", "gold.customer_segments", "gold.segment_profile", "gold.customer_tags",
-           "gold.tag_catalog", "gold.segment_tag_profile", "gold.consumption_price_quadrant")
+           "gold.tag_catalog", "gold.segment_tag_profile", "gold.consumption_price_quadrant",
+           "gold.campaign_targets", "gold.campaign_evaluation")
 
 
 def _snapshot(lake: Lake, table: str) -> list[tuple]:
-    df = lake.read(table)
+    """The table's rows, sorted; config_hash left out (a copy of the lake has another lake.root, so another hash)."""
+    df = lake.read(table).drop("config_hash")
 
     def stable(f: T.StructField):
         # Doubles rounded to 9 decimals: summation order may differ between runs.
@@ -40,26 +42,16 @@ def _snapshot(lake: Lake, table: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def pipeline_lake(tmp_path_factory, spark):
-    from gridpersona.config import load_settings
+def pipeline_lake(synthetic_lake, tmp_path_factory):
+    """The shared lake after one `run all`, and a copy of it after a second `run all` for the same as-of.
 
-    root = tmp_path_factory.mktemp("e2e") / "lake"
-    settings = load_settings("test", [
-        f"lake.root={root}", f"pipeline.window_days={DAYS}",
-        # More faults than the default so a small lake has every kind several times.
-        "generate.faults.spike_reading_share=0.002", "generate.faults.negative_reading_share=0.002",
-        "generate.faults.null_reading_share=0.002", "generate.faults.duplicate_reading_share=0.003",
-        "generate.faults.short_gap_meter_share=0.3", "generate.faults.long_gap_meter_share=0.15",
-        "generate.faults.unknown_meter_share=0.03",
-        # Seven non-vacant archetypes; k chosen by silhouette and stability is measured on the default lake.
-        "segment.k=7",
-    ])
-    lake = Lake(settings, spark)
-    generate_lake(settings, lake, meters=METERS, days=DAYS, start=START)
-    first = run_pipeline(settings, spark, lake, "all", AS_OF)
+    The rerun writes to the copy: the shared lake stays as every other module expects it.
+    """
+    settings, lake, first = synthetic_lake.settings, synthetic_lake.lake, synthetic_lake.results
     snapshots = {t: _snapshot(lake, t) for t in OUTPUTS}
-    second = run_pipeline(settings, spark, lake, "all", AS_OF)
-    return settings, lake, first, second, snapshots
+    rerun_settings, rerun = synthetic_lake.copy(tmp_path_factory.mktemp("rerun") / "lake")
+    second = run_pipeline(rerun_settings, synthetic_lake.spark, rerun, "all", AS_OF)
+    return settings, lake, first, (second, rerun), snapshots
 
 
 def test_every_raw_row_is_clean_or_quarantined(pipeline_lake):
@@ -97,19 +89,24 @@ def test_segments_recover_the_planted_archetypes(pipeline_lake):
 
 
 def test_rerun_for_the_same_as_of_leaves_identical_tables(pipeline_lake):
-    _, lake, _, _, before = pipeline_lake
+    _, _, _, (_, rerun), before = pipeline_lake
     for table in OUTPUTS:
-        assert _snapshot(lake, table) == before[table], table
+        assert _snapshot(rerun, table) == before[table], table
+        if "config_hash" in rerun.read(table).columns:  # the rerun's rows carry the rerun's config
+            hashes = {r[0] for r in rerun.read(table).select("config_hash").distinct().collect()}
+            assert hashes == {rerun.settings.config_hash()}, table
 
 
 def test_each_stage_run_is_logged(pipeline_lake):
-    _, lake, first, second, _ = pipeline_lake
-    rows = lake.read("ops.job_runs").collect()
-    runs = [r for r in rows if r["status"] != "running"]
-    assert len(runs) == 2 * len(STAGE_ORDER) == len(rows) - len(runs)  # each stage run: a running row, an end row
-    assert {r["status"] for r in runs} == {"succeeded"}
-    assert sorted(r["stage"] for r in runs) == sorted(list(STAGE_ORDER) * 2)
-    assert all(r["as_of"] == AS_OF and r["config_hash"] and r["duration_s"] > 0 for r in runs)
+    _, lake, first, (second, rerun), _ = pipeline_lake
+    assert [name for name, _ in first] == [name for name, _ in second] == list(STAGE_ORDER)
+    for log, n_runs in ((lake, 1), (rerun, 2)):  # the copy holds the first run's rows, then the rerun's
+        rows = log.read("ops.job_runs").collect()
+        runs = [r for r in rows if r["status"] != "running"]
+        assert len(runs) == n_runs * len(STAGE_ORDER) == len(rows) - len(runs)  # each stage run: a running row, an end row
+        assert {r["status"] for r in runs} == {"succeeded"}
+        assert sorted(r["stage"] for r in runs) == sorted(list(STAGE_ORDER) * n_runs)
+        assert all(r["as_of"] == AS_OF and r["config_hash"] and r["duration_s"] > 0 for r in runs)
 
 
 def test_failed_stage_is_recorded_with_its_error(pipeline_lake, spark):
@@ -177,7 +174,7 @@ ABSENT_NOTE = ("optional inputs absent, read as empty: bronze.billing_payment, b
 
 
 @pytest.fixture(scope="module")
-def minimal_lake(pipeline_lake, spark, tmp_path_factory):
+def minimal_lake(synthetic_lake, spark, tmp_path_factory):
     """Meter readings and an archive of the required columns only, landed as a user would; no other input."""
     import logging
     import shutil
@@ -185,7 +182,7 @@ def minimal_lake(pipeline_lake, spark, tmp_path_factory):
     from gridpersona.config import load_settings
     from gridpersona.stages.ingest import ingest_files
 
-    settings, full, _, _, _ = pipeline_lake
+    full = synthetic_lake.lake
     root = tmp_path_factory.mktemp("minimal") / "lake"
     small = load_settings("test", [f"lake.root={root}", "segment.k=6"])
     lake = Lake(small, spark)

@@ -29,7 +29,13 @@ def _end_row(lake):
     return row
 
 
-def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings, spark, lake, caplog):
+def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings, spark, lake, caplog, monkeypatch):
+    import sys
+    import types
+
+    # The run row carries the code version of the code that ran: here, one baked into a shipped artifact.
+    monkeypatch.setitem(sys.modules, "gridpersona._build_info", types.SimpleNamespace(CODE_VERSION="0.9.9+b4ked01"))
+
     def tiny_stage(ctx: StageContext) -> StageResult:
         df = ctx.spark.range(5).select(F.col("id").alias("meter_n"), F.lit(AS_OF).alias("as_of"))
         written = ctx.lake.replace(df, "gold.tiny", where={"as_of": [AS_OF]}, partition_by=["as_of"])
@@ -51,7 +57,7 @@ def test_a_stage_prints_each_write_as_it_goes_and_logs_a_succeeded_run(settings,
     assert row["duration_s"] > 0 and row["started_at"] is not None
     assert json.loads(row["versions_written"]) == {"gold.tiny": 0} and row["pid"] == os.getpid() and row["host"]
     assert row["config_hash"] == settings.config_hash()
-    assert row["code_version"] == runtime.code_version() and row["code_version"].startswith("0.")
+    assert row["code_version"] == "0.9.9+b4ked01"
     assert row["env"] == "test"
 
 
@@ -102,6 +108,17 @@ def test_run_log_rows_written_without_spark_match_the_table_schema(settings, spa
     rows = lake.read(JOB_RUNS.name).collect()
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0]["started_at"] == dt.datetime.fromtimestamp(started.timestamp())  # PySpark: naive, process-local
+
+
+def test_code_version_outside_an_artifact_is_the_package_version_and_the_git_commit():
+    import subprocess
+    from pathlib import Path
+
+    from gridpersona import __version__
+
+    checkout = Path(runtime.__file__).resolve().parents[3]
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=checkout).stdout.strip()
+    assert __version__ and runtime.code_version() == (f"{__version__}+{sha}" if sha else __version__)
 
 
 def test_code_version_prefers_the_version_baked_into_a_shipped_artifact(monkeypatch):

@@ -1,7 +1,7 @@
 """The read-only SQL surface: hostile statements through `run_query` are refused by the SQL guard (a Spark
 check rule on the analysed plan) with one line and leave the lake byte-for-byte as it was; queries still work.
 
-A small hand-made lake (rows from test_analyst.py): gold tables and bronze.customer_archive with PII.
+The small hand-made lake of test_analyst.py (its builder): gold tables and bronze.customer_archive with PII.
 """
 
 from __future__ import annotations
@@ -19,35 +19,16 @@ from gridpersona.lake import Lake
 from gridpersona.contracts.bronze import BRONZE, INGEST_REJECTS
 from gridpersona.analyst.sql import SqlError, run_query
 from gridpersona.analyst.catalog import CATALOG_DIR, SNAPSHOT_DIR
-from gridpersona.contracts.segments import CUSTOMER_SEGMENTS, SEGMENT_PROFILE
-from test_analyst import AS_OF, CUSTOMERS, PII_VALUES, SEGMENTS, _profile_rows
+from test_analyst import AS_OF, CUSTOMERS, PII_VALUES, build_analyst_lake
 
 TAIL = "the SQL surface is read-only over the lake's tables"
 # Spark's own analysis refuses writes into a view before the guard sees the plan; either refusal is one line.
 NOT_A_TABLE = "INSERT writes data|expects a table but .* is a view"
 
 
-def build_guard_lake(spark, root) -> Lake:
-    """gold.segment_profile (two versions), gold.customer_segments and bronze.customer_archive (with PII)."""
-    settings = load_settings("test", [f"lake.root={root}"])
-    lake = Lake(settings, spark)
-    for scale in (100.0, 1.0):  # an older version whose rows a snapshot read must not return
-        lake.replace(spark.createDataFrame(_profile_rows(AS_OF, scale), SEGMENT_PROFILE.schema), "gold.segment_profile",
-                     where={"as_of": [AS_OF]}, partition_by=["as_of"])
-    labels = {s[0]: s[1:4] for s in SEGMENTS}
-    lake.replace(spark.createDataFrame([(AS_OF, c, m, sid, *labels[sid], 0.1, "20260630") for c, m, sid in CUSTOMERS],
-                                       CUSTOMER_SEGMENTS.schema), "gold.customer_segments", where={"as_of": [AS_OF]},
-                 partition_by=["as_of"])
-    archive = BRONZE["bronze.customer_archive"].schema
-    lake.overwrite(spark.createDataFrame(
-        [(c, m, *PII_VALUES, "R1", "residential", "tou", "35-49", 3, "apartment", 8.0, "tou", False, False,
-          dt.date(2020, 1, 1)) for c, m, _ in CUSTOMERS], archive), "bronze.customer_archive")
-    return lake
-
-
 @pytest.fixture(scope="module")
 def guarded_lake(spark, tmp_path_factory):
-    lake = build_guard_lake(spark, tmp_path_factory.mktemp("guard") / "lake")
+    lake = build_analyst_lake(spark, tmp_path_factory.mktemp("guard") / "lake")
     # A reject of an archive row whose PII was kept at write (ingest.rejects_keep_pii): the analyst view masks it.
     row = ('{"customer_id":"C9","customer_name":"%s","NAME_SRC":"%s","region":"R1"}' % (PII_VALUES[0], PII_VALUES[0]))
     rejects = spark.createDataFrame([("i1", "bronze.customer_archive", "f.csv", "missing_required", row,

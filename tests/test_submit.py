@@ -13,15 +13,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona.config import load_settings
-from gridpersona.synthetic.generate import generate_lake
 from gridpersona.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT = ROOT / "scripts" / "submit.sh"
-METERS, DAYS = 100, 7
-START = dt.date(2026, 6, 1)
-AS_OF = START + dt.timedelta(days=DAYS - 1)
+# clean and shapes over the last DAYS days of the shared synthetic lake's bronze (tests/conftest.py).
+DAYS = 4
 # Short-lived test JVMs: C1 only. C2's compilations cost more CPU than they save on a small lake
 # (clean on 100 meters x 7 days: 94 s -> 52 s of CPU, measured on this 2-core machine).
 QUICK_JVM = "-XX:TieredStopAtLevel=1"
@@ -45,19 +42,21 @@ def shown_command(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def small_lake(tmp_path_factory, spark):
+def small_lake(synthetic_lake, tmp_path_factory):
+    """A lake holding a copy of the shared lake's bronze tables only: the submitted stages write silver there."""
     root = tmp_path_factory.mktemp("submit") / "lake"
-    sets = [f"lake.root={root}", f"pipeline.window_days={DAYS}"]
-    settings = load_settings("test", sets)
-    generate_lake(settings, Lake(settings, spark), meters=METERS, days=DAYS, start=START)
-    return settings, sets
+    bronze = [t for t in synthetic_lake.lake.list_tables() if t.startswith("bronze.")]
+    settings, _ = synthetic_lake.copy(root, bronze, f"pipeline.window_days={DAYS}")
+    sets = [*synthetic_lake.overrides, f"lake.root={root}", f"pipeline.window_days={DAYS}"]
+    return settings, sets, synthetic_lake.as_of
 
 
 @pytest.mark.e2e
 def test_spark_submit_runs_clean_then_shapes_and_writes_the_tables(small_lake, spark, tmp_path):
-    settings, sets = small_lake
+    settings, sets, as_of = small_lake
+    start = as_of - dt.timedelta(days=DAYS - 1)
     set_args = [a for s in sets for a in ("--set", s)]
-    runs = [submit(stage, "--as-of", AS_OF.isoformat(), "--env", "test", *set_args, build_dir=tmp_path / "build")
+    runs = [submit(stage, "--as-of", as_of.isoformat(), "--env", "test", *set_args, build_dir=tmp_path / "build")
             for stage in ("clean", "shapes")]
 
     # The job printed its stage with timings and row counts, including progress lines per write
@@ -68,12 +67,12 @@ def test_spark_submit_runs_clean_then_shapes_and_writes_the_tables(small_lake, s
     assert "--master local[2]" in shown_command(runs[0]).replace("\\", "")
 
     lake = Lake(settings, spark)
-    raw = lake.read("bronze.ami_interval").filter(F.col("date").between(START, AS_OF)).count()
+    raw = lake.read("bronze.ami_interval").filter(F.col("date").between(start, as_of)).count()
     kept = lake.read("silver.ami_clean").filter(F.col("quality").isin("measured", "outlier_replaced")).count()
     assert raw == kept + lake.read("silver.ami_quarantine").count()
     shapes = lake.read("silver.daily_load_shape")
     assert shapes.count() == shapes.select("meter_id", "date").distinct().count() > 0
-    assert {r["date"] for r in shapes.select("date").distinct().collect()} <= {START + dt.timedelta(days=i) for i in range(DAYS)}
+    assert {r["date"] for r in shapes.select("date").distinct().collect()} <= {start + dt.timedelta(days=i) for i in range(DAYS)}
 
     # The run log: one succeeded row per submission, with the config hash submit.sh validated
     # and the code version it baked into the shipped artifact.
@@ -83,7 +82,7 @@ def test_spark_submit_runs_clean_then_shapes_and_writes_the_tables(small_lake, s
     with zipfile.ZipFile(tmp_path / "build" / "gridpersona.zip") as zf:
         baked = re.search(r"CODE_VERSION = '([^']+)'", zf.read("gridpersona/_build_info.py").decode())[1]
     for row in runs_log.values():
-        assert row["status"] == "succeeded" and row["as_of"] == AS_OF and row["rows_out"] > 0
+        assert row["status"] == "succeeded" and row["as_of"] == as_of and row["rows_out"] > 0
         assert {row["config_hash"]} == hashes == {settings.config_hash()}
         assert row["code_version"] == baked
 

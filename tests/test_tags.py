@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 import yaml
 from pyspark.sql import Row
-from pyspark.sql import functions as F
 
 from gridpersona.config import ConfigError, TagsConfig, load_settings
 from gridpersona.config.tagdocs import render
@@ -542,9 +542,11 @@ def test_ev_owner_follows_an_intermittent_charging_block_not_a_nightly_heating_b
     assert f["M_EV"]["night_block_hours"] == pytest.approx(3.0) and f["M_EV"]["night_block_start_sd_h"] > 0.5
     assert f["M_HEAT"]["night_surge_day_share"] == pytest.approx(1.0)
     assert f["M_HEAT"]["night_block_hours"] >= 4.0 and f["M_HEAT"]["night_block_start_sd_h"] == pytest.approx(0.0)
-    tagged = {r["meter_id"]: r["ev_owner"] for r in TG.compile_tags(view, tags_config).collect()}
+    tagged = TG.compile_tags(view, tags_config).select("meter_id", "ev_owner")
     # Heating on a timer is no EV, every night or only on cold ones: its block starts at the same time.
-    assert (tagged["M_EV"], tagged["M_HEAT"], tagged["M_COLD"], tagged["M_NONE"]) == (True, False, False, False)
+    expected = spark.createDataFrame([("M_EV", True), ("M_HEAT", False), ("M_COLD", False), ("M_NONE", False)],
+                                     "meter_id string, ev_owner boolean")
+    assert_df_equality(tagged, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_absent_sources_give_unknown_features_and_tags_not_defaults(spark, tags_config):
