@@ -2,12 +2,12 @@
 
     PYTHONPATH=lib python scripts/campaign_check.py --lake /tmp/camplake --meters 3300 --days 35
 
-Generates the lake (unless --reuse), writes a stand-in gold.customer_tags for
-the last day from the ground truth (lib/gridpersona/synthetic/campaign_standin.py; the tags
-stage replaces it once merged, --tags-from-lake keeps the lake's own), runs the
-campaigns and evaluate stages for that day and prints, per campaign, the
-planted uplift, the measured uplift with both its intervals, whether each
-covers the planted value, and the measured control share of the targets.
+Generates the lake (unless --reuse), runs the whole pipeline for the campaign
+cycle's day (`run all`: the campaigns target from the tags stage's own
+gold.customer_tags; --tags-from-lake runs only campaigns and evaluate over the
+tags the lake already holds) and prints, per campaign, the planted uplift, the
+measured uplift with both its intervals, whether each covers the planted value,
+and the measured control share of the targets.
 
 The bar it checks (exit status 0 or 1) is the simultaneous one: every planted
 uplift inside its family interval (Bonferroni over the m campaigns of the
@@ -22,10 +22,10 @@ import argparse
 import datetime as dt
 import sys
 
-from gridpersona.synthetic.campaign_standin import uplift_truth_check, write_stand_in_tags
 from gridpersona.config import load_settings
 from gridpersona.console import render_table, setup_logging
 from gridpersona.synthetic.generate import generate_lake
+from gridpersona.synthetic.truth_checks import uplift_truth_check
 from gridpersona.lake import Lake, spark_conf
 from gridpersona.stages.pipeline import run_pipeline
 from gridpersona.session import build_spark
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default="local")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--reuse", action="store_true", help="keep an existing lake; do not generate")
-    p.add_argument("--tags-from-lake", action="store_true", help="use the lake's gold.customer_tags as they are")
+    p.add_argument("--tags-from-lake", action="store_true", help="run only campaigns and evaluate, over the lake's gold.customer_tags as they are")
     args = p.parse_args(argv)
     setup_logging(False)
     settings = load_settings(args.env, [f"lake.root={args.lake}", *args.overrides])
@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reuse:
         generate_lake(settings, lake, meters=args.meters, days=args.days, start=start)
     as_of = max(r["cycle_as_of"] for r in lake.read_arrow("truth.campaigns").to_pylist())
-    if not args.tags_from_lake:
-        write_stand_in_tags(lake, as_of)
-    results = run_pipeline(settings, spark, lake, "campaigns", as_of)
-    results += run_pipeline(settings, spark, lake, "evaluate", as_of)
+    if args.tags_from_lake:
+        results = run_pipeline(settings, spark, lake, "campaigns", as_of)
+        results += run_pipeline(settings, spark, lake, "evaluate", as_of)
+    else:
+        results = run_pipeline(settings, spark, lake, "all", as_of)
     for stage, result in results:
         print(f"[{stage}] " + "\n[{stage}] ".join(result.notes).replace("{stage}", stage))
     rows = uplift_truth_check(lake, as_of)

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from gridpersona.synthetic.campaign_standin import uplift_truth_check
+from gridpersona.synthetic.truth_checks import uplift_truth_check
 from gridpersona.transform.holdout import is_control
 from gridpersona.lake import Lake
 from gridpersona.stages.pipeline import run_pipeline

@@ -7,7 +7,6 @@ machines, so there they are reported as skipped with that reason.
 
 from __future__ import annotations
 
-
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F

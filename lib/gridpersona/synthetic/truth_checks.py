@@ -187,3 +187,37 @@ def tag_accuracy(lake: Lake, as_of: dt.date, tags: dict[str, str] | None = None)
         out.append(DetectionScore(f"{r['tag']}={r['value']}", int(r["planted"] or 0), int(r["detected"] or 0),
                                   int(r["tp"] or 0)))
     return out
+
+
+def uplift_truth_check(lake, as_of: dt.date) -> list[dict]:
+    """Planted (truth.campaigns) vs measured (gold.campaign_evaluation) uplift per campaign of cycle ``as_of``.
+
+    Each dict: campaign_id, base_rate, true_uplift, n_treatment, n_control,
+    uplift, uplift_ci_low, uplift_ci_high, confidence, covered (planted inside
+    the campaign's own interval), uplift_family_low, uplift_family_high,
+    family_size, family_confidence, covered_family (planted inside the
+    simultaneous interval), holdout_share (configured) and control_share
+    (measured among the cycle's targets). ``covered*`` is None when the
+    campaign has no interval.
+    """
+    truth = {r["campaign_id"]: r for r in lake.read_arrow("truth.campaigns").to_pylist() if r["cycle_as_of"] == as_of}
+    evaluation = {r["campaign_id"]: r for r in lake.read("gold.campaign_evaluation")
+                  .filter((F.col("as_of") == F.lit(as_of)) & (F.col("level") == "campaign")).collect()}
+    measured = ("n_treatment", "n_control", "uplift", "uplift_ci_low", "uplift_ci_high", "confidence",
+                "uplift_family_low", "uplift_family_high", "family_size", "family_confidence")
+    rows = []
+    for cid in sorted(truth):
+        t, e = truth[cid], evaluation.get(cid)
+        row = dict(campaign_id=cid, base_rate=t["base_rate"], true_uplift=t["true_uplift"],
+                   holdout_share=t["holdout_share"], **{k: None for k in measured}, covered=None,
+                   covered_family=None, control_share=None)
+        row.update(n_treatment=0, n_control=0)
+        if e is not None:
+            n = e["n_treatment"] + e["n_control"]
+            row.update({k: e[k] for k in measured}, control_share=e["n_control"] / n if n else None)
+            if e["uplift_ci_low"] is not None:
+                row["covered"] = e["uplift_ci_low"] <= t["true_uplift"] <= e["uplift_ci_high"]
+            if e["uplift_family_low"] is not None:
+                row["covered_family"] = e["uplift_family_low"] <= t["true_uplift"] <= e["uplift_family_high"]
+        rows.append(row)
+    return rows
