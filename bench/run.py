@@ -119,7 +119,7 @@ def stage_runner(wanted: list[str]):
             from gridpersona.stages.pipeline import run_pipeline
 
             return run_pipeline(settings, spark, lake, stage, as_of, window_days, cache=cache)[0][1]
-        # Without the segment module pipeline.stage_functions() cannot import; run the same
+        # Without the segment modules run_pipeline cannot load those stages; run the same
         # stage function through the same runner (timing, ops.job_runs) that run_pipeline uses.
         from gridpersona.stages import clean, shapes
         from gridpersona.stages.runner import StageContext, run_stage

@@ -32,6 +32,9 @@ class StageSpec:
     function: str  # "module:function", imported when the stage runs
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    # The date-partitioned input the stage reads for its window: a run starting at this stage needs rows
+    # there (checked from the Delta log before Spark starts). None: the stage reads by as-of or model.
+    window_input: str | None = None
 
     def load(self) -> Callable[[StageContext], StageResult]:
         module, _, attr = self.function.partition(":")
@@ -47,11 +50,13 @@ _TAG_SOURCES = (BR.BILLING_PAYMENT, BR.SERVICE_INTERACTION, BR.CONTACT_HISTORY, 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("clean", "gridpersona.stages.clean:run_clean",
               inputs=_names(BR.AMI_INTERVAL, BR.CUSTOMER_ARCHIVE),
-              outputs=_names(SI.AMI_CLEAN, SI.AMI_QUARANTINE, SI.METER_DAY_QUALITY)),
+              outputs=_names(SI.AMI_CLEAN, SI.AMI_QUARANTINE, SI.METER_DAY_QUALITY),
+              window_input=BR.AMI_INTERVAL.name),
     StageSpec("shapes", "gridpersona.stages.shapes:run_shapes",
-              inputs=_names(SI.AMI_CLEAN), outputs=_names(SI.DAILY_LOAD_SHAPE)),
+              inputs=_names(SI.AMI_CLEAN), outputs=_names(SI.DAILY_LOAD_SHAPE), window_input=SI.AMI_CLEAN.name),
     StageSpec("segment-train", "gridpersona.stages.segment_train:run_segment_train",
-              inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL)),
+              inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL),
+              window_input=SI.DAILY_LOAD_SHAPE.name),
     StageSpec("segment-assign", "gridpersona.stages.segment_assign:run_segment_assign",
               inputs=_names(SI.DAILY_LOAD_SHAPE, SG.SEGMENT_MODEL, BR.CUSTOMER_ARCHIVE),
               outputs=_names(SG.CUSTOMER_SEGMENTS)),
@@ -75,14 +80,6 @@ def stage_spec(name: str) -> StageSpec:
     return _BY_NAME[name]
 
 
-def stage_functions() -> dict[str, Callable[[StageContext], StageResult]]:
-    return {s.name: s.load() for s in STAGES}
-
-
-# The input a stage reads for its window (date-partitioned); a run starting at that stage needs rows there.
-WINDOW_INPUTS = {"clean": BR.AMI_INTERVAL.name, "shapes": SI.AMI_CLEAN.name, "segment-train": SI.DAILY_LOAD_SHAPE.name}
-
-
 class EmptyWindowError(ValueError):
     """The run's window holds no input rows; the message gives the window, the data's dates and the flag."""
 
@@ -99,12 +96,12 @@ def resolve_stages(name: str) -> list[str]:
 
 
 def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
-    """EmptyWindowError when ``stage``'s window input (``WINDOW_INPUTS``) has no row dated ``first .. last``.
+    """EmptyWindowError when ``stage``'s window input (``StageSpec.window_input``) has no row dated ``first .. last``.
 
     Reads the Delta log's partition values and row counts (no Spark job on the
     embedded backend). An absent table is an EmptyWindowError too, saying what makes it.
     """
-    table = WINDOW_INPUTS.get(stage)
+    table = stage_spec(stage).window_input
     if table is None:
         return
     if not lake.exists(table):
