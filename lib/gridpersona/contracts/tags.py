@@ -182,7 +182,7 @@ def customer_tags_spec(tags: Iterable[TagColumn]) -> TableSpec:
 
 def customer_tags_columns(tags: Iterable[TagColumn]) -> list[str]:
     """The column names of gold.customer_tags for these tag definitions: what campaign rules may name."""
-    return [*CUSTOMER_TAGS_CONTEXT, *(t.code for t in tags), TAG_CATALOG_VERSION]
+    return customer_tags_spec(tags).column_names
 
 
 TAG_CATALOG = TableSpec(
