@@ -235,6 +235,9 @@ class CleanConfig(_Section):
     outlier_scale_floor_kw: float = Field(5.0, ge=0)
     outlier_neighbour_multiple: float = Field(3.0, ge=1)
     capacity_margin: float = Field(2.0, gt=0)
+    # The meter's scale for a day is the median of its daily largest readings over this many days before it
+    # (a bounded look-back, so a day cleaned in a nightly run equals the same day cleaned in a window run).
+    scale_lookback_days: int = Field(14, ge=1, le=366)
     # Gaps of at most this many intervals are interpolated; longer ones leave the day incomplete.
     max_interpolate_intervals: int = Field(4, ge=0)
     # A reading above this is physically implausible for one interval and is quarantined.

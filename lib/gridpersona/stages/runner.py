@@ -84,6 +84,14 @@ class StageContext:
     window_days: int
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     cache: RunCache = field(default_factory=RunCache)
+    # The dates a date-partitioned stage (re)writes in this run: None = every date of the window; an
+    # incremental run (stages.incremental) sets the new and changed ones.
+    dates: tuple[dt.date, ...] | None = None
+
+    @property
+    def process_dates(self) -> list[dt.date]:
+        """The dates this stage run writes, ascending: ``dates`` when set, else the window's."""
+        return sorted(self.dates) if self.dates is not None else self.window_dates
 
     @property
     def window(self) -> tuple[dt.date, dt.date]:

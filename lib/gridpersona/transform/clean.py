@@ -36,11 +36,25 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+
+def affected_dates(changed: Iterable[dt.date], lookback_days: int) -> set[dt.date]:
+    """The days whose clean output depends on the readings of a day in ``changed``.
+
+    A day's output reads the readings of the day and of its two neighbours (outlier
+    neighbours and interpolation across midnight) and the scales of those three days;
+    a day's scale reads the ``lookback_days`` days before it. So a reading landing on
+    day x changes days x - 1 .. x + lookback_days + 1, and no other.
+    """
+    out: set[dt.date] = set()
+    for day in changed:
+        out.update(day + dt.timedelta(days=k) for k in range(-1, lookback_days + 2))
+    return out
 
 
 def local_calendar(first: dt.date, last: dt.date, time_zone: str, interval_minutes: int) -> list[tuple[dt.date, int, int]]:
