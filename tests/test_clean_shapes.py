@@ -36,7 +36,7 @@ def _clean_frames(spark, rows, first=D, last=D, rule=C.OutlierRule(), max_gap=4,
     return C.clean_interval_readings(
         spark.createDataFrame(rows, RAW), spark.createDataFrame(archive, "meter_id string, contracted_capacity_kva double"),
         _calendar_frame(spark, first, last), time_zone=SH, interval_minutes=15, first_date=first, last_date=last,
-        max_interval_kwh=100.0, max_gap=max_gap, rule=rule)
+        max_interval_kwh=100.0, max_gap=max_gap, rule=rule, cache=lambda df: df.cache())
 
 
 # ------------------------------------------------------------------ one clean run over every scenario
@@ -213,11 +213,16 @@ def test_gap_across_midnight_is_interpolated_from_both_days(cleaned):
     assert filled == [(D, 95, pytest.approx(1 + 2 / 3)), (D2, 0, pytest.approx(1 + 4 / 3))]
 
 
-def test_meter_reading_stats_quantiles_within_bin_width(spark):
-    rows = [("m1", float(v)) for v in range(1, 1001)]
-    stats = C.meter_reading_stats(spark.createDataFrame(rows, "meter_id string, kwh double")).collect()[0]
-    assert stats["median_kwh"] == pytest.approx(500, rel=0.05)
-    assert stats["p99_kwh"] == pytest.approx(990, rel=0.05)
+def test_scale_is_the_median_daily_maximum_of_the_lookback_days_before_the_day(spark):
+    # Daily maxima 1, 5, 2, (no readings), 9 on days 0..4 (days 2 and 3 apart: a day without readings is skipped).
+    stats = [("m1", D + dt.timedelta(days=k), mx, mx / 2) for k, mx in ((0, 1.0), (1, 5.0), (2, 2.0), (4, 9.0))]
+    got = {r["date"]: r for r in C.lookback_scales(spark.createDataFrame(stats, C.PRIOR_STATS_SCHEMA), 3).collect()}
+    assert got[D]["outlier_scale_kwh"] is None                               # nothing before the first day
+    assert got[D + dt.timedelta(days=1)]["outlier_scale_kwh"] == 1.0         # [1]
+    assert got[D + dt.timedelta(days=2)]["outlier_scale_kwh"] == 3.0         # [1, 5]: mean of the middle two
+    # Day 4 looks back at days 1..3: [5, 2] (day 0 is out of reach; the day itself never counts).
+    assert got[D + dt.timedelta(days=4)]["outlier_scale_kwh"] == 3.5
+    assert got[D + dt.timedelta(days=4)]["fill_level_kwh"] == 1.75
 
 
 def test_local_calendar_knows_dst_days():
@@ -312,8 +317,7 @@ def test_clean_and_shapes_outputs_have_the_silver_contracts_columns_types_and_or
     rows = [("m1", _ts(D, 15 * i), 1.0, D) for i in range(96) if i not in (10, 11)]  # a short gap: interpolated
     rows += [("m1", _ts(D, 0), 1.0, D), ("mX", _ts(D, 0), 2.0, D)]  # a duplicate, an unknown meter
     out = _clean_frames(spark, rows)
-    archive = spark.createDataFrame([("m1", None), ("m2", None)], "meter_id string, contracted_capacity_kva double")
-    quality = C.meter_day_quality(out.clean, out.quarantine, archive, _calendar_frame(spark, D, D))
+    quality = out.quality
     shapes = S.daily_load_shapes(out.clean, _calendar(spark, D, SH), interval_minutes=15, tariff=TariffConfig())
     for spec, df in ((AMI_CLEAN, out.clean), (AMI_QUARANTINE, out.quarantine), (METER_DAY_QUALITY, quality),
                      (DAILY_LOAD_SHAPE, shapes)):

@@ -97,8 +97,13 @@ def test_writing_the_same_partition_twice_leaves_no_duplicates(spark, lake):
 
 def test_replace_refuses_rows_outside_the_replaced_partition(spark, lake):
     lake.append(_frame(spark, _rows(D1)), "bronze.stray", partition_by=["date"])
+    before = lake.version("bronze.stray")
     with pytest.raises(LakeError, match="outside the replaced partitions"):
-        lake.replace(_frame(spark, _rows(D2)), "bronze.stray", where={"date": D1})
+        lake.replace(_frame(spark, _rows(D1) + _rows(D2)), "bronze.stray", where={"date": D1})
+    assert lake.version("bronze.stray") == before
+    assert {r["date"] for r in lake.read("bronze.stray").select("date").collect()} == {D1}
+    staging = os.path.join(lake.path("bronze.stray"), "_staging")
+    assert not os.path.exists(staging) or not os.listdir(staging)
 
 
 def test_failed_commit_leaves_previous_version_and_no_partial_rows(spark, lake, monkeypatch):

@@ -71,6 +71,14 @@ METER_DAY_QUALITY = TableSpec(
         Column("missing_intervals", I, "Expected intervals with no clean row.", "intervals", nullable=False),
         Column("quarantined_readings", I, "Quarantined readings of the meter whose local date is the day.", "readings"),
         Column("complete", B, "No interval missing.", nullable=False),
+        Column("day_max_kwh", D, "Largest accepted reading of the day, before outlier decisions; null when the day has "
+               "none. The look-back of later days' scales reads it.", "kWh"),
+        Column("day_mean_kwh", D, "Mean accepted reading of the day, before outlier decisions; null when none.", "kWh"),
+        Column("outlier_scale_kwh", D, "The meter's scale that judged the day's readings: the median `day_max_kwh` "
+               "over the `clean.scale_lookback_days` days before it that had readings; null when none had (the "
+               "scale floor applies alone).", "kWh"),
+        Column("fill_level_kwh", D, "Median `day_mean_kwh` over the same look-back days: the value of an outlier "
+               "with no good reading on either side; null when none had readings.", "kWh"),
     ),
     keys=("meter_id", "date"),
     partition_by=("date",),

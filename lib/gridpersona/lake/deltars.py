@@ -29,7 +29,7 @@ from pyspark.sql import types as T
 from gridpersona.lake import deltalog
 from gridpersona.lake.common import (LakeError, Snapshot, TableInfo, WriteConflictError, WriteResult,
                                      arrow_to_spark_schema, check_schema, log, partition_value_str,
-                                     remove_empty_parents)
+                                     remove_empty_parents, where_to_sql)
 
 # Reader features this layer cannot honour: reading such a table through a
 # plain file list would return wrong rows, so it is refused.
@@ -40,7 +40,21 @@ _UNSUPPORTED_READER_FEATURES = {
 }
 
 
+def _outside(files: list[dict], where: Mapping[str, Any]) -> str | None:
+    """The partition (as 'col=value') of the first staged file outside ``where``, None when all are inside."""
+    allowed = {col: {partition_value_str(v) for v in (value if isinstance(value, (list, tuple, set, frozenset))
+                                                      else [value])}
+               for col, value in where.items()}
+    for f in files:
+        for col, ok in allowed.items():
+            if f["partition_values"].get(col) not in ok:
+                return f"{col}={f['partition_values'].get(col)}"
+    return None
+
+
 class DeltaRsBackend:
+    # A replace checks the partitions of the files it staged (no pass over the frame before the write).
+    checks_replace_partitions = True
     """The ``deltalake`` backend; see the module docstring. Versions it is given are resolved by the Lake."""
 
     name = "deltalake"
@@ -268,6 +282,12 @@ class DeltaRsBackend:
         os.makedirs(root, exist_ok=True)
         t0 = time.time()
         staging, files = self._stage_parquet(df, table, partition_by)
+        if mode == "replace" and where:
+            stray = _outside(files, where)
+            if stray:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise LakeError(f"{table}: frame holds rows outside the replaced partitions ({where_to_sql(where)}): "
+                                f"a file of partition {stray}; nothing was written")
         self.lake._checkpoint(f"staged:{table}")
         # The journal names the files about to move into the table folder: if the process dies before
         # the commit, the next writer deletes those no Delta version references.

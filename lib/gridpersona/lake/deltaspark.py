@@ -30,6 +30,8 @@ def _quote(name: str) -> str:
 
 
 class DeltaSparkBackend(DeltaRsBackend):
+    # Delta's replaceWhere is asked to replace; the Lake checks the frame's rows against it first.
+    checks_replace_partitions = False
     name = "delta-spark"
     # A cluster's lake: the session's SQL catalog is the cluster's own, nothing is kept beside the lake.
     embedded = False

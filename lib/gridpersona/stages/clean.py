@@ -1,10 +1,15 @@
 """Stage `clean`: bronze.ami_interval -> silver.ami_clean, silver.ami_quarantine, silver.meter_day_quality.
 
-Writes its outputs idempotently for the run's window (date partitions replaced, never appended twice).
+Writes exactly the dates of the run (``StageContext.process_dates``: the window, or the new and changed
+days of an incremental run), replacing their partitions. A day's output reads the readings of the day and
+its two neighbours and the look-back of daily statistics before it (``clean.scale_lookback_days``), taken
+from the stored silver.meter_day_quality where it has them and from bronze otherwise, so a day cleaned in
+a nightly run equals the same day cleaned in a window run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from pyspark import StorageLevel
@@ -20,55 +25,97 @@ from gridpersona.transform import clean as C
 
 log = logging.getLogger("gridpersona")
 
+_STAT_COLUMNS = ("day_max_kwh", "day_mean_kwh")
+
+
+def _days(first: dt.date, last: dt.date) -> set[dt.date]:
+    return {first + dt.timedelta(days=i) for i in range((last - first).days + 1)}
+
+
+def _stored_stat_dates(ctx: StageContext, wanted: set[dt.date]) -> set[dt.date]:
+    """The dates of ``wanted`` whose statistics silver.meter_day_quality holds (none on a table written
+    before it had them)."""
+    lake = ctx.lake
+    if not wanted or not lake.exists(METER_DAY_QUALITY.name):
+        return set()
+    if not set(_STAT_COLUMNS) <= set(lake.schema(METER_DAY_QUALITY.name).fieldNames()):
+        return set()
+    stored = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))
+              for d in lake.partition_values(METER_DAY_QUALITY.name, "date")}
+    return wanted & stored
+
 
 def run_clean(ctx: StageContext) -> StageResult:
-    """bronze.ami_interval (window partitions) -> silver.ami_clean, silver.ami_quarantine, silver.meter_day_quality."""
+    """bronze.ami_interval (the run's dates and their context) -> silver.ami_clean, silver.ami_quarantine,
+    silver.meter_day_quality (the run's dates)."""
     s = ctx.settings
-    first, last = ctx.window
-    dates = ctx.window_dates
-    calendar = calendar_frame(ctx)
-    raw = read_bronze(ctx.lake, AMI_INTERVAL.name).filter(F.col("date").between(first, last))
+    dates = ctx.process_dates
+    if not dates:
+        return StageResult(notes=["nothing to clean: no new or changed day in the window"])
+    lookback = s.clean.scale_lookback_days
+    neighbours = {d + dt.timedelta(days=k) for d in dates for k in (-1, 1)}
+    # Only days bronze holds: the log's partition values, no Spark job.
+    held = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))
+            for d in ctx.lake.partition_values(AMI_INTERVAL.name, "date")}
+    read = {d for d in set(dates) | neighbours if d <= ctx.as_of} & held
+    # A context day's scale reads its own look-back: every day from lookback+1 before the first date.
+    wanted_stats = (_days(dates[0] - dt.timedelta(days=lookback + 1), dates[-1]) & held) - read
+    stored = _stored_stat_dates(ctx, wanted_stats)
+    read |= wanted_stats - stored
+    read_dates = sorted(read | set(dates))
+    first, last = read_dates[0], ctx.as_of
+    calendar = calendar_frame(ctx, first, max(last, read_dates[-1]))
+    raw = read_bronze(ctx.lake, AMI_INTERVAL.name).filter(F.col("date").isin(read_dates))
     archive = read_bronze(ctx.lake, CUSTOMER_ARCHIVE.name).select("meter_id", "contracted_capacity_kva")
+    prior = None
+    if stored:
+        prior = (ctx.lake.read(METER_DAY_QUALITY.name).filter(F.col("date").isin(sorted(stored)))
+                 .select("meter_id", "date", *_STAT_COLUMNS))
     rule = C.OutlierRule(scale_multiple=s.clean.outlier_scale_multiple, scale_floor_kw=s.clean.outlier_scale_floor_kw,
                          neighbour_multiple=s.clean.outlier_neighbour_multiple, capacity_margin=s.clean.capacity_margin)
-    log.info("%sclassifying the window's readings (%s .. %s): quarantine, outliers, interpolation; the "
-             "first write below runs this pass", stage_prefix(), first, last)
+    span = f"{dates[0]} .. {dates[-1]}" if len(dates) == (dates[-1] - dates[0]).days + 1 else f"{len(dates)} days"
+    log.info("%scleaning %d day(s) (%s); reading %d day(s) of bronze (neighbours and look-back) and %d day(s) of "
+             "stored statistics; the first write below runs the pass", stage_prefix(), len(dates), span,
+             len(read_dates), len(stored))
     out = C.clean_interval_readings(
         raw, archive, calendar, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
         first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
-        max_gap=s.clean.max_interpolate_intervals, rule=rule, cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
-    check_schema(AMI_QUARANTINE.name, AMI_QUARANTINE.schema, out.quarantine.schema)
-    check_schema(AMI_CLEAN.name, AMI_CLEAN.schema, out.clean.schema)
+        max_gap=s.clean.max_interpolate_intervals, rule=rule, lookback_days=lookback, dates=dates, prior_stats=prior,
+        cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
+    for spec, df in ((AMI_QUARANTINE, out.quarantine), (AMI_CLEAN, out.clean), (METER_DAY_QUALITY, out.quality)):
+        check_schema(spec.name, spec.schema, df.schema)
     try:
         quarantined_rows = ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}).rows
         clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}).rows
+        # The quality counts the quarantine rows just written (a small table), not a second pass over bronze.
+        written_quarantine = ctx.lake.read(AMI_QUARANTINE.name).filter(F.col("date").isin(dates))
+        quality_rows = ctx.lake.replace(out.quality_from(written_quarantine), METER_DAY_QUALITY,
+                                        where={"date": dates}).rows
     finally:
         out.release()
 
-    log.info("%smeter-day quality and reconciliation from the written rows", stage_prefix())
-    written_clean = ctx.lake.read(AMI_CLEAN.name).filter(F.col("date").between(first, last))
-    written_quarantine = ctx.lake.read(AMI_QUARANTINE.name).filter(F.col("date").between(first, last))
-    quality = C.meter_day_quality(written_clean, written_quarantine, archive, calendar)
-    check_schema(METER_DAY_QUALITY.name, METER_DAY_QUALITY.schema, quality.schema)
-    quality_rows = ctx.lake.replace(quality, METER_DAY_QUALITY, where={"date": dates}).rows
-
-    # Reconciliation from what was written: every raw row is in exactly one of clean or quarantine.
+    # Reconciliation from what was written: every raw row of the dates is in exactly one of clean or quarantine.
+    written_quality = ctx.lake.read(METER_DAY_QUALITY.name).filter(F.col("date").isin(dates))
+    sums = written_quality.agg(*[F.sum(c).alias(c) for c in
+                                 ("measured_intervals", "outlier_intervals", "interpolated_intervals")]).collect()[0]
+    measured, replaced, interpolated = (int(sums[c] or 0) for c in
+                                        ("measured_intervals", "outlier_intervals", "interpolated_intervals"))
     quarantined = {r["reason"]: r["count"] for r in written_quarantine.groupBy("reason").count().collect()}
-    clean_counts = {r["quality"]: r["count"] for r in written_clean.groupBy("quality").count().collect()}
     raw_rows = ctx.lake.partition_rows(AMI_INTERVAL.name, "date", dates)
     if raw_rows is None:  # no per-file statistics in the log: count
-        raw_rows = raw.count()
-    kept_rows = clean_counts.get("measured", 0) + clean_counts.get("outlier_replaced", 0)
+        raw_rows = read_bronze(ctx.lake, AMI_INTERVAL.name).filter(F.col("date").isin(dates)).count()
+    kept_rows = measured + replaced
     total_q = sum(quarantined.values())
     result = StageResult(rows_in=raw_rows, outputs={AMI_CLEAN.name: clean_rows,
                                                     AMI_QUARANTINE.name: quarantined_rows,
                                                     METER_DAY_QUALITY.name: quality_rows})
-    balance = "OK" if kept_rows + total_q == raw_rows else "MISMATCH"
+    balance = "OK" if kept_rows + total_q == raw_rows and kept_rows + interpolated == clean_rows else "MISMATCH"
     result.notes.append(
-        f"reconciliation {balance}: raw {raw_rows:,} = clean {kept_rows:,} (measured {clean_counts.get('measured', 0):,}, "
-        f"outlier_replaced {clean_counts.get('outlier_replaced', 0):,}) + quarantine {total_q:,} ("
-        + ", ".join(f"{k} {quarantined.get(k, 0):,}" for k in QUARANTINE_REASONS) + ")")
-    result.notes.append(f"interpolated {clean_counts.get('interpolated', 0):,} readings in short gaps")
+        f"reconciliation {balance}: raw {raw_rows:,} = clean {kept_rows:,} (measured {measured:,}, "
+        f"outlier_replaced {replaced:,}) + quarantine {total_q:,} ("
+        + ", ".join(f"{k} {quarantined.get(k, 0):,}" for k in QUARANTINE_REASONS) + f"); clean rows written "
+        f"{clean_rows:,} = kept + interpolated")
+    result.notes.append(f"interpolated {interpolated:,} readings in short gaps")
     if balance != "OK":
         raise RuntimeError(f"clean: reconciliation failed: {result.notes[0]}")
     return result

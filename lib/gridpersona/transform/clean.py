@@ -34,7 +34,6 @@ kWh is the sum of its readings, and its expected interval count is 92 or 100.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
@@ -138,309 +137,203 @@ def tag_reasons(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *,
 
 
 
-# Histogram bins for the per-meter quantiles: log-spaced, 5 % wide.
-_BIN_BASE = 1.05
-_BIN_FLOOR_KWH = 1e-4
+# ------------------------------------------------------------------ meter-days
+# Everything after tagging works on one row per meter and local day holding the day's readings as an array
+# indexed by position: one aggregation over the readings, then array expressions on the (few) days with a
+# candidate outlier or a gap. The readings are never sorted or windowed.
 
 
-def meter_reading_stats(accepted: DataFrame) -> DataFrame:
-    """Per meter: median and P99 of its readings (within 5 %, from a log-binned histogram).
+def _chunk_width(positions: int) -> int:
+    return next(c for c in (8, 6, 5, 4, 3, 2, 1) if positions % c == 0)
 
-    The histogram is a plain ``groupBy(meter, bin).count()`` (code-generated, collapsed
-    before the shuffle); quantiles are read off its cumulative counts. Exact enough for an
-    outlier scale and far cheaper than a quantile sketch per reading.
+
+def _ordered_sum(arr: Column) -> Column:
+    """Sum of the non-null elements in position order: the same bits whatever order the rows came in."""
+    return F.aggregate(arr, F.lit(0.0), lambda acc, x: acc + F.coalesce(x, F.lit(0.0)))
+
+
+def meter_day_arrays(accepted: DataFrame, positions: int) -> DataFrame:
+    """Accepted readings (meter_id, local_date, pos, kwh) -> one row per meter and local day.
+
+    ``v``: array of ``positions`` kWh, the largest reading of each position (null where none);
+    ``readings``: rows; ``present``: positions read; ``day_max_kwh``: the largest reading;
+    ``day_mean_kwh``: the mean of ``v``'s values. Two hash aggregations, as in
+    :func:`gridpersona.transform.shapes.slot_columns`: per meter, day and group of positions
+    first (collapsed before the shuffle), then per meter and day.
     """
-    value = F.greatest(F.col("kwh"), F.lit(_BIN_FLOOR_KWH))
-    bins = (accepted.withColumn("bin", F.floor(F.log(value) / math.log(_BIN_BASE)).cast("int"))
-            .groupBy("meter_id", "bin").agg(F.count(F.lit(1)).alias("n")))
-    by_meter = Window.partitionBy("meter_id")
-    cum = (bins.withColumn("total", F.sum("n").over(by_meter))
-           .withColumn("cum", F.sum("n").over(by_meter.orderBy("bin").rowsBetween(Window.unboundedPreceding, 0))))
-    centre = lambda b: F.pow(F.lit(_BIN_BASE), b + 0.5)  # geometric middle of the bin
-    stats = cum.groupBy("meter_id").agg(
-        F.min(F.when(F.col("cum") >= 0.5 * F.col("total"), F.col("bin"))).alias("_b50"),
-        F.min(F.when(F.col("cum") >= 0.99 * F.col("total"), F.col("bin"))).alias("_b99"),
-    )
-    return stats.select("meter_id", centre(F.col("_b50")).alias("median_kwh"), centre(F.col("_b99")).alias("p99_kwh"))
+    w = _chunk_width(positions)
+    group = (F.col("pos") / w).cast("int")
+    first = (accepted.select("meter_id", F.col("local_date").alias("date"), "kwh", group.alias("_g"),
+                             (F.col("pos") - group * w).alias("_j"))
+             .groupBy("meter_id", "date", "_g").agg(
+                 F.count(F.lit(1)).alias("_n"),
+                 *[F.max(F.when(F.col("_j") == j, F.col("kwh"))).alias(f"_v{j}") for j in range(w)]))
+    days = first.repartition("meter_id", "date").groupBy("meter_id", "date").agg(
+        F.sum("_n").cast("int").alias("readings"),
+        *[F.max(F.when(F.col("_g") == q, F.col(f"_v{j}"))).alias(f"_p{q * w + j}")
+          for q in range(positions // w) for j in range(w)])
+    v = F.array(*[F.col(f"_p{p}") for p in range(positions)])
+    present = F.size(F.filter(v, lambda x: x.isNotNull()))
+    return days.select("meter_id", "date", v.alias("v"), "readings", present.alias("present"),
+                       F.array_max(v).alias("day_max_kwh"), (_ordered_sum(v) / present).alias("day_mean_kwh"))
 
 
-def flag_candidates(accepted: DataFrame, stats: DataFrame, *, interval_minutes: int, scale_multiple: float,
-                    scale_floor_kw: float, capacity_margin: float) -> DataFrame:
-    """Accepted readings + ``candidate``, ``high``, ``over_capacity`` and the meter's ``median_kwh``.
+def _median(values: Column) -> Column:
+    s = F.array_sort(values)
+    k = F.size(s)
+    return F.when(k > 0, (s[((k - 1) / 2).cast("int")] + s[(k / 2).cast("int")]) / 2)
 
-    ``stats``: :func:`meter_reading_stats` plus ``contracted_capacity_kva`` (null: unknown).
-    ``high``: above ``scale_multiple`` x the meter's scale, max(P99, ``scale_floor_kw`` x
-    interval hours); ``over_capacity``: above ``capacity_margin`` x the contracted capacity
-    x interval hours (never when the capacity is unknown). A candidate is either; whether a
-    high reading is an outlier also depends on its neighbours (:func:`decide_outliers`).
+
+def lookback_scales(stats: DataFrame, lookback_days: int) -> DataFrame:
+    """(meter_id, date, day_max_kwh, day_mean_kwh), one row per meter and day with readings ->
+    (meter_id, date, outlier_scale_kwh, fill_level_kwh): the medians of ``day_max_kwh`` and
+    ``day_mean_kwh`` over the meter's days with readings among the ``lookback_days`` days before
+    the day (null when there are none). A window over the small day rows, never the readings.
     """
+    w = Window.partitionBy("meter_id").orderBy(F.unix_date("date")).rangeBetween(-lookback_days, -1)
+    return stats.select("meter_id", "date",
+                        _median(F.collect_list("day_max_kwh").over(w)).alias("outlier_scale_kwh"),
+                        _median(F.collect_list("day_mean_kwh").over(w)).alias("fill_level_kwh"))
+
+
+def _thresholds(df: DataFrame, *, interval_minutes: int, rule: "OutlierRule") -> DataFrame:
     hours = interval_minutes / 60.0
-    scale = F.greatest(F.col("p99_kwh"), F.lit(scale_floor_kw * hours))
-    joined = accepted.join(F.broadcast(stats.select("meter_id", "median_kwh", "p99_kwh", "contracted_capacity_kva")),
-                           "meter_id", "left")
-    return (joined
-            .withColumn("high", F.coalesce(F.col("kwh") > scale_multiple * scale, F.lit(False)))
-            .withColumn("over_capacity", F.coalesce(
-                F.col("kwh") > F.col("contracted_capacity_kva") * (hours * capacity_margin), F.lit(False)))
-            .withColumn("candidate", F.col("high") | F.col("over_capacity"))
-            .drop("p99_kwh", "contracted_capacity_kva"))
+    high_at = rule.scale_multiple * F.greatest(F.coalesce(F.col("outlier_scale_kwh"), F.lit(0.0)),
+                                               F.lit(rule.scale_floor_kw * hours))
+    return (df.withColumn("_high_at", high_at)
+            .withColumn("_cap_at", F.col("contracted_capacity_kva") * (hours * rule.capacity_margin)))
 
 
-def _mask_words(positions: int) -> int:
-    return (positions + 63) // 64
+def _is_candidate(x: Column) -> Column:
+    """A reading above the day's high level or above the capacity bound (never when the capacity is unknown)."""
+    return F.coalesce((x > F.col("_high_at")) | F.coalesce(x > F.col("_cap_at"), F.lit(False)), F.lit(False))
 
 
-def _position_mask(pred: Column, positions: int) -> list[Column]:
-    """bit_or of 1 << pos over the rows matching ``pred``: which positions of the day they fill."""
-    return [F.bit_or(F.when(pred & (F.col("pos") >= 64 * w) & (F.col("pos") < 64 * (w + 1)),
-                            F.expr(f"shiftleft(1L, pos - {64 * w})")).otherwise(F.lit(0).cast("long")))
-            for w in range(_mask_words(positions))]
+def _first_where(arr: Column, n: Column, pred) -> Column:
+    return F.array_min(F.filter(F.sequence(F.lit(0), n - 1), lambda j: pred(arr[j])))
 
 
-def _mask_count(prefix: str, positions: int) -> Column:
-    total = F.lit(0)
-    for w in range(_mask_words(positions)):
-        total = total + F.bit_count(F.col(f"{prefix}{w}"))
-    return total.cast("int")
+def _last_where(arr: Column, n: Column, pred) -> Column:
+    return F.array_max(F.filter(F.sequence(F.lit(0), n - 1), lambda j: pred(arr[j])))
 
 
-def _mask_has(prefix: str, pos: Column, positions: int) -> Column:
-    cond = F.lit(False)
-    for w in range(_mask_words(positions)):
-        in_word = (pos >= 64 * w) & (pos < 64 * (w + 1))
-        bit = F.call_function("shiftright", F.col(f"{prefix}{w}"), pos - 64 * w)
-        cond = cond | (in_word & (bit.bitwiseAND(F.lit(1)) == 1))
-    return cond
+def day_edges(flagged: DataFrame) -> DataFrame:
+    """What a neighbour day needs of each flagged day: its first and last reading with their candidate
+    flags (outlier decisions next to midnight) and its first and last non-candidate reading
+    (interpolation across midnight). Simple on the many complete days without a candidate."""
+    v, n = F.col("v"), F.col("expected_intervals")
+    good = lambda x: x.isNotNull() & ~_is_candidate(x)
+    plain = (F.col("present") == n) & ~F.col("has_candidate")
+    first_good = F.when(plain, F.lit(0)).otherwise(_first_where(v, n, good))
+    last_good = F.when(plain, n - 1).otherwise(_last_where(v, n, good))
+    return flagged.select(
+        "meter_id", "date",
+        F.struct(v[0].alias("first_v"), _is_candidate(v[0]).alias("first_c"),
+                 v[n - 1].alias("last_v"), _is_candidate(v[n - 1]).alias("last_c"),
+                 first_good.alias("first_good_i"), v[first_good].alias("first_good_v"),
+                 last_good.alias("last_good_i"), v[last_good].alias("last_good_v"), n.alias("n")).alias("edge"))
 
 
-def meter_day_readings(flagged: DataFrame, positions: int) -> DataFrame:
-    """Flagged accepted readings -> one row per meter and local day.
+def decide_and_repair(flagged: DataFrame, edges: DataFrame, *, rule: "OutlierRule", max_gap: int) -> DataFrame:
+    """Flagged days + their neighbours' :func:`day_edges` -> + ``outlier`` (array of booleans; null on a day
+    without candidates) and ``kwh`` (the repaired array).
 
-    ``good``: array of ``positions`` kWh from the non-candidate readings (null where none;
-    the largest where an instant was read twice); ``readings``: rows; ``present``: distinct
-    positions read; ``good_present``: distinct positions with a non-candidate reading;
-    ``candidate_mask*``: positions with a candidate outlier. One aggregation of conditional
-    maxima and bit masks: Spark's code-generated hash aggregate collapses each meter-day
-    before the shuffle (no pivot, no collect_list).
+    A candidate over capacity is an outlier. A ``high`` candidate is one only when it is an isolated
+    one-interval spike: neither time neighbour (across midnight too) is a candidate itself and it exceeds
+    ``neighbour_multiple`` x the larger neighbour (a missing one counts as 0). An outlier is replaced by
+    linear interpolation between the nearest kept readings (across midnight: the neighbour day's nearest
+    non-candidate reading; one side, then the meter's fill level, then the day's mean, when a side is
+    missing); a run of at most ``max_gap`` missing positions between two readings is interpolated.
     """
-    ok = ~F.col("candidate")
-    per_pos = [F.max(F.when(ok & (F.col("pos") == p), F.col("kwh"))).alias(f"_p{p}") for p in range(positions)]
-    words = _mask_words(positions)
-    masks = ([m.alias(f"all_mask{w}") for w, m in enumerate(_position_mask(F.lit(True), positions))]
-             + [m.alias(f"good_mask{w}") for w, m in enumerate(_position_mask(ok, positions))]
-             + [m.alias(f"candidate_mask{w}") for w, m in enumerate(_position_mask(~ok, positions))])
-    days = flagged.groupBy("meter_id", F.col("local_date").alias("date")).agg(
-        F.count(F.lit(1)).alias("readings"), F.first("median_kwh").alias("median_kwh"), *masks, *per_pos)
-    return days.select(
-        "meter_id", "date", "readings", "median_kwh",
-        _mask_count("all_mask", positions).alias("present"),
-        _mask_count("good_mask", positions).alias("good_present"),
-        *[f"candidate_mask{w}" for w in range(words)],
-        F.array(*[f"_p{p}" for p in range(positions)]).alias("good"),
-    )
+    prev = edges.select("meter_id", F.date_add("date", 1).alias("date"), F.col("edge").alias("_prev"))
+    nxt = edges.select("meter_id", F.date_sub("date", 1).alias("date"), F.col("edge").alias("_next"))
+    df = flagged.join(prev, ["meter_id", "date"], "left").join(nxt, ["meter_id", "date"], "left")
+    v, n = F.col("v"), F.col("expected_intervals")
 
+    def outlier(x: Column, i: Column) -> Column:
+        lv = F.when(i > 0, v[i - 1]).otherwise(F.col("_prev.last_v"))
+        lc = F.when(i > 0, _is_candidate(v[i - 1])).otherwise(F.coalesce(F.col("_prev.last_c"), F.lit(False)))
+        rv = F.when(i < n - 1, v[i + 1]).otherwise(F.col("_next.first_v"))
+        rc = F.when(i < n - 1, _is_candidate(v[i + 1])).otherwise(F.coalesce(F.col("_next.first_c"), F.lit(False)))
+        isolated = ~lc & ~rc & (x > rule.neighbour_multiple * F.greatest(F.coalesce(lv, F.lit(0.0)),
+                                                                         F.coalesce(rv, F.lit(0.0))))
+        over = F.coalesce(x > F.col("_cap_at"), F.lit(False))
+        high = F.coalesce(x > F.col("_high_at"), F.lit(False))
+        return F.coalesce(over | (high & isolated), F.lit(False))
 
-def locate_neighbours(candidates: DataFrame, calendar: DataFrame) -> DataFrame:
-    """Candidate readings + the (date, position) of their time neighbours, one interval before
-    (``_l_date``, ``_l_pos``) and after (``_r_date``, ``_r_pos``), across midnight too.
-
-    ``candidates``: (meter_id, ts, date, pos, kwh, high, over_capacity) of the readings
-    :func:`flag_candidates` marked (small).
-    """
-    n = F.col("_n")
-    return (candidates
-            .join(F.broadcast(calendar.select("date", F.col("expected_intervals").alias("_n"))), "date", "left")
-            .join(F.broadcast(calendar.select(F.date_add("date", 1).alias("date"),
-                                              F.col("expected_intervals").alias("_prev_n"))), "date", "left")
-            .withColumn("_l_date", F.when(F.col("pos") > 0, F.col("date")).otherwise(F.date_sub("date", 1)))
-            .withColumn("_l_pos", F.when(F.col("pos") > 0, F.col("pos") - 1).otherwise(F.col("_prev_n") - 1))
-            .withColumn("_r_date", F.when(F.col("pos") < n - 1, F.col("date")).otherwise(F.date_add("date", 1)))
-            .withColumn("_r_pos", F.when(F.col("pos") < n - 1, F.col("pos") + 1).otherwise(F.lit(0)))
-            .drop("_n", "_prev_n"))
-
-
-def decide_outliers(located: DataFrame, days: DataFrame, *, neighbour_multiple: float) -> DataFrame:
-    """Candidates of :func:`locate_neighbours` -> (meter_id, ts, date, pos, kwh, outlier).
-
-    ``days``: :func:`meter_day_readings`. A reading over capacity is an outlier. A ``high``
-    reading is one only when it is an isolated one-interval spike: neither time neighbour
-    is a candidate itself, and it exceeds ``neighbour_multiple`` x the larger neighbour (a
-    missing neighbour counts as 0). A high reading next to another high reading is a
-    sustained load (a shower, a heater, a charger), not a fault.
-    """
-    words = sum(1 for c in days.columns if c.startswith("candidate_mask"))
-    masks = [f"candidate_mask{w}" for w in range(words)]
-    # Only the few meter-days next to a candidate are read from ``days``.
-    keys = located.select("meter_id", F.explode(F.array("_l_date", "_r_date")).alias("date"))
-    near = days.join(F.broadcast(keys), ["meter_id", "date"], "left_semi")
-
-    def side(name: str) -> DataFrame:
-        return near.select(F.col("meter_id").alias(f"_{name}_m"), F.col("date").alias(f"_{name}_d"),
-                           F.struct("good", *masks).alias(f"_{name}"))
-
-    c = (located
-         .join(F.broadcast(side("l")), (F.col("meter_id") == F.col("_l_m")) & (F.col("_l_date") == F.col("_l_d")), "left")
-         .join(F.broadcast(side("r")), (F.col("meter_id") == F.col("_r_m")) & (F.col("_r_date") == F.col("_r_d")), "left"))
-    pos_bits = 64 * words
-    l_high = F.coalesce(_mask_has("_l.candidate_mask", F.col("_l_pos"), pos_bits), F.lit(False))
-    r_high = F.coalesce(_mask_has("_r.candidate_mask", F.col("_r_pos"), pos_bits), F.lit(False))
-    neighbour_kwh = F.greatest(F.coalesce(F.col("_l.good")[F.col("_l_pos")], F.lit(0.0)),
-                               F.coalesce(F.col("_r.good")[F.col("_r_pos")], F.lit(0.0)))
-    isolated = ~l_high & ~r_high & (F.col("kwh") > neighbour_multiple * neighbour_kwh)
-    return c.select("meter_id", "ts", "date", "pos", "kwh",
-                    (F.col("over_capacity") | (F.col("high") & isolated)).alias("outlier"))
-
-
-def settle_days(days: DataFrame, decided: DataFrame, positions: int) -> DataFrame:
-    """Days of :func:`meter_day_readings` with the decisions of :func:`decide_outliers` applied.
-
-    A candidate that is no outlier goes back into ``good`` (the largest reading of its
-    instant); ``outlier_mask*`` marks the positions of the outliers, which repair replaces.
-    Only the few meter-days with a candidate change.
-    """
-    per_pos = decided.groupBy("meter_id", "date", "pos").agg(F.max("kwh").alias("kwh"), F.bool_or("outlier").alias("outlier"))
-    per_day = per_pos.groupBy("meter_id", "date").agg(
-        *[m.alias(f"outlier_mask{w}") for w, m in enumerate(_position_mask(F.col("outlier"), positions))],
-        F.map_from_entries(F.collect_list(F.when(~F.col("outlier"), F.struct("pos", "kwh")))).alias("_restore"))
-    words = _mask_words(positions)
-    restore = F.col("_restore")
-    keep_some = restore.isNotNull() & (F.size(restore) > 0)
-    df = days.join(F.broadcast(per_day), ["meter_id", "date"], "left")
-    good = F.when(keep_some, F.transform("good", lambda x, i: F.coalesce(x, F.try_element_at(restore, i)))).otherwise(F.col("good"))
-    return (df.withColumn("good", good)
-            .withColumn("good_present", F.when(keep_some, F.size(F.filter("good", lambda x: x.isNotNull())))
-                        .otherwise(F.col("good_present")))
-            .select(*[c for c in days.columns if not c.startswith("candidate_mask")],
-                    *[F.coalesce(F.col(f"outlier_mask{w}"), F.lit(0).cast("long")).alias(f"outlier_mask{w}")
-                      for w in range(words)]))
-
-
-def _first_present(arr: Column, n: Column) -> Column:
-    return F.when(arr[0].isNotNull(), F.lit(0)).otherwise(
-        F.array_min(F.filter(F.sequence(F.lit(0), n - 1), lambda j: arr[j].isNotNull())))
-
-
-def _last_present(arr: Column, n: Column) -> Column:
-    return F.when(arr[n - 1].isNotNull(), n - 1).otherwise(
-        F.array_max(F.filter(F.sequence(F.lit(0), n - 1), lambda j: arr[j].isNotNull())))
-
-
-def repair_days(days: DataFrame, calendar: DataFrame, *, max_gap: int) -> DataFrame:
-    """Meter-days of :func:`meter_day_readings` -> + ``kwh`` (repaired array), ``needs_repair``,
-    ``expected_intervals`` and ``day_start_epoch``.
-
-    A position whose readings were all outliers is replaced by linear interpolation between
-    the nearest good readings (across midnight too; one side, then the meter median, when a
-    side is missing). A run of at most ``max_gap`` missing positions between two good
-    readings is interpolated; longer runs stay null. Complete days pass through untouched:
-    the array work runs on the few days that need it.
-    """
-    cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
-    n = F.col("expected_intervals")
-    df = days.join(cal, "date").withColumn("good", F.slice("good", 1, n))
-    df = df.withColumn("needs_repair", F.col("good_present") < n)
-    good = F.col("good")
-    by_meter = Window.partitionBy("meter_id").orderBy("date")
-    complete = ~F.col("needs_repair")
-    has_good = F.col("good_present") > 0
-    df = (df.withColumn("_first", F.when(complete, F.lit(0)).when(has_good, _first_present(good, n)))
-            .withColumn("_last", F.when(complete, n - 1).when(has_good, _last_present(good, n))))
-    prev_ok = F.lag("date").over(by_meter) == F.date_sub("date", 1)
-    next_ok = F.lead("date").over(by_meter) == F.date_add("date", 1)
-    df = (df.withColumn("_pv", F.when(prev_ok, F.lag(F.struct(
-                F.col("_last").alias("i"), good[F.col("_last")].alias("v"), n.alias("n"))).over(by_meter)))
-            .withColumn("_nv", F.when(next_ok, F.lead(F.struct(
-                F.col("_first").alias("i"), good[F.col("_first")].alias("v"))).over(by_meter))))
-    words = sum(1 for c in days.columns if c.startswith("outlier_mask"))
+    df = df.withColumn("outlier", F.when(F.col("has_candidate"), F.transform(v, outlier)))
+    kept = F.when(F.col("outlier").isNull(), v).otherwise(
+        F.transform(v, lambda x, i: F.when(~F.col("outlier")[i], x)))
+    df = df.withColumn("_kept", kept)
+    n_out = F.when(F.col("outlier").isNull(), F.lit(0)).otherwise(F.size(F.filter("outlier", lambda o: o)))
+    df = df.withColumn("outlier_count", n_out).withColumn("needs_repair", F.col("present") - n_out < n)
+    good = F.col("_kept")
 
     def fix(x: Column, i: Column) -> Column:
         prev_in = F.when(i > 0, F.array_max(F.filter(F.sequence(F.lit(0), i - 1), lambda j: good[j].isNotNull())))
         next_in = F.when(i < n - 1, F.array_min(F.filter(F.sequence(i + 1, n - 1), lambda j: good[j].isNotNull())))
         # Positions on one line through midnight: the previous day's are negative, the next day's >= n.
-        prev_pos = F.coalesce(prev_in, F.col("_pv.i") - F.col("_pv.n"))
-        prev_val = F.coalesce(good[prev_in], F.col("_pv.v"))
-        next_pos = F.coalesce(next_in, n + F.col("_nv.i"))
-        next_val = F.coalesce(good[next_in], F.col("_nv.v"))
+        prev_pos = F.coalesce(prev_in, F.col("_prev.last_good_i") - F.col("_prev.n"))
+        prev_val = F.coalesce(good[prev_in], F.col("_prev.last_good_v"))
+        next_pos = F.coalesce(next_in, n + F.col("_next.first_good_i"))
+        next_val = F.coalesce(good[next_in], F.col("_next.first_good_v"))
         line = prev_val + (next_val - prev_val) * (i - prev_pos) / (next_pos - prev_pos)
+        is_outlier = F.coalesce(F.col("outlier")[i], F.lit(False))
         return (F.when(x.isNotNull(), x)
-                .when(_mask_has("outlier_mask", i, 64 * words), F.coalesce(line, prev_val, next_val, F.col("median_kwh")))
+                .when(is_outlier, F.coalesce(line, prev_val, next_val, F.col("fill_level_kwh"), F.col("day_mean_kwh")))
                 .when(next_pos - prev_pos - 1 <= max_gap, line))
 
-    df = df.withColumn("kwh", F.when(complete, good).otherwise(F.transform(good, fix)))
-    return df.drop("_first", "_last", "_pv", "_nv")
+    return df.withColumn("kwh", F.when(F.col("needs_repair"), F.transform(good, fix)).otherwise(good)).drop("_kept")
 
 
-def repaired_rows(repaired: DataFrame, outliers: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
-    """The clean rows that repair created: ``outlier_replaced`` (raw value in ``kwh_raw``) and ``interpolated``.
-
-    ``outliers``: the outlier readings (meter_id, ts, kwh), small.
-    """
+def day_rows(repaired: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+    """Repaired days -> silver.ami_clean rows: ``measured``, ``outlier_replaced`` (raw value in ``kwh_raw``)
+    and ``interpolated`` (``kwh_raw`` null), one per position with a value."""
     step = interval_minutes * 60
-    words = sum(1 for c in repaired.columns if c.startswith("outlier_mask"))
-    df = (repaired.filter("needs_repair")
-          .select("meter_id", "date", "day_start_epoch", *[f"outlier_mask{w}" for w in range(words)],
-                  F.posexplode(F.arrays_zip(F.col("good").alias("good"), F.col("kwh").alias("kwh"))).alias("pos", "r"))
-          .filter(F.col("r.good").isNull() & F.col("r.kwh").isNotNull()))
-    df = df.select(
-        "meter_id", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step).alias("ts"), "date",
-        F.col("pos").alias("slot"), F.col("r.kwh").alias("kwh"),
-        F.when(_mask_has("outlier_mask", F.col("pos"), 64 * words), "outlier_replaced").otherwise("interpolated").alias("quality"))
-    raw = F.broadcast(outliers.groupBy("meter_id", "ts").agg(F.max("kwh").alias("_raw")))
-    df = (df.join(raw, ["meter_id", "ts"], "left")
-          .withColumn("kwh_raw", F.when(F.col("quality") == "outlier_replaced", F.col("_raw"))))
+    zipped = F.arrays_zip(F.col("v").alias("v"), F.col("kwh").alias("kwh"),
+                          F.coalesce(F.col("outlier"), F.array().cast("array<boolean>")).alias("o"))
+    df = (repaired.select("meter_id", "date", "day_start_epoch", F.posexplode(zipped).alias("pos", "r"))
+          .filter(F.col("r.kwh").isNotNull()))
+    quality = (F.when(F.col("r.v").isNull(), "interpolated")
+               .when(F.coalesce(F.col("r.o"), F.lit(False)), "outlier_replaced").otherwise("measured"))
+    df = df.select("meter_id", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step).alias("ts"), "date",
+                   F.col("pos").alias("slot"), F.col("r.kwh").alias("kwh"), F.col("r.v").alias("kwh_raw"),
+                   quality.alias("quality"))
     if fixed_utc_offset_seconds(time_zone) is None:
         # DST zones: position and wall-clock slot differ on the two change days.
         df = with_local_time(df.drop("slot"), time_zone, interval_minutes).drop("local_date", "aligned")
     return df.select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality")
 
 
-def split_duplicates(flagged: DataFrame, days: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(kept, duplicates): on the meter-days read more often than they have distinct positions,
-    keep one reading per instant (non-candidate first, then the largest kWh); the rest are
-    duplicates. Only those few meter-days are sorted; all other readings pass through.
-
-    Both outputs keep the columns of ``flagged``; kept rows cover every meter-day.
-    """
-    dup_days = F.broadcast(days.filter(F.col("readings") > F.col("present"))
-                           .select("meter_id", F.col("date").alias("local_date")))
-    plain = flagged.join(dup_days, ["meter_id", "local_date"], "left_anti")
-    suspects = flagged.join(dup_days, ["meter_id", "local_date"], "left_semi")
-    w = Window.partitionBy("meter_id", "ts").orderBy(F.col("candidate").asc(), F.col("kwh").desc())
+def resolve_duplicates(accepted: DataFrame, days: DataFrame, scales: DataFrame, capacity: DataFrame, *,
+                       interval_minutes: int, rule: "OutlierRule") -> tuple[DataFrame, DataFrame]:
+    """(kept, duplicates) on the meter-days read more often than they have distinct positions: one reading
+    per instant is kept (non-candidate first, then the largest kWh), the rest are duplicates. Only those
+    few meter-days are ranked. ``kept``: (meter_id, date, _fix) with _fix a map position -> kept kWh;
+    ``duplicates``: the duplicate rows with the columns of ``accepted``."""
+    keys = F.broadcast(days.filter(F.col("readings") > F.col("present")).select("meter_id", F.col("date").alias("local_date")))
+    suspects = (accepted.join(keys, ["meter_id", "local_date"], "left_semi")
+                .join(F.broadcast(scales.select("meter_id", F.col("date").alias("local_date"), "outlier_scale_kwh")),
+                      ["meter_id", "local_date"], "left")
+                .join(F.broadcast(capacity), "meter_id", "left"))
+    suspects = _thresholds(suspects, interval_minutes=interval_minutes, rule=rule)
+    w = Window.partitionBy("meter_id", "ts").orderBy(_is_candidate(F.col("kwh")).asc(), F.col("kwh").desc())
     ranked = suspects.withColumn("_n", F.row_number().over(w))
-    kept = plain.unionByName(ranked.filter(F.col("_n") == 1).drop("_n"))
-    duplicates = ranked.filter(F.col("_n") > 1).drop("_n")
+    kept = (ranked.filter(F.col("_n") == 1).groupBy("meter_id", F.col("local_date").alias("date"))
+            .agg(F.map_from_entries(F.collect_list(F.struct("pos", "kwh"))).alias("_fix")))
+    duplicates = ranked.filter(F.col("_n") > 1).select(*accepted.columns)
     return kept, duplicates
-
-
-def meter_day_quality(clean: DataFrame, quarantine: DataFrame, known_meters: DataFrame, calendar: DataFrame) -> DataFrame:
-    """One row per known meter and local day of the calendar: expected, measured, replaced,
-    interpolated, missing and quarantined counts; a day with no reading at all is all missing."""
-    counts = clean.groupBy("meter_id", "date").agg(
-        F.sum(F.when(F.col("quality") == "measured", 1).otherwise(0)).cast("int").alias("measured_intervals"),
-        F.sum(F.when(F.col("quality") == "outlier_replaced", 1).otherwise(0)).cast("int").alias("outlier_intervals"),
-        F.sum(F.when(F.col("quality") == "interpolated", 1).otherwise(0)).cast("int").alias("interpolated_intervals"),
-    )
-    quarantined = quarantine.filter(F.col("local_date").isNotNull()).groupBy(
-        "meter_id", F.col("local_date").alias("date")).agg(F.count(F.lit(1)).cast("int").alias("quarantined_readings"))
-    grid = known_meters.select("meter_id").distinct().crossJoin(F.broadcast(calendar.select("date", "expected_intervals")))
-    out = (grid.join(counts, ["meter_id", "date"], "left").join(quarantined, ["meter_id", "date"], "left")
-           .fillna(0, ["measured_intervals", "outlier_intervals", "interpolated_intervals", "quarantined_readings"]))
-    present = F.col("measured_intervals") + F.col("outlier_intervals") + F.col("interpolated_intervals")
-    missing = F.greatest(F.col("expected_intervals") - present, F.lit(0)).cast("int")
-    return out.select(
-        "meter_id", "date", F.col("expected_intervals").cast("int"), "measured_intervals", "outlier_intervals",
-        "interpolated_intervals", missing.alias("missing_intervals"), "quarantined_readings",
-        (missing == 0).alias("complete"))
 
 
 @dataclass(frozen=True)
 class OutlierRule:
     """When an accepted reading is an outlier (``clean.*`` keys of the same names).
 
-    ``scale_multiple`` x max(meter P99, ``scale_floor_kw`` x interval hours) is the level a
-    reading must exceed to be ``high``; ``neighbour_multiple``: how far above both time
-    neighbours an isolated spike stands; ``capacity_margin``: multiple of the contracted
-    capacity x interval hours above which a reading is physically implausible.
+    ``scale_multiple`` x max(the meter's scale for the day, ``scale_floor_kw`` x interval hours) is
+    the level a reading must exceed to be ``high``; the scale is the median of the meter's daily
+    largest readings over the look-back (:func:`lookback_scales`). ``neighbour_multiple``: how far
+    above both time neighbours an isolated spike stands; ``capacity_margin``: multiple of the
+    contracted capacity x interval hours above which a reading is physically implausible.
     """
 
     scale_multiple: float = 3.0
@@ -455,7 +348,20 @@ class CleanOutput:
 
     clean: DataFrame        # silver.ami_clean rows
     quarantine: DataFrame   # silver.ami_quarantine rows
+    repaired: DataFrame     # the repaired meter-days (cached): what quality_from counts
+    known_meters: DataFrame
+    calendar: DataFrame     # the output dates' calendar
     cached: list[DataFrame]
+
+    @property
+    def quality(self) -> DataFrame:
+        """silver.meter_day_quality rows, counting ``quarantine``."""
+        return self.quality_from(self.quarantine)
+
+    def quality_from(self, quarantine: DataFrame) -> DataFrame:
+        """silver.meter_day_quality rows counting the given quarantine rows (e.g. the written ones: no
+        second pass over the readings)."""
+        return meter_day_quality(self.repaired, quarantine, self.known_meters, self.calendar)
 
     def release(self) -> None:
         for df in self.cached:
@@ -470,39 +376,91 @@ def meter_capacity(known_meters: DataFrame) -> DataFrame:
     return known_meters.groupBy("meter_id").agg(F.max(capacity).cast("double").alias("contracted_capacity_kva"))
 
 
+def meter_day_quality(repaired: DataFrame, quarantine: DataFrame, known_meters: DataFrame, calendar: DataFrame) -> DataFrame:
+    """One row per known meter and local day of ``calendar``: expected, measured, replaced, interpolated,
+    missing and quarantined counts, the day's reading statistics and the scale that judged it. A day with
+    no reading at all is all missing."""
+    present_after = F.size(F.filter("kwh", lambda x: x.isNotNull()))
+    counts = repaired.select(
+        "meter_id", "date",
+        (F.col("present") - F.col("outlier_count")).alias("measured_intervals"),
+        F.col("outlier_count").alias("outlier_intervals"),
+        (present_after - F.col("present")).alias("interpolated_intervals"),
+        "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh", "fill_level_kwh")
+    quarantined = quarantine.filter(F.col("local_date").isNotNull()).groupBy(
+        "meter_id", F.col("local_date").alias("date")).agg(F.count(F.lit(1)).cast("int").alias("quarantined_readings"))
+    grid = known_meters.select("meter_id").distinct().crossJoin(F.broadcast(calendar.select("date", "expected_intervals")))
+    out = (grid.join(counts, ["meter_id", "date"], "left").join(quarantined, ["meter_id", "date"], "left")
+           .fillna(0, ["measured_intervals", "outlier_intervals", "interpolated_intervals", "quarantined_readings"]))
+    present = F.col("measured_intervals") + F.col("outlier_intervals") + F.col("interpolated_intervals")
+    missing = F.greatest(F.col("expected_intervals") - present, F.lit(0)).cast("int")
+    return out.select(
+        "meter_id", "date", F.col("expected_intervals").cast("int"), F.col("measured_intervals").cast("int"),
+        F.col("outlier_intervals").cast("int"), F.col("interpolated_intervals").cast("int"),
+        missing.alias("missing_intervals"), "quarantined_readings", (missing == 0).alias("complete"),
+        "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh", "fill_level_kwh")
+
+
+PRIOR_STATS_SCHEMA = "meter_id string, date date, day_max_kwh double, day_mean_kwh double"
+
+
 def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *, time_zone: str,
                             interval_minutes: int, first_date: dt.date, last_date: dt.date, max_interval_kwh: float,
-                            max_gap: int, rule: OutlierRule = OutlierRule(),
+                            max_gap: int, rule: OutlierRule = OutlierRule(), lookback_days: int = 14,
+                            dates: Iterable[dt.date] | None = None, prior_stats: DataFrame | None = None,
                             cache: Callable[[DataFrame], DataFrame] = lambda df: df) -> CleanOutput:
-    """Raw readings -> clean rows and quarantine rows (see the module docstring for the rules).
+    """Raw readings -> clean rows, quarantine rows and meter-day quality of ``dates`` (see the module
+    docstring for the rules).
 
-    ``known_meters``: the archive's ``meter_id`` and, when it has it, ``contracted_capacity_kva``.
-    ``cache`` is applied to the frames read more than once (the job passes ``persist``).
+    ``raw``: the readings of ``dates`` (default: every day of ``first_date .. last_date``) and of the
+    days a day's output reads: its two neighbours and the look-back days that ``prior_stats`` lacks.
+    Readings of other days in ``raw`` are context only: nothing of them is returned.
+    ``prior_stats``: (meter_id, date, day_max_kwh, day_mean_kwh) of look-back days not in ``raw`` (the
+    stored silver.meter_day_quality). ``calendar``: :func:`local_calendar` of every day in ``raw`` and
+    ``dates``. ``known_meters``: the archive's ``meter_id`` and, when it has it,
+    ``contracted_capacity_kva``. ``cache`` is applied to the frames read more than once (the job passes
+    ``persist``).
     """
+    out_dates = sorted(dates) if dates is not None else [
+        first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
     positions = int(max(r["expected_intervals"] for r in calendar.select("expected_intervals").collect()))
     tagged = tag_reasons(raw, known_meters, calendar, time_zone=time_zone, interval_minutes=interval_minutes,
                          first_date=first_date, last_date=last_date, max_interval_kwh=max_interval_kwh)
-    accepted = tagged.filter(F.col("reason").isNull())
-    stats = cache(meter_reading_stats(accepted).join(meter_capacity(known_meters), "meter_id", "left"))
-    flagged = flag_candidates(accepted, stats, interval_minutes=interval_minutes, scale_multiple=rule.scale_multiple,
-                              scale_floor_kw=rule.scale_floor_kw, capacity_margin=rule.capacity_margin)
-    days = cache(meter_day_readings(flagged, positions))
-    candidates = flagged.filter("candidate").select(
-        "meter_id", "ts", F.col("local_date").alias("date"), "pos", "kwh", "high", "over_capacity")
-    located = cache(locate_neighbours(candidates, calendar))
-    decided = cache(decide_outliers(located, days, neighbour_multiple=rule.neighbour_multiple))
-    kept, duplicates = split_duplicates(flagged, days)
+    accepted = tagged.filter(F.col("reason").isNull()).select("meter_id", "ts", "kwh", "date", "local_date", "pos")
+    days = cache(meter_day_arrays(accepted, positions))
+    stats = days.select("meter_id", "date", "day_max_kwh", "day_mean_kwh")
+    if prior_stats is not None:
+        stats = stats.unionByName(prior_stats.filter(F.col("day_max_kwh").isNotNull())
+                                  .select("meter_id", "date", "day_max_kwh", "day_mean_kwh"))
+    scales = cache(lookback_scales(stats, lookback_days))
+    capacity = cache(meter_capacity(known_meters))
+    kept, duplicates = resolve_duplicates(accepted, days, scales, capacity, interval_minutes=interval_minutes, rule=rule)
+    kept = cache(kept)
+    cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
+    fixed = F.col("_fix")
+    flagged = (days.join(F.broadcast(kept), ["meter_id", "date"], "left")
+               .withColumn("v", F.when(fixed.isNull(), F.col("v")).otherwise(
+                   F.transform("v", lambda x, i: F.coalesce(F.try_element_at(fixed, i), x))))
+               .withColumn("present", F.when(fixed.isNull(), F.col("present"))
+                           .otherwise(F.size(F.filter("v", lambda x: x.isNotNull()))))
+               .drop("_fix")
+               .join(scales, ["meter_id", "date"], "left")
+               .join(F.broadcast(capacity), "meter_id", "left")
+               .join(cal, "date")
+               .withColumn("v", F.slice("v", 1, F.col("expected_intervals"))))
+    flagged = _thresholds(flagged, interval_minutes=interval_minutes, rule=rule)
+    flagged = flagged.withColumn("has_candidate", F.exists("v", _is_candidate))
+    repaired = decide_and_repair(flagged.filter(F.col("date").isin(out_dates)), day_edges(flagged), rule=rule,
+                                 max_gap=max_gap)
+    # Read by the clean rows and by the quality rows: decided and repaired once.
+    repaired = cache(repaired.select("meter_id", "date", "day_start_epoch", "v", "kwh", "outlier", "present",
+                                     "outlier_count", "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh",
+                                     "fill_level_kwh"))
+    clean = day_rows(repaired, interval_minutes=interval_minutes, time_zone=time_zone)
     quarantine_cols = ["meter_id", "ts", "kwh", "date", "local_date", "reason"]
     quarantine = (tagged.filter(F.col("reason").isNotNull()).select(*quarantine_cols)
-                  .unionByName(duplicates.withColumn("reason", F.lit("duplicate")).select(*quarantine_cols)))
-    repaired = repair_days(settle_days(days, decided, positions), calendar, max_gap=max_gap)
-    outliers = decided.filter("outlier")
-    # A kept candidate is measured unless it was decided an outlier.
-    confirmed = F.broadcast(outliers.select("meter_id", "ts").distinct().withColumn("_outlier", F.lit(True)))
-    measured = (kept.join(confirmed, ["meter_id", "ts"], "left")
-                .filter(~(F.col("candidate") & F.col("_outlier").isNotNull()))
-                .select("meter_id", "ts", F.col("local_date").alias("date"), "slot", "kwh", F.col("kwh").alias("kwh_raw"),
-                        F.lit("measured").alias("quality")))
-    fixed = repaired_rows(repaired, outliers.select("meter_id", "ts", "kwh"),
-                          interval_minutes=interval_minutes, time_zone=time_zone)
-    return CleanOutput(clean=measured.unionByName(fixed), quarantine=quarantine, cached=[stats, days, located, decided])
+                  .unionByName(duplicates.withColumn("reason", F.lit("duplicate")).select(*quarantine_cols))
+                  .filter(F.col("date").isin(out_dates)))
+    return CleanOutput(clean=clean, quarantine=quarantine, repaired=repaired, known_meters=known_meters,
+                       calendar=calendar.filter(F.col("date").isin(out_dates)),
+                       cached=[days, scales, capacity, kept, repaired])
