@@ -89,10 +89,10 @@ def plan_dates(lake, settings: Settings, stage: str, as_of: dt.date, window_days
     new = has_input - has_output
 
     reasons: dict[dt.date, str] = {}
-    for day in sorted(changed):
+    for day in sorted(new):
+        reasons[day] = f"new: rows in {table}, no {output} partition yet"
+    for day in sorted(changed - new):
         reasons[day] = f"{table} changed after version {since}"
-    for day in sorted(new - changed):
-        reasons[day] = f"new: rows in {table}, no {output} partition"
     reached: set[dt.date] = set()
     if stage == "clean":
         lookback = settings.clean.scale_lookback_days
@@ -106,7 +106,7 @@ def plan_dates(lake, settings: Settings, stage: str, as_of: dt.date, window_days
         summary = (f"{stage}: nothing new in the window {first} .. {as_of} ({table} version {since} -> {current}, "
                    f"{len(changed)} changed date(s) outside the window)")
     else:
-        counts = [f"{len(changed & in_window)} changed", f"{len(new - changed)} new"]
+        counts = [f"{len(new)} new", f"{len((changed - new) & in_window)} changed"]
         if stage == "clean":
             counts.append(f"{len(reached & in_window)} reached by them")
         summary = (f"{stage}: {len(dates)} of {len(window)} window dates ({compact_dates(dates)}): "

@@ -1,0 +1,183 @@
+"""Incremental runs: the date planner (stages.incremental) on hand-made lakes, with stub stages that write one
+row per planned date, so each test sees exactly which dates a run was given and what ops.job_runs recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from gridpersona.contracts.bronze import AMI_INTERVAL
+from gridpersona.contracts.ops import JOB_RUNS
+from gridpersona.contracts.silver import AMI_CLEAN
+from gridpersona.lake import deltalog
+from gridpersona.stages.incremental import plan_dates
+from gridpersona.stages.pipeline import stage_spec
+from gridpersona.stages.runner import StageContext, StageResult, parse_compact_dates, run_stage
+from gridpersona.synthetic.generate import arrow_schema
+
+D = [dt.date(2026, 6, 1) + dt.timedelta(days=i) for i in range(12)]  # D[0] .. D[11]
+LOOKBACK = 2  # clean's scale look-back: a changed day x reaches x-1 .. x+3
+WINDOW = 6
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(f"clean.scale_lookback_days={LOOKBACK}", f"pipeline.window_days={WINDOW}")
+
+
+def _bronze(days, meters=("m1",), hour=0) -> pa.Table:
+    """One reading per meter and day at ``hour`` UTC (a different hour is another reading of the same day)."""
+    rows = [{"meter_id": m, "ts": dt.datetime(d.year, d.month, d.day, hour, tzinfo=dt.timezone.utc), "kwh": 0.5,
+             "date": d} for d in days for m in meters]
+    return pa.Table.from_pylist(rows, schema=arrow_schema(AMI_INTERVAL))
+
+
+def _land(lake, days, hour=0):
+    lake.write_arrow(AMI_INTERVAL.name, _bronze(days, hour=hour), mode="append", partition_by=["date"])
+
+
+def _stub(stage: str, calls: list):
+    """A stage function writing one row per date it is given to the stage's date output."""
+    output = stage_spec(stage).incremental_output
+
+    def run(ctx: StageContext) -> StageResult:
+        dates = ctx.process_dates
+        calls.append(dates)
+        df = ctx.spark.createDataFrame([(ctx.run_id, d) for d in dates], "run_id string, date date")
+        return StageResult(outputs={output: ctx.lake.replace(df, output, where={"date": dates},
+                                                             partition_by=["date"]).rows})
+
+    return run
+
+
+def _run(settings, spark, lake, stage, as_of, calls):
+    """One incremental run of ``stage``'s stub through run_stage, planned as run_pipeline plans it."""
+    spec = stage_spec(stage)
+    ctx = StageContext(settings, spark, lake, as_of, WINDOW)
+    run_stage(stage, _stub(stage, calls), ctx, outputs=spec.outputs, inputs=spec.inputs,
+              plan=lambda c: plan_dates(c.lake, c.settings, stage, c.as_of, c.window_days))
+    return calls[-1] if calls else None
+
+
+def _last_row(lake, stage):
+    rows = [r for r in lake.read_arrow(JOB_RUNS.name).to_pylist() if r["stage"] == stage and r["status"] != "running"]
+    return max(rows, key=lambda r: r["started_at"])
+
+
+def _window(as_of):
+    return [as_of - dt.timedelta(days=i) for i in reversed(range(WINDOW))]
+
+
+def test_first_run_plans_the_whole_window_and_records_its_dates(settings, spark, lake):
+    _land(lake, D[0:6])
+    plan = plan_dates(lake, settings, "clean", D[5], WINDOW)
+    assert list(plan.dates) == _window(D[5])
+    assert set(plan.reasons.values()) == {"first run"}
+
+    calls = []
+    assert _run(settings, spark, lake, "clean", D[5], calls) == _window(D[5])
+    row = _last_row(lake, "clean")
+    assert row["status"] == "succeeded"
+    assert parse_compact_dates(row["dates"]) == _window(D[5])
+
+
+def test_a_new_bronze_day_plans_that_day_and_the_days_it_reaches_inside_the_window(settings, spark, lake):
+    _land(lake, D[0:6])
+    _run(settings, spark, lake, "clean", D[5], [])
+    _land(lake, [D[6]])
+    plan = plan_dates(lake, settings, "clean", D[6], WINDOW)
+    # D[6] is new; it reaches D[5] (its neighbour) and D[7]..D[9], which lie after the window.
+    assert list(plan.dates) == [D[5], D[6]]
+    assert plan.reasons[D[6]].startswith("new")
+    assert plan.reasons[D[5]].startswith(f"reads {D[6]}")
+
+
+def test_shapes_plans_exactly_the_dates_clean_rewrote_with_no_look_back(settings, spark, lake):
+    day = {"meter_id": "m1", "ts": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc), "interval_kwh": 1.0}
+    schema = pa.schema([("meter_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+                        ("interval_kwh", pa.float64()), ("date", pa.date32())])
+    lake.write_arrow(AMI_CLEAN.name, pa.Table.from_pylist([{**day, "date": d} for d in D[0:6]], schema=schema),
+                     mode="append", partition_by=["date"])
+    _run(settings, spark, lake, "shapes", D[5], [])
+    lake.write_arrow(AMI_CLEAN.name, pa.Table.from_pylist([{**day, "date": d} for d in (D[2], D[3])], schema=schema),
+                     mode="append", partition_by=["date"])
+    plan = plan_dates(lake, settings, "shapes", D[5], WINDOW)
+    assert list(plan.dates) == [D[2], D[3]]
+
+
+def test_a_late_reading_appended_to_an_old_day_plans_that_day_and_its_reach(settings, spark, lake):
+    _land(lake, D[0:8])
+    _run(settings, spark, lake, "clean", D[7], [])
+    _land(lake, [D[3]], hour=5)  # a late reading of D[3] landing after its day was cleaned
+    calls = []
+    assert _run(settings, spark, lake, "clean", D[7], calls) == [D[2], D[3], D[4], D[5], D[6]]
+    assert parse_compact_dates(_last_row(lake, "clean")["dates"]) == [D[2], D[3], D[4], D[5], D[6]]
+
+
+def test_a_change_before_the_window_plans_the_window_days_it_reaches(settings, spark, lake):
+    _land(lake, D[0:10])
+    _run(settings, spark, lake, "clean", D[9], [])  # window D[4] .. D[9]
+    _land(lake, [D[2]], hour=5)  # before the window; its look-back reach ends at D[5]
+    assert list(plan_dates(lake, settings, "clean", D[9], WINDOW).dates) == [D[4], D[5]]
+
+
+def test_a_rewritten_bronze_partition_is_detected(settings, spark, lake):
+    _land(lake, D[0:8])
+    _run(settings, spark, lake, "clean", D[7], [])
+    df = spark.createDataFrame(_bronze([D[4]], meters=("m1", "m2")).to_pylist(), AMI_INTERVAL.schema)
+    lake.replace(df, AMI_INTERVAL.name, where={"date": [D[4]]})
+    plan = plan_dates(lake, settings, "clean", D[7], WINDOW)
+    assert list(plan.dates) == [D[3], D[4], D[5], D[6], D[7]]
+    assert "changed" in plan.reasons[D[4]]
+
+
+def test_nothing_new_runs_no_stage_code_writes_nothing_and_still_logs_a_succeeded_run(settings, spark, lake, caplog):
+    _land(lake, D[0:6])
+    calls = []
+    _run(settings, spark, lake, "clean", D[5], calls)
+    output = stage_spec("clean").incremental_output
+    version = lake.version(output)
+    with caplog.at_level("INFO", logger="gridpersona"):
+        _run(settings, spark, lake, "clean", D[5], calls)
+    assert len(calls) == 1  # the stub ran for the first run only
+    assert lake.version(output) == version
+    row = _last_row(lake, "clean")
+    assert row["status"] == "succeeded" and row["dates"] == ""
+    assert "nothing new" in caplog.text
+    # The next plan starts from the version the empty run pinned: a new day is all it sees.
+    _land(lake, [D[6]])
+    assert list(plan_dates(lake, settings, "clean", D[6], WINDOW).dates) == [D[5], D[6]]
+
+
+def test_a_failed_run_does_not_move_the_plan_forward(settings, spark, lake):
+    _land(lake, D[0:6])
+    _run(settings, spark, lake, "clean", D[5], [])
+    _land(lake, [D[6]])
+    spec = stage_spec("clean")
+
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        run_stage("clean", broken, StageContext(settings, spark, lake, D[6], WINDOW), outputs=spec.outputs,
+                  inputs=spec.inputs, plan=lambda c: plan_dates(c.lake, c.settings, "clean", c.as_of, c.window_days))
+    assert list(plan_dates(lake, settings, "clean", D[6], WINDOW).dates) == [D[5], D[6]]
+
+
+def test_a_commit_gone_from_the_log_plans_the_whole_window_and_says_why(settings, spark, lake):
+    _land(lake, D[0:6])
+    _run(settings, spark, lake, "clean", D[5], [])
+    _land(lake, [D[6]])
+    _land(lake, [D[6]], hour=5)
+    path = lake.path(AMI_INTERVAL.name)
+    # As Delta's log cleanup does: a checkpoint of the newest version, then the older commit files go.
+    DeltaTable(path).create_checkpoint()
+    for version in deltalog.commit_versions(path)[:-1]:
+        os.remove(os.path.join(deltalog.log_dir(path), f"{version:020d}.json"))
+    plan = plan_dates(lake, settings, "clean", D[6], WINDOW)
+    assert list(plan.dates) == _window(D[6])
+    assert "no longer in its Delta log" in plan.reasons[D[6]]
