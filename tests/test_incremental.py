@@ -260,3 +260,18 @@ def test_nightly_incremental_runs_with_late_readings_equal_one_window_run(make_s
             assert before.filter("measured_intervals + outlier_intervals + interpolated_intervals > 0").count() == 0
         else:
             assert before.count() == 0
+
+
+def test_cli_refuses_incremental_with_window_days_and_for_a_whole_window_stage(tmp_path, capsys):
+    from gridpersona.app.cli import main
+
+    lake_root = f"lake.root={tmp_path / 'lake'}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--env", "test", "--set", lake_root, "run", "clean", "--as-of", "2026-06-07", "--incremental",
+              "--window-days", "3"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["--env", "test", "--set", lake_root, "run", "segment-train", "--as-of", "2026-06-07",
+                 "--incremental"]) == 2
+    err = capsys.readouterr().err
+    assert "--incremental applies to clean, shapes" in err and len(err.strip().splitlines()) == 1
