@@ -275,3 +275,19 @@ def test_cli_refuses_incremental_with_window_days_and_for_a_whole_window_stage(t
                  "--incremental"]) == 2
     err = capsys.readouterr().err
     assert "--incremental applies to clean, shapes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_window_day_without_readings_is_new_to_clean_once_and_never_to_shapes(settings, spark, lake):
+    _land(lake, D[0:6])
+    _run(settings, spark, lake, "clean", D[5], [])
+    # D[6] ends with no reading landed: clean writes it (all missing, as a window run would), once.
+    plan = plan_dates(lake, settings, "clean", D[6], WINDOW)
+    assert list(plan.dates) == [D[6]] and plan.reasons[D[6]].startswith("new")
+    _run(settings, spark, lake, "clean", D[6], [])
+    assert plan_dates(lake, settings, "clean", D[6], WINDOW).dates == ()
+
+    schema = pa.schema([("meter_id", pa.string()), ("date", pa.date32())])
+    lake.write_arrow(AMI_CLEAN.name, pa.Table.from_pylist([{"meter_id": "m1", "date": d} for d in D[0:6]],
+                                                          schema=schema), mode="append", partition_by=["date"])
+    _run(settings, spark, lake, "shapes", D[5], [])
+    assert plan_dates(lake, settings, "shapes", D[6], WINDOW).dates == ()

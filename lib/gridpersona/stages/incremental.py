@@ -9,7 +9,8 @@ plan reads only the Delta log and ops.job_runs (no Spark job):
 - changed = the ``date`` partition of every file added or removed by the input's commits after v0
   (a late reading appended to an old day, a day rewritten); a commit file gone from the log (log
   cleanup) -> the whole window.
-- new = window dates the input holds rows for and the stage's output has no partition of.
+- new = window dates the stage's output has no partition of (shapes: only those the input holds rows
+  for; clean writes a day without readings too, as all missing).
 - clean: every date a changed or new day reaches (:func:`gridpersona.transform.clean.affected_dates`:
   the day's neighbours and the days whose look-back scale reads it).
 - only dates of the window are kept. An empty plan runs nothing and still logs a succeeded run, so
@@ -86,17 +87,21 @@ def plan_dates(lake, settings: Settings, stage: str, as_of: dt.date, window_days
     in_window = set(window)
     has_input = {_as_date(d) for d in lake.partition_values(table, "date")} & in_window
     has_output = {_as_date(d) for d in lake.partition_values(output, "date")} if lake.exists(output) else set()
-    new = has_input - has_output
+    # Clean writes a quality row for every known meter and calendar day, readings or not (a day without
+    # any is all missing), so each window day is new to it until it has a partition; shapes writes rows
+    # only for days with clean rows, so a day without any would stay new for ever.
+    new = (in_window if stage == "clean" else has_input) - has_output
 
     reasons: dict[dt.date, str] = {}
     for day in sorted(new):
-        reasons[day] = f"new: rows in {table}, no {output} partition yet"
+        reasons[day] = f"new: no {output} partition yet"
     for day in sorted(changed - new):
         reasons[day] = f"{table} changed after version {since}"
     reached: set[dt.date] = set()
     if stage == "clean":
         lookback = settings.clean.scale_lookback_days
-        for day in sorted(changed | new):
+        # A day without readings changes no other day's output: only days with readings reach.
+        for day in sorted(changed | (new & has_input)):
             for other in sorted(affected_dates([day], lookback) - changed - new):
                 reasons.setdefault(other, f"reads {day} (neighbour or {lookback}-day scale look-back)")
                 reached.add(other)
