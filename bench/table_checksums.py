@@ -40,7 +40,11 @@ def tables(root: str) -> list[str]:
 
 def checksum(root: str, table: str) -> dict:
     layer, name = table.split(".", 1)
-    data = DeltaTable(os.path.join(root, layer, name)).to_pyarrow_table()
+    return arrow_checksum(DeltaTable(os.path.join(root, layer, name)).to_pyarrow_table())
+
+
+def arrow_checksum(data) -> dict:
+    """Rows, the order-independent checksum and the volatile columns left out, of an Arrow table."""
     kept = [c for c in data.column_names if c not in VOLATILE]
     frame = data.select(kept).to_pandas()
     # Lists and maps are hashed through their text form; floats through repr (exact to the bit).

@@ -2,10 +2,13 @@
 
 Two DAGs, both submitting every stage with ``scripts/submit.sh`` through a ``BashOperator``:
 
-- ``gridpersona_daily`` (02:00 local, every day): clean >> shapes, as-of = the day that just ended.
+- ``gridpersona_daily`` (02:00 local, every day): clean >> shapes with ``--incremental``, as-of = the
+  day that just ended. Each stage writes only the dates of its window that are new or changed since
+  its last succeeded run (the day that ended, late readings landed in older days, and for clean the
+  days those reach through its look-back); see docs/operations.md.
 - ``gridpersona_monthly`` (04:00 local on the 1st): waits for the daily shapes of the month's last
   day, then segment-train >> segment-assign >> tags >> campaigns >> evaluate, and tags >> profile;
-  as-of = the month's last day.
+  as-of = the month's last day. It reads the stored daily shapes and never reruns clean or shapes.
 
 **Why submit.sh and not SparkSubmitOperator.** submit.sh is the one way gridpersona is submitted:
 it validates the config before anything starts, builds and ships the artifacts (package zip with
@@ -28,7 +31,13 @@ For the monthly DAG ([1st 04:00, next 1st 04:00)) it is the month's last day. Th
 (``ds``) is not used: it is the interval's *start* in UTC, which for a UTC+8 zone is the previous
 calendar day, and with Airflow 3's default cron timetable it is the trigger time, not a day that
 has been completed. Every stage is idempotent per as-of, so a retry or a rerun replaces exactly its
-own output.
+own output; an incremental retry after a failure plans from the last *succeeded* run, so it redoes
+what the failed one did not publish.
+
+**Missed days.** A daily run that did not happen (scheduler down, paused DAG) needs no replay: the
+next run's plan picks up every window date whose readings are new or changed since the last
+succeeded run, however many days that spans. A backfill (a changed cleaning rule, a date outside the
+window) is a manual whole-window run: ``submit.sh clean --as-of D --window-days N``, then shapes.
 
 **No work at parse time.** The file imports Airflow only (no Spark, no gridpersona, no lake
 access); everything that touches data runs inside the tasks. Settings come from Airflow Variables
@@ -95,11 +104,13 @@ def _var(name: str, default: str) -> str:
     return "{{ var.value.get('%s', '%s') }}" % (name, default)
 
 
-def submit_task(stage: str) -> BashOperator:
-    """A task that submits one stage with scripts/submit.sh for the run's as-of date."""
+def submit_task(stage: str, incremental: bool = False) -> BashOperator:
+    """A task that submits one stage with scripts/submit.sh for the run's as-of date (``incremental``:
+    only the window's new or changed dates)."""
     command = (
         '"$GRIDPERSONA_HOME/scripts/submit.sh" ' + stage
         + " --as-of {{ gridpersona_as_of(data_interval_end) }}"
+        + (" --incremental" if incremental else "")
         + ' --env "$GRIDPERSONA_ENV" --master "$GRIDPERSONA_MASTER" '
         + _var("gridpersona_submit_args", "")
         # A trailing space: a command ending in ".sh" would be taken for a template file name.
@@ -126,14 +137,14 @@ with DAG(
     description="gridpersona daily: clean the day's meter readings and build daily load shapes",
     schedule=CronDataIntervalTimetable(DAILY_CRON, timezone=TIME_ZONE),
     start_date=dt.datetime(2026, 1, 1, tzinfo=ZoneInfo(TIME_ZONE)),
-    catchup=False,          # each run recomputes its whole window: missed days need no replay
-    max_active_runs=1,      # runs for neighbouring days replace overlapping window partitions
+    catchup=False,          # the next run's plan picks up every day a missed run would have written
+    max_active_runs=1,      # a run plans from the previous one's succeeded row: they must not overlap
     default_args=DEFAULT_ARGS,
     user_defined_macros=_MACROS,
     tags=["gridpersona", "daily"],
     doc_md=__doc__,
 ) as daily_dag:
-    clean, shapes = (submit_task(s) for s in DAILY_STAGES)
+    clean, shapes = (submit_task(s, incremental=True) for s in DAILY_STAGES)
     clean >> shapes
 
 with DAG(

@@ -18,6 +18,7 @@ STAGE                   clean, shapes, segment-train, segment-assign, profile (a
 Job options (passed to the job; the config is validated here first, before anything is submitted):
   --as-of YYYY-MM-DD    last local day of the run's window (required)
   --window-days N       days in the window (default: pipeline.window_days)
+  --incremental         clean and shapes write only the window's new or changed dates (not with --window-days)
   --env NAME            environment: conf/<NAME>.yaml over conf/base.yaml (default: local)
   --set KEY=VALUE       override one config key, e.g. --set lake.root=/data/lake (repeatable)
   --conf-dir DIR        config folder to ship (default: the project's conf/)
@@ -71,7 +72,7 @@ EOF
 die() { printf 'submit.sh: error: %s\n' "$*" >&2; exit 2; }
 say() { printf '[submit] %s\n' "$*" >&2; }
 
-STAGE="" AS_OF="" WINDOW_DAYS="" ENV_NAME="local" CONF_DIR="$ROOT/conf"
+STAGE="" AS_OF="" WINDOW_DAYS="" INCREMENTAL="" ENV_NAME="local" CONF_DIR="$ROOT/conf"
 MASTER="local[2]" DEPLOY_MODE="client" APP_NAME="" BUILD_DIR="$ROOT/build/submit"
 PACK_VENV=0 VENV_ARCHIVE="" BUILD_ONLY=0
 DELTA_PACKAGES=${GRIDPERSONA_DELTA_PACKAGES:-io.delta:delta-spark_4.2_2.13:4.4.1}
@@ -85,6 +86,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage; exit 0 ;;
     --as-of) need "$@"; AS_OF=$2; shift 2 ;;
     --window-days) need "$@"; WINDOW_DAYS=$2; shift 2 ;;
+    --incremental) INCREMENTAL=1; shift ;;
     --env) need "$@"; ENV_NAME=$2; shift 2 ;;
     --set) need "$@"; SETS+=("$2"); shift 2 ;;
     --conf-dir) need "$@"; CONF_DIR=$2; shift 2 ;;
@@ -109,6 +111,7 @@ done
 [ -n "$AS_OF" ] || die "--as-of YYYY-MM-DD is required"
 [[ "$AS_OF" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]] || die "--as-of $AS_OF is not a date (YYYY-MM-DD)"
 [ -z "$WINDOW_DAYS" ] || [[ "$WINDOW_DAYS" =~ ^[1-9][0-9]*$ ]] || die "--window-days $WINDOW_DAYS must be a positive integer"
+[ -z "$WINDOW_DAYS" ] || [ -z "$INCREMENTAL" ] || die "--incremental and --window-days exclude each other (an incremental run plans within pipeline.window_days)"
 case "$DEPLOY_MODE" in client|cluster) ;; *) die "--deploy-mode must be client or cluster, got $DEPLOY_MODE" ;; esac
 for kv in ${CONFS[@]+"${CONFS[@]}"}; do [[ "$kv" == *=* ]] || die "--conf $kv: expected KEY=VALUE"; done
 # jobs/<stage>.py, dashes as underscores; profile's script is segment_profile.py (a jobs/profile.py
@@ -215,6 +218,7 @@ for kv in ${CONFS[@]+"${CONFS[@]}"}; do CMD+=(--conf "$kv"); done
 CMD+=(${EXTRA[@]+"${EXTRA[@]}"})
 CMD+=("$JOB" --as-of "$AS_OF" --env "$ENV_NAME" --conf-dir "$JOB_CONF_DIR" ${SET_ARGS[@]+"${SET_ARGS[@]}"})
 [ -z "$WINDOW_DAYS" ] || CMD+=(--window-days "$WINDOW_DAYS")
+[ -z "$INCREMENTAL" ] || CMD+=(--incremental)
 
 printf -v SHOWN '%q ' "${CMD[@]}"
 say "PYSPARK_PYTHON=${PYSPARK_PYTHON:-} PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-}"

@@ -107,6 +107,7 @@ def test_daily_dag_runs_clean_then_shapes_at_0200_local_with_retries(dagbag):
     for stage, task in (("clean", daily["tasks"]["clean"]), ("shapes", daily["tasks"]["shapes"])):
         assert task["type"] == "BashOperator" and task["retries"] == 2
         assert task["command"].startswith(f'"$GRIDPERSONA_HOME/scripts/submit.sh" {stage} --as-of {{{{ gridpersona_as_of(data_interval_end) }}}}')
+        assert " --incremental " in task["command"]  # only the window's new or changed dates
         assert task["command"].endswith(" ")  # never read as a template file name
 
 
@@ -128,6 +129,7 @@ def test_monthly_dag_waits_for_daily_then_segments_tags_campaigns_evaluate_profi
         assert task["retries"] == 2
         if task["type"] == "BashOperator":
             assert f"submit.sh\" {stage_of.get(task_id, task_id)} --as-of" in task["command"]
+            assert "--incremental" not in task["command"]  # a whole-window stage over the stored shapes
 
 
 def test_as_of_is_the_last_local_day_complete_at_the_end_of_the_data_interval(airflow):

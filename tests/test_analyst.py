@@ -92,7 +92,7 @@ def build_analyst_lake(spark, root) -> Lake:
           "tou", False, False, dt.date(2020, 1, 1)) for c, m, _ in CUSTOMERS], archive), "bronze.customer_archive")
     started = dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.timezone.utc)
     runs = [("run1", stage, AS_OF, 30, started + dt.timedelta(minutes=i), 10.0 + i, "succeeded", 1000 // (i + 1), 10 * (i + 1),
-             "{}", None, "cfg123", "0.1.0+test", "test", None, None, None, None)
+             "{}", None, "cfg123", "0.1.0+test", "test", None, None, None, None, None)
             for i, stage in enumerate(["clean", "shapes", "segment-train", "segment-assign", "profile"])]
     lake.append(spark.createDataFrame(runs, JOB_RUNS.schema), "ops.job_runs")
     tag_rows = [(AS_OF, c, m, "R1", "residential", sid, labels[sid][0], False, c == "C6",
@@ -160,7 +160,7 @@ def test_sql_reads_the_latest_snapshot_by_layer_table_name(analyst_lake, spark):
 def test_sql_sees_a_new_version_on_the_next_query(analyst_lake, spark):
     before = run_query(spark, analyst_lake, "SELECT count(*) FROM ops.job_runs").rows[0][0]
     row = ("run2", "report-check", AS_OF, 30, dt.datetime(2026, 7, 2, tzinfo=dt.timezone.utc), 1.0, "failed", None, None,
-           None, "boom", "cfg123", "0.1.0+test", "test", None, None, None, None)
+           None, "boom", "cfg123", "0.1.0+test", "test", None, None, None, None, None)
     analyst_lake.append(spark.createDataFrame([row], JOB_RUNS.schema), "ops.job_runs")
     assert run_query(spark, analyst_lake, "SELECT count(*) FROM ops.job_runs").rows[0][0] == before + 1
 

@@ -100,7 +100,7 @@ def test_run_log_rows_written_without_spark_match_the_table_schema(settings, spa
 
     started = dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.timezone.utc)
     row = ("r1", "clean", AS_OF, 30, started, 1.5, "succeeded", 10, 9, "{}", None, "h", "0.1.0", "test", 42, "host1",
-           '{"bronze.ami_interval": 3}', '{"silver.ami_clean": 4}')
+           '{"bronze.ami_interval": 3}', '{"silver.ami_clean": 4}', "2026-06-01..2026-06-03,2026-06-10")
     # A table first written by Spark (older lakes) takes rows written through Arrow, and back.
     lake.append(spark.createDataFrame([row], JOB_RUNS.schema), JOB_RUNS.name)
     lake.write_arrow(JOB_RUNS.name, runtime.job_runs_arrow([row]), mode="append")

@@ -114,6 +114,15 @@ def test_master_deploy_mode_and_confs_pass_through_unchanged(tmp_path):
         assert "--packages" not in cmd and "DeltaSparkSessionExtension" not in cmd
 
 
+def test_incremental_reaches_the_job_and_excludes_window_days(tmp_path):
+    proc = submit("clean", "--as-of", "2026-06-07", "--incremental", "--dry-run", build_dir=tmp_path / "b")
+    cmd = shown_command(proc).replace("\\", "")
+    assert "jobs/clean.py --as-of 2026-06-07" in cmd and cmd.endswith(" --incremental")
+    both = submit("clean", "--as-of", "2026-06-07", "--incremental", "--window-days", "3", "--dry-run",
+                  build_dir=tmp_path / "c", check=False)
+    assert both.returncode == 2 and "--incremental and --window-days exclude each other" in both.stderr
+
+
 def test_cluster_mode_ships_the_config_as_an_archive(tmp_path):
     proc = submit("clean", "--as-of", "2026-06-07", "--master", "yarn", "--deploy-mode", "cluster", "--dry-run",
                   build_dir=tmp_path / "b")

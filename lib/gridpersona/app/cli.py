@@ -38,6 +38,11 @@ def _positive(text: str) -> int:
     return value
 
 
+INCREMENTAL_HELP = ("clean and shapes write only the dates of the pipeline.window_days window that are new or "
+                    "changed since their last succeeded run (late readings included; clean also the days those "
+                    "reach through its look-back); other stages run as usual. Not with --window-days")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gridpersona",
@@ -95,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one pipeline stage or all of them for an as-of date")
     r.add_argument("stage", help=", ".join(STAGE_ORDER) + ", or all")
     r.add_argument("--as-of", type=_date, required=True, help="last local day of the run's window, YYYY-MM-DD")
-    r.add_argument("--window-days", type=_positive, help="days in the window, ending on --as-of (default: pipeline.window_days)")
+    window = r.add_mutually_exclusive_group()
+    window.add_argument("--window-days", type=_positive,
+                        help="days in the window, ending on --as-of (default: pipeline.window_days); every date of "
+                             "it is rewritten (a backfill)")
+    window.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
     r.add_argument("--allow-empty", action="store_true",
                    help="run even when the window holds no input rows (default: fail before writing anything)")
 
@@ -287,7 +296,7 @@ def cmd_run(settings: Settings, args) -> int:
     lake = _lake(settings)
     # No session yet: run_pipeline checks the window's input from the Delta log before starting one.
     results = run_pipeline(settings, None, lake, args.stage, args.as_of, args.window_days,
-                           allow_empty=args.allow_empty)
+                           allow_empty=args.allow_empty, incremental=args.incremental)
     print(stage_summary(results))
     return 0
 

@@ -33,6 +33,9 @@ JOB_RUNS = TableSpec(
         Column("host", S, "Host of the stage's driver."),
         Column("versions_read", S, "JSON {table: Delta version} of the inputs the stage pinned."),
         Column("versions_written", S, "JSON {table: Delta version}: what a `succeeded` row publishes."),
+        # Added with incremental runs.
+        Column("dates", S, "Dates an incremental run of clean or shapes (re)wrote, runs of days joined "
+               "(`2026-06-01..2026-06-03,2026-06-10`); empty: nothing new; null: every date of the window."),
     ),
     keys=("run_id", "stage", "status"),
 )

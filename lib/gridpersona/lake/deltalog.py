@@ -91,3 +91,40 @@ def added_paths(table_path: str, after_version: int) -> set[str]:
             for add in _actions(table_path, version, "add"):
                 out.update((add["path"], unquote(add["path"])))
     return out
+
+
+def _partition_of(action: dict, column: str) -> str | None:
+    """The ``column`` partition value of an add/remove action: its ``partitionValues`` or, for a remove
+    written without them (older writers), the ``column=value`` folder in its path."""
+    values = action.get("partitionValues")
+    if values is not None and column in values:
+        return values[column]
+    for part in unquote(action.get("path", "")).split("/")[:-1]:
+        name, sep, value = part.partition("=")
+        if sep and name == column:
+            return value
+    return None
+
+
+def changed_partitions(table_path: str, column: str, after_version: int, upto_version: int) -> set[str | None] | None:
+    """The ``column`` partition values (as written in the log: text) of every file added or removed by the
+    commits ``after_version + 1 .. upto_version``; None when one of those commit files is gone (log cleanup):
+    the caller cannot know what changed and must assume everything did."""
+    versions = set(commit_versions(table_path))
+    wanted = range(after_version + 1, upto_version + 1)
+    if any(v not in versions for v in wanted):
+        return None
+    out: set[str | None] = set()
+    for version in wanted:
+        try:
+            with open(_commit_path(table_path, version), encoding="utf-8") as fh:
+                for line in fh:
+                    if '"add"' not in line and '"remove"' not in line:
+                        continue
+                    action = json.loads(line)
+                    for kind in ("add", "remove"):
+                        if kind in action:
+                            out.add(_partition_of(action[kind], column))
+        except OSError:  # removed between the listing and the read
+            return None
+    return out

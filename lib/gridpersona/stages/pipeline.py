@@ -35,6 +35,9 @@ class StageSpec:
     # The date-partitioned input the stage reads for its window: a run starting at this stage needs rows
     # there (checked from the Delta log before Spark starts). None: the stage reads by as-of or model.
     window_input: str | None = None
+    # The date-partitioned output whose partitions say which dates a run processed: set for a stage that
+    # can run incrementally (stages.incremental plans its dates from the window input's Delta log).
+    incremental_output: str | None = None
 
     def load(self) -> Callable[[StageContext], StageResult]:
         module, _, attr = self.function.partition(":")
@@ -51,9 +54,10 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("clean", "gridpersona.stages.clean:run_clean",
               inputs=_names(BR.AMI_INTERVAL, BR.CUSTOMER_ARCHIVE),
               outputs=_names(SI.AMI_CLEAN, SI.AMI_QUARANTINE, SI.METER_DAY_QUALITY),
-              window_input=BR.AMI_INTERVAL.name),
+              window_input=BR.AMI_INTERVAL.name, incremental_output=SI.METER_DAY_QUALITY.name),
     StageSpec("shapes", "gridpersona.stages.shapes:run_shapes",
-              inputs=_names(SI.AMI_CLEAN), outputs=_names(SI.DAILY_LOAD_SHAPE), window_input=SI.AMI_CLEAN.name),
+              inputs=_names(SI.AMI_CLEAN), outputs=_names(SI.DAILY_LOAD_SHAPE), window_input=SI.AMI_CLEAN.name,
+              incremental_output=SI.DAILY_LOAD_SHAPE.name),
     StageSpec("segment-train", "gridpersona.stages.segment_train:run_segment_train",
               inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL),
               window_input=SI.DAILY_LOAD_SHAPE.name),
@@ -123,8 +127,13 @@ def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
 
 
 def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, window_days: int | None = None,
-                 allow_empty: bool = False, cache: RunCache | None = None) -> list[tuple[str, StageResult]]:
+                 allow_empty: bool = False, cache: RunCache | None = None,
+                 incremental: bool = False) -> list[tuple[str, StageResult]]:
     """Run one stage or all of them for ``as_of``; returns (stage, result) in order.
+
+    ``incremental``: a stage that supports it (clean, shapes) writes only the dates of its window that
+    :func:`gridpersona.stages.incremental.plan_dates` picks, planned inside its run (after the stages
+    before it committed, against the input version it pinned); the others run on their window as usual.
 
     Unless ``allow_empty``, the first stage's window input must hold rows
     (EmptyWindowError before anything is written). ``spark`` None: the lake's
@@ -134,7 +143,12 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
     """
     from gridpersona.stages.inputs import absent_inputs_note
 
+    from gridpersona.stages.incremental import incremental_stages, plan_dates
+
     names = resolve_stages(stage)
+    if incremental and not set(names) & set(incremental_stages()):
+        raise ValueError(f"--incremental applies to {', '.join(incremental_stages())} (or all); {stage} runs on its "
+                         f"whole window: drop --incremental")
     days = window_days or settings.pipeline.window_days
     if not allow_empty:
         check_window_input(lake, names[0], as_of - dt.timedelta(days=days - 1), as_of)
@@ -147,7 +161,11 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
     try:
         for name in names:
             spec = _BY_NAME[name]
-            results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs)))
+            plan = None
+            if incremental and spec.incremental_output is not None:
+                plan = (lambda c, n=name: plan_dates(c.lake, c.settings, n, c.as_of, c.window_days))
+            results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs,
+                                            plan=plan)))
     finally:
         if cache is None:
             ctx.cache.release()

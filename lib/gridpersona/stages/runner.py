@@ -15,6 +15,7 @@ row, which :func:`stage_runs` reports as ``crashed``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -132,6 +133,30 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def compact_dates(dates: Iterable[dt.date]) -> str:
+    """'2026-06-01..2026-06-03,2026-06-10': runs of consecutive days joined; '' for none."""
+    spans: list[list[dt.date]] = []
+    for day in sorted(set(dates)):
+        if spans and (day - spans[-1][1]).days == 1:
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return ",".join(a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in spans)
+
+
+def parse_compact_dates(text: str | None) -> list[dt.date] | None:
+    """The dates of a :func:`compact_dates` text, ascending (None stays None: a whole-window run)."""
+    if text is None:
+        return None
+    out: list[dt.date] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("..")
+        a = dt.date.fromisoformat(first)
+        b = dt.date.fromisoformat(last) if last else a
+        out.extend(a + dt.timedelta(days=i) for i in range((b - a).days + 1))
+    return out
+
+
 def spark_progress_line(spark: SparkSession) -> str | None:
     """'2 Spark stages running (ids 112, 113): 37/200 tasks done' for the active stages, None when idle."""
     tracker = spark.sparkContext.statusTracker()
@@ -171,10 +196,16 @@ def progress_heartbeat(spark: SparkSession, name: str, every_s: float) -> Iterat
 
 
 def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageContext,
-              outputs: Iterable[str] = (), inputs: Iterable[str] = ()) -> StageResult:
+              outputs: Iterable[str] = (), inputs: Iterable[str] = (),
+              plan: Callable[[StageContext], Any] | None = None) -> StageResult:
     """Run one stage whole or not at all (module docstring); ``outputs`` are the tables it writes (locked
     from its start), ``inputs`` the tables it reads (pinned at its start; others at their first read).
-    Appends its ``running`` row and its ``succeeded`` / ``failed`` row to ops.job_runs."""
+    Appends its ``running`` row and its ``succeeded`` / ``failed`` row to ops.job_runs.
+
+    ``plan`` (an incremental run): called once the inputs are pinned, it returns the dates to write
+    (an object with ``dates`` and ``summary``, see stages.incremental.DatePlan); the stage then runs
+    with ``ctx.dates`` set to them, recorded in the rows' ``dates``. No dates: the stage function is
+    not called, nothing is written, and the run is still logged ``succeeded`` with the versions it read."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     log.info("[%s] as-of %s, window %d days, run %s", name, ctx.as_of, ctx.window_days, ctx.run_id)
@@ -185,8 +216,15 @@ def run_stage(name: str, fn: Callable[[StageContext], StageResult], ctx: StageCo
             scope = lake.begin_stage(ctx.run_id, name, outputs, inputs)
             read = scope.pins
             try:
+                if plan is not None:
+                    planned = plan(ctx)
+                    log.info("[%s] %s", name, planned.summary)
+                    ctx = dataclasses.replace(ctx, dates=tuple(planned.dates))
                 _record(ctx, name, started, None, "running", None, required=True)
-                result = fn(ctx)
+                if ctx.dates is not None and not ctx.dates:
+                    result = StageResult(notes=["nothing new: no date of the window to write"])
+                else:
+                    result = fn(ctx)
                 result.seconds = time.perf_counter() - t0
                 checkpoint(name, "before-publish")
                 # The publishing step: from this append on, readers see every table the stage wrote.
@@ -220,7 +258,8 @@ def _record(ctx: StageContext, stage: str, started: dt.datetime, seconds: float 
            json.dumps(result.outputs) if result else None, error[:4000] if error else None,
            ctx.settings.config_hash(), code_version(), ctx.settings.env, os.getpid(), socket.gethostname(),
            json.dumps(dict(sorted(versions_read.items()))) if versions_read else None,
-           json.dumps(dict(sorted(versions_written.items()))) if versions_written else None)
+           json.dumps(dict(sorted(versions_written.items()))) if versions_written else None,
+           None if ctx.dates is None else compact_dates(ctx.dates))
     try:
         # Through Arrow: on the embedded backend delta-rs commits it with no Spark job, so a failure that
         # broke Spark itself (Python workers that cannot start, a lost executor) is still recorded, and
@@ -257,7 +296,8 @@ def _run_alive(lake: Lake, start: dict, held: list[tuple[str, dict | None]]) -> 
 def stage_runs(lake: Lake, as_of: dt.date | None = None, limit: int | None = None) -> list[dict]:
     """Stage runs in ops.job_runs, newest first: one dict per (run_id, stage) with ``status`` running /
     succeeded / failed / crashed (a ``running`` row with no end row whose process is gone), started_at,
-    duration_s, rows_in, rows_out, versions_read, versions_written (dicts) and error (first line)."""
+    duration_s, rows_in, rows_out, versions_read, versions_written (dicts), error (first line) and dates
+    (what an incremental run wrote, see :func:`compact_dates`; None for a whole-window run)."""
     if not lake.exists(JOB_RUNS.name):
         return []
     attempts: dict[tuple[str, str], dict] = {}
@@ -280,6 +320,7 @@ def stage_runs(lake: Lake, as_of: dt.date | None = None, limit: int | None = Non
             "versions_read": json.loads(row.get("versions_read") or "{}"),
             "versions_written": json.loads(row.get("versions_written") or "{}"),
             "error": (row["error"] or "").split("\n", 1)[0] or None,
+            "dates": row.get("dates"),
         })
     out.sort(key=lambda r: r["started_at"], reverse=True)
     return out[:limit] if limit else out
