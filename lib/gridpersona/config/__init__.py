@@ -228,7 +228,7 @@ class IngestConfig(_Section):
 class CleanConfig(_Section):
     # Outliers (replaced by interpolation) are readings implausible for their meter, never
     # merely high ones: an isolated one-interval spike above outlier_scale_multiple x the
-    # meter's scale, max(P99, outlier_scale_floor_kw x interval hours), and above
+    # meter's look-back scale (scale_lookback_days), floored at outlier_scale_floor_kw x interval hours, and above
     # outlier_neighbour_multiple x both time neighbours; or a reading above
     # capacity_margin x contracted_capacity_kva x interval hours (archive; null: not applied).
     outlier_scale_multiple: float = Field(3.0, gt=0)
