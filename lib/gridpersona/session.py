@@ -54,7 +54,7 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
         # Only for sessions this process launches; clusters keep their own logging.
         log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
-    conf.update({k: str(v) for k, v in settings.spark.conf.items()})
+    conf = with_configured_conf(conf, {k: str(v) for k, v in settings.spark.conf.items()})
     conf.update(extra_conf or {})
     local = (settings.spark.master or "").startswith("local") and not submitted
     if sql_surface:
@@ -72,6 +72,17 @@ def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dic
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     return spark
+
+
+def with_configured_conf(launch: Mapping[str, str], configured: Mapping[str, str]) -> dict[str, str]:
+    """The session conf: ``configured`` (the config's ``spark.conf``) over ``launch``, except that JVM
+    options the config gives (``spark.driver.extraJavaOptions``, e.g. conf/local.yaml's GC settings) come
+    after the launch's own (the local logging option) instead of replacing them."""
+    key = "spark.driver.extraJavaOptions"
+    merged = {**launch, **configured}
+    if key in launch and key in configured:
+        merged[key] = f"{launch[key]} {configured[key]}"
+    return merged
 
 
 def delta_jars_on_classpath() -> list[str]:
