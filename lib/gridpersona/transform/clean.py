@@ -147,17 +147,13 @@ def _chunk_width(positions: int) -> int:
     return next(c for c in (8, 6, 5, 4, 3, 2, 1) if positions % c == 0)
 
 
-def _ordered_sum(arr: Column) -> Column:
-    """Sum of the non-null elements in position order: the same bits whatever order the rows came in."""
-    return F.aggregate(arr, F.lit(0.0), lambda acc, x: acc + F.coalesce(x, F.lit(0.0)))
-
-
 def meter_day_arrays(accepted: DataFrame, positions: int) -> DataFrame:
     """Accepted readings (meter_id, local_date, pos, kwh) -> one row per meter and local day.
 
-    ``v``: array of ``positions`` kWh, the largest reading of each position (null where none);
+    ``_p0 .. _p{positions-1}``: the largest reading of each position (null where none), kept as
+    columns (a columnar cache scans them fast; :func:`position_array` makes the array where needed);
     ``readings``: rows; ``present``: positions read; ``day_max_kwh``: the largest reading;
-    ``day_mean_kwh``: the mean of ``v``'s values. Two hash aggregations, as in
+    ``day_mean_kwh``: the mean of the positions' readings. Two hash aggregations, as in
     :func:`gridpersona.transform.shapes.slot_columns`: per meter, day and group of positions
     first (collapsed before the shuffle), then per meter and day.
     """
@@ -172,10 +168,20 @@ def meter_day_arrays(accepted: DataFrame, positions: int) -> DataFrame:
         F.sum("_n").cast("int").alias("readings"),
         *[F.max(F.when(F.col("_g") == q, F.col(f"_v{j}"))).alias(f"_p{q * w + j}")
           for q in range(positions // w) for j in range(w)])
-    v = F.array(*[F.col(f"_p{p}") for p in range(positions)])
-    present = F.size(F.filter(v, lambda x: x.isNotNull()))
-    return days.select("meter_id", "date", v.alias("v"), "readings", present.alias("present"),
-                       F.array_max(v).alias("day_max_kwh"), (_ordered_sum(v) / present).alias("day_mean_kwh"))
+    # Scalar expressions over the position columns (code-generated), not lambdas over the array: a
+    # higher-order function is interpreted element by element, on every meter-day.
+    cols = [F.col(f"_p{p}") for p in range(positions)]
+    present = sum((c.isNotNull().cast("int") for c in cols), F.lit(0))
+    total = F.lit(0.0)
+    for c in cols:  # in position order: the same bits whatever order the rows came in
+        total = total + F.coalesce(c, F.lit(0.0))
+    return days.select("meter_id", "date", "readings", present.alias("present"), F.greatest(*cols).alias("day_max_kwh"),
+                       (total / present).alias("day_mean_kwh"), *cols)
+
+
+def position_array(positions: int) -> Column:
+    """The position columns of :func:`meter_day_arrays` as one array (index = position)."""
+    return F.array(*[F.col(f"_p{p}") for p in range(positions)])
 
 
 def _median(values: Column) -> Column:
@@ -234,7 +240,8 @@ def day_edges(flagged: DataFrame) -> DataFrame:
                  last_good.alias("last_good_i"), v[last_good].alias("last_good_v"), n.alias("n")).alias("edge"))
 
 
-def decide_and_repair(flagged: DataFrame, edges: DataFrame, *, rule: "OutlierRule", max_gap: int) -> DataFrame:
+def decide_and_repair(flagged: DataFrame, edges: DataFrame, *, rule: "OutlierRule", max_gap: int,
+                      cache: Callable[[DataFrame], DataFrame] = lambda df: df) -> DataFrame:
     """Flagged days + their neighbours' :func:`day_edges` -> + ``outlier`` (array of booleans; null on a day
     without candidates) and ``kwh`` (the repaired array).
 
@@ -244,6 +251,7 @@ def decide_and_repair(flagged: DataFrame, edges: DataFrame, *, rule: "OutlierRul
     linear interpolation between the nearest kept readings (across midnight: the neighbour day's nearest
     non-candidate reading; one side, then the meter's fill level, then the day's mean, when a side is
     missing); a run of at most ``max_gap`` missing positions between two readings is interpolated.
+    ``cache`` is applied to the intermediate arrays the lambdas read (pass ``persist`` on real data).
     """
     prev = edges.select("meter_id", F.date_add("date", 1).alias("date"), F.col("edge").alias("_prev"))
     nxt = edges.select("meter_id", F.date_sub("date", 1).alias("date"), F.col("edge").alias("_next"))
@@ -261,56 +269,89 @@ def decide_and_repair(flagged: DataFrame, edges: DataFrame, *, rule: "OutlierRul
         high = F.coalesce(x > F.col("_high_at"), F.lit(False))
         return F.coalesce(over | (high & isolated), F.lit(False))
 
-    df = df.withColumn("outlier", F.when(F.col("has_candidate"), F.transform(v, outlier)))
-    kept = F.when(F.col("outlier").isNull(), v).otherwise(
-        F.transform(v, lambda x, i: F.when(~F.col("outlier")[i], x)))
-    df = df.withColumn("_kept", kept)
-    n_out = F.when(F.col("outlier").isNull(), F.lit(0)).otherwise(F.size(F.filter("outlier", lambda o: o)))
-    df = df.withColumn("outlier_count", n_out).withColumn("needs_repair", F.col("present") - n_out < n)
-    good = F.col("_kept")
+    # Each array computed below is cached before it is read inside a lambda: the optimizer would otherwise
+    # inline its construction into every element access (an array rebuilt per element read).
+    df = cache(df.withColumn("outlier", F.when(F.col("has_candidate"), F.transform(v, outlier))))
+    out = F.col("outlier")
 
-    def fix(x: Column, i: Column) -> Column:
-        prev_in = F.when(i > 0, F.array_max(F.filter(F.sequence(F.lit(0), i - 1), lambda j: good[j].isNotNull())))
-        next_in = F.when(i < n - 1, F.array_min(F.filter(F.sequence(i + 1, n - 1), lambda j: good[j].isNotNull())))
+    def good(j: Column) -> Column:  # the reading at j unless it is an outlier
+        return F.when(~F.coalesce(out[j], F.lit(False)), v[j])
+
+    n_out = F.when(out.isNull(), F.lit(0)).otherwise(F.size(F.filter(out, lambda o: o)))
+    df = df.withColumn("outlier_count", n_out).withColumn("needs_repair", F.col("present") - n_out < n)
+    # The nearest kept position before and after each position, in one pass each way (index -1: none): the
+    # repair of a position then reads them instead of searching the day again.
+    none = F.lit(-1)
+
+    def nearest(order: Column) -> Column:
+        start = F.struct(none.alias("last"), F.array().cast("array<int>").alias("out"))
+        return F.aggregate(order, start, lambda acc, j: F.struct(
+            F.when(good(j).isNotNull(), j).otherwise(acc["last"]).alias("last"),
+            F.concat(acc["out"], F.array(acc["last"])).alias("out")))["out"]
+
+    df = cache(df.withColumn("_before", F.when(F.col("needs_repair"), nearest(F.sequence(F.lit(0), n - 1))))
+               .withColumn("_after", F.when(F.col("needs_repair"),
+                                            F.reverse(nearest(F.sequence(n - 1, F.lit(0), F.lit(-1)))))))
+
+    def fix(i: Column) -> Column:
+        x = good(i)
+        before, after = F.col("_before")[i], F.col("_after")[i]
+        prev_in = F.when(before >= 0, before)
+        next_in = F.when(after >= 0, after)
         # Positions on one line through midnight: the previous day's are negative, the next day's >= n.
         prev_pos = F.coalesce(prev_in, F.col("_prev.last_good_i") - F.col("_prev.n"))
-        prev_val = F.coalesce(good[prev_in], F.col("_prev.last_good_v"))
+        prev_val = F.coalesce(good(prev_in), F.col("_prev.last_good_v"))
         next_pos = F.coalesce(next_in, n + F.col("_next.first_good_i"))
-        next_val = F.coalesce(good[next_in], F.col("_next.first_good_v"))
+        next_val = F.coalesce(good(next_in), F.col("_next.first_good_v"))
         line = prev_val + (next_val - prev_val) * (i - prev_pos) / (next_pos - prev_pos)
-        is_outlier = F.coalesce(F.col("outlier")[i], F.lit(False))
+        is_outlier = F.coalesce(out[i], F.lit(False))
         return (F.when(x.isNotNull(), x)
                 .when(is_outlier, F.coalesce(line, prev_val, next_val, F.col("fill_level_kwh"), F.col("day_mean_kwh")))
                 .when(next_pos - prev_pos - 1 <= max_gap, line))
 
-    return df.withColumn("kwh", F.when(F.col("needs_repair"), F.transform(good, fix)).otherwise(good)).drop("_kept")
+    return df.withColumn("kwh", F.when(F.col("needs_repair"), F.transform(v, lambda x, i: fix(i))).otherwise(v))
 
 
 def day_rows(repaired: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
     """Repaired days -> silver.ami_clean rows: ``measured``, ``outlier_replaced`` (raw value in ``kwh_raw``)
     and ``interpolated`` (``kwh_raw`` null), one per position with a value."""
-    step = interval_minutes * 60
     zipped = F.arrays_zip(F.col("v").alias("v"), F.col("kwh").alias("kwh"),
                           F.coalesce(F.col("outlier"), F.array().cast("array<boolean>")).alias("o"))
     df = (repaired.select("meter_id", "date", "day_start_epoch", F.posexplode(zipped).alias("pos", "r"))
           .filter(F.col("r.kwh").isNotNull()))
     quality = (F.when(F.col("r.v").isNull(), "interpolated")
                .when(F.coalesce(F.col("r.o"), F.lit(False)), "outlier_replaced").otherwise("measured"))
-    df = df.select("meter_id", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step).alias("ts"), "date",
-                   F.col("pos").alias("slot"), F.col("r.kwh").alias("kwh"), F.col("r.v").alias("kwh_raw"),
-                   quality.alias("quality"))
+    df = df.select("meter_id", "date", "day_start_epoch", "pos", F.col("r.kwh").alias("kwh"),
+                   F.col("r.v").alias("kwh_raw"), quality.alias("quality"))
+    return _rows_select(df, interval_minutes=interval_minutes, time_zone=time_zone)
+
+
+def _rows_select(df: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+    step = interval_minutes * 60
+    df = df.withColumn("ts", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step))
     if fixed_utc_offset_seconds(time_zone) is None:
         # DST zones: position and wall-clock slot differ on the two change days.
         df = with_local_time(df.drop("slot"), time_zone, interval_minutes).drop("local_date", "aligned")
+    else:
+        df = df.withColumn("slot", F.col("pos"))
     return df.select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality")
 
 
+def plain_rows(plain: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+    """Days complete, read once per instant and without a candidate -> their readings as ``measured`` rows."""
+    df = plain.select("meter_id", "date", "day_start_epoch", F.posexplode("v").alias("pos", "kwh"))
+    return _rows_select(df.select("*", F.col("kwh").alias("kwh_raw"), F.lit("measured").alias("quality")),
+                        interval_minutes=interval_minutes, time_zone=time_zone)
+
+
 def resolve_duplicates(accepted: DataFrame, days: DataFrame, scales: DataFrame, capacity: DataFrame, *,
-                       interval_minutes: int, rule: "OutlierRule") -> tuple[DataFrame, DataFrame]:
+                       interval_minutes: int, rule: "OutlierRule",
+                       cache: Callable[[DataFrame], DataFrame] = lambda df: df) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(kept, duplicates) on the meter-days read more often than they have distinct positions: one reading
     per instant is kept (non-candidate first, then the largest kWh), the rest are duplicates. Only those
-    few meter-days are ranked. ``kept``: (meter_id, date, _fix) with _fix a map position -> kept kWh;
-    ``duplicates``: the duplicate rows with the columns of ``accepted``."""
+    few meter-days are ranked (``cache`` is applied to them: both outputs read them). ``kept``: (meter_id,
+    date, _fix) with _fix a map position -> kept kWh; ``duplicates``: the duplicate rows with the columns
+    of ``accepted``; third, the cached ranked rows (to release)."""
     keys = F.broadcast(days.filter(F.col("readings") > F.col("present")).select("meter_id", F.col("date").alias("local_date")))
     suspects = (accepted.join(keys, ["meter_id", "local_date"], "left_semi")
                 .join(F.broadcast(scales.select("meter_id", F.col("date").alias("local_date"), "outlier_scale_kwh")),
@@ -318,11 +359,11 @@ def resolve_duplicates(accepted: DataFrame, days: DataFrame, scales: DataFrame, 
                 .join(F.broadcast(capacity), "meter_id", "left"))
     suspects = _thresholds(suspects, interval_minutes=interval_minutes, rule=rule)
     w = Window.partitionBy("meter_id", "ts").orderBy(_is_candidate(F.col("kwh")).asc(), F.col("kwh").desc())
-    ranked = suspects.withColumn("_n", F.row_number().over(w))
+    ranked = cache(suspects.withColumn("_n", F.row_number().over(w)))
     kept = (ranked.filter(F.col("_n") == 1).groupBy("meter_id", F.col("local_date").alias("date"))
             .agg(F.map_from_entries(F.collect_list(F.struct("pos", "kwh"))).alias("_fix")))
     duplicates = ranked.filter(F.col("_n") > 1).select(*accepted.columns)
-    return kept, duplicates
+    return kept, duplicates, ranked
 
 
 @dataclass(frozen=True)
@@ -348,7 +389,7 @@ class CleanOutput:
 
     clean: DataFrame        # silver.ami_clean rows
     quarantine: DataFrame   # silver.ami_quarantine rows
-    repaired: DataFrame     # the repaired meter-days (cached): what quality_from counts
+    counts: DataFrame       # per meter-day counts and statistics (day_counts): what quality_from reads
     known_meters: DataFrame
     calendar: DataFrame     # the output dates' calendar
     cached: list[DataFrame]
@@ -361,7 +402,7 @@ class CleanOutput:
     def quality_from(self, quarantine: DataFrame) -> DataFrame:
         """silver.meter_day_quality rows counting the given quarantine rows (e.g. the written ones: no
         second pass over the readings)."""
-        return meter_day_quality(self.repaired, quarantine, self.known_meters, self.calendar)
+        return meter_day_quality(self.counts, quarantine, self.known_meters, self.calendar)
 
     def release(self) -> None:
         for df in self.cached:
@@ -376,17 +417,24 @@ def meter_capacity(known_meters: DataFrame) -> DataFrame:
     return known_meters.groupBy("meter_id").agg(F.max(capacity).cast("double").alias("contracted_capacity_kva"))
 
 
-def meter_day_quality(repaired: DataFrame, quarantine: DataFrame, known_meters: DataFrame, calendar: DataFrame) -> DataFrame:
-    """One row per known meter and local day of ``calendar``: expected, measured, replaced, interpolated,
-    missing and quarantined counts, the day's reading statistics and the scale that judged it. A day with
-    no reading at all is all missing."""
-    present_after = F.size(F.filter("kwh", lambda x: x.isNotNull()))
-    counts = repaired.select(
+def day_counts(repaired: DataFrame) -> DataFrame:
+    """Per repaired meter-day: measured, replaced and interpolated positions and the day's statistics."""
+    interpolated = F.when(F.col("needs_repair"), F.size(F.filter("kwh", lambda x: x.isNotNull())) - F.col("present"))
+    return repaired.select(
         "meter_id", "date",
         (F.col("present") - F.col("outlier_count")).alias("measured_intervals"),
         F.col("outlier_count").alias("outlier_intervals"),
-        (present_after - F.col("present")).alias("interpolated_intervals"),
-        "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh", "fill_level_kwh")
+        F.coalesce(interpolated, F.lit(0)).alias("interpolated_intervals"),
+        *_DAY_STATS)
+
+
+_DAY_STATS = ("day_max_kwh", "day_mean_kwh", "outlier_scale_kwh", "fill_level_kwh")
+
+
+def meter_day_quality(counts: DataFrame, quarantine: DataFrame, known_meters: DataFrame, calendar: DataFrame) -> DataFrame:
+    """One row per known meter and local day of ``calendar``: expected, measured, replaced, interpolated,
+    missing and quarantined counts, the day's reading statistics and the scale that judged it
+    (``counts``: :func:`day_counts` rows). A day with no reading at all is all missing."""
     quarantined = quarantine.filter(F.col("local_date").isNotNull()).groupBy(
         "meter_id", F.col("local_date").alias("date")).agg(F.count(F.lit(1)).cast("int").alias("quarantined_readings"))
     grid = known_meters.select("meter_id").distinct().crossJoin(F.broadcast(calendar.select("date", "expected_intervals")))
@@ -397,8 +445,7 @@ def meter_day_quality(repaired: DataFrame, quarantine: DataFrame, known_meters: 
     return out.select(
         "meter_id", "date", F.col("expected_intervals").cast("int"), F.col("measured_intervals").cast("int"),
         F.col("outlier_intervals").cast("int"), F.col("interpolated_intervals").cast("int"),
-        missing.alias("missing_intervals"), "quarantined_readings", (missing == 0).alias("complete"),
-        "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh", "fill_level_kwh")
+        missing.alias("missing_intervals"), "quarantined_readings", (missing == 0).alias("complete"), *_DAY_STATS)
 
 
 PRIOR_STATS_SCHEMA = "meter_id string, date date, day_max_kwh double, day_mean_kwh double"
@@ -434,33 +481,68 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
                                   .select("meter_id", "date", "day_max_kwh", "day_mean_kwh"))
     scales = cache(lookback_scales(stats, lookback_days))
     capacity = cache(meter_capacity(known_meters))
-    kept, duplicates = resolve_duplicates(accepted, days, scales, capacity, interval_minutes=interval_minutes, rule=rule)
-    kept = cache(kept)
+    kept, duplicates, ranked = resolve_duplicates(accepted, days, scales, capacity, interval_minutes=interval_minutes,
+                                                  rule=rule, cache=cache)
     cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
+    n = F.col("expected_intervals")
+    # The day-level decisions on narrow rows (no reading columns): only these are joined with the scales.
+    narrow = (days.select("meter_id", "date", "readings", "present", "day_max_kwh", "day_mean_kwh")
+              .join(scales, ["meter_id", "date"], "left")
+              .join(F.broadcast(capacity), "meter_id", "left")
+              .join(cal, "date"))
+    narrow = _thresholds(narrow, interval_minutes=interval_minutes, rule=rule)
+    # Candidacy rises with the value: a day has a candidate exactly when its largest reading is one.
+    narrow = narrow.withColumn("has_candidate", _is_candidate(F.col("day_max_kwh")))
+    # Most days are complete, read once per instant and without a candidate: their readings are the clean rows
+    # as they are. Only the others (a candidate, a gap, an instant read twice) go through decisions and repair.
+    plain_day = (F.col("present") == n) & ~F.col("has_candidate") & (F.col("readings") == F.col("present"))
+    narrow = cache(narrow.withColumn("_plain", plain_day))
+    busy_flags = narrow.filter(~F.col("_plain")).drop("_plain", "readings", "present", "day_max_kwh", "day_mean_kwh")
+    positions_cols = [f"_p{p}" for p in range(positions)]
+    v = F.slice(position_array(positions), 1, n)
+    # The wide reading rows are never shuffled: the busy days' flags (a small share) are broadcast to them.
+    plain = (days.join(F.broadcast(busy_flags.select("meter_id", "date")), ["meter_id", "date"], "left_anti")
+             .join(cal, "date")
+             .withColumn("v", v).drop(*positions_cols)
+             # No reading of a plain day is a candidate: no level applies to it.
+             .withColumn("has_candidate", F.lit(False))
+             .withColumn("_high_at", F.lit(None).cast("double")).withColumn("_cap_at", F.lit(None).cast("double")))
     fixed = F.col("_fix")
-    flagged = (days.join(F.broadcast(kept), ["meter_id", "date"], "left")
-               .withColumn("v", F.when(fixed.isNull(), F.col("v")).otherwise(
-                   F.transform("v", lambda x, i: F.coalesce(F.try_element_at(fixed, i), x))))
-               .withColumn("present", F.when(fixed.isNull(), F.col("present"))
-                           .otherwise(F.size(F.filter("v", lambda x: x.isNotNull()))))
-               .drop("_fix")
-               .join(scales, ["meter_id", "date"], "left")
-               .join(F.broadcast(capacity), "meter_id", "left")
-               .join(cal, "date")
-               .withColumn("v", F.slice("v", 1, F.col("expected_intervals"))))
-    flagged = _thresholds(flagged, interval_minutes=interval_minutes, rule=rule)
-    flagged = flagged.withColumn("has_candidate", F.exists("v", _is_candidate))
-    repaired = decide_and_repair(flagged.filter(F.col("date").isin(out_dates)), day_edges(flagged), rule=rule,
-                                 max_gap=max_gap)
-    # Read by the clean rows and by the quality rows: decided and repaired once.
+    busy = (days.join(F.broadcast(busy_flags), ["meter_id", "date"])
+            .withColumn("v", v).drop(*positions_cols)
+            .join(F.broadcast(kept), ["meter_id", "date"], "left")
+            .withColumn("v", F.when(fixed.isNull(), F.col("v")).otherwise(
+                F.transform("v", lambda x, i: F.coalesce(F.try_element_at(fixed, i), x))))
+            .withColumn("present", F.when(fixed.isNull(), F.col("present"))
+                        .otherwise(F.size(F.filter("v", lambda x: x.isNotNull()))))
+            .drop("_fix"))
+    # Cached: read by the edges and the decisions, and it stops the optimizer from inlining the array's
+    # construction into every element access of the lambdas below (an array built per element read).
+    busy = cache(busy)
+    # Small rows, read twice (as the previous and as the next day's neighbour).
+    edges = cache(day_edges(plain).unionByName(day_edges(busy)))
+    held: list[DataFrame] = []
+
+    def hold(df: DataFrame) -> DataFrame:
+        held.append(cache(df))
+        return held[-1]
+
+    repaired = decide_and_repair(busy.filter(F.col("date").isin(out_dates)), edges, rule=rule, max_gap=max_gap,
+                                 cache=hold)
+    # Read by the clean rows and by the quality rows: decided and repaired once (the few busy days).
     repaired = cache(repaired.select("meter_id", "date", "day_start_epoch", "v", "kwh", "outlier", "present",
-                                     "outlier_count", "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh",
-                                     "fill_level_kwh"))
-    clean = day_rows(repaired, interval_minutes=interval_minutes, time_zone=time_zone)
+                                     "outlier_count", "needs_repair", *_DAY_STATS))
+    clean = plain_rows(plain.filter(F.col("date").isin(out_dates)), interval_minutes=interval_minutes,
+                       time_zone=time_zone).unionByName(day_rows(repaired, interval_minutes=interval_minutes,
+                                                                 time_zone=time_zone))
+    counts = (narrow.filter(F.col("_plain") & F.col("date").isin(out_dates))
+              .select("meter_id", "date", F.col("present").alias("measured_intervals"),
+                      F.lit(0).alias("outlier_intervals"), F.lit(0).alias("interpolated_intervals"), *_DAY_STATS)
+              .unionByName(day_counts(repaired)))
     quarantine_cols = ["meter_id", "ts", "kwh", "date", "local_date", "reason"]
     quarantine = (tagged.filter(F.col("reason").isNotNull()).select(*quarantine_cols)
                   .unionByName(duplicates.withColumn("reason", F.lit("duplicate")).select(*quarantine_cols))
                   .filter(F.col("date").isin(out_dates)))
-    return CleanOutput(clean=clean, quarantine=quarantine, repaired=repaired, known_meters=known_meters,
+    return CleanOutput(clean=clean, quarantine=quarantine, counts=counts, known_meters=known_meters,
                        calendar=calendar.filter(F.col("date").isin(out_dates)),
-                       cached=[days, scales, capacity, kept, repaired])
+                       cached=[days, scales, capacity, ranked, narrow, busy, edges, *held, repaired])
