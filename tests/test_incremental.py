@@ -59,7 +59,7 @@ def _run(settings, spark, lake, stage, as_of, calls):
     spec = stage_spec(stage)
     ctx = StageContext(settings, spark, lake, as_of, WINDOW)
     run_stage(stage, _stub(stage, calls), ctx, outputs=spec.outputs, inputs=spec.inputs,
-              plan=lambda c: plan_dates(c.lake, c.settings, stage, c.as_of, c.window_days))
+              plan=lambda c: plan_dates(c.lake, c.settings, stage_spec(stage), c.as_of, c.window_days))
     return calls[-1] if calls else None
 
 
@@ -74,7 +74,7 @@ def _window(as_of):
 
 def test_first_run_plans_the_whole_window_and_records_its_dates(settings, spark, lake):
     _land(lake, D[0:6])
-    plan = plan_dates(lake, settings, "clean", D[5], WINDOW)
+    plan = plan_dates(lake, settings, stage_spec("clean"), D[5], WINDOW)
     assert list(plan.dates) == _window(D[5])
     assert set(plan.reasons.values()) == {"first run"}
 
@@ -89,7 +89,7 @@ def test_a_new_bronze_day_plans_that_day_and_the_days_it_reaches_inside_the_wind
     _land(lake, D[0:6])
     _run(settings, spark, lake, "clean", D[5], [])
     _land(lake, [D[6]])
-    plan = plan_dates(lake, settings, "clean", D[6], WINDOW)
+    plan = plan_dates(lake, settings, stage_spec("clean"), D[6], WINDOW)
     # D[6] is new; it reaches D[5] (its neighbour) and D[7]..D[9], which lie after the window.
     assert list(plan.dates) == [D[5], D[6]]
     assert plan.reasons[D[6]].startswith("new")
@@ -105,7 +105,7 @@ def test_shapes_plans_exactly_the_dates_clean_rewrote_with_no_look_back(settings
     _run(settings, spark, lake, "shapes", D[5], [])
     lake.write_arrow(AMI_CLEAN.name, pa.Table.from_pylist([{**day, "date": d} for d in (D[2], D[3])], schema=schema),
                      mode="append", partition_by=["date"])
-    plan = plan_dates(lake, settings, "shapes", D[5], WINDOW)
+    plan = plan_dates(lake, settings, stage_spec("shapes"), D[5], WINDOW)
     assert list(plan.dates) == [D[2], D[3]]
 
 
@@ -122,7 +122,7 @@ def test_a_change_before_the_window_plans_the_window_days_it_reaches(settings, s
     _land(lake, D[0:10])
     _run(settings, spark, lake, "clean", D[9], [])  # window D[4] .. D[9]
     _land(lake, [D[2]], hour=5)  # before the window; its look-back reach ends at D[5]
-    assert list(plan_dates(lake, settings, "clean", D[9], WINDOW).dates) == [D[4], D[5]]
+    assert list(plan_dates(lake, settings, stage_spec("clean"), D[9], WINDOW).dates) == [D[4], D[5]]
 
 
 def test_a_rewritten_bronze_partition_is_detected(settings, spark, lake):
@@ -130,7 +130,7 @@ def test_a_rewritten_bronze_partition_is_detected(settings, spark, lake):
     _run(settings, spark, lake, "clean", D[7], [])
     df = spark.createDataFrame(_bronze([D[4]], meters=("m1", "m2")).to_pylist(), AMI_INTERVAL.schema)
     lake.replace(df, AMI_INTERVAL.name, where={"date": [D[4]]})
-    plan = plan_dates(lake, settings, "clean", D[7], WINDOW)
+    plan = plan_dates(lake, settings, stage_spec("clean"), D[7], WINDOW)
     assert list(plan.dates) == [D[3], D[4], D[5], D[6], D[7]]
     assert "changed" in plan.reasons[D[4]]
 
@@ -150,7 +150,7 @@ def test_nothing_new_runs_no_stage_code_writes_nothing_and_still_logs_a_succeede
     assert "nothing new" in caplog.text
     # The next plan starts from the version the empty run pinned: a new day is all it sees.
     _land(lake, [D[6]])
-    assert list(plan_dates(lake, settings, "clean", D[6], WINDOW).dates) == [D[5], D[6]]
+    assert list(plan_dates(lake, settings, stage_spec("clean"), D[6], WINDOW).dates) == [D[5], D[6]]
 
 
 def test_a_failed_run_does_not_move_the_plan_forward(settings, spark, lake):
@@ -164,8 +164,8 @@ def test_a_failed_run_does_not_move_the_plan_forward(settings, spark, lake):
 
     with pytest.raises(RuntimeError):
         run_stage("clean", broken, StageContext(settings, spark, lake, D[6], WINDOW), outputs=spec.outputs,
-                  inputs=spec.inputs, plan=lambda c: plan_dates(c.lake, c.settings, "clean", c.as_of, c.window_days))
-    assert list(plan_dates(lake, settings, "clean", D[6], WINDOW).dates) == [D[5], D[6]]
+                  inputs=spec.inputs, plan=lambda c: plan_dates(c.lake, c.settings, spec, c.as_of, c.window_days))
+    assert list(plan_dates(lake, settings, stage_spec("clean"), D[6], WINDOW).dates) == [D[5], D[6]]
 
 
 def test_a_commit_gone_from_the_log_plans_the_whole_window_and_says_why(settings, spark, lake):
@@ -178,7 +178,7 @@ def test_a_commit_gone_from_the_log_plans_the_whole_window_and_says_why(settings
     DeltaTable(path).create_checkpoint()
     for version in deltalog.commit_versions(path)[:-1]:
         os.remove(os.path.join(deltalog.log_dir(path), f"{version:020d}.json"))
-    plan = plan_dates(lake, settings, "clean", D[6], WINDOW)
+    plan = plan_dates(lake, settings, stage_spec("clean"), D[6], WINDOW)
     assert list(plan.dates) == _window(D[6])
     assert "no longer in its Delta log" in plan.reasons[D[6]]
 
@@ -281,13 +281,13 @@ def test_a_window_day_without_readings_is_new_to_clean_once_and_never_to_shapes(
     _land(lake, D[0:6])
     _run(settings, spark, lake, "clean", D[5], [])
     # D[6] ends with no reading landed: clean writes it (all missing, as a window run would), once.
-    plan = plan_dates(lake, settings, "clean", D[6], WINDOW)
+    plan = plan_dates(lake, settings, stage_spec("clean"), D[6], WINDOW)
     assert list(plan.dates) == [D[6]] and plan.reasons[D[6]].startswith("new")
     _run(settings, spark, lake, "clean", D[6], [])
-    assert plan_dates(lake, settings, "clean", D[6], WINDOW).dates == ()
+    assert plan_dates(lake, settings, stage_spec("clean"), D[6], WINDOW).dates == ()
 
     schema = pa.schema([("meter_id", pa.string()), ("date", pa.date32())])
     lake.write_arrow(AMI_CLEAN.name, pa.Table.from_pylist([{"meter_id": "m1", "date": d} for d in D[0:6]],
                                                           schema=schema), mode="append", partition_by=["date"])
     _run(settings, spark, lake, "shapes", D[5], [])
-    assert plan_dates(lake, settings, "shapes", D[6], WINDOW).dates == ()
+    assert plan_dates(lake, settings, stage_spec("shapes"), D[6], WINDOW).dates == ()

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 from gridpersona.config import Settings
 from gridpersona.lake import deltalog
-from gridpersona.stages.pipeline import STAGES, stage_spec
 from gridpersona.stages.runner import compact_dates, stage_runs
 from gridpersona.transform.clean import affected_dates
 
@@ -39,11 +38,6 @@ class DatePlan:
     summary: str = ""
 
 
-def incremental_stages() -> list[str]:
-    """The stages that can run incrementally (a StageSpec with an ``incremental_output``), in order."""
-    return [s.name for s in STAGES if s.incremental_output is not None]
-
-
 def _last_succeeded(lake, stage: str) -> dict | None:
     return next((r for r in stage_runs(lake) if r["stage"] == stage and r["status"] == "succeeded"), None)
 
@@ -52,13 +46,14 @@ def _as_date(value) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
-def plan_dates(lake, settings: Settings, stage: str, as_of: dt.date, window_days: int) -> DatePlan:
-    """The dates of the window ``as_of - window_days + 1 .. as_of`` that ``stage`` must write now (see the
-    module docstring). Called inside the stage's run, the input's version is the one the run pinned."""
-    spec = stage_spec(stage)
+def plan_dates(lake, settings: Settings, spec, as_of: dt.date, window_days: int) -> DatePlan:
+    """The dates of the window ``as_of - window_days + 1 .. as_of`` that the stage of ``spec`` (its
+    ``StageSpec``: name, window_input, incremental_output) must write now (see the module docstring). Called
+    inside the stage's run, the input's version is the one the run pinned."""
+    stage = spec.name
     if spec.incremental_output is None or spec.window_input is None:
-        raise ValueError(f"{stage}: runs on its whole window; incremental runs apply to "
-                         f"{', '.join(incremental_stages())} only")
+        raise ValueError(f"{stage}: runs on its whole window; incremental runs apply to the stages with an "
+                         f"incremental output only")
     first = as_of - dt.timedelta(days=window_days - 1)
     window = [first + dt.timedelta(days=i) for i in range(window_days)]
     table, output = spec.window_input, spec.incremental_output

@@ -80,6 +80,11 @@ STAGE_ORDER = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}
 
 
+def incremental_stages() -> list[str]:
+    """The stages that can run incrementally (a StageSpec with an ``incremental_output``), in order."""
+    return [s.name for s in STAGES if s.incremental_output is not None]
+
+
 def stage_spec(name: str) -> StageSpec:
     return _BY_NAME[name]
 
@@ -143,7 +148,7 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
     """
     from gridpersona.stages.inputs import absent_inputs_note
 
-    from gridpersona.stages.incremental import incremental_stages, plan_dates
+    from gridpersona.stages.incremental import plan_dates
 
     names = resolve_stages(stage)
     if incremental and not set(names) & set(incremental_stages()):
@@ -163,7 +168,7 @@ def run_pipeline(settings: Settings, spark, lake, stage: str, as_of: dt.date, wi
             spec = _BY_NAME[name]
             plan = None
             if incremental and spec.incremental_output is not None:
-                plan = (lambda c, n=name: plan_dates(c.lake, c.settings, n, c.as_of, c.window_days))
+                plan = (lambda c, sp=spec: plan_dates(c.lake, c.settings, sp, c.as_of, c.window_days))
             results.append((name, run_stage(name, spec.load(), ctx, outputs=spec.outputs, inputs=spec.inputs,
                                             plan=plan)))
     finally:
