@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gridpersona.app import cli
 from gridpersona.config import ConfigError, load_settings
@@ -98,7 +99,9 @@ def test_layers_merge_base_env_and_overrides():
     assert s.spark.master == "local[2]"  # from conf/test.yaml
     assert s.ami.time_zone == "Asia/Shanghai"  # from conf/base.yaml
     assert s.spark.conf["spark.sql.shuffle.partitions"] == 3
-    assert s.spark.conf["spark.driver.memory"] == "2g"  # env layer keeps its sibling keys
+    # The env layer keeps its sibling keys: the driver memory conf/test.yaml sets survives the override.
+    env_conf = yaml.safe_load((ROOT / "conf" / "test.yaml").read_text(encoding="utf-8"))["spark"]["conf"]
+    assert s.spark.conf["spark.driver.memory"] == env_conf["spark.driver.memory"]
 
 
 def test_unknown_key_names_the_file_and_key(tmp_path):
