@@ -20,7 +20,7 @@ from gridpersona.contracts.bronze import AMI_INTERVAL, CUSTOMER_ARCHIVE
 from gridpersona.contracts.silver import AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, QUARANTINE_REASONS
 from gridpersona.lake import check_schema
 from gridpersona.stages.inputs import read_bronze
-from gridpersona.stages.runner import StageContext, StageResult, calendar_frame
+from gridpersona.stages.runner import StageContext, StageResult, calendar_frame, partition_dates
 from gridpersona.transform import clean as C
 
 log = logging.getLogger("gridpersona")
@@ -40,9 +40,7 @@ def _stored_stat_dates(ctx: StageContext, wanted: set[dt.date]) -> set[dt.date]:
         return set()
     if not set(_STAT_COLUMNS) <= set(lake.schema(METER_DAY_QUALITY.name).fieldNames()):
         return set()
-    stored = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))
-              for d in lake.partition_values(METER_DAY_QUALITY.name, "date")}
-    return wanted & stored
+    return wanted & partition_dates(lake, METER_DAY_QUALITY.name)
 
 
 def run_clean(ctx: StageContext) -> StageResult:
@@ -55,8 +53,7 @@ def run_clean(ctx: StageContext) -> StageResult:
     lookback = s.clean.scale_lookback_days
     neighbours = {d + dt.timedelta(days=k) for d in dates for k in (-1, 1)}
     # Only days bronze holds: the log's partition values, no Spark job.
-    held = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))
-            for d in ctx.lake.partition_values(AMI_INTERVAL.name, "date")}
+    held = partition_dates(ctx.lake, AMI_INTERVAL.name)
     read = {d for d in set(dates) | neighbours if d <= ctx.as_of} & held
     # A context day's scale reads its own look-back: every day from lookback+1 before the first date.
     wanted_stats = (_days(dates[0] - dt.timedelta(days=lookback + 1), dates[-1]) & held) - read

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from gridpersona.config import Settings
 from gridpersona.lake import deltalog
-from gridpersona.stages.runner import compact_dates, stage_runs
+from gridpersona.stages.runner import as_date, compact_dates, partition_dates, stage_runs
 from gridpersona.transform.clean import affected_dates
 
 
@@ -40,10 +40,6 @@ class DatePlan:
 
 def _last_succeeded(lake, stage: str) -> dict | None:
     return next((r for r in stage_runs(lake) if r["stage"] == stage and r["status"] == "succeeded"), None)
-
-
-def _as_date(value) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def plan_dates(lake, settings: Settings, spec, as_of: dt.date, window_days: int) -> DatePlan:
@@ -77,11 +73,11 @@ def plan_dates(lake, settings: Settings, spec, as_of: dt.date, window_days: int)
         return whole(f"the commits of {table} after version {since} are no longer in its Delta log (log cleanup)")
     if None in changed_text:
         return whole(f"a commit of {table} after version {since} touched files without a date partition")
-    changed = {_as_date(v) for v in changed_text}
+    changed = {as_date(v) for v in changed_text}
 
     in_window = set(window)
-    has_input = {_as_date(d) for d in lake.partition_values(table, "date")} & in_window
-    has_output = {_as_date(d) for d in lake.partition_values(output, "date")} if lake.exists(output) else set()
+    has_input = partition_dates(lake, table) & in_window
+    has_output = partition_dates(lake, output) if lake.exists(output) else set()
     # Clean writes a quality row for every known meter and calendar day, readings or not (a day without
     # any is all missing), so each window day is new to it until it has a partition; shapes writes rows
     # only for days with clean rows, so a day without any would stay new for ever.

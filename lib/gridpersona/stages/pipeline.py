@@ -21,7 +21,7 @@ from gridpersona.contracts import campaigns as CA
 from gridpersona.contracts import segments as SG
 from gridpersona.contracts import silver as SI
 from gridpersona.contracts import tags as TG
-from gridpersona.stages.runner import RunCache, StageContext, StageResult, run_stage
+from gridpersona.stages.runner import RunCache, StageContext, StageResult, as_date, run_stage
 
 log = logging.getLogger("gridpersona")
 
@@ -118,7 +118,7 @@ def check_window_input(lake, stage: str, first: dt.date, last: dt.date) -> None:
         todo = f"run {before} for this window first" if before else "land the readings first (gridpersona ingest)"
         raise EmptyWindowError(f"{stage}: {table} does not exist in the lake at {lake.root}; {todo}; "
                                f"nothing was written")
-    counts = {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): n
+    counts = {as_date(d): n
               for d, n in lake.partition_counts(table, "date").items() if d is not None}
     in_window = sum(n for d, n in counts.items() if first <= d <= last)
     if in_window:

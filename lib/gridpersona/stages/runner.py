@@ -133,6 +133,16 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def as_date(value) -> dt.date:
+    """A date partition value (a date, or its ISO text as the Delta log holds it) as a date."""
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def partition_dates(lake: Lake, table: str) -> set[dt.date]:
+    """The ``date`` partitions ``table`` holds, from its Delta log (no Spark job)."""
+    return {as_date(v) for v in lake.partition_values(table, "date")}
+
+
 def compact_dates(dates: Iterable[dt.date]) -> str:
     """'2026-06-01..2026-06-03,2026-06-10': runs of consecutive days joined; '' for none."""
     spans: list[list[dt.date]] = []
