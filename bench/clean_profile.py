@@ -59,15 +59,12 @@ def main() -> None:
                                     max_gap=s.clean.max_interpolate_intervals, rule=rule,
                                     lookback_days=s.clean.scale_lookback_days,
                                     cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
-    days, scales, _capacity, ranked = out.cached[:4]
+    (days,) = out.cached
     tagged = C.tag_reasons(raw, archive, calendar, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
                            first_date=first, last_date=args.as_of, max_interval_kwh=s.clean.max_interval_kwh)
     steps = [
         ("bronze scan and row checks (noop)", lambda: tagged.write.format("noop").mode("overwrite").save()),
-        ("aggregation to meter-day rows (cached)", days.count),
-        ("look-back scales (cached)", scales.count),
-        ("meter-days read twice at an instant, ranked (cached)", ranked.count),
-        ("decisions and repair of the busy days (cached)", out.cached[-1].count),
+        ("shuffle by meter + numpy kernel -> meter-day rows (cached)", days.count),
         ("clean rows (noop)", lambda: out.clean.write.format("noop").mode("overwrite").save()),
         ("clean rows to Parquet", lambda: out.clean.write.mode("overwrite").partitionBy("date")
          .parquet(tempfile.mkdtemp(prefix="clean_profile_"))),

@@ -6,11 +6,13 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+import pyarrow as pa
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from gridpersona.config import TariffConfig
 from gridpersona.transform import clean as C
+from gridpersona.transform import clean_kernel as K
 from gridpersona.transform import shapes as S
 
 UTC = dt.timezone.utc
@@ -213,16 +215,69 @@ def test_gap_across_midnight_is_interpolated_from_both_days(cleaned):
     assert filled == [(D, 95, pytest.approx(1 + 2 / 3)), (D2, 0, pytest.approx(1 + 4 / 3))]
 
 
-def test_scale_is_the_median_daily_maximum_of_the_lookback_days_before_the_day(spark):
-    # Daily maxima 1, 5, 2, (no readings), 9 on days 0..4 (days 2 and 3 apart: a day without readings is skipped).
-    stats = [("m1", D + dt.timedelta(days=k), mx, mx / 2) for k, mx in ((0, 1.0), (1, 5.0), (2, 2.0), (4, 9.0))]
-    got = {r["date"]: r for r in C.lookback_scales(spark.createDataFrame(stats, C.PRIOR_STATS_SCHEMA), 3).collect()}
-    assert got[D]["outlier_scale_kwh"] is None                               # nothing before the first day
-    assert got[D + dt.timedelta(days=1)]["outlier_scale_kwh"] == 1.0         # [1]
-    assert got[D + dt.timedelta(days=2)]["outlier_scale_kwh"] == 3.0         # [1, 5]: mean of the middle two
+def _kernel_params(days: int, *, out=None, lookback=3, expected=4, **rule):
+    first = (D - dt.date(1970, 1, 1)).days
+    levels = dict(scale_multiple=3.0, floor_kwh=0.0, neighbour_multiple=3.0, capacity_factor=0.5, max_gap=1) | rule
+    return K.KernelParams(first_day=first, day_start=tuple(1000 * i for i in range(days)),
+                          expected=(expected,) * days, out=tuple(out or (True,) * days), lookback_days=lookback,
+                          **levels)
+
+
+def _kernel_rows(rows):
+    """(day offset from D, pos, kwh) readings; pos < 0 rows are the marked extra rows."""
+    first = (D - dt.date(1970, 1, 1)).days
+    return pa.table({"meter_id": ["m1"] * len(rows),
+                     "d": pa.array([None if d is None else first + d for d, _, _ in rows], pa.int32()),
+                     "pos": pa.array([p for _, p, _ in rows], pa.int32()),
+                     "kwh": pa.array([k for _, _, k in rows], pa.float64()),
+                     "bd": pa.array([None if d is None or p < 0 else first + d for d, p, _ in rows], pa.int32())})
+
+
+def _by_day(table):
+    return {(r["date"] - D).days: r for r in table.to_pylist()}
+
+
+def test_scale_is_the_median_daily_maximum_of_the_lookback_days_before_the_day():
+    # Daily maxima 1, 5, 2, (no readings), 9 on days 0..4: a day without readings is skipped.
+    rows = [(d, 0, mx) for d, mx in ((0, 1.0), (1, 5.0), (2, 2.0), (4, 9.0))]
+    got = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(5)))
+    assert got[0]["outlier_scale_kwh"] is None                     # nothing before the first day
+    assert got[1]["outlier_scale_kwh"] == 1.0                      # [1]
+    assert got[2]["outlier_scale_kwh"] == 3.0                      # [1, 5]: mean of the middle two
     # Day 4 looks back at days 1..3: [5, 2] (day 0 is out of reach; the day itself never counts).
-    assert got[D + dt.timedelta(days=4)]["outlier_scale_kwh"] == 3.5
-    assert got[D + dt.timedelta(days=4)]["fill_level_kwh"] == 1.75
+    assert got[4]["outlier_scale_kwh"] == 3.5
+    # The fill level is the same median over the days' mean readings (one reading of four positions each).
+    assert got[4]["fill_level_kwh"] == pytest.approx((5.0 + 2.0) / 2)
+
+
+def test_stored_lookback_statistics_count_like_days_read():
+    # Day 2 is read; days 0 and 1 come only as stored statistics (max 4 and 8, mean 1 and 2).
+    rows = [(2, 0, 1.0), (0, K.STAT_MAX, 4.0), (0, K.STAT_MEAN, 1.0), (1, K.STAT_MAX, 8.0), (1, K.STAT_MEAN, 2.0)]
+    got = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(3)))
+    assert set(got) == {2}                                         # stored days are context, never output
+    assert (got[2]["outlier_scale_kwh"], got[2]["fill_level_kwh"]) == (6.0, 1.5)
+
+
+def test_second_reading_of_an_instant_is_set_aside_keeping_the_plausible_one():
+    # Capacity 10 kVA x 0.5 h factor: above 5 kWh is implausible (the high level, 3 x the 10 kWh floor, is out of
+    # reach). Position 1 is read as 7.0 (over capacity) and 2.0: the plausible 2.0 is kept although it is
+    # smaller; position 2 read twice as 1.5 and 1.0 keeps the larger.
+    rows = [(0, 0, 1.0), (0, 1, 7.0), (0, 1, 2.0), (0, 2, 1.5), (0, 2, 1.0), (0, 3, 1.0), (None, K.CAPACITY, 10.0)]
+    day = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(1, floor_kwh=10.0)))[0]
+    assert day["kwh"] == [1.0, 2.0, 1.5, 1.0]
+    assert sorted(zip(day["dup_pos"], day["dup_kwh"])) == [(1, 7.0), (2, 1.0)]
+    assert day["dup_date"] == [D, D]
+    # The day's largest reading counts every reading read, the set-aside ones too.
+    assert day["day_max_kwh"] == 7.0
+    assert (day["measured_intervals"], day["outlier_intervals"], day["interpolated_intervals"]) == (4, 0, 0)
+
+
+def test_context_days_are_returned_only_for_their_set_aside_readings():
+    rows = [(0, 0, 1.0), (0, 0, 0.5), (1, 0, 1.0), (1, 1, 1.0)]
+    got = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(2, out=(False, True))))
+    assert set(got) == {0, 1}
+    assert got[0]["out"] is False and got[0]["kwh"] is None and got[0]["dup_kwh"] == [0.5]
+    assert got[1]["out"] is True and got[1]["kwh"] == [1.0, 1.0, None, None]
 
 
 def test_local_calendar_knows_dst_days():
