@@ -11,6 +11,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from gridpersona.config import TariffConfig
+from gridpersona.contracts.silver import QUARANTINE_REASONS
 from gridpersona.transform import clean as C
 from gridpersona.transform import clean_kernel as K
 from gridpersona.transform import shapes as S
@@ -217,24 +218,35 @@ def test_gap_across_midnight_is_interpolated_from_both_days(cleaned):
 
 def _kernel_params(days: int, *, out=None, lookback=3, expected=4, **rule):
     first = (D - dt.date(1970, 1, 1)).days
-    levels = dict(scale_multiple=3.0, floor_kwh=0.0, neighbour_multiple=3.0, capacity_factor=0.5, max_gap=1) | rule
+    levels = dict(scale_multiple=3.0, floor_kwh=0.0, neighbour_multiple=3.0, capacity_factor=0.5, max_gap=1,
+                  step_seconds=900, duplicate_reason=C.REASONS.index("duplicate")) | rule
     return K.KernelParams(first_day=first, day_start=tuple(1000 * i for i in range(days)),
                           expected=(expected,) * days, out=tuple(out or (True,) * days), lookback_days=lookback,
                           **levels)
 
 
-def _kernel_rows(rows):
-    """(day offset from D, pos, kwh) readings; pos < 0 rows are the marked extra rows."""
+def _kernel_rows(rows, quarantined=()):
+    """(day offset from D, pos, kwh) readings, pos < 0 rows being the marked extra rows; ``quarantined``:
+    (day offset, ts in microseconds, kwh, reason code) rows the row checks quarantined."""
     first = (D - dt.date(1970, 1, 1)).days
+    q = [(d, K.QUARANTINED, k, first + d, r, us) for d, us, k, r in quarantined]
+    rows = [(d, p, k, None if d is None or p < 0 else first + d, None, None) for d, p, k in rows] + q
     return pa.table({"meter_id": ["m1"] * len(rows),
-                     "d": pa.array([None if d is None else first + d for d, _, _ in rows], pa.int32()),
-                     "pos": pa.array([p for _, p, _ in rows], pa.int32()),
-                     "kwh": pa.array([k for _, _, k in rows], pa.float64()),
-                     "bd": pa.array([None if d is None or p < 0 else first + d for d, p, _ in rows], pa.int32())})
+                     "d": pa.array([None if d is None else first + d for d, *_ in rows], pa.int32()),
+                     "pos": pa.array([r[1] for r in rows], pa.int32()),
+                     "kwh": pa.array([r[2] for r in rows], pa.float64()),
+                     "bd": pa.array([r[3] for r in rows], pa.int32()),
+                     "r": pa.array([r[4] for r in rows], pa.int8()),
+                     "us": pa.array([r[5] for r in rows], pa.int64())})
 
 
 def _by_day(table):
-    return {(r["date"] - D).days: r for r in table.to_pylist()}
+    return {(r["date"] - D).days: r for r in table.to_pylist() if r["out"]}
+
+
+def _set_aside(table):
+    return sorted((r["local_date"], r["ts_us"], r["reading_kwh"], C.REASONS[r["reason"]], r["date"])
+                  for r in table.to_pylist() if r["reason"] is not None)
 
 
 def test_scale_is_the_median_daily_maximum_of_the_lookback_days_before_the_day():
@@ -263,21 +275,35 @@ def test_second_reading_of_an_instant_is_set_aside_keeping_the_plausible_one():
     # reach). Position 1 is read as 7.0 (over capacity) and 2.0: the plausible 2.0 is kept although it is
     # smaller; position 2 read twice as 1.5 and 1.0 keeps the larger.
     rows = [(0, 0, 1.0), (0, 1, 7.0), (0, 1, 2.0), (0, 2, 1.5), (0, 2, 1.0), (0, 3, 1.0), (None, K.CAPACITY, 10.0)]
-    day = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(1, floor_kwh=10.0)))[0]
+    out = K.clean_meter(_kernel_rows(rows), _kernel_params(1, floor_kwh=10.0))
+    day = _by_day(out)[0]
     assert day["kwh"] == [1.0, 2.0, 1.5, 1.0]
-    assert sorted(zip(day["dup_pos"], day["dup_kwh"])) == [(1, 7.0), (2, 1.0)]
-    assert day["dup_date"] == [D, D]
+    # Set aside as duplicates at their instants (day start 0 + position x 900 s), bronze date kept.
+    assert _set_aside(out) == [(D, 900_000_000, 7.0, "duplicate", D), (D, 1_800_000_000, 1.0, "duplicate", D)]
     # The day's largest reading counts every reading read, the set-aside ones too.
     assert day["day_max_kwh"] == 7.0
     assert (day["measured_intervals"], day["outlier_intervals"], day["interpolated_intervals"]) == (4, 0, 0)
 
 
-def test_context_days_are_returned_only_for_their_set_aside_readings():
+def test_quarantined_rows_pass_through_and_context_days_are_not_written():
     rows = [(0, 0, 1.0), (0, 0, 0.5), (1, 0, 1.0), (1, 1, 1.0)]
-    got = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(2, out=(False, True))))
-    assert set(got) == {0, 1}
-    assert got[0]["out"] is False and got[0]["kwh"] is None and got[0]["dup_kwh"] == [0.5]
-    assert got[1]["out"] is True and got[1]["kwh"] == [1.0, 1.0, None, None]
+    negative = (1, 1_000_123_456, -0.5, C.REASONS.index("negative"))
+    out = K.clean_meter(_kernel_rows(rows, [negative]), _kernel_params(2, out=(False, True)))
+    assert set(_by_day(out)) == {1}
+    assert _by_day(out)[1]["kwh"] == [1.0, 1.0, None, None]
+    # The context day's second reading is still set aside (its bronze date decides whether it is written).
+    d1 = D + dt.timedelta(days=1)
+    assert _set_aside(out) == [(D, 0, 0.5, "duplicate", D), (d1, 1_000_123_456, -0.5, "negative", d1)]
+
+
+def test_a_meter_with_only_quarantined_rows_returns_them():
+    unknown = (0, 5, 1.0, C.REASONS.index("unknown_meter"))
+    out = K.clean_meter(_kernel_rows([], [unknown]), _kernel_params(1))
+    assert _set_aside(out) == [(D, 5, 1.0, "unknown_meter", D)]
+
+
+def test_reason_codes_name_the_quarantine_contract_reasons():
+    assert C.REASONS == QUARANTINE_REASONS
 
 
 def test_local_calendar_knows_dst_days():

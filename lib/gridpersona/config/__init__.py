@@ -242,6 +242,9 @@ class CleanConfig(_Section):
     max_interpolate_intervals: int = Field(4, ge=0)
     # A reading above this is physically implausible for one interval and is quarantined.
     max_interval_kwh: float = Field(10000.0, gt=0)
+    # Readings per task of the per-meter pass: each task holds its share of the readings in memory (about
+    # 40 bytes a reading), so the pass runs max(spark.sql.shuffle.partitions, readings / this) tasks.
+    rows_per_task: int = Field(4_000_000, ge=10_000)
 
 
 class ShapesConfig(_Section):

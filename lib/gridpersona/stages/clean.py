@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -74,11 +75,15 @@ def run_clean(ctx: StageContext) -> StageResult:
     log.info("%scleaning %d day(s) (%s); reading %d day(s) of bronze (neighbours and look-back) and %d day(s) of "
              "stored statistics; the first write below runs the pass", stage_prefix(), len(dates), span,
              len(read_dates), len(stored))
+    # Tasks of the per-meter pass sized by readings (the log's per-file counts: no Spark job).
+    readings = ctx.lake.partition_rows(AMI_INTERVAL.name, "date", read_dates)
+    shuffle = int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
+    partitions = max(shuffle, math.ceil(readings / s.clean.rows_per_task)) if readings is not None else None
     out = C.clean_interval_readings(
         raw, archive, calendar, time_zone=s.ami.time_zone, interval_minutes=s.ami.interval_minutes,
         first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
         max_gap=s.clean.max_interpolate_intervals, rule=rule, lookback_days=lookback, dates=dates, prior_stats=prior,
-        cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
+        partitions=partitions, cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
     for spec, df in ((AMI_QUARANTINE, out.quarantine), (AMI_CLEAN, out.clean), (METER_DAY_QUALITY, out.quality)):
         check_schema(spec.name, spec.schema, df.schema)
     try:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -43,6 +43,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gridpersona.transform import clean_kernel as K
+
+
+# Why a row is quarantined, in the order the checks apply (``duplicate`` last: judged per meter).
+REASONS = ("null_value", "unknown_meter", "misaligned_ts", "out_of_window", "future_ts", "negative", "out_of_range",
+           "duplicate")
 
 
 def affected_dates(changed: Iterable[dt.date], lookback_days: int) -> set[dt.date]:
@@ -160,28 +165,16 @@ def _rows_select(df: DataFrame, *, interval_minutes: int, time_zone: str) -> Dat
 def day_rows(days: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
     """The kernel's written meter-days -> silver.ami_clean rows, one per position with a value. A day
     without ``raw`` (complete, read once per instant, no candidate) is all ``measured``."""
-    plain = (days.filter(F.col("raw").isNull())
-             .select("meter_id", "date", "day_start_epoch", F.posexplode("kwh").alias("pos", "kwh"))
-             .select("*", F.col("kwh").alias("kwh_raw"), F.lit("measured").alias("quality")))
+    # One explode for both kinds of day (a union would write each date's files twice over).
+    measured = F.array_repeat(F.lit(K.MEASURED).cast("tinyint"), F.size("kwh"))
+    zipped = F.arrays_zip(F.col("kwh").alias("k"), F.coalesce(F.col("raw"), F.col("kwh")).alias("r"),
+                          F.coalesce(F.col("q"), measured).alias("q"))
     codes = F.array(*[F.lit(name) for name in K.QUALITY_NAMES])
-    busy = (days.filter(F.col("raw").isNotNull())
-            .select("meter_id", "date", "day_start_epoch",
-                    F.posexplode(F.arrays_zip(F.col("kwh").alias("k"), F.col("raw").alias("r"),
-                                              F.col("q").alias("q"))).alias("pos", "z"))
+    rows = (days.select("meter_id", "date", "day_start_epoch", F.posexplode(zipped).alias("pos", "z"))
             .filter(F.col("z.k").isNotNull())
             .select("meter_id", "date", "day_start_epoch", "pos", F.col("z.k").alias("kwh"),
                     F.col("z.r").alias("kwh_raw"), codes[F.col("z.q").cast("int")].alias("quality")))
-    return _rows_select(plain.unionByName(busy), interval_minutes=interval_minutes, time_zone=time_zone)
-
-
-def duplicate_rows(days: DataFrame, *, interval_minutes: int) -> DataFrame:
-    """The readings the kernel set aside as second readings of an instant, with the columns of the
-    quarantine (``reason`` excepted)."""
-    step = interval_minutes * 60
-    z = F.explode(F.arrays_zip(F.col("dup_pos").alias("p"), F.col("dup_kwh").alias("k"), F.col("dup_date").alias("b")))
-    return (days.filter(F.col("dup_pos").isNotNull()).select("meter_id", "date", "day_start_epoch", z.alias("z"))
-            .select("meter_id", F.timestamp_seconds(F.col("day_start_epoch") + F.col("z.p") * step).alias("ts"),
-                    F.col("z.k").alias("kwh"), F.col("z.b").alias("date"), F.col("date").alias("local_date")))
+    return _rows_select(rows, interval_minutes=interval_minutes, time_zone=time_zone)
 
 
 @dataclass(frozen=True)
@@ -262,6 +255,7 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
                             interval_minutes: int, first_date: dt.date, last_date: dt.date, max_interval_kwh: float,
                             max_gap: int, rule: OutlierRule = OutlierRule(), lookback_days: int = 14,
                             dates: Iterable[dt.date] | None = None, prior_stats: DataFrame | None = None,
+                            partitions: int | None = None,
                             cache: Callable[[DataFrame], DataFrame] = lambda df: df) -> CleanOutput:
     """Raw readings -> clean rows, quarantine rows and meter-day quality of ``dates`` (see the module
     docstring for the rules).
@@ -275,9 +269,10 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
     ``contracted_capacity_kva``. ``cache`` is applied to the per meter-day result, read by the clean, the
     quarantine and the quality rows (the job passes ``persist``).
 
-    One shuffle of the accepted readings by meter; each meter's readings (with its stored look-back
-    statistics and its capacity as marked extra rows) go to :func:`clean_kernel.clean_meter` as one
-    Arrow table.
+    One shuffle of the accepted readings by meter into ``partitions`` tasks (default
+    ``spark.sql.shuffle.partitions``; a task holds its share of the readings in memory); each meter's
+    readings, with its stored look-back statistics and its capacity as marked extra rows, go to
+    :func:`clean_kernel.clean_meter` as one Arrow table.
     """
     out_dates = sorted(dates) if dates is not None else [
         first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
@@ -292,34 +287,43 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
         first_day=(cal_first - dt.date(1970, 1, 1)).days, day_start=tuple(int(r[1]) for r in cal_rows),
         expected=tuple(int(r[2]) for r in cal_rows), out=tuple(r[0] in wanted for r in cal_rows),
         lookback_days=lookback_days, scale_multiple=rule.scale_multiple, floor_kwh=rule.scale_floor_kw * hours,
-        neighbour_multiple=rule.neighbour_multiple, capacity_factor=hours * rule.capacity_margin, max_gap=max_gap)
+        neighbour_multiple=rule.neighbour_multiple, capacity_factor=hours * rule.capacity_margin, max_gap=max_gap,
+        step_seconds=interval_minutes * 60, duplicate_reason=REASONS.index("duplicate"))
     tagged = tag_reasons(raw, known_meters, calendar, time_zone=time_zone, interval_minutes=interval_minutes,
                          first_date=first_date, last_date=last_date, max_interval_kwh=max_interval_kwh)
-    columns = ("meter_id", "d", "pos", "kwh", "bd")
-    accepted = tagged.filter(F.col("reason").isNull()).select(
-        "meter_id", F.unix_date("local_date").alias("d"), "pos", "kwh", F.unix_date("date").alias("bd"))
+    # Every row goes to its meter's task: the accepted readings for the decisions, the quarantined ones to
+    # pass through (one scan of bronze feeds both outputs).
+    reason = F.col("reason")
+    code = (F.array_position(F.array(*[F.lit(r) for r in REASONS]), reason) - 1).cast("tinyint")
+    none_int, none_long = F.lit(None).cast("int"), F.lit(None).cast("long")
+    rows = tagged.select(
+        "meter_id", F.unix_date("local_date").alias("d"),
+        F.when(reason.isNull(), F.col("pos")).otherwise(F.lit(K.QUARANTINED)).alias("pos"), "kwh",
+        F.unix_date("date").alias("bd"), F.when(reason.isNotNull(), code).alias("r"),
+        F.when(reason.isNotNull(), F.unix_micros("ts")).alias("us"))
     extra = (meter_capacity(known_meters).filter(F.col("contracted_capacity_kva").isNotNull())
-             .select("meter_id", F.lit(None).cast("int").alias("d"), F.lit(K.CAPACITY).alias("pos"),
-                     F.col("contracted_capacity_kva").alias("kwh"), F.lit(None).cast("int").alias("bd")))
+             .select("meter_id", none_int.alias("d"), F.lit(K.CAPACITY).alias("pos"),
+                     F.col("contracted_capacity_kva").alias("kwh")))
     if prior_stats is not None:
         stats = prior_stats.filter(F.col("day_max_kwh").isNotNull())
-        for code, column in ((K.STAT_MAX, "day_max_kwh"), (K.STAT_MEAN, "day_mean_kwh")):
-            extra = extra.unionByName(stats.select(
-                "meter_id", F.unix_date("date").alias("d"), F.lit(code).alias("pos"), F.col(column).alias("kwh"),
-                F.lit(None).cast("int").alias("bd")))
+        for stat, column in ((K.STAT_MAX, "day_max_kwh"), (K.STAT_MEAN, "day_mean_kwh")):
+            extra = extra.unionByName(stats.select("meter_id", F.unix_date("date").alias("d"), F.lit(stat).alias("pos"),
+                                                   F.col(column).alias("kwh")))
+    extra = extra.select("*", none_int.alias("bd"), F.lit(None).cast("tinyint").alias("r"), none_long.alias("us"))
 
-    def kernel(table: pa.Table) -> pa.Table:
-        return K.clean_meter(table, params)
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield from K.clean_partition(batches, params)
 
-    days = cache(accepted.unionByName(extra.select(*columns)).groupBy("meter_id").applyInArrow(kernel, K.OUTPUT_SCHEMA))
+    by_meter = rows.unionByName(extra)
+    by_meter = by_meter.repartition(partitions, "meter_id") if partitions else by_meter.repartition("meter_id")
+    days = cache(by_meter.mapInArrow(kernel, K.OUTPUT_SCHEMA))
     written = days.filter(F.col("out"))
     clean = day_rows(written, interval_minutes=interval_minutes, time_zone=time_zone)
     counts = written.select("meter_id", "date", "measured_intervals", "outlier_intervals", "interpolated_intervals",
                             *_DAY_STATS)
-    quarantine_cols = ["meter_id", "ts", "kwh", "date", "local_date", "reason"]
-    quarantine = (tagged.filter(F.col("reason").isNotNull()).select(*quarantine_cols)
-                  .unionByName(duplicate_rows(days, interval_minutes=interval_minutes)
-                               .withColumn("reason", F.lit("duplicate")).select(*quarantine_cols))
-                  .filter(F.col("date").isin(out_dates)))
+    names = F.array(*[F.lit(r) for r in REASONS])
+    quarantine = (days.filter(F.col("reason").isNotNull() & F.col("date").isin(out_dates))
+                  .select("meter_id", F.timestamp_micros("ts_us").alias("ts"), F.col("reading_kwh").alias("kwh"), "date",
+                          "local_date", names[F.col("reason").cast("int")].alias("reason")))
     return CleanOutput(clean=clean, quarantine=quarantine, counts=counts, known_meters=known_meters,
                        calendar=calendar.filter(F.col("date").isin(out_dates)), cached=[days])

@@ -8,12 +8,18 @@ candidates, isolated spikes, interpolation. No Spark here: the function takes an
 so a unit test calls it on a hand-made table.
 
 Input rows (one table per meter), columns ``meter_id``, ``d`` (the local day, days since 1970-01-01),
-``pos`` (position in the day), ``kwh``, ``bd`` (the row's bronze ``date`` partition, days since 1970):
+``pos`` (position in the day), ``kwh``, ``bd`` (the row's bronze ``date`` partition, days since 1970),
+``r`` (reason code) and ``us`` (``ts`` in microseconds) of a quarantined row:
 
 - ``pos >= 0``: an accepted reading;
+- ``pos == QUARANTINED``: a row the row checks quarantined (reason ``r``), passed through as it is;
 - ``pos == STAT_MAX`` / ``STAT_MEAN``: a stored look-back day's ``day_max_kwh`` / ``day_mean_kwh`` in
   ``kwh`` (days the run does not read);
 - ``pos == CAPACITY``: the meter's contracted capacity (kVA) in ``kwh``.
+
+Output rows (:data:`OUTPUT_SCHEMA`): one per written day with accepted readings (``out``: the repaired
+readings, the raw ones and quality codes unless the day is plain, the counts and statistics), and one
+per quarantined row (``reason`` set; ``date`` is its bronze date), the set-aside second readings included.
 
 Every sum is taken in position order and every median as (lower middle + upper middle) / 2 over the
 sorted values, so a day's figures are the same bits whatever the row order or the run that computed them.
@@ -22,11 +28,12 @@ sorted values, so a day's figures are the same bits whatever the row order or th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-STAT_MAX, STAT_MEAN, CAPACITY = -1, -2, -3
+STAT_MAX, STAT_MEAN, CAPACITY, QUARANTINED = -1, -2, -3, -4
 
 MEASURED, OUTLIER_REPLACED, INTERPOLATED = 0, 1, 2
 QUALITY_NAMES = ("measured", "outlier_replaced", "interpolated")
@@ -35,7 +42,14 @@ OUTPUT_SCHEMA = (
     "meter_id string, date date, out boolean, day_start_epoch long, kwh array<double>, raw array<double>, "
     "q array<tinyint>, measured_intervals int, outlier_intervals int, interpolated_intervals int, "
     "day_max_kwh double, day_mean_kwh double, outlier_scale_kwh double, fill_level_kwh double, "
-    "dup_pos array<int>, dup_kwh array<double>, dup_date array<date>")
+    "reason tinyint, ts_us long, reading_kwh double, local_date date")
+_ARROW_SCHEMA = pa.schema([
+    ("meter_id", pa.string()), ("date", pa.date32()), ("out", pa.bool_()), ("day_start_epoch", pa.int64()),
+    ("kwh", pa.list_(pa.float64())), ("raw", pa.list_(pa.float64())), ("q", pa.list_(pa.int8())),
+    ("measured_intervals", pa.int32()), ("outlier_intervals", pa.int32()), ("interpolated_intervals", pa.int32()),
+    ("day_max_kwh", pa.float64()), ("day_mean_kwh", pa.float64()), ("outlier_scale_kwh", pa.float64()),
+    ("fill_level_kwh", pa.float64()), ("reason", pa.int8()), ("ts_us", pa.int64()), ("reading_kwh", pa.float64()),
+    ("local_date", pa.date32())])
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class KernelParams:
     neighbour_multiple: float
     capacity_factor: float    # interval hours x capacity_margin
     max_gap: int
+    step_seconds: int
+    duplicate_reason: int     # the reason code of a set-aside second reading
 
 
 def _median_windows(values: np.ndarray, lookback: int) -> np.ndarray:
@@ -74,73 +90,61 @@ def _nan_to_zero(a: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(a), 0.0, a)
 
 
-def _list_array(rows: list[np.ndarray | None], value_type: pa.DataType) -> pa.Array:
-    """A list array from per-row numpy arrays (None: a null list; NaN: a null element for doubles)."""
-    lengths = np.array([0 if r is None else len(r) for r in rows], dtype=np.int32)
-    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    parts = [r for r in rows if r is not None]
-    if parts:
-        flat = np.concatenate(parts)
-    else:
-        flat = np.array([], dtype=np.float64 if value_type == pa.float64() else np.int32)
+def _ragged(mat: np.ndarray, lengths: np.ndarray, valid: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A list array of the first ``lengths[r]`` values of each row ``r`` of ``mat`` (a null list where
+    ``valid`` is false; NaN is a null element)."""
+    lens = np.where(valid, lengths, 0).astype(np.int32)
+    offsets = np.zeros(len(lens) + 1, dtype=np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    flat = mat[np.arange(mat.shape[1])[None, :] < lens[:, None]]  # row by row
     if value_type == pa.float64():
         values = pa.array(flat, type=value_type, mask=np.isnan(flat))
     elif value_type == pa.date32():
         values = pa.array(flat.astype(np.int32), type=pa.int32()).cast(pa.date32())
     else:
-        values = pa.array(flat, type=value_type)
-    mask = pa.array(np.array([r is None for r in rows]))
-    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=mask)
+        values = pa.array(flat.astype(value_type.to_pandas_dtype()), type=value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~np.asarray(valid, dtype=bool)))
 
 
-def empty_output() -> pa.Table:
-    return _table("", [], {})
-
-
-def _table(meter: str, days: list[int], cols: dict) -> pa.Table:
-    n = len(days)
-    date = pa.array(np.array(days, dtype=np.int32), type=pa.int32()).cast(pa.date32())
-    f64, i32 = pa.float64(), pa.int32()
-
-    def scalar(name, typ):
-        a = np.asarray(cols.get(name, []), dtype=np.float64 if typ == f64 else np.int64)
-        return pa.array(a, type=typ, mask=np.isnan(a) if typ == f64 else None)
-
-    return pa.table({
-        "meter_id": pa.array([meter] * n, type=pa.string()),
-        "date": date,
-        "out": pa.array(np.asarray(cols.get("out", []), dtype=bool)),
-        "day_start_epoch": scalar("day_start_epoch", pa.int64()),
-        "kwh": _list_array(cols.get("kwh", []), f64),
-        "raw": _list_array(cols.get("raw", []), f64),
-        "q": _list_array(cols.get("q", []), pa.int8()),
-        "measured_intervals": scalar("measured_intervals", i32),
-        "outlier_intervals": scalar("outlier_intervals", i32),
-        "interpolated_intervals": scalar("interpolated_intervals", i32),
-        "day_max_kwh": scalar("day_max_kwh", f64),
-        "day_mean_kwh": scalar("day_mean_kwh", f64),
-        "outlier_scale_kwh": scalar("outlier_scale_kwh", f64),
-        "fill_level_kwh": scalar("fill_level_kwh", f64),
-        "dup_pos": _list_array(cols.get("dup_pos", []), i32),
-        "dup_kwh": _list_array(cols.get("dup_kwh", []), f64),
-        "dup_date": _list_array(cols.get("dup_date", []), pa.date32()),
-    })
+def _assemble(meter: str | None, n: int, cols: dict) -> pa.Table:
+    """A table of the output schema with ``n`` rows: ``cols`` (numpy arrays or Arrow arrays) and nulls in the
+    other columns. NaN in a double column is null."""
+    out = []
+    for field in _ARROW_SCHEMA:
+        if field.name == "meter_id":
+            out.append(pa.array([meter] * n, type=pa.string()))
+        elif field.name not in cols:
+            out.append(pa.nulls(n, type=field.type))
+        elif isinstance(cols[field.name], (pa.Array, pa.ChunkedArray)):
+            out.append(cols[field.name])
+        elif field.type == pa.date32():
+            out.append(pa.array(np.asarray(cols[field.name]).astype(np.int32), type=pa.int32()).cast(pa.date32()))
+        elif field.type == pa.float64():
+            a = np.asarray(cols[field.name], dtype=np.float64)
+            out.append(pa.array(a, type=pa.float64(), mask=np.isnan(a)))
+        else:
+            out.append(pa.array(np.asarray(cols[field.name]).astype(field.type.to_pandas_dtype()), type=field.type))
+    return pa.Table.from_arrays(out, schema=_ARROW_SCHEMA)
 
 
 def clean_meter(table: pa.Table, p: KernelParams) -> pa.Table:
-    """One meter's rows (see the module docstring) -> one row per day with accepted readings that the run
-    writes (``out``) or that holds a duplicate: the repaired day, its counts and statistics, and the
-    duplicate readings (quarantined by the caller)."""
-    if table.num_rows == 0:
-        return empty_output()
+    """One meter's rows -> its written days and its quarantined rows (see the module docstring)."""
     meter = table.column("meter_id")[0].as_py()
     d_all = table.column("d").to_numpy(zero_copy_only=False)
     pos_all = table.column("pos").to_numpy(zero_copy_only=False).astype(np.int64)
     kwh_all = table.column("kwh").to_numpy(zero_copy_only=False).astype(np.float64)
+    # Rows the row checks quarantined pass through, as they are.
+    held = np.nonzero(pos_all == QUARANTINED)[0]
+    quarantined = _assemble(meter, len(held), {
+        "date": table.column("bd").take(pa.array(held)).cast(pa.int32()).cast(pa.date32()),
+        "reason": table.column("r").take(pa.array(held)),
+        "ts_us": table.column("us").take(pa.array(held)),
+        "reading_kwh": table.column("kwh").take(pa.array(held)),
+        "local_date": table.column("d").take(pa.array(held)).cast(pa.int32()).cast(pa.date32()),
+        "out": np.zeros(len(held), dtype=bool)})
     read = pos_all >= 0
     if not read.any():
-        return empty_output()
+        return quarantined
     cap_rows = kwh_all[pos_all == CAPACITY]
     cap_at = float(cap_rows.max()) * p.capacity_factor if len(cap_rows) and not np.isnan(cap_rows).all() else np.nan
     L = p.lookback_days
@@ -172,9 +176,8 @@ def clean_meter(table: pa.Table, p: KernelParams) -> pa.Table:
 
     with np.errstate(invalid="ignore"):
         day_max = np.where(has, np.nanmax(np.where(np.isnan(M), -np.inf, M), axis=1), np.nan)
-    total = np.zeros(ndays)
-    for j in range(P):  # in position order, as every run sums
-        total = total + _nan_to_zero(M[:, j])
+    # 0.0 + x0 + x1 + ... in position order (an accumulate is sequential; a sum would pair the terms).
+    total = np.cumsum(np.concatenate([np.zeros((ndays, 1)), _nan_to_zero(M)], axis=1), axis=1)[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         day_mean = np.where(has, total / np.maximum(present, 1), np.nan)
 
@@ -201,9 +204,10 @@ def clean_meter(table: pa.Table, p: KernelParams) -> pa.Table:
 
     # Duplicates: per instant read more than once, the first non-candidate by kWh descending is kept.
     V = M.copy()
-    dups: dict[int, list[tuple[int, float, int]]] = {}
-    dup_days = np.nonzero(readings > present)[0]
-    if len(dup_days):
+    # The set-aside readings, in day order.
+    dup_day = np.zeros(0, dtype=np.int64)
+    dup_pos, dup_kwh, dup_bd = np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros(0, dtype=np.int32)
+    if (readings > present).any():  # only then: a meter without a second reading skips the ranking
         multi = cnt.reshape(-1)[flat] > 1
         idx = np.nonzero(multi)[0]
         rd, rp, rk, rb = di[idx], pi[idx], kv[idx], bd[idx]
@@ -213,8 +217,7 @@ def clean_meter(table: pa.Table, p: KernelParams) -> pa.Table:
         rd, rp, rk, rb = rd[o], rp[o], rk[o], rb[o]
         first = np.r_[True, (rd[1:] != rd[:-1]) | (rp[1:] != rp[:-1])]
         V[rd[first], rp[first]] = rk[first]
-        for day, pp, k, b in zip(rd[~first], rp[~first], rk[~first], rb[~first]):
-            dups.setdefault(int(day), []).append((int(pp), float(k), int(b)))
+        dup_day, dup_pos, dup_kwh, dup_bd = rd[~first], rp[~first].astype(np.int32), rk[~first], rb[~first].astype(np.int32)
 
     cols_ok = np.arange(P)[None, :] < expected[:, None]
     V = np.where(cols_ok, V, np.nan)
@@ -314,39 +317,47 @@ def clean_meter(table: pa.Table, p: KernelParams) -> pa.Table:
         K[fix_days] = k
         interpolated[fix_days] = np.sum(~np.isnan(k), axis=1) - present[fix_days]
 
-    emit = np.nonzero(has & (out_day | np.isin(rows_all, list(dups))))[0]
-    cols: dict[str, list] = {k: [] for k in (
-        "out", "day_start_epoch", "kwh", "raw", "q", "measured_intervals", "outlier_intervals",
-        "interpolated_intervals", "day_max_kwh", "day_mean_kwh", "outlier_scale_kwh", "fill_level_kwh",
-        "dup_pos", "dup_kwh", "dup_date")}
-    for day in emit:
-        w = bool(out_day[day])
-        nn = int(n[day])
-        cols["out"].append(w)
-        cols["day_start_epoch"].append(day_start[day])
-        if w:
-            cols["kwh"].append(K[day, :nn])
-            if plain[day]:
-                cols["raw"].append(None)
-                cols["q"].append(None)
-            else:
-                raw = V[day, :nn]
-                q = np.where(np.isnan(raw), INTERPOLATED, np.where(outlier[day, :nn], OUTLIER_REPLACED, MEASURED))
-                cols["raw"].append(raw)
-                cols["q"].append(q.astype(np.int8))
-        else:
-            cols["kwh"].append(None)
-            cols["raw"].append(None)
-            cols["q"].append(None)
-        cols["measured_intervals"].append(present[day] - n_out[day])
-        cols["outlier_intervals"].append(n_out[day])
-        cols["interpolated_intervals"].append(interpolated[day] if needs_repair[day] else 0)
-        cols["day_max_kwh"].append(day_max[day])
-        cols["day_mean_kwh"].append(day_mean[day])
-        cols["outlier_scale_kwh"].append(scale[day])
-        cols["fill_level_kwh"].append(fill[day])
-        dd = dups.get(int(day))
-        cols["dup_pos"].append(None if dd is None else np.array([x[0] for x in dd], dtype=np.int32))
-        cols["dup_kwh"].append(None if dd is None else np.array([x[1] for x in dd], dtype=np.float64))
-        cols["dup_date"].append(None if dd is None else np.array([x[2] for x in dd], dtype=np.int32))
-    return _table(meter, [int(base + d) for d in emit], cols)
+    emit = np.nonzero(has & out_day)[0]
+    ne = n[emit]
+    busy = ~plain[emit]
+    q = np.where(np.isnan(V[emit]), INTERPOLATED, np.where(outlier[emit], OUTLIER_REPLACED, MEASURED))
+    yes = np.ones(len(emit), dtype=bool)
+    days = _assemble(meter, len(emit), {
+        "date": base + emit, "out": yes, "day_start_epoch": day_start[emit],
+        "kwh": _ragged(K[emit], ne, yes, pa.float64()),
+        "raw": _ragged(V[emit], ne, busy, pa.float64()),
+        "q": _ragged(q, ne, busy, pa.int8()),
+        "measured_intervals": present[emit] - n_out[emit], "outlier_intervals": n_out[emit],
+        "interpolated_intervals": np.where(needs_repair[emit], interpolated[emit], 0),
+        "day_max_kwh": day_max[emit], "day_mean_kwh": day_mean[emit],
+        "outlier_scale_kwh": scale[emit], "fill_level_kwh": fill[emit]})
+    duplicates = _assemble(meter, len(dup_day), {
+        "date": dup_bd, "out": np.zeros(len(dup_day), dtype=bool),
+        "reason": np.full(len(dup_day), p.duplicate_reason),
+        "ts_us": (day_start[dup_day] + dup_pos.astype(np.int64) * p.step_seconds) * 1_000_000,
+        "reading_kwh": dup_kwh, "local_date": base + dup_day})
+    return pa.concat_tables([days, quarantined, duplicates])
+
+
+def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_per_batch: int = 256
+                    ) -> Iterator[pa.RecordBatch]:
+    """One task's rows, hash-partitioned by meter so that each meter is whole in one task (``mapInArrow``)
+    -> :func:`clean_meter` of each meter. The task's rows are grouped here (a stable numpy sort of the
+    meters' dictionary codes) instead of by a Spark sort before the call: the task holds its partition in
+    memory, so the caller sizes partitions by rows."""
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches)
+    codes = table.column("meter_id").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    table = table.take(pa.array(order))
+    bounds = np.r_[0, np.nonzero(np.diff(codes[order]))[0] + 1, len(order)]
+    done: list[pa.Table] = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        done.append(clean_meter(table.slice(int(a), int(b - a)), p))
+        if len(done) == meters_per_batch:
+            yield from pa.concat_tables(done).to_batches()
+            done = []
+    if done:
+        yield from pa.concat_tables(done).to_batches()
