@@ -252,7 +252,7 @@ def _set_aside(table):
 def test_scale_is_the_median_daily_maximum_of_the_lookback_days_before_the_day():
     # Daily maxima 1, 5, 2, (no readings), 9 on days 0..4: a day without readings is skipped.
     rows = [(d, 0, mx) for d, mx in ((0, 1.0), (1, 5.0), (2, 2.0), (4, 9.0))]
-    got = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(5)))
+    got = _by_day(K.clean_meters(_kernel_rows(rows), _kernel_params(5)))
     assert got[0]["outlier_scale_kwh"] is None                     # nothing before the first day
     assert got[1]["outlier_scale_kwh"] == 1.0                      # [1]
     assert got[2]["outlier_scale_kwh"] == 3.0                      # [1, 5]: mean of the middle two
@@ -265,7 +265,7 @@ def test_scale_is_the_median_daily_maximum_of_the_lookback_days_before_the_day()
 def test_stored_lookback_statistics_count_like_days_read():
     # Day 2 is read; days 0 and 1 come only as stored statistics (max 4 and 8, mean 1 and 2).
     rows = [(2, 0, 1.0), (0, K.STAT_MAX, 4.0), (0, K.STAT_MEAN, 1.0), (1, K.STAT_MAX, 8.0), (1, K.STAT_MEAN, 2.0)]
-    got = _by_day(K.clean_meter(_kernel_rows(rows), _kernel_params(3)))
+    got = _by_day(K.clean_meters(_kernel_rows(rows), _kernel_params(3)))
     assert set(got) == {2}                                         # stored days are context, never output
     assert (got[2]["outlier_scale_kwh"], got[2]["fill_level_kwh"]) == (6.0, 1.5)
 
@@ -275,7 +275,7 @@ def test_second_reading_of_an_instant_is_set_aside_keeping_the_plausible_one():
     # reach). Position 1 is read as 7.0 (over capacity) and 2.0: the plausible 2.0 is kept although it is
     # smaller; position 2 read twice as 1.5 and 1.0 keeps the larger.
     rows = [(0, 0, 1.0), (0, 1, 7.0), (0, 1, 2.0), (0, 2, 1.5), (0, 2, 1.0), (0, 3, 1.0), (None, K.CAPACITY, 10.0)]
-    out = K.clean_meter(_kernel_rows(rows), _kernel_params(1, floor_kwh=10.0))
+    out = K.clean_meters(_kernel_rows(rows), _kernel_params(1, floor_kwh=10.0))
     day = _by_day(out)[0]
     assert day["kwh"] == [1.0, 2.0, 1.5, 1.0]
     # Set aside as duplicates at their instants (day start 0 + position x 900 s), bronze date kept.
@@ -288,7 +288,7 @@ def test_second_reading_of_an_instant_is_set_aside_keeping_the_plausible_one():
 def test_quarantined_rows_pass_through_and_context_days_are_not_written():
     rows = [(0, 0, 1.0), (0, 0, 0.5), (1, 0, 1.0), (1, 1, 1.0)]
     negative = (1, 1_000_123_456, -0.5, C.REASONS.index("negative"))
-    out = K.clean_meter(_kernel_rows(rows, [negative]), _kernel_params(2, out=(False, True)))
+    out = K.clean_meters(_kernel_rows(rows, [negative]), _kernel_params(2, out=(False, True)))
     assert set(_by_day(out)) == {1}
     assert _by_day(out)[1]["kwh"] == [1.0, 1.0, None, None]
     # The context day's second reading is still set aside (its bronze date decides whether it is written).
@@ -298,8 +298,25 @@ def test_quarantined_rows_pass_through_and_context_days_are_not_written():
 
 def test_a_meter_with_only_quarantined_rows_returns_them():
     unknown = (0, 5, 1.0, C.REASONS.index("unknown_meter"))
-    out = K.clean_meter(_kernel_rows([], [unknown]), _kernel_params(1))
+    out = K.clean_meters(_kernel_rows([], [unknown]), _kernel_params(1))
     assert _set_aside(out) == [(D, 5, 1.0, "unknown_meter", D)]
+
+
+def test_meters_cleaned_together_give_what_each_gives_alone():
+    # m1: a spike mid-day and a gap at the end of its last day; m2: a gap at the start of its first day and a
+    # reading twice. Cleaned in one cube, neither meter's edges or scales may leak into the other's days.
+    m1 = [(0, 0, 1.0), (0, 1, 9.0), (0, 2, 1.0), (0, 3, 1.0), (1, 0, 1.0), (1, 1, 1.0), (1, 2, 1.0)]
+    m2 = [(0, 1, 2.0), (0, 2, 2.0), (0, 3, 2.0), (1, 0, 2.0), (1, 0, 1.0), (1, 1, 2.0), (1, 2, 2.0), (1, 3, 2.0)]
+    params = _kernel_params(2, floor_kwh=0.5, max_gap=2)
+    one = _kernel_rows(m1)
+    two = _kernel_rows(m2).set_column(0, "meter_id", pa.array(["m2"] * (len(m2)), pa.string()))
+    both = pa.concat_tables([two, one])
+    alone = K.clean_meters(one, params).to_pylist() + K.clean_meters(two, params).to_pylist()
+    key = lambda r: (r["meter_id"], r["date"], r["reason"] is not None, r["ts_us"] or 0)
+    assert sorted(K.clean_meters(both, params).to_pylist(), key=key) == sorted(alone, key=key)
+    # And the cases are real: m1's spike is replaced, m2's second reading set aside.
+    assert any(r["outlier_intervals"] for r in alone if r["meter_id"] == "m1")
+    assert any(r["reason"] is not None for r in alone if r["meter_id"] == "m2")
 
 
 def test_reason_codes_name_the_quarantine_contract_reasons():

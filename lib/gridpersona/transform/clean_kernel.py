@@ -1,13 +1,14 @@
-"""Clean's per-meter decisions in numpy: one call per meter over all its accepted readings of the run.
+"""Clean's per-meter decisions in numpy, over all the accepted readings of each meter in the run.
 
-:func:`gridpersona.transform.clean.clean_interval_readings` groups the accepted readings by meter
-(``groupBy("meter_id").applyInArrow``) and hands each meter's rows to :func:`clean_meter`, which lays
-them out as a days x positions matrix and makes every decision of the module docstring of
-:mod:`gridpersona.transform.clean` with whole-array operations: duplicates, the look-back scales,
-candidates, isolated spikes, interpolation. No Spark here: the function takes and returns Arrow tables,
-so a unit test calls it on a hand-made table.
+:func:`gridpersona.transform.clean.clean_interval_readings` sends every row to its meter's task (a hash
+shuffle by meter, then ``mapInArrow``); :func:`clean_partition` groups the task's rows by meter and hands
+them, a few hundred meters at a time, to :func:`clean_meters`, which lays them out as a meters x days x
+positions cube and makes every decision of the module docstring of :mod:`gridpersona.transform.clean`
+with whole-array operations: duplicates, the look-back scales, candidates, isolated spikes,
+interpolation. No Spark here: the functions take and return Arrow data, so a unit test calls them on a
+hand-made table.
 
-Input rows (one table per meter), columns ``meter_id``, ``d`` (the local day, days since 1970-01-01),
+Input rows (every row of each meter given), columns ``meter_id``, ``d`` (the local day, days since 1970-01-01),
 ``pos`` (position in the day), ``kwh``, ``bd`` (the row's bronze ``date`` partition, days since 1970),
 ``r`` (reason code) and ``us`` (``ts`` in microseconds) of a quarantined row:
 
@@ -54,7 +55,7 @@ _ARROW_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class KernelParams:
-    """What :func:`clean_meter` needs besides the rows.
+    """What :func:`clean_meters` needs besides the rows.
 
     ``first_day``: the calendar's first day (days since 1970); ``day_start`` / ``expected``: per calendar
     day, the UTC epoch second of local midnight and the day's positions; ``out``: per calendar day,
@@ -76,13 +77,15 @@ class KernelParams:
 
 
 def _median_windows(values: np.ndarray, lookback: int) -> np.ndarray:
-    """Per day x: the median of the non-NaN values of days x - lookback .. x - 1 (NaN when none)."""
-    padded = np.concatenate([np.full(lookback, np.nan), values])
-    win = np.lib.stride_tricks.sliding_window_view(padded, lookback)[: len(values)]  # days x-lookback .. x-1
-    s = np.sort(win, axis=1)  # NaN last
-    k = np.sum(~np.isnan(win), axis=1)
-    lo = np.take_along_axis(s, np.maximum((k - 1) // 2, 0)[:, None], axis=1)[:, 0]
-    hi = np.take_along_axis(s, np.minimum(k // 2, lookback - 1)[:, None], axis=1)[:, 0]
+    """``values`` (meters x days) -> per meter and day x: the median of the non-NaN values of days
+    x - lookback .. x - 1 (NaN when none)."""
+    nm, ndays = values.shape
+    padded = np.concatenate([np.full((nm, lookback), np.nan), values], axis=1)
+    win = np.lib.stride_tricks.sliding_window_view(padded, lookback, axis=1)[:, :ndays]  # days x-lookback .. x-1
+    s = np.sort(win, axis=2)  # NaN last
+    k = np.sum(~np.isnan(win), axis=2)
+    lo = np.take_along_axis(s, np.maximum((k - 1) // 2, 0)[:, :, None], axis=2)[:, :, 0]
+    hi = np.take_along_axis(s, np.minimum(k // 2, lookback - 1)[:, :, None], axis=2)[:, :, 0]
     return np.where(k > 0, (lo + hi) / 2, np.nan)
 
 
@@ -106,13 +109,13 @@ def _ragged(mat: np.ndarray, lengths: np.ndarray, valid: np.ndarray, value_type:
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~np.asarray(valid, dtype=bool)))
 
 
-def _assemble(meter: str | None, n: int, cols: dict) -> pa.Table:
-    """A table of the output schema with ``n`` rows: ``cols`` (numpy arrays or Arrow arrays) and nulls in the
-    other columns. NaN in a double column is null."""
+def _assemble(meters: pa.Array, n: int, cols: dict) -> pa.Table:
+    """A table of the output schema with ``n`` rows: ``meters`` (the meter of each row), ``cols`` (numpy
+    arrays or Arrow arrays) and nulls in the other columns. NaN in a double column is null."""
     out = []
     for field in _ARROW_SCHEMA:
         if field.name == "meter_id":
-            out.append(pa.array([meter] * n, type=pa.string()))
+            out.append(meters)
         elif field.name not in cols:
             out.append(pa.nulls(n, type=field.type))
         elif isinstance(cols[field.name], (pa.Array, pa.ChunkedArray)):
@@ -127,224 +130,236 @@ def _assemble(meter: str | None, n: int, cols: dict) -> pa.Table:
     return pa.Table.from_arrays(out, schema=_ARROW_SCHEMA)
 
 
-def clean_meter(table: pa.Table, p: KernelParams) -> pa.Table:
-    """One meter's rows -> its written days and its quarantined rows (see the module docstring)."""
-    meter = table.column("meter_id")[0].as_py()
-    d_all = table.column("d").to_numpy(zero_copy_only=False)
+def _shift(a: np.ndarray, by: int, fill) -> np.ndarray:
+    """``a`` (meters x days) moved ``by`` days later (+1: each day sees the day before), ``fill`` at the edge."""
+    out = np.full_like(a, fill)
+    if by > 0:
+        out[:, by:] = a[:, :-by]
+    else:
+        out[:, :by] = a[:, -by:]
+    return out
+
+
+def clean_meters(table: pa.Table, p: KernelParams) -> pa.Table:
+    """The rows of a set of meters (whole: every row of each) -> their written days and their quarantined
+    rows (see the module docstring). The meters are cleaned together, as a meters x days x positions cube:
+    the per-meter cost is a share of whole-array operations, not a Python call of its own."""
     pos_all = table.column("pos").to_numpy(zero_copy_only=False).astype(np.int64)
-    kwh_all = table.column("kwh").to_numpy(zero_copy_only=False).astype(np.float64)
     # Rows the row checks quarantined pass through, as they are.
-    held = np.nonzero(pos_all == QUARANTINED)[0]
-    quarantined = _assemble(meter, len(held), {
-        "date": table.column("bd").take(pa.array(held)).cast(pa.int32()).cast(pa.date32()),
-        "reason": table.column("r").take(pa.array(held)),
-        "ts_us": table.column("us").take(pa.array(held)),
-        "reading_kwh": table.column("kwh").take(pa.array(held)),
-        "local_date": table.column("d").take(pa.array(held)).cast(pa.int32()).cast(pa.date32()),
+    held = pa.array(np.nonzero(pos_all == QUARANTINED)[0])
+    quarantined = _assemble(table.column("meter_id").take(held), len(held), {
+        "date": table.column("bd").take(held).cast(pa.int32()).cast(pa.date32()),
+        "reason": table.column("r").take(held),
+        "ts_us": table.column("us").take(held),
+        "reading_kwh": table.column("kwh").take(held),
+        "local_date": table.column("d").take(held).cast(pa.int32()).cast(pa.date32()),
         "out": np.zeros(len(held), dtype=bool)})
-    read = pos_all >= 0
-    if not read.any():
+    use = np.nonzero(pos_all >= CAPACITY)[0]  # readings, statistics and capacities
+    if not (pos_all >= 0).any():
         return quarantined
-    cap_rows = kwh_all[pos_all == CAPACITY]
-    cap_at = float(cap_rows.max()) * p.capacity_factor if len(cap_rows) and not np.isnan(cap_rows).all() else np.nan
+    encoded = table.column("meter_id").take(pa.array(use)).combine_chunks().dictionary_encode()
+    names = encoded.dictionary
+    mi_all = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    nm = len(names)
+    pos_u = pos_all[use]
+    d_u = table.column("d").take(pa.array(use)).to_numpy(zero_copy_only=False)
+    kwh_u = table.column("kwh").take(pa.array(use)).to_numpy(zero_copy_only=False).astype(np.float64)
+    bd_u = table.column("bd").take(pa.array(use)).to_numpy(zero_copy_only=False)
+
+    cap = np.full(nm, np.nan)
+    caps = pos_u == CAPACITY
+    if caps.any():
+        np.fmax.at(cap, mi_all[caps], kwh_u[caps])
+    cap_at = cap * p.capacity_factor  # NaN: no capacity bound
     L = p.lookback_days
     ncal = len(p.day_start)
     # Day axis: the look-back before the calendar's first day, then the calendar.
     base = p.first_day - L - 1
     ndays = ncal + L + 1
     P = max(p.expected)
-    expected = np.concatenate([np.zeros(L + 1, dtype=np.int64), np.asarray(p.expected, dtype=np.int64)])
+    n_day = np.concatenate([np.zeros(L + 1, dtype=np.int64), np.asarray(p.expected, dtype=np.int64)])
     out_day = np.concatenate([np.zeros(L + 1, dtype=bool), np.asarray(p.out, dtype=bool)])
-    day_start = np.concatenate([np.zeros(L + 1, dtype=np.int64), np.asarray(p.day_start, dtype=np.int64)])
+    start_day = np.concatenate([np.zeros(L + 1, dtype=np.int64), np.asarray(p.day_start, dtype=np.int64)])
 
-    di = d_all[read].astype(np.int64) - base
-    pi = pos_all[read]
-    kv = kwh_all[read]
-    bd = table.column("bd").to_numpy(zero_copy_only=False)[read]
-    flat = di * P + pi
-    cnt = np.bincount(flat, minlength=ndays * P).reshape(ndays, P)
-    readings = cnt.sum(axis=1)
+    read = pos_u >= 0
+    mi = mi_all[read]
+    di = d_u[read].astype(np.int64) - base
+    pi = pos_u[read]
+    kv = kwh_u[read]
+    bd = bd_u[read]
+    flat = (mi * ndays + di) * P + pi
+    cnt = np.bincount(flat, minlength=nm * ndays * P).reshape(nm, ndays, P)
+    readings = cnt.sum(axis=2)
     has = readings > 0
-    present = (cnt > 0).sum(axis=1)
+    present = (cnt > 0).sum(axis=2)
     # The largest reading of each position (the only one where an instant is read once).
-    order = np.lexsort((kv, flat))
-    fs, ks = flat[order], kv[order]
-    last_of = np.r_[fs[1:] != fs[:-1], True]
-    M = np.full(ndays * P, np.nan)
-    M[fs[last_of]] = ks[last_of]
-    M = M.reshape(ndays, P)
+    M = np.full(nm * ndays * P, np.nan)
+    M[flat] = kv
+    multi = cnt.reshape(-1)[flat] > 1
+    if multi.any():
+        np.fmax.at(M, flat[multi], kv[multi])
+    M = M.reshape(nm, ndays, P)
 
-    with np.errstate(invalid="ignore"):
-        day_max = np.where(has, np.nanmax(np.where(np.isnan(M), -np.inf, M), axis=1), np.nan)
+    day_max = np.where(has, np.max(np.where(np.isnan(M), -np.inf, M), axis=2), np.nan)
     # 0.0 + x0 + x1 + ... in position order (an accumulate is sequential; a sum would pair the terms).
-    total = np.cumsum(np.concatenate([np.zeros((ndays, 1)), _nan_to_zero(M)], axis=1), axis=1)[:, -1]
+    zeros = np.zeros((nm, ndays, 1))
+    total = np.cumsum(np.concatenate([zeros, _nan_to_zero(M)], axis=2), axis=2)[:, :, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         day_mean = np.where(has, total / np.maximum(present, 1), np.nan)
 
     # Look-back statistics: the days read, then the stored days the run does not read.
     stat_max, stat_mean = day_max.copy(), day_mean.copy()
     for code, target in ((STAT_MAX, stat_max), (STAT_MEAN, stat_mean)):
-        rows = pos_all == code
+        rows = pos_u == code
         if rows.any():
-            sd = d_all[rows].astype(np.int64) - base
+            sm, sd, sv = mi_all[rows], d_u[rows].astype(np.int64) - base, kwh_u[rows]
             keep = (sd >= 0) & (sd < ndays)
-            target[sd[keep]] = np.where(has[sd[keep]], target[sd[keep]], kwh_all[rows][keep])
+            sm, sd, sv = sm[keep], sd[keep], sv[keep]
+            target[sm, sd] = np.where(has[sm, sd], target[sm, sd], sv)
     # Only days with a stored or computed largest reading count (a stored null is no value).
     stat_mean = np.where(np.isnan(stat_max), np.nan, stat_mean)
     scale = _median_windows(stat_max, L)
     fill = _median_windows(stat_mean, L)
-
     high_at = p.scale_multiple * np.maximum(np.where(np.isnan(scale), 0.0, scale), p.floor_kwh)
-
-    def cand(x: np.ndarray, rows=slice(None)) -> np.ndarray:
-        h = high_at[rows]
-        h = h[:, None] if x.ndim == 2 else h
-        with np.errstate(invalid="ignore"):
-            return (x > h) | (x > cap_at)
 
     # Duplicates: per instant read more than once, the first non-candidate by kWh descending is kept.
     V = M.copy()
-    # The set-aside readings, in day order.
-    dup_day = np.zeros(0, dtype=np.int64)
-    dup_pos, dup_kwh, dup_bd = np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros(0, dtype=np.int32)
-    if (readings > present).any():  # only then: a meter without a second reading skips the ranking
-        multi = cnt.reshape(-1)[flat] > 1
+    dup_m = dup_day = np.zeros(0, dtype=np.int64)
+    dup_pos, dup_kwh, dup_bd = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int32)
+    if (readings > present).any():  # only then: a set of meters without a second reading skips the ranking
         idx = np.nonzero(multi)[0]
-        rd, rp, rk, rb = di[idx], pi[idx], kv[idx], bd[idx]
-        c = cand(rk, rd)
+        rm, rd, rp, rk, rb = mi[idx], di[idx], pi[idx], kv[idx], bd[idx]
+        with np.errstate(invalid="ignore"):
+            c = (rk > high_at[rm, rd]) | (rk > cap_at[rm])
         # Per instant: non-candidate first, then kWh descending.
-        o = np.lexsort((-rk, c, rp, rd))
-        rd, rp, rk, rb = rd[o], rp[o], rk[o], rb[o]
-        first = np.r_[True, (rd[1:] != rd[:-1]) | (rp[1:] != rp[:-1])]
-        V[rd[first], rp[first]] = rk[first]
-        dup_day, dup_pos, dup_kwh, dup_bd = rd[~first], rp[~first].astype(np.int32), rk[~first], rb[~first].astype(np.int32)
+        o = np.lexsort((-rk, c, rp, rd, rm))
+        rm, rd, rp, rk, rb = rm[o], rd[o], rp[o], rk[o], rb[o]
+        first = np.r_[True, (rm[1:] != rm[:-1]) | (rd[1:] != rd[:-1]) | (rp[1:] != rp[:-1])]
+        V[rm[first], rd[first], rp[first]] = rk[first]
+        dup_m, dup_day, dup_pos, dup_kwh = rm[~first], rd[~first], rp[~first], rk[~first]
+        dup_bd = rb[~first].astype(np.int32)
 
-    cols_ok = np.arange(P)[None, :] < expected[:, None]
-    V = np.where(cols_ok, V, np.nan)
-    rows_all = np.arange(ndays)
-    n = expected
-    last = np.maximum(n - 1, 0)
-    C = cand(V) & ~np.isnan(V)
-    has_cand = cand(day_max) & has
+    V = np.where(np.arange(P)[None, None, :] < n_day[None, :, None], V, np.nan)
+    with np.errstate(invalid="ignore"):
+        C = (V > high_at[:, :, None]) | (V > cap_at[:, None, None])
+        has_cand = has & ((day_max > high_at) | (day_max > cap_at[:, None]))
+    n = np.broadcast_to(n_day, (nm, ndays))
     plain = has & (present == n) & ~has_cand & (readings == present)
 
     # Day edges (what a neighbour day reads): first/last reading, first/last non-candidate reading.
-    first_v = V[:, 0]
-    first_c = C[:, 0]
-    last_v = V[rows_all, last]
-    last_c = C[rows_all, last]
+    last = np.maximum(n_day - 1, 0)
+    days_ix = np.arange(ndays)
+    first_v, first_c = V[:, :, 0], C[:, :, 0]
+    last_v, last_c = V[:, days_ix, last], C[:, days_ix, last]
     goodc = ~np.isnan(V) & ~C
-    any_good = goodc.any(axis=1)
-    first_good_i = np.where(any_good, np.argmax(goodc, axis=1), -1)
-    last_good_i = np.where(any_good, P - 1 - np.argmax(goodc[:, ::-1], axis=1), -1)
-    first_good_v = np.where(any_good, V[rows_all, np.maximum(first_good_i, 0)], np.nan)
-    last_good_v = np.where(any_good, V[rows_all, np.maximum(last_good_i, 0)], np.nan)
-    # Neighbour day edges (a day without readings has none).
-    prev_has = np.r_[False, has[:-1]]
-    next_has = np.r_[has[1:], False]
+    any_good = goodc.any(axis=2)
+    first_good_i = np.where(any_good, np.argmax(goodc, axis=2), -1)
+    last_good_i = np.where(any_good, P - 1 - np.argmax(goodc[:, :, ::-1], axis=2), -1)
+    mm, dd = np.meshgrid(np.arange(nm), days_ix, indexing="ij")
+    first_good_v = np.where(any_good, V[mm, dd, np.maximum(first_good_i, 0)], np.nan)
+    last_good_v = np.where(any_good, V[mm, dd, np.maximum(last_good_i, 0)], np.nan)
+    # Neighbour days' edges (a day without readings has none).
+    prev_has, next_has = _shift(has, 1, False), _shift(has, -1, False)
+    p_last_v = np.where(prev_has, _shift(last_v, 1, np.nan), np.nan)
+    p_last_c = prev_has & _shift(last_c, 1, False)
+    n_first_v = np.where(next_has, _shift(first_v, -1, np.nan), np.nan)
+    n_first_c = next_has & _shift(first_c, -1, False)
+    p_good_ok = prev_has & _shift(any_good, 1, False)
+    p_good_pos = np.where(p_good_ok, _shift(last_good_i, 1, -1) - _shift(n.copy(), 1, 0), np.nan).astype(np.float64)
+    p_good_v = np.where(p_good_ok, _shift(last_good_v, 1, np.nan), np.nan)
+    n_good_ok = next_has & _shift(any_good, -1, False)
+    n_good_pos = np.where(n_good_ok, n + _shift(first_good_i, -1, -1), np.nan).astype(np.float64)
+    n_good_v = np.where(n_good_ok, _shift(first_good_v, -1, np.nan), np.nan)
 
-    def shift_prev(a, fill):
-        return np.r_[np.full(1, fill, dtype=a.dtype), a[:-1]]
-
-    def shift_next(a, fill):
-        return np.r_[a[1:], np.full(1, fill, dtype=a.dtype)]
-
-    p_last_v = np.where(prev_has, shift_prev(last_v, np.nan), np.nan)
-    p_last_c = prev_has & shift_prev(last_c, False)
-    n_first_v = np.where(next_has, shift_next(first_v, np.nan), np.nan)
-    n_first_c = next_has & shift_next(first_c, False)
-    p_n = shift_prev(n, 0)
-    p_good_ok = prev_has & shift_prev(any_good, False)
-    p_good_pos = np.where(p_good_ok, shift_prev(last_good_i, -1) - p_n, np.nan).astype(np.float64)
-    p_good_v = np.where(p_good_ok, shift_prev(last_good_v, np.nan), np.nan)
-    n_good_ok = next_has & shift_next(any_good, False)
-    n_good_pos = np.where(n_good_ok, n + shift_next(first_good_i, -1), np.nan).astype(np.float64)
-    n_good_v = np.where(n_good_ok, shift_next(first_good_v, np.nan), np.nan)
+    # From here on, one row per meter-day: r = meter x ndays + day.
+    R = nm * ndays
+    V2, C2 = V.reshape(R, P), C.reshape(R, P)
+    n1, has1, present1 = n.reshape(R), has.reshape(R), present.reshape(R)
+    out1 = np.broadcast_to(out_day, (nm, ndays)).reshape(R)
+    high1 = high_at.reshape(R)
+    cap1 = np.repeat(cap_at, ndays)
+    fill1, mean1 = fill.reshape(R), day_mean.reshape(R)
 
     # Outliers on the written days with a candidate.
-    todo = np.nonzero(has & out_day)[0]
-    decide = todo[has_cand[todo]]
-    outlier = np.zeros((ndays, P), dtype=bool)
+    todo = np.nonzero(has1 & out1)[0]
+    decide = todo[has_cand.reshape(R)[todo]]
+    outlier = np.zeros((R, P), dtype=bool)
     if len(decide):
-        v = V[decide]
-        c = C[decide]
-        nd = n[decide]
-        lv = np.concatenate([p_last_v[decide][:, None], v[:, :-1]], axis=1)
-        lc = np.concatenate([p_last_c[decide][:, None], c[:, :-1]], axis=1)
+        v, c, nd = V2[decide], C2[decide], n1[decide]
+        lv = np.concatenate([p_last_v.reshape(R)[decide][:, None], v[:, :-1]], axis=1)
+        lc = np.concatenate([p_last_c.reshape(R)[decide][:, None], c[:, :-1]], axis=1)
         rv = np.concatenate([v[:, 1:], np.full((len(decide), 1), np.nan)], axis=1)
         rc = np.concatenate([c[:, 1:], np.zeros((len(decide), 1), dtype=bool)], axis=1)
         ri = np.arange(len(decide))
-        rv[ri, nd - 1] = n_first_v[decide]
-        rc[ri, nd - 1] = n_first_c[decide]
+        rv[ri, nd - 1] = n_first_v.reshape(R)[decide]
+        rc[ri, nd - 1] = n_first_c.reshape(R)[decide]
         with np.errstate(invalid="ignore"):
             isolated = ~lc & ~rc & (v > p.neighbour_multiple * np.maximum(_nan_to_zero(lv), _nan_to_zero(rv)))
-            over = v > cap_at
-            high = v > high_at[decide][:, None]
+            over = v > cap1[decide][:, None]
+            high = v > high1[decide][:, None]
         outlier[decide] = (over | (high & isolated)) & (np.arange(P)[None, :] < nd[:, None])
     n_out = outlier.sum(axis=1)
-    needs_repair = has & (present - n_out < n)
+    needs_repair = has1 & (present1 - n_out < n1)
 
-    K = V.copy()
-    interpolated = np.zeros(ndays, dtype=np.int64)
-    fix_days = todo[needs_repair[todo]]
-    if len(fix_days):
-        v = V[fix_days]
-        o = outlier[fix_days]
-        nd = n[fix_days]
+    K = V2.copy()
+    interpolated = np.zeros(R, dtype=np.int64)
+    fix = todo[needs_repair[todo]]
+    if len(fix):
+        v, o, nd = V2[fix], outlier[fix], n1[fix]
         good = np.where(o, np.nan, v)
         ok = ~np.isnan(good)
-        idx = np.where(ok, np.arange(P)[None, :], -1)
-        before_incl = np.maximum.accumulate(idx, axis=1)
-        before = np.concatenate([np.full((len(fix_days), 1), -1), before_incl[:, :-1]], axis=1)
-        idx2 = np.where(ok, np.arange(P)[None, :], P)
-        after_incl = np.minimum.accumulate(idx2[:, ::-1], axis=1)[:, ::-1]
-        after = np.concatenate([after_incl[:, 1:], np.full((len(fix_days), 1), P)], axis=1)
-        rows = np.arange(len(fix_days))[:, None]
-        i = np.arange(P)[None, :].astype(np.float64)
-        prev_pos = np.where(before >= 0, before, p_good_pos[fix_days][:, None]).astype(np.float64)
-        prev_val = np.where(before >= 0, good[rows, np.maximum(before, 0)], p_good_v[fix_days][:, None])
+        cols = np.arange(P)[None, :]
+        before_incl = np.maximum.accumulate(np.where(ok, cols, -1), axis=1)
+        before = np.concatenate([np.full((len(fix), 1), -1), before_incl[:, :-1]], axis=1)
+        after_incl = np.minimum.accumulate(np.where(ok, cols, P)[:, ::-1], axis=1)[:, ::-1]
+        after = np.concatenate([after_incl[:, 1:], np.full((len(fix), 1), P)], axis=1)
+        rows = np.arange(len(fix))[:, None]
+        i = cols.astype(np.float64)
+        prev_pos = np.where(before >= 0, before, p_good_pos.reshape(R)[fix][:, None]).astype(np.float64)
+        prev_val = np.where(before >= 0, good[rows, np.maximum(before, 0)], p_good_v.reshape(R)[fix][:, None])
         in_next = after < P
-        next_pos = np.where(in_next, after, n_good_pos[fix_days][:, None]).astype(np.float64)
-        next_val = np.where(in_next, good[rows, np.minimum(after, P - 1)], n_good_v[fix_days][:, None])
+        next_pos = np.where(in_next, after, n_good_pos.reshape(R)[fix][:, None]).astype(np.float64)
+        next_val = np.where(in_next, good[rows, np.minimum(after, P - 1)], n_good_v.reshape(R)[fix][:, None])
         with np.errstate(invalid="ignore", divide="ignore"):
             line = prev_val + (next_val - prev_val) * (i - prev_pos) / (next_pos - prev_pos)
             short = (next_pos - prev_pos - 1) <= p.max_gap
         fallback = line
-        for alt in (prev_val, next_val, fill[fix_days][:, None], day_mean[fix_days][:, None]):
+        for alt in (prev_val, next_val, fill1[fix][:, None], mean1[fix][:, None]):
             fallback = np.where(np.isnan(fallback), alt, fallback)
         k = np.where(ok, good, np.where(o, fallback, np.where(short, line, np.nan)))
-        k = np.where(np.arange(P)[None, :] < nd[:, None], k, np.nan)
-        K[fix_days] = k
-        interpolated[fix_days] = np.sum(~np.isnan(k), axis=1) - present[fix_days]
+        K[fix] = np.where(cols < nd[:, None], k, np.nan)
+        interpolated[fix] = np.sum(~np.isnan(K[fix]), axis=1) - present1[fix]
 
-    emit = np.nonzero(has & out_day)[0]
-    ne = n[emit]
-    busy = ~plain[emit]
-    q = np.where(np.isnan(V[emit]), INTERPOLATED, np.where(outlier[emit], OUTLIER_REPLACED, MEASURED))
+    emit = todo
+    ne = n1[emit]
+    busy = ~plain.reshape(R)[emit]
+    q = np.where(np.isnan(V2[emit]), INTERPOLATED, np.where(outlier[emit], OUTLIER_REPLACED, MEASURED))
     yes = np.ones(len(emit), dtype=bool)
-    days = _assemble(meter, len(emit), {
-        "date": base + emit, "out": yes, "day_start_epoch": day_start[emit],
+    em, ed = emit // ndays, emit % ndays
+    days = _assemble(names.take(pa.array(em)), len(emit), {
+        "date": base + ed, "out": yes, "day_start_epoch": start_day[ed],
         "kwh": _ragged(K[emit], ne, yes, pa.float64()),
-        "raw": _ragged(V[emit], ne, busy, pa.float64()),
+        "raw": _ragged(V2[emit], ne, busy, pa.float64()),
         "q": _ragged(q, ne, busy, pa.int8()),
-        "measured_intervals": present[emit] - n_out[emit], "outlier_intervals": n_out[emit],
+        "measured_intervals": present1[emit] - n_out[emit], "outlier_intervals": n_out[emit],
         "interpolated_intervals": np.where(needs_repair[emit], interpolated[emit], 0),
-        "day_max_kwh": day_max[emit], "day_mean_kwh": day_mean[emit],
-        "outlier_scale_kwh": scale[emit], "fill_level_kwh": fill[emit]})
-    duplicates = _assemble(meter, len(dup_day), {
+        "day_max_kwh": day_max.reshape(R)[emit], "day_mean_kwh": mean1[emit],
+        "outlier_scale_kwh": scale.reshape(R)[emit], "fill_level_kwh": fill1[emit]})
+    duplicates = _assemble(names.take(pa.array(dup_m)), len(dup_day), {
         "date": dup_bd, "out": np.zeros(len(dup_day), dtype=bool),
         "reason": np.full(len(dup_day), p.duplicate_reason),
-        "ts_us": (day_start[dup_day] + dup_pos.astype(np.int64) * p.step_seconds) * 1_000_000,
+        "ts_us": (start_day[dup_day] + dup_pos.astype(np.int64) * p.step_seconds) * 1_000_000,
         "reading_kwh": dup_kwh, "local_date": base + dup_day})
     return pa.concat_tables([days, quarantined, duplicates])
 
 
-def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_per_batch: int = 256
+def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_per_call: int = 256
                     ) -> Iterator[pa.RecordBatch]:
     """One task's rows, hash-partitioned by meter so that each meter is whole in one task (``mapInArrow``)
-    -> :func:`clean_meter` of each meter. The task's rows are grouped here (a stable numpy sort of the
-    meters' dictionary codes) instead of by a Spark sort before the call: the task holds its partition in
-    memory, so the caller sizes partitions by rows."""
+    -> :func:`clean_meters` of each group of ``meters_per_call`` meters (bounding the cube's memory). The
+    task's rows are grouped here (a stable numpy sort of the meters' dictionary codes) instead of by a
+    Spark sort before the call: the task holds its partition in memory, so the caller sizes partitions by
+    rows."""
     batches = [b for b in batches if b.num_rows]
     if not batches:
         return
@@ -352,12 +367,7 @@ def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_p
     codes = table.column("meter_id").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     table = table.take(pa.array(order))
-    bounds = np.r_[0, np.nonzero(np.diff(codes[order]))[0] + 1, len(order)]
-    done: list[pa.Table] = []
+    starts = np.r_[0, np.nonzero(np.diff(codes[order]))[0] + 1]
+    bounds = np.r_[starts[::meters_per_call], len(order)]
     for a, b in zip(bounds[:-1], bounds[1:]):
-        done.append(clean_meter(table.slice(int(a), int(b - a)), p))
-        if len(done) == meters_per_batch:
-            yield from pa.concat_tables(done).to_batches()
-            done = []
-    if done:
-        yield from pa.concat_tables(done).to_batches()
+        yield from clean_meters(table.slice(int(a), int(b - a)), p).to_batches()
