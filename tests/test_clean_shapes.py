@@ -391,6 +391,36 @@ def test_dst_days_follow_the_energy_conserving_rule(spark):
     assert len(rows[fall]["slot_kwh"]) == 96
 
 
+def test_shapes_from_meter_day_arrays_equal_shapes_from_the_reading_rows(spark):
+    # The same readings as silver.ami_clean rows and as silver.meter_day_readings arrays: a DST spring-forward
+    # day (92 positions), a fall-back day (100: two readings share each repeated slot) and an ordinary day
+    # with a gap and two imputed readings give the same shape rows either way.
+    berlin = "Europe/Berlin"
+    spring, fall, plain = dt.date(2026, 3, 29), dt.date(2026, 10, 25), dt.date(2026, 6, 3)
+    kwh = lambda i: 0.25 + (i % 7) / 10
+    days = [(spring, 92, ()), (fall, 100, ()), (plain, 96, (40, 41, 42))]
+    clean = None
+    arrays = []
+    for day, n, skip in days:
+        rows = _day_readings(spark, day, berlin, n, kwh=kwh, skip=skip)
+        if day == plain:  # two readings not measured
+            rows = rows.withColumn("quality", F.when(F.col("slot").isin(10, 11), "interpolated").otherwise("measured"))
+        clean = rows if clean is None else clean.unionByName(rows)
+        values = [None if i in skip else kwh(i) for i in range(n)]
+        arrays.append(("m1", day, values, n - len(skip), 2 if day == plain else 0))
+    readings = spark.createDataFrame(arrays, "meter_id string, date date, kwh_by_position array<double>, readings int, "
+                                             "imputed int")
+    cal = None
+    for day, _, _ in days:
+        one = spark.createDataFrame(C.local_calendar(day, day, berlin, 15), C.calendar_rows_schema())
+        cal = one if cal is None else cal.unionByName(one)
+    from_rows = S.daily_load_shapes(clean, cal, interval_minutes=15, tariff=TariffConfig())
+    from_arrays = S.daily_load_shapes_from_positions(readings, cal, interval_minutes=15, time_zone=berlin,
+                                                     tariff=TariffConfig())
+    assert_df_equality(from_arrays, from_rows, ignore_row_order=True, ignore_nullable=True)
+    assert {r["date"]: r["imputed_slots"] for r in from_arrays.collect()} == {spring: 0, fall: 0, plain: 2}
+
+
 def test_minmax_normalization(spark):
     day = dt.date(2026, 6, 3)
     clean = _day_readings(spark, day, SH, 24, interval=60, kwh=lambda i: float(i % 4))

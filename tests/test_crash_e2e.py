@@ -46,7 +46,7 @@ METERS, DAYS = 40, 4
 START = dt.date(2026, 6, 1)
 AS_OF = START + dt.timedelta(days=DAYS - 1)
 REPO = Path(__file__).resolve().parents[1]
-CLEAN_OUTPUTS = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality")
+CLEAN_OUTPUTS = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.meter_day_readings")
 
 
 def _overrides(root: Path) -> list[str]:

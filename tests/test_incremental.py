@@ -186,7 +186,8 @@ def test_a_commit_gone_from_the_log_plans_the_whole_window_and_says_why(settings
 # ------------------------------------------------------------------ end to end: nightly runs = one window run
 
 E2E_METERS, E2E_DAYS = 6, 4
-SILVER = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.daily_load_shape")
+SILVER = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.meter_day_readings",
+          "silver.daily_load_shape")
 
 
 def _landing_batches(readings: pa.Table, first: dt.date) -> dict[int, pa.Table]:

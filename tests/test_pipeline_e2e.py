@@ -19,7 +19,8 @@ pytestmark = pytest.mark.e2e
 from conftest import SYNTHETIC_DAYS as DAYS, SYNTHETIC_METERS as METERS, SYNTHETIC_START as START  # noqa: E402
 
 AS_OF = START + dt.timedelta(days=DAYS - 1)
-OUTPUTS = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.daily_load_shape",
+OUTPUTS = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.meter_day_readings",
+           "silver.daily_load_shape",
            "gold.segment_model", "gold.customer_segments", "gold.segment_profile", "gold.customer_tags",
            "gold.tag_catalog", "gold.segment_tag_profile", "gold.consumption_price_quadrant",
            "gold.campaign_targets", "gold.campaign_evaluation")

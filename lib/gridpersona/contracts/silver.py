@@ -84,6 +84,24 @@ METER_DAY_QUALITY = TableSpec(
     partition_by=("date",),
 )
 
+METER_DAY_READINGS = TableSpec(
+    "silver.meter_day_readings",
+    "One row per meter and local day with clean readings: the day's `silver.ami_clean` readings as one array by "
+    "position, as clean computed them. What `shapes` reads (no second aggregation of the readings).",
+    (
+        Column("meter_id", S, "Meter id.", nullable=False),
+        Column("date", DT, "Local calendar date; partition column.", nullable=False),
+        Column("kwh_by_position", T.ArrayType(D, True), "Clean kWh of each interval of the local day in time order "
+               "from local midnight (92 or 100 positions on DST change days at 15 minutes); null where the day has "
+               "no clean reading.", "kWh", nullable=False),
+        Column("readings", I, "Clean readings of the day (non-null positions).", "readings", nullable=False),
+        Column("imputed", I, "Clean readings that are not `measured` (replaced or interpolated).", "readings",
+               nullable=False),
+    ),
+    keys=("meter_id", "date"),
+    partition_by=("date",),
+)
+
 DAILY_LOAD_SHAPE = TableSpec(
     "silver.daily_load_shape",
     "One row per meter and local day with clean readings: the day's slot energies, its normalized shape and its "
@@ -111,4 +129,4 @@ DAILY_LOAD_SHAPE = TableSpec(
     partition_by=("date",),
 )
 
-SPECS = (AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, DAILY_LOAD_SHAPE)
+SPECS = (AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, METER_DAY_READINGS, DAILY_LOAD_SHAPE)

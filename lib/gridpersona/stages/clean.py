@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 
 from gridpersona.console import stage_prefix
 from gridpersona.contracts.bronze import AMI_INTERVAL, CUSTOMER_ARCHIVE
-from gridpersona.contracts.silver import AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, QUARANTINE_REASONS
+from gridpersona.contracts.silver import (AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, METER_DAY_READINGS,
+                                         QUARANTINE_REASONS)
 from gridpersona.lake import check_schema
 from gridpersona.stages.inputs import read_bronze
 from gridpersona.stages.runner import StageContext, StageResult, calendar_frame, partition_dates
@@ -84,11 +85,15 @@ def run_clean(ctx: StageContext) -> StageResult:
         first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
         max_gap=s.clean.max_interpolate_intervals, rule=rule, lookback_days=lookback, dates=dates, prior_stats=prior,
         partitions=partitions, cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
-    for spec, df in ((AMI_QUARANTINE, out.quarantine), (AMI_CLEAN, out.clean), (METER_DAY_QUALITY, out.quality)):
+    for spec, df in ((AMI_QUARANTINE, out.quarantine), (AMI_CLEAN, out.clean), (METER_DAY_QUALITY, out.quality),
+                     (METER_DAY_READINGS, out.readings)):
         check_schema(spec.name, spec.schema, df.schema)
     try:
         quarantined_rows = ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}).rows
         clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}).rows
+        # The same readings as one array per meter-day, for shapes (from the cached pass: no second pass).
+        # One task, so one file, per date: the rows arrive spread over the meters' tasks.
+        day_rows = ctx.lake.replace(out.readings.repartition("date"), METER_DAY_READINGS, where={"date": dates}).rows
         # The quality counts the quarantine rows just written (a small table), not a second pass over bronze.
         written_quarantine = ctx.lake.read(AMI_QUARANTINE.name).filter(F.col("date").isin(dates))
         quality_rows = ctx.lake.replace(out.quality_from(written_quarantine), METER_DAY_QUALITY,
@@ -110,7 +115,8 @@ def run_clean(ctx: StageContext) -> StageResult:
     total_q = sum(quarantined.values())
     result = StageResult(rows_in=raw_rows, outputs={AMI_CLEAN.name: clean_rows,
                                                     AMI_QUARANTINE.name: quarantined_rows,
-                                                    METER_DAY_QUALITY.name: quality_rows})
+                                                    METER_DAY_QUALITY.name: quality_rows,
+                                                    METER_DAY_READINGS.name: day_rows})
     balance = "OK" if kept_rows + total_q == raw_rows and kept_rows + interpolated == clean_rows else "MISMATCH"
     result.notes.append(
         f"reconciliation {balance}: raw {raw_rows:,} = clean {kept_rows:,} (measured {measured:,}, "

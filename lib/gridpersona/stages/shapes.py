@@ -1,4 +1,8 @@
-"""Stage `shapes`: silver.ami_clean -> silver.daily_load_shape (one row per meter and local day).
+"""Stage `shapes`: silver.meter_day_readings -> silver.daily_load_shape (one row per meter and local day).
+
+Reads the clean readings as clean wrote them, one array per meter-day (silver.meter_day_readings), not the
+reading rows of silver.ami_clean: no second aggregation of the readings. silver.ami_clean's Delta log still
+says which dates to write (an incremental run plans from it) and how many readings they hold.
 
 Writes its output idempotently for the run's dates (``ctx.process_dates``: the window, or the dates an
 incremental run planned): exactly those date partitions are replaced. A day's shape reads only that
@@ -9,25 +13,28 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from gridpersona.contracts.silver import AMI_CLEAN, DAILY_LOAD_SHAPE
+from gridpersona.contracts.silver import AMI_CLEAN, DAILY_LOAD_SHAPE, METER_DAY_READINGS
 from gridpersona.lake import check_schema
 from gridpersona.stages.runner import StageContext, StageResult, calendar_frame
 from gridpersona.transform import shapes as S
 
 
 def run_shapes(ctx: StageContext) -> StageResult:
-    """silver.ami_clean (the run's dates) -> silver.daily_load_shape (one row per meter and local day)."""
+    """silver.meter_day_readings (the run's dates) -> silver.daily_load_shape (one row per meter and local day)."""
     s = ctx.settings
     dates = ctx.process_dates
     if not dates:
         return StageResult(notes=["nothing new: no date to write"])
-    clean = ctx.lake.read(AMI_CLEAN.name).filter(F.col("date").isin(dates))
-    shapes = S.daily_load_shapes(clean, calendar_frame(ctx, dates[0], dates[-1]),
-                                 interval_minutes=s.ami.interval_minutes, tariff=s.tariff,
-                                 normalization=s.shapes.normalization)
+    if not ctx.lake.exists(METER_DAY_READINGS.name):
+        raise RuntimeError(f"shapes: {METER_DAY_READINGS.name} does not exist: run clean for the window first "
+                           "(clean writes it since issue 14; a lake cleaned before needs one clean run)")
+    days = ctx.lake.read(METER_DAY_READINGS.name).filter(F.col("date").isin(dates))
+    shapes = S.daily_load_shapes_from_positions(days, calendar_frame(ctx, dates[0], dates[-1]),
+                                                interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone,
+                                                tariff=s.tariff, normalization=s.shapes.normalization)
     check_schema(DAILY_LOAD_SHAPE.name, DAILY_LOAD_SHAPE.schema, shapes.schema)
     written = ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": dates}).rows
     rows_in = ctx.lake.partition_rows(AMI_CLEAN.name, "date", dates) if not s.shapes.count_input else None
-    if rows_in is None:
-        rows_in = int(clean.count())
+    if rows_in is None:  # the readings the days hold
+        rows_in = int(days.agg(F.sum("readings")).collect()[0][0] or 0)
     return StageResult(rows_in=rows_in, outputs={DAILY_LOAD_SHAPE.name: written})

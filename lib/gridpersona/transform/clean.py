@@ -199,6 +199,7 @@ class CleanOutput:
     """The frames of one clean run; ``cached`` are reused by several outputs (release them after the writes)."""
 
     clean: DataFrame        # silver.ami_clean rows
+    readings: DataFrame     # silver.meter_day_readings rows: the same readings, one array per meter-day
     quarantine: DataFrame   # silver.ami_quarantine rows
     counts: DataFrame       # per meter-day counts and statistics: what quality_from reads
     known_meters: DataFrame
@@ -325,5 +326,9 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
     quarantine = (days.filter(F.col("reason").isNotNull() & F.col("date").isin(out_dates))
                   .select("meter_id", F.timestamp_micros("ts_us").alias("ts"), F.col("reading_kwh").alias("kwh"), "date",
                           "local_date", names[F.col("reason").cast("int")].alias("reason")))
-    return CleanOutput(clean=clean, quarantine=quarantine, counts=counts, known_meters=known_meters,
+    readings = written.select(
+        "meter_id", "date", F.col("kwh").alias("kwh_by_position"),
+        (F.col("measured_intervals") + F.col("outlier_intervals") + F.col("interpolated_intervals")).alias("readings"),
+        (F.col("outlier_intervals") + F.col("interpolated_intervals")).alias("imputed"))
+    return CleanOutput(clean=clean, readings=readings, quarantine=quarantine, counts=counts, known_meters=known_meters,
                        calendar=calendar.filter(F.col("date").isin(out_dates)), cached=[days])

@@ -12,6 +12,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gridpersona.config import TariffConfig, parse_hhmm_range
+from gridpersona.transform.clean import with_local_time
 
 PERIODS = ("peak", "flat", "valley")
 
@@ -82,9 +83,59 @@ def slot_columns(clean: DataFrame, slots: int) -> DataFrame:
           for q in range(slots // w) for j in range(w)])
 
 
+def slot_columns_from_positions(days: DataFrame, calendar: DataFrame, *, slots: int, interval_minutes: int,
+                                time_zone: str) -> DataFrame:
+    """silver.meter_day_readings rows -> the frame of :func:`slot_columns`, without touching the readings one
+    by one: on a day of ``slots`` positions the position is the wall-clock slot, so ``_s{i}`` is element i
+    (plus 0.0, as the sum of one reading is). Only the DST change days (92 or 100 positions) are exploded
+    and aggregated by wall-clock slot, as :func:`slot_columns` does.
+
+    ``calendar``: date, day_start_epoch, expected_intervals of the days.
+    """
+    changed_dates = sorted(r["date"] for r in calendar.filter(F.col("expected_intervals") != slots).select("date").collect())
+    as_slots = [F.col("meter_id"), F.col("date"), F.col("readings").cast("long").alias("_present"),
+                F.col("imputed").cast("int").alias("imputed_slots"),
+                *[(F.col("kwh_by_position")[i] + F.lit(0.0)).alias(f"_s{i}") for i in range(slots)]]
+    if not changed_dates:  # no DST change day among the dates (always so in a zone without DST)
+        return days.select(*as_slots)
+    cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
+    df = days.join(cal, "date", "left")
+    plain = df.filter(~F.col("date").isin(changed_dates)).select(*as_slots)
+    step = interval_minutes * 60
+    changed = (df.filter(F.col("date").isin(changed_dates))
+               .select("meter_id", "date", "day_start_epoch", "imputed", F.posexplode("kwh_by_position").alias("pos", "kwh"))
+               .filter(F.col("kwh").isNotNull())
+               .withColumn("ts", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step)))
+    changed = with_local_time(changed, time_zone, interval_minutes).drop("local_date")
+    # Each reading as measured: the day's count of imputed readings comes with its row.
+    summed = slot_columns(changed.withColumn("quality", F.lit("measured")), slots).drop("imputed_slots")
+    imputed = df.filter(F.col("date").isin(changed_dates)).select("meter_id", "date",
+                                                                  F.col("imputed").cast("int").alias("imputed_slots"))
+    return plain.unionByName(summed.join(imputed, ["meter_id", "date"]).select(*plain.columns))
+
+
 def daily_load_shapes(clean: DataFrame, calendar: DataFrame, *, interval_minutes: int, tariff: TariffConfig,
                       normalization: str = "total") -> DataFrame:
-    """silver.ami_clean rows -> silver.daily_load_shape rows.
+    """silver.ami_clean rows -> silver.daily_load_shape rows (see :func:`shapes_from_slot_columns`)."""
+    n = slots_per_day(interval_minutes)
+    return shapes_from_slot_columns(slot_columns(clean, n), calendar, interval_minutes=interval_minutes, tariff=tariff,
+                                    normalization=normalization)
+
+
+def daily_load_shapes_from_positions(days: DataFrame, calendar: DataFrame, *, interval_minutes: int, time_zone: str,
+                                     tariff: TariffConfig, normalization: str = "total") -> DataFrame:
+    """silver.meter_day_readings rows -> silver.daily_load_shape rows: the rows :func:`daily_load_shapes` gives
+    from the same readings in silver.ami_clean, without aggregating them again."""
+    n = slots_per_day(interval_minutes)
+    slots = slot_columns_from_positions(days, calendar, slots=n, interval_minutes=interval_minutes, time_zone=time_zone)
+    return shapes_from_slot_columns(slots, calendar, interval_minutes=interval_minutes, tariff=tariff,
+                                    normalization=normalization)
+
+
+def shapes_from_slot_columns(slot_frame: DataFrame, calendar: DataFrame, *, interval_minutes: int,
+                             tariff: TariffConfig, normalization: str = "total") -> DataFrame:
+    """One row per meter-day with ``_s0 ..``, ``_present`` and ``imputed_slots`` (:func:`slot_columns`) ->
+    silver.daily_load_shape rows.
 
     ``calendar``: date, expected_intervals (92/96/100 on DST days for 15 minutes).
     ``normalization``: ``total`` (shape = slot kWh / daily kWh; sums to 1) or
@@ -98,7 +149,7 @@ def daily_load_shapes(clean: DataFrame, calendar: DataFrame, *, interval_minutes
     # energy-conserving rule). Every per-slot figure below is a plain column
     # expression over scalar columns (code-generated; no array lambdas).
     slot = [F.col(f"_c{i}") for i in range(n)]
-    df = (slot_columns(clean, n)
+    df = (slot_frame
           .join(F.broadcast(calendar.select("date", "expected_intervals")), "date", "left")
           .select("*", *[F.coalesce(F.col(f"_s{i}"), F.lit(0.0)).alias(f"_c{i}") for i in range(n)])
           .select("*", F.array(*slot).alias("slot_kwh"), _ordered_sum(slot).alias("daily_kwh"),
