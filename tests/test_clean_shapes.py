@@ -219,7 +219,7 @@ def test_gap_across_midnight_is_interpolated_from_both_days(cleaned):
 def _kernel_params(days: int, *, out=None, lookback=3, expected=4, **rule):
     first = (D - dt.date(1970, 1, 1)).days
     levels = dict(scale_multiple=3.0, floor_kwh=0.0, neighbour_multiple=3.0, capacity_factor=0.5, max_gap=1,
-                  step_seconds=900, duplicate_reason=C.REASONS.index("duplicate")) | rule
+                  step_seconds=900) | rule
     return K.KernelParams(first_day=first, day_start=tuple(1000 * i for i in range(days)),
                           expected=(expected,) * days, out=tuple(out or (True,) * days), lookback_days=lookback,
                           **levels)
@@ -245,7 +245,7 @@ def _by_day(table):
 
 
 def _set_aside(table):
-    return sorted((r["local_date"], r["ts_us"], r["reading_kwh"], C.REASONS[r["reason"]], r["date"])
+    return sorted((r["local_date"], r["ts_us"], r["reading_kwh"], QUARANTINE_REASONS[r["reason"]], r["date"])
                   for r in table.to_pylist() if r["reason"] is not None)
 
 
@@ -287,7 +287,7 @@ def test_second_reading_of_an_instant_is_set_aside_keeping_the_plausible_one():
 
 def test_quarantined_rows_pass_through_and_context_days_are_not_written():
     rows = [(0, 0, 1.0), (0, 0, 0.5), (1, 0, 1.0), (1, 1, 1.0)]
-    negative = (1, 1_000_123_456, -0.5, C.REASONS.index("negative"))
+    negative = (1, 1_000_123_456, -0.5, QUARANTINE_REASONS.index("negative"))
     out = K.clean_meters(_kernel_rows(rows, [negative]), _kernel_params(2, out=(False, True)))
     assert set(_by_day(out)) == {1}
     assert _by_day(out)[1]["kwh"] == [1.0, 1.0, None, None]
@@ -297,7 +297,7 @@ def test_quarantined_rows_pass_through_and_context_days_are_not_written():
 
 
 def test_a_meter_with_only_quarantined_rows_returns_them():
-    unknown = (0, 5, 1.0, C.REASONS.index("unknown_meter"))
+    unknown = (0, 5, 1.0, QUARANTINE_REASONS.index("unknown_meter"))
     out = K.clean_meters(_kernel_rows([], [unknown]), _kernel_params(1))
     assert _set_aside(out) == [(D, 5, 1.0, "unknown_meter", D)]
 
@@ -317,10 +317,6 @@ def test_meters_cleaned_together_give_what_each_gives_alone():
     # And the cases are real: m1's spike is replaced, m2's second reading set aside.
     assert any(r["outlier_intervals"] for r in alone if r["meter_id"] == "m1")
     assert any(r["reason"] is not None for r in alone if r["meter_id"] == "m2")
-
-
-def test_reason_codes_name_the_quarantine_contract_reasons():
-    assert C.REASONS == QUARANTINE_REASONS
 
 
 def test_local_calendar_knows_dst_days():

@@ -42,12 +42,8 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from gridpersona.contracts.silver import QUALITY_CODES, QUARANTINE_REASONS
 from gridpersona.transform import clean_kernel as K
-
-
-# Why a row is quarantined, in the order the checks apply (``duplicate`` last: judged per meter).
-REASONS = ("null_value", "unknown_meter", "misaligned_ts", "out_of_window", "future_ts", "negative", "out_of_range",
-           "duplicate")
 
 
 def affected_dates(changed: Iterable[dt.date], lookback_days: int) -> set[dt.date]:
@@ -146,20 +142,25 @@ def tag_reasons(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *,
 
 
 # ------------------------------------------------------------------ per meter
-# Everything after tagging is one grouped pass: the accepted readings are grouped by meter and each meter's
+# Everything after tagging is one grouped pass: every tagged row goes to its meter's task and the meters'
 # days are decided and repaired in numpy (gridpersona.transform.clean_kernel). The result is one row per
 # meter-day with the repaired readings as arrays; the clean rows are its exploded arrays.
 
 
-def _rows_select(df: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+def with_instant_and_slot(df: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+    """Rows with ``day_start_epoch`` (local midnight, UTC epoch seconds) and ``pos`` (the reading's position
+    in the local day) + ``ts`` (the instant) and ``slot`` (its wall-clock slot)."""
     step = interval_minutes * 60
     df = df.withColumn("ts", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step))
     if fixed_utc_offset_seconds(time_zone) is None:
         # DST zones: position and wall-clock slot differ on the two change days.
-        df = with_local_time(df.drop("slot"), time_zone, interval_minutes).drop("local_date", "aligned")
-    else:
-        df = df.withColumn("slot", F.col("pos"))
-    return df.select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality")
+        return with_local_time(df.drop("slot"), time_zone, interval_minutes).drop("local_date", "aligned")
+    return df.withColumn("slot", F.col("pos"))
+
+
+def _rows_select(df: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
+    return (with_instant_and_slot(df, interval_minutes=interval_minutes, time_zone=time_zone)
+            .select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality"))
 
 
 def day_rows(days: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
@@ -169,7 +170,7 @@ def day_rows(days: DataFrame, *, interval_minutes: int, time_zone: str) -> DataF
     measured = F.array_repeat(F.lit(K.MEASURED).cast("tinyint"), F.size("kwh"))
     zipped = F.arrays_zip(F.col("kwh").alias("k"), F.coalesce(F.col("raw"), F.col("kwh")).alias("r"),
                           F.coalesce(F.col("q"), measured).alias("q"))
-    codes = F.array(*[F.lit(name) for name in K.QUALITY_NAMES])
+    codes = F.array(*[F.lit(name) for name in QUALITY_CODES])
     rows = (days.select("meter_id", "date", "day_start_epoch", F.posexplode(zipped).alias("pos", "z"))
             .filter(F.col("z.k").isNotNull())
             .select("meter_id", "date", "day_start_epoch", "pos", F.col("z.k").alias("kwh"),
@@ -270,10 +271,10 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
     ``contracted_capacity_kva``. ``cache`` is applied to the per meter-day result, read by the clean, the
     quarantine and the quality rows (the job passes ``persist``).
 
-    One shuffle of the accepted readings by meter into ``partitions`` tasks (default
-    ``spark.sql.shuffle.partitions``; a task holds its share of the readings in memory); each meter's
-    readings, with its stored look-back statistics and its capacity as marked extra rows, go to
-    :func:`clean_kernel.clean_meter` as one Arrow table.
+    One shuffle of the tagged rows by meter into ``partitions`` tasks (default
+    ``spark.sql.shuffle.partitions``; a task holds its share of the readings in memory); a task's meters,
+    with their stored look-back statistics and capacities as marked extra rows, go to
+    :func:`clean_kernel.clean_partition`.
     """
     out_dates = sorted(dates) if dates is not None else [
         first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
@@ -289,13 +290,14 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
         expected=tuple(int(r[2]) for r in cal_rows), out=tuple(r[0] in wanted for r in cal_rows),
         lookback_days=lookback_days, scale_multiple=rule.scale_multiple, floor_kwh=rule.scale_floor_kw * hours,
         neighbour_multiple=rule.neighbour_multiple, capacity_factor=hours * rule.capacity_margin, max_gap=max_gap,
-        step_seconds=interval_minutes * 60, duplicate_reason=REASONS.index("duplicate"))
+        step_seconds=interval_minutes * 60)
     tagged = tag_reasons(raw, known_meters, calendar, time_zone=time_zone, interval_minutes=interval_minutes,
                          first_date=first_date, last_date=last_date, max_interval_kwh=max_interval_kwh)
     # Every row goes to its meter's task: the accepted readings for the decisions, the quarantined ones to
     # pass through (one scan of bronze feeds both outputs).
     reason = F.col("reason")
-    code = (F.array_position(F.array(*[F.lit(r) for r in REASONS]), reason) - 1).cast("tinyint")
+    names = F.array(*[F.lit(r) for r in QUARANTINE_REASONS])  # a row's reason code indexes these
+    code = (F.array_position(names, reason) - 1).cast("tinyint")
     none_int, none_long = F.lit(None).cast("int"), F.lit(None).cast("long")
     rows = tagged.select(
         "meter_id", F.unix_date("local_date").alias("d"),
@@ -322,7 +324,6 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
     clean = day_rows(written, interval_minutes=interval_minutes, time_zone=time_zone)
     counts = written.select("meter_id", "date", "measured_intervals", "outlier_intervals", "interpolated_intervals",
                             *_DAY_STATS)
-    names = F.array(*[F.lit(r) for r in REASONS])
     quarantine = (days.filter(F.col("reason").isNotNull() & F.col("date").isin(out_dates))
                   .select("meter_id", F.timestamp_micros("ts_us").alias("ts"), F.col("reading_kwh").alias("kwh"), "date",
                           "local_date", names[F.col("reason").cast("int")].alias("reason")))

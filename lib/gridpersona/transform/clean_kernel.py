@@ -34,10 +34,14 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from gridpersona.contracts.silver import QUALITY_CODES, QUARANTINE_REASONS
+
 STAT_MAX, STAT_MEAN, CAPACITY, QUARANTINED = -1, -2, -3, -4
 
-MEASURED, OUTLIER_REPLACED, INTERPOLATED = 0, 1, 2
-QUALITY_NAMES = ("measured", "outlier_replaced", "interpolated")
+# Codes are indices into the contract's names (silver.ami_clean.quality, silver.ami_quarantine.reason).
+MEASURED, OUTLIER_REPLACED, INTERPOLATED = (QUALITY_CODES.index(q)
+                                            for q in ("measured", "outlier_replaced", "interpolated"))
+DUPLICATE = QUARANTINE_REASONS.index("duplicate")
 
 OUTPUT_SCHEMA = (
     "meter_id string, date date, out boolean, day_start_epoch long, kwh array<double>, raw array<double>, "
@@ -73,7 +77,6 @@ class KernelParams:
     capacity_factor: float    # interval hours x capacity_margin
     max_gap: int
     step_seconds: int
-    duplicate_reason: int     # the reason code of a set-aside second reading
 
 
 def _median_windows(values: np.ndarray, lookback: int) -> np.ndarray:
@@ -87,6 +90,13 @@ def _median_windows(values: np.ndarray, lookback: int) -> np.ndarray:
     lo = np.take_along_axis(s, np.maximum((k - 1) // 2, 0)[:, :, None], axis=2)[:, :, 0]
     hi = np.take_along_axis(s, np.minimum(k // 2, lookback - 1)[:, :, None], axis=2)[:, :, 0]
     return np.where(k > 0, (lo + hi) / 2, np.nan)
+
+
+def _candidate(x: np.ndarray, high_at: np.ndarray, cap_at: np.ndarray) -> np.ndarray:
+    """A reading above its day's high level or above its meter's capacity bound (NaN: neither, so a missing
+    reading or an unknown capacity is never a candidate)."""
+    with np.errstate(invalid="ignore"):
+        return (x > high_at) | (x > cap_at)
 
 
 def _nan_to_zero(a: np.ndarray) -> np.ndarray:
@@ -229,8 +239,7 @@ def clean_meters(table: pa.Table, p: KernelParams) -> pa.Table:
     if (readings > present).any():  # only then: a set of meters without a second reading skips the ranking
         idx = np.nonzero(multi)[0]
         rm, rd, rp, rk, rb = mi[idx], di[idx], pi[idx], kv[idx], bd[idx]
-        with np.errstate(invalid="ignore"):
-            c = (rk > high_at[rm, rd]) | (rk > cap_at[rm])
+        c = _candidate(rk, high_at[rm, rd], cap_at[rm])
         # Per instant: non-candidate first, then kWh descending.
         o = np.lexsort((-rk, c, rp, rd, rm))
         rm, rd, rp, rk, rb = rm[o], rd[o], rp[o], rk[o], rb[o]
@@ -240,9 +249,8 @@ def clean_meters(table: pa.Table, p: KernelParams) -> pa.Table:
         dup_bd = rb[~first].astype(np.int32)
 
     V = np.where(np.arange(P)[None, None, :] < n_day[None, :, None], V, np.nan)
-    with np.errstate(invalid="ignore"):
-        C = (V > high_at[:, :, None]) | (V > cap_at[:, None, None])
-        has_cand = has & ((day_max > high_at) | (day_max > cap_at[:, None]))
+    C = _candidate(V, high_at[:, :, None], cap_at[:, None, None])
+    has_cand = has & _candidate(day_max, high_at, cap_at[:, None])
     n = np.broadcast_to(n_day, (nm, ndays))
     plain = has & (present == n) & ~has_cand & (readings == present)
 
@@ -347,7 +355,7 @@ def clean_meters(table: pa.Table, p: KernelParams) -> pa.Table:
         "outlier_scale_kwh": scale.reshape(R)[emit], "fill_level_kwh": fill1[emit]})
     duplicates = _assemble(names.take(pa.array(dup_m)), len(dup_day), {
         "date": dup_bd, "out": np.zeros(len(dup_day), dtype=bool),
-        "reason": np.full(len(dup_day), p.duplicate_reason),
+        "reason": np.full(len(dup_day), DUPLICATE),
         "ts_us": (start_day[dup_day] + dup_pos.astype(np.int64) * p.step_seconds) * 1_000_000,
         "reading_kwh": dup_kwh, "local_date": base + dup_day})
     return pa.concat_tables([days, quarantined, duplicates])

@@ -12,7 +12,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gridpersona.config import TariffConfig, parse_hhmm_range
-from gridpersona.transform.clean import with_local_time
+from gridpersona.transform.clean import with_instant_and_slot
 
 PERIODS = ("peak", "flat", "valley")
 
@@ -101,12 +101,10 @@ def slot_columns_from_positions(days: DataFrame, calendar: DataFrame, *, slots: 
     cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
     df = days.join(cal, "date", "left")
     plain = df.filter(~F.col("date").isin(changed_dates)).select(*as_slots)
-    step = interval_minutes * 60
     changed = (df.filter(F.col("date").isin(changed_dates))
                .select("meter_id", "date", "day_start_epoch", "imputed", F.posexplode("kwh_by_position").alias("pos", "kwh"))
-               .filter(F.col("kwh").isNotNull())
-               .withColumn("ts", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step)))
-    changed = with_local_time(changed, time_zone, interval_minutes).drop("local_date")
+               .filter(F.col("kwh").isNotNull()))
+    changed = with_instant_and_slot(changed, interval_minutes=interval_minutes, time_zone=time_zone)
     # Each reading as measured: the day's count of imputed readings comes with its row.
     summed = slot_columns(changed.withColumn("quality", F.lit("measured")), slots).drop("imputed_slots")
     imputed = df.filter(F.col("date").isin(changed_dates)).select("meter_id", "date",
