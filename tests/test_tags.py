@@ -381,6 +381,45 @@ def test_night_window_slots_join_the_evening_before_and_the_morning():
     assert FV.night_slot_range("20:00-08:00", 30) == (40, 16)
 
 
+def _night_blocks_by_loop(night, *, width, kw, surge_kw, surge_ratio):
+    """The block of one night, written out element by element (the rule of FV.night_blocks' docstring)."""
+    hours = []
+    for s in range(len(night) - width + 1):
+        total = 0.0
+        for x in night[s:s + width]:
+            total = total + x
+        hours.append(total * (kw / width))
+    base = min(hours)
+    threshold = base + max(surge_kw, surge_ratio * base)
+    cur = best = best_end = 0
+    for i, x in enumerate(night):
+        cur = cur + 1 if x * kw >= threshold else 0
+        if cur > best:
+            best, best_end = cur, i
+    return {"base_kw": base, "best_kw": max(hours), "block_slots": best, "block_start": best_end - best + 1}
+
+
+def test_night_blocks_find_the_first_longest_surge_run_of_each_night():
+    import random
+
+    import pyarrow as pa
+
+    rng = random.Random(7)
+    flat = [0.1] * 48
+    block = [0.1] * 10 + [1.2] * 12 + [0.1] * 26            # one 3-hour block from interval 10
+    tie = [0.1] * 5 + [1.0] * 4 + [0.1] * 5 + [1.0] * 4 + [0.1] * 30  # two 1-hour runs: the first wins
+    noisy = [round(rng.uniform(0.05, 1.5), 3) for _ in range(48)]
+    nights = [flat, block, None, tie, noisy, [0.2] * 24]    # a null night, and a shorter one
+    got = FV.night_blocks(pa.array(nights, pa.list_(pa.float64())), width=4, kw=4.0, surge_kw=1.5,
+                          surge_ratio=0.5).to_pylist()
+    want = [None if n is None else _night_blocks_by_loop(n, width=4, kw=4.0, surge_kw=1.5, surge_ratio=0.5)
+            for n in nights]
+    assert got == want  # to the bit: the same sums in the same order
+    assert got[1]["block_slots"] == 12 and got[1]["block_start"] == 10
+    assert got[3]["block_slots"] == 4 and got[3]["block_start"] == 5
+    assert got[0]["block_slots"] == 0 and got[2] is None
+
+
 def _daily_rows(meter: str, kwh_by_day: list[list[float]], completeness=None) -> list[tuple]:
     rows = []
     for d, slots in enumerate(kwh_by_day):

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -44,38 +47,66 @@ def night_slot_range(night_window: str, interval_minutes: int) -> tuple[int, int
     return start // interval_minutes, end // interval_minutes
 
 
+NIGHT_BLOCK_TYPE = "struct<base_kw:double,best_kw:double,block_slots:int,block_start:int>"
+
+
+def night_blocks(night: pa.Array, *, width: int, kw: float, surge_kw: float, surge_ratio: float) -> pa.StructArray:
+    """Each night's interval kWh (a list, null when the night is incomplete) -> its block struct (null likewise):
+    base_kw and best_kw (its lowest and highest ``width``-interval mean power), block_slots and block_start
+    (interval index from the night's start) of the longest run of intervals at least
+    max(``surge_kw``, ``surge_ratio`` x base) above the base; the first run of that length when several tie.
+
+    numpy over every night of the batch at once (an Arrow UDF: Spark's array lambdas were interpreted element
+    by element, 12.7 s of the tags stage's 25 s on the default lake). Sums run in interval order, from 0.0,
+    as the array expressions summed them, so the figures are the same to the bit.
+    """
+    rows = len(night)
+    valid = night.is_valid().to_numpy(zero_copy_only=False)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(night), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    base = np.zeros(rows)
+    best_kw = np.zeros(rows)
+    slots = np.zeros(rows, dtype=np.int32)
+    start = np.zeros(rows, dtype=np.int32)
+    for length in np.unique(lengths[valid]):
+        pick = valid & (lengths == length)
+        values = pc.list_flatten(night.filter(pa.array(pick)))
+        if values.null_count:
+            raise ValueError("night_blocks: a night holds a null interval (slot_kwh has none)")
+        x = values.to_numpy(zero_copy_only=False).reshape(int(pick.sum()), int(length))
+        span = int(length) - width + 1
+        acc = np.zeros((x.shape[0], span))
+        for j in range(width):
+            acc = acc + x[:, j:j + span]
+        hours = acc * (kw / width)
+        low = hours.min(axis=1)
+        threshold = low + np.maximum(surge_kw, surge_ratio * low)
+        high = x * kw >= threshold[:, None]
+        cur = np.zeros(x.shape[0], dtype=np.int32)
+        best = np.zeros(x.shape[0], dtype=np.int32)
+        best_end = np.zeros(x.shape[0], dtype=np.int32)
+        for i in range(x.shape[1]):
+            cur = np.where(high[:, i], cur + 1, 0).astype(np.int32)
+            longer = cur > best
+            best_end = np.where(longer, i, best_end).astype(np.int32)
+            best = np.maximum(best, cur)
+        base[pick], best_kw[pick] = low, hours.max(axis=1)
+        slots[pick], start[pick] = best, best_end - best + 1
+    return pa.StructArray.from_arrays(
+        [pa.array(base), pa.array(best_kw), pa.array(slots), pa.array(start)],
+        names=["base_kw", "best_kw", "block_slots", "block_start"], mask=pa.array(~valid))
+
+
 def _with_night_blocks(day: DataFrame, *, interval_minutes: int, width: int, params: TagFeatures) -> DataFrame:
-    """``day`` (with ``_night``: the night's interval kWh, null when incomplete) plus ``_nb``, a struct per night:
-    base_kw and best_kw (its lowest and highest 1-hour mean power), block_slots and block_start (interval index
-    from the night's start) of the longest run of intervals at least max(ev_surge_kw, ev_surge_ratio x base)
-    above the base. Built in steps so each array is computed once per night, not once per element."""
+    """``day`` (with ``_night``: the night's interval kWh, null when incomplete) plus ``_nb``, a struct per night
+    (:func:`night_blocks`, as an Arrow UDF over the nights of a batch)."""
     kw = 60.0 / interval_minutes
-    night = F.col("_night")
-    hours = F.transform(F.sequence(F.lit(1), F.size(night) - F.lit(width - 1)),
-                        lambda s: F.aggregate(F.slice(night, s, F.lit(width)), F.lit(0.0), lambda a, x: a + x)
-                        * F.lit(kw / width))
-    with_hours = day.withColumn("_hours", F.when(night.isNotNull(), hours))
-    base = F.array_min("_hours")
-    threshold = base + F.greatest(F.lit(float(params.ev_surge_kw)), F.lit(float(params.ev_surge_ratio)) * base)
-    # zip_with against the threshold repeated: evaluated once per night, not inside the per-interval lambda.
-    high = F.zip_with(night, F.array_repeat(threshold, F.size(night)), lambda x, t: x * F.lit(kw) >= t)
-    with_high = with_hours.withColumn("_high", high)
-    zero = F.lit(0)
-    runs = F.aggregate(
-        F.col("_high"),
-        F.struct(zero.alias("i"), zero.alias("cur"), zero.alias("best"), zero.alias("best_end")),
-        lambda acc, h: (lambda cur: F.struct(
-            (acc["i"] + 1).alias("i"),
-            cur.alias("cur"),
-            F.greatest(acc["best"], cur).alias("best"),
-            F.when(cur > acc["best"], acc["i"]).otherwise(acc["best_end"]).alias("best_end")))(
-            F.when(h, acc["cur"] + 1).otherwise(zero)),
-    )
-    run = F.col("_runs")
-    return with_high.withColumn("_runs", runs).withColumn("_nb", F.when(night.isNotNull(), F.struct(
-        F.array_min("_hours").alias("base_kw"), F.array_max("_hours").alias("best_kw"),
-        run["best"].alias("block_slots"), (run["best_end"] - run["best"] + 1).alias("block_start")))
-    ).drop("_night", "_hours", "_high", "_runs")
+    surge_kw, surge_ratio = float(params.ev_surge_kw), float(params.ev_surge_ratio)
+
+    def blocks(night: pa.Array) -> pa.Array:
+        return night_blocks(night, width=width, kw=kw, surge_kw=surge_kw, surge_ratio=surge_ratio)
+
+    udf = F.arrow_udf(blocks, NIGHT_BLOCK_TYPE)
+    return day.withColumn("_nb", udf(F.col("_night"))).drop("_night")
 
 
 def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: int, params: TagFeatures) -> DataFrame:
