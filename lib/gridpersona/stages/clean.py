@@ -89,7 +89,9 @@ def run_clean(ctx: StageContext) -> StageResult:
                      (METER_DAY_READINGS, out.readings)):
         check_schema(spec.name, spec.schema, df.schema)
     try:
-        quarantined_rows = ctx.lake.replace(out.quarantine, AMI_QUARANTINE, where={"date": dates}).rows
+        # A few rows per meter-day (1 % of the readings): one file per date, not one per date and task.
+        quarantined_rows = ctx.lake.replace(out.quarantine.repartition("date"), AMI_QUARANTINE,
+                                            where={"date": dates}).rows
         clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}).rows
         # The same readings as one array per meter-day, for shapes (from the cached pass: no second pass).
         # One task, so one file, per date: the rows arrive spread over the meters' tasks.
