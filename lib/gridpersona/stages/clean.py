@@ -89,7 +89,8 @@ def run_clean(ctx: StageContext) -> StageResult:
                      (METER_DAY_READINGS, out.readings)):
         check_schema(spec.name, spec.schema, df.schema)
     try:
-        # A few rows per meter-day (1 % of the readings): one file per date, not one per date and task.
+        # Small tables (a few rows per meter-day at most) are written one file per date, not one per date
+        # and task: on the default lake 90 files instead of 720 (quarantine) and 270 (quality).
         quarantined_rows = ctx.lake.replace(out.quarantine.repartition("date"), AMI_QUARANTINE,
                                             where={"date": dates}).rows
         clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}).rows
@@ -98,7 +99,7 @@ def run_clean(ctx: StageContext) -> StageResult:
         day_rows = ctx.lake.replace(out.readings.repartition("date"), METER_DAY_READINGS, where={"date": dates}).rows
         # The quality counts the quarantine rows just written (a small table), not a second pass over bronze.
         written_quarantine = ctx.lake.read(AMI_QUARANTINE.name).filter(F.col("date").isin(dates))
-        quality_rows = ctx.lake.replace(out.quality_from(written_quarantine), METER_DAY_QUALITY,
+        quality_rows = ctx.lake.replace(out.quality_from(written_quarantine).repartition("date"), METER_DAY_QUALITY,
                                         where={"date": dates}).rows
     finally:
         out.release()
