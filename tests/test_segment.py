@@ -90,6 +90,31 @@ def test_typical_shape_energy_weighted(spark):
     assert_df_equality(rounded, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_day_type_sums_add_each_meters_days_in_list_order():
+    import random
+
+    import pyarrow as pa
+
+    rng = random.Random(3)
+    meters = []
+    for m in range(5):
+        days = [{"date": MON + dt.timedelta(days=d), "is_weekend": (d % 7) >= 5,
+                 "daily_kwh": round(rng.uniform(0, 30), 3), "v": [rng.uniform(0, 1) for _ in range(6)]}
+                for d in range(rng.randint(1, 20)) if rng.random() > 0.2]
+        meters.append(days)
+    meters.append([{"date": MON, "is_weekend": False, "daily_kwh": 2.0, "v": [0.5] * 6}])  # no weekend day
+    got = SF.day_type_sums(pa.array(meters)).to_pylist()
+    for days, row in zip(meters, got):
+        for half, is_we in (("wd", False), ("we", True)):
+            acc, kwh = [0.0] * 6, 0.0
+            for d in (d for d in days if d["is_weekend"] == is_we):
+                acc = [a + x for a, x in zip(acc, d["v"])]
+                kwh = kwh + d["daily_kwh"]
+            assert row[f"_{half}_sum"] == acc and row[f"_{half}_kwh"] == kwh  # exact: the same adds in order
+        assert row["weekday_days"] + row["weekend_days"] == len(days)
+    assert got[-1]["weekend_days"] == 0 and got[-1]["_we_sum"] == [0.0] * 6
+
+
 def test_vacancy_rule_flags_low_consumption(spark):
     df = spark.createDataFrame([("m1", 0.4), ("m2", 1.49), ("m3", 1.5), ("m4", 12.0)], "meter_id string, mean_daily_kwh double")
     expected = spark.createDataFrame([("m1", 0.4, True), ("m2", 1.49, True), ("m3", 1.5, False), ("m4", 12.0, False)],
