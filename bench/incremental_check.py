@@ -11,8 +11,8 @@
    (as-of = that day; landings after the last day run with as-of = the last day).
 3. Lake A ("window"): the same final bronze, one whole-window run of clean and shapes
    (as-of = the last day, window = --window-days, default --days).
-4. Compares the silver tables (ami_clean, ami_quarantine, meter_day_quality, daily_load_shape) of
-   A and B over A's window dates with bench/table_checksums.py's order-independent checksum, and
+4. Compares the silver tables (ami_clean, ami_quarantine, meter_day_quality, meter_day_readings,
+   daily_load_shape) of A and B over A's window dates with bench/table_checksums.py's order-independent checksum, and
    prints per night the planned dates and stage seconds, then IDENTICAL or the differing tables.
    B also holds rows dated before the data began (its first run planned its whole window, which
    reached back before the first reading): counted and shown apart, not compared.
@@ -48,7 +48,8 @@ from gridpersona.session import build_spark  # noqa: E402
 from gridpersona.stages.pipeline import run_pipeline  # noqa: E402
 from gridpersona.stages.runner import parse_compact_dates  # noqa: E402
 
-SILVER = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.daily_load_shape")
+SILVER = ("silver.ami_clean", "silver.ami_quarantine", "silver.meter_day_quality", "silver.meter_day_readings",
+          "silver.daily_load_shape")
 STAGES = ("clean", "shapes")
 
 
