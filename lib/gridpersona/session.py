@@ -23,15 +23,6 @@ _BASE_CONF = {
     # Landed CSV files may come in any Java charset (ingest.csv_encoding: gb18030 is common for
     # Chinese utility exports), not only the UTF/ISO-8859-1 set Spark 4 allows by default.
     "spark.sql.legacy.javaCharsets": "true",
-    # A task writing a date-partitioned table keeps one open file per date (up to 100: a 90-day window)
-    # instead of sorting its rows by date first; past 100 dates Spark sorts the rest, as by default.
-    # clean's 28.5M reading rows on the default lake: 19 s of the write was that sort.
-    "spark.sql.maxConcurrentOutputFileWriters": "100",
-    # Arrow batches to Python (clean's mapInArrow) are bounded by rows (maxRecordsPerBatch, 10,000) only.
-    # Below this value Spark 4 measures the batch's bytes after every row it adds: a quarter of the JVM's
-    # CPU in clean (Java Flight Recorder on the default lake: ArrowWriter.sizeInBytes under
-    # BatchedPythonArrowInput.underBatchSizeLimit). Int.MaxValue is the value that skips the measure.
-    "spark.sql.execution.arrow.maxBytesPerBatch": "2147483647",
 }
 
 

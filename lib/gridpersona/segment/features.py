@@ -48,14 +48,22 @@ DAY_TYPE_SUMS_TYPE = ("struct<weekday_days:int,weekend_days:int,_wd_sum:array<do
                       "_wd_kwh:double,_we_kwh:double>")
 
 
+_DAY_TYPE_SUMS_ARROW = pa.struct([("weekday_days", pa.int32()), ("weekend_days", pa.int32()),
+                                  ("_wd_sum", pa.list_(pa.float64())), ("_we_sum", pa.list_(pa.float64())),
+                                  ("_wd_kwh", pa.float64()), ("_we_kwh", pa.float64())])
+
+
 def day_type_sums(days: pa.Array) -> pa.Array:
     """Each meter's complete days (a list of struct<date, is_weekend, daily_kwh, v: the day's slot array>, in
     date order) -> per day type (weekday, weekend): the number of days, the slot-wise sum of ``v`` and the sum
     of ``daily_kwh``, each summed from 0.0 in list order (the order the former ``aggregate`` lambdas summed
-    in, so the same bits). A day type without days has the sums of no days: zeros. A null ``v`` element or
-    ``daily_kwh`` makes the sums it enters null, as in Spark arithmetic.
+    in, so the same bits). A day type without days has the sums of no days: zeros. A null (or NaN) ``v``
+    element or ``daily_kwh`` makes the sums it enters null. The inputs the stages pass have neither:
+    ``slot_kwh`` and ``shape`` are filled, and ``is_weekend`` comes from the date.
     """
     meters = len(days)
+    if meters == 0:
+        return pa.array([], type=_DAY_TYPE_SUMS_ARROW)
     if days.null_count:
         raise ValueError("day_type_sums: a meter without its list of days")
     offsets = pc.subtract(days.offsets, days.offsets[0]).to_numpy()
