@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
@@ -121,3 +122,19 @@ def out_of_memory_message(exc: BaseException, settings: Settings | None) -> str 
     now = f"now {current}" if current else "now Spark's default of 1g"
     return (f"{what}: raise spark.conf.spark.driver.memory ({now}), e.g. --set spark.conf.spark.driver.memory=8g "
             f"or in conf/<env>.yaml; under spark-submit pass --driver-memory")
+
+
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, conf: Mapping[str, str]):
+    """Set ``conf`` on the session for the block, then put back what was there (unset what was unset)."""
+    before = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)

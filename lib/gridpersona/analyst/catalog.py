@@ -44,6 +44,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from gridpersona.lake import Lake, LakeError, lake_uri_to_path
+from gridpersona.session import session_conf
 from gridpersona.contracts import all_specs, pii_columns, spec_for
 from gridpersona.contracts.bronze import INGEST_REJECTS
 
@@ -195,17 +196,8 @@ def _create_view(spark: SparkSession, name: str, columns: list[tuple[str, str]],
     view_cols = ", ".join(_quote(c) + (f" COMMENT {_sql_string(notes[c])}" if c in notes else "") for c, _ in columns)
     select = ", ".join(f"{expr} AS {_quote(c)}" for c, expr in columns)
     body = f"SELECT {select} FROM {source}"
-    previous = {k: spark.conf.get(k, None) for k in _VIEW_CONF}
-    for k, v in _VIEW_CONF.items():
-        spark.conf.set(k, v)
-    try:
+    with session_conf(spark, _VIEW_CONF):
         spark.sql(f"CREATE OR REPLACE VIEW {name} ({view_cols}) COMMENT {_sql_string(comment)} AS {body}")
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
 
 
 def _allow(spark: SparkSession, name: str, pii_only: bool) -> None:

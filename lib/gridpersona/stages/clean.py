@@ -9,7 +9,6 @@ a nightly run equals the same day cleaned in a window run.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -22,6 +21,7 @@ from gridpersona.contracts.bronze import AMI_INTERVAL, CUSTOMER_ARCHIVE
 from gridpersona.contracts.silver import (AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, METER_DAY_READINGS,
                                          QUARANTINE_REASONS)
 from gridpersona.lake import check_schema
+from gridpersona.session import session_conf
 from gridpersona.stages.inputs import read_bronze
 from gridpersona.stages.runner import StageContext, StageResult, calendar_frame, partition_dates
 from gridpersona.transform import clean as C
@@ -43,21 +43,6 @@ WRITE_CONF = {
     "spark.sql.maxConcurrentOutputFileWriters": "100",
 }
 
-
-@contextlib.contextmanager
-def session_conf(spark, conf: dict[str, str]):
-    """Set ``conf`` on the session for the block, then put back what was there."""
-    before = {k: spark.conf.get(k, None) for k in conf}
-    for k, v in conf.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
 
 
 def _days(first: dt.date, last: dt.date) -> set[dt.date]:
