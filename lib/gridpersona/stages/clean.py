@@ -44,7 +44,6 @@ WRITE_CONF = {
 }
 
 
-
 def _days(first: dt.date, last: dt.date) -> set[dt.date]:
     return {first + dt.timedelta(days=i) for i in range((last - first).days + 1)}
 

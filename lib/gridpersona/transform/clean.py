@@ -158,11 +158,6 @@ def with_instant_and_slot(df: DataFrame, *, interval_minutes: int, time_zone: st
     return df.withColumn("slot", F.col("pos"))
 
 
-def _rows_select(df: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
-    return (with_instant_and_slot(df, interval_minutes=interval_minutes, time_zone=time_zone)
-            .select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality"))
-
-
 def day_rows(days: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
     """The kernel's written meter-days -> silver.ami_clean rows, one per position with a value. A day
     without ``raw`` (complete, read once per instant, no candidate) is all ``measured``."""
@@ -175,7 +170,8 @@ def day_rows(days: DataFrame, *, interval_minutes: int, time_zone: str) -> DataF
             .filter(F.col("z.k").isNotNull())
             .select("meter_id", "date", "day_start_epoch", "pos", F.col("z.k").alias("kwh"),
                     F.col("z.r").alias("kwh_raw"), codes[F.col("z.q").cast("int")].alias("quality")))
-    return _rows_select(rows, interval_minutes=interval_minutes, time_zone=time_zone)
+    return (with_instant_and_slot(rows, interval_minutes=interval_minutes, time_zone=time_zone)
+            .select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality"))
 
 
 @dataclass(frozen=True)
