@@ -449,3 +449,37 @@ def test_clean_and_shapes_outputs_have_the_silver_contracts_columns_types_and_or
     qualities = {r["quality"] for r in out.clean.collect()}
     assert qualities == {"measured", "interpolated"} and qualities <= set(AMI_CLEAN.allowed_values["quality"])
     assert {r["reason"] for r in out.quarantine.collect()} == {"duplicate", "unknown_meter"}
+
+
+def test_clean_rows_explode_written_days_with_their_raw_quality_and_wall_clock_slots():
+    """One plain day (no raw or quality lists: raw = kwh, all measured) with an empty position, one day
+    with an interpolated (raw null) and an outlier position, on a day whose slots skip two (a spring DST day)."""
+    start1, start2 = 1_000_000, 2_000_000  # any epochs: the rows carry them through
+    days = pa.record_batch({
+        "meter_id": ["a", "b"], "date": pa.array([D, D + dt.timedelta(days=1)], pa.date32()),
+        "day_start_epoch": pa.array([start1, start2], pa.int64()),
+        "kwh": pa.array([[1.0, None, 3.0], [4.0, 5.0, 6.0]], pa.list_(pa.float64())),
+        "raw": pa.array([None, [4.0, None, 60.0]], pa.list_(pa.float64())),
+        "q": pa.array([None, [K.MEASURED, K.INTERPOLATED, K.OUTLIER_REPLACED]], pa.list_(pa.int8())),
+    })
+    out = K.clean_rows(days, K.DayRowsParams(step_seconds=900, slots=((start2, (0, 3, 4)),)))
+    assert out.schema == K.CLEAN_ROWS_SCHEMA
+    ts = [v // 1_000_000 for v in out.column("ts").cast(pa.int64()).to_pylist()]
+    assert list(zip(out.column("meter_id").to_pylist(), ts, out.column("slot").to_pylist(), out.column("kwh").to_pylist(),
+                    out.column("kwh_raw").to_pylist(), out.column("quality").to_pylist())) == [
+        ("a", start1, 0, 1.0, 1.0, "measured"),
+        ("a", start1 + 1800, 2, 3.0, 3.0, "measured"),
+        ("b", start2, 0, 4.0, 4.0, "measured"),
+        ("b", start2 + 900, 3, 5.0, None, "interpolated"),
+        ("b", start2 + 1800, 4, 6.0, 60.0, "outlier_replaced"),
+    ]
+    assert out.column("date").to_pylist() == [D, D, D + dt.timedelta(days=1)] + [D + dt.timedelta(days=1)] * 2
+
+
+def test_day_slots_name_only_the_dst_change_days():
+    cal = C.local_calendar(dt.date(2026, 3, 28), dt.date(2026, 3, 30), "Europe/London", 30)
+    (start, slots), = C.day_slots(cal, "Europe/London", 30)
+    assert start == cal[1][1] and len(slots) == 46  # 29 March: clocks go forward at 01:00
+    assert slots[:3] == (0, 1, 4) and slots[-1] == 47
+    assert C.day_slots(C.local_calendar(dt.date(2026, 3, 28), dt.date(2026, 3, 30), "Asia/Shanghai", 30),
+                       "Asia/Shanghai", 30) == ()

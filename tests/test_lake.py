@@ -299,3 +299,78 @@ def test_a_session_without_the_backends_conf_is_refused_saying_how_to_build_one(
         Lake(settings, Session({}))
     assert Lake(settings, Session(spark_conf(settings))).backend == "delta-spark"
     assert Lake(make_settings(), Session({})).backend == "deltalake"
+
+
+# ------------------------------------------------------------------ ArrowRows: rows the tasks make and write
+def _explode_counts_fn():
+    """Each source row (meter_id, date, n) -> n rows of SCHEMA, kwh 0 .. n-1, 15 minutes apart. (A nested
+    function: the executors cannot import this test module, so it travels by value.)"""
+    def explode(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.column("n").to_pylist()
+        src = [i for i, k in enumerate(n) for _ in range(k)]
+        pos = [j for k in n for j in range(k)]
+        dates = batch.column("date").take(pa.array(src, pa.int64()))
+        ts = [dt.datetime.combine(d, dt.time(), dt.timezone.utc) + dt.timedelta(minutes=15 * j)
+              for d, j in zip(dates.to_pylist(), pos)]
+        return pa.table({"meter_id": batch.column("meter_id").take(pa.array(src, pa.int64())),
+                         "ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "kwh": pa.array(pos, pa.float64()),
+                         "date": dates})
+    return explode
+
+
+_explode_counts = _explode_counts_fn()
+
+
+def _source(spark, rows):
+    return spark.createDataFrame(rows, "meter_id string, date date, n int").repartition(2)
+
+
+def test_arrow_rows_are_written_by_the_tasks_themselves_and_read_back_as_their_frame(spark, lake):
+    from gridpersona.lake import ArrowRows
+    import pyarrow.parquet as pq
+
+    rows = ArrowRows(_source(spark, [("m1", D1, 3), ("m2", D1, 2), ("m1", D2, 4), ("m3", D3, 0)]), _explode_counts, SCHEMA)
+    result = lake.replace(rows, "silver.arrow_rows", where={"date": [D1, D2, D3]}, partition_by=["date"])
+
+    assert result.rows == 9
+    assert _spark_rows(lake.read("silver.arrow_rows")) == _spark_rows(rows.frame())
+    assert len(_spark_rows(rows.frame())) == 9
+    files = DeltaTable(lake.path("silver.arrow_rows")).file_uris()
+    # pyarrow wrote them in the tasks (Spark's writer signs "parquet-mr"); no file for a partition without rows.
+    assert {pq.read_metadata(f).created_by.split()[0] for f in files} == {"parquet-cpp-arrow"}
+    assert {os.path.basename(os.path.dirname(f)) for f in files} == {f"date={D1}", f"date={D2}"}
+    assert lake.read("silver.arrow_rows").schema == SCHEMA
+
+
+def test_arrow_rows_outside_the_replaced_partitions_are_refused(spark, lake):
+    from gridpersona.lake import ArrowRows
+
+    lake.append(_frame(spark, _rows(D1)), "silver.arrow_stray", partition_by=["date"])
+    before = lake.version("silver.arrow_stray")
+    rows = ArrowRows(_source(spark, [("m1", D1, 2), ("m1", D2, 1)]), _explode_counts, SCHEMA)
+    with pytest.raises(LakeError, match="outside the replaced partitions"):
+        lake.replace(rows, "silver.arrow_stray", where={"date": D1})
+    assert lake.version("silver.arrow_stray") == before
+    assert _spark_rows(lake.read("silver.arrow_stray")) == _spark_rows(_frame(spark, _rows(D1)))
+
+
+def test_only_the_files_the_tasks_report_are_committed(spark, lake, monkeypatch):
+    """A failed task attempt can leave a file in the staging folder; the commit takes the reported files only."""
+    from gridpersona.lake import ArrowRows, arrow_rows
+    import pyarrow.parquet as pq
+
+    real_stage = arrow_rows.stage
+
+    def stage_with_a_leftover(rows, partition_by, staging):
+        files = real_stage(rows, partition_by, staging)
+        os.makedirs(os.path.join(staging, f"date={D1}"), exist_ok=True)
+        pq.write_table(_explode_counts(pa.record_batch({"meter_id": ["zz"], "date": pa.array([D1]), "n": [5]}))
+                       .drop_columns(["date"]), os.path.join(staging, f"date={D1}", "part-leftover.parquet"))
+        return files
+
+    monkeypatch.setattr(arrow_rows, "stage", stage_with_a_leftover)
+    rows = ArrowRows(_source(spark, [("m1", D1, 3)]), _explode_counts, SCHEMA)
+    lake.replace(rows, "silver.arrow_leftover", where={"date": D1}, partition_by=["date"])
+    assert sorted(r["meter_id"] for r in lake.read("silver.arrow_leftover").collect()) == ["m1"] * 3
+    assert not os.path.exists(os.path.join(lake.path("silver.arrow_leftover"), "_staging")) or \
+        not os.listdir(os.path.join(lake.path("silver.arrow_leftover"), "_staging"))

@@ -36,13 +36,14 @@ but never committed, commits of unfinished runs: rolled back with a Delta
 RESTORE to the published version).
 """
 
+from gridpersona.lake.arrow_rows import ArrowRows
 from gridpersona.lake.base import BACKENDS, Lake, StageScope, spark_conf
 from gridpersona.lake.common import (CHECKPOINT_HOOKS, LakeError, SchemaMismatchError, Snapshot,
                                      TableInfo, WriteConflictError, WriteResult, check_schema, checkpoint,
                                      lake_uri_to_path, where_to_sql)
 
 __all__ = [
-    "BACKENDS", "CHECKPOINT_HOOKS", "Lake", "LakeError", "SchemaMismatchError", "Snapshot",
+    "ArrowRows", "BACKENDS", "CHECKPOINT_HOOKS", "Lake", "LakeError", "SchemaMismatchError", "Snapshot",
     "StageScope", "TableInfo", "WriteConflictError", "WriteResult", "check_schema", "checkpoint",
     "lake_uri_to_path", "spark_conf", "where_to_sql",
 ]

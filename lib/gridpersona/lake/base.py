@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 from gridpersona.config import Settings
 from gridpersona.console import stage_prefix
 from gridpersona.lake import deltalog, locks
+from gridpersona.lake.arrow_rows import ArrowRows
 from gridpersona.contracts.base import TableSpec
 from gridpersona.contracts.ops import JOB_RUNS
 from gridpersona.lake.common import (LakeBackend, LakeError, SchemaMismatchError, Snapshot, TableInfo,
@@ -415,17 +416,19 @@ class Lake:
     def overwrite(self, df: DataFrame, table: str | TableSpec, partition_by: Iterable[str] | None = None) -> WriteResult:
         return self.write(df, table, mode="overwrite", partition_by=partition_by)
 
-    def replace(self, df: DataFrame, table: str | TableSpec, where: Mapping[str, Any],
+    def replace(self, df: DataFrame | ArrowRows, table: str | TableSpec, where: Mapping[str, Any],
                 partition_by: Iterable[str] | None = None) -> WriteResult:
         """Replace exactly the rows matching ``where`` (partition columns only) with ``df``.
 
         ``where`` maps partition columns to a value or a list of values. Every
         row of ``df`` must match it, so a rerun for the same partitions leaves no
-        duplicates and touches nothing else. Creates the table if absent.
+        duplicates and touches nothing else. Creates the table if absent. ``df``
+        may be an :class:`ArrowRows` (rows a task makes and, on the embedded
+        backend, writes itself).
         """
         return self.write(df, table, mode="replace", partition_by=partition_by, where=where)
 
-    def write(self, df: DataFrame, table: str | TableSpec, mode: str = "append",
+    def write(self, df: DataFrame | ArrowRows, table: str | TableSpec, mode: str = "append",
               partition_by: Iterable[str] | None = None, where: Mapping[str, Any] | None = None,
               description: str | None = None) -> WriteResult:
         """Write ``df`` to ``table`` holding its writer lock; returns what was written (new version, rows).
@@ -446,6 +449,8 @@ class Lake:
 
     def _write_locked(self, df: DataFrame, table: str, mode: str, partition_by: tuple[str, ...],
                       where: Mapping[str, Any] | None, description: str | None) -> WriteResult:
+        if isinstance(df, ArrowRows) and not getattr(self._backend, "writes_arrow_rows", False):
+            df = df.frame()  # Spark writes the rows (lake/arrow_rows.py)
         exists = self._exists_physical(table)
         latest = -1
         if exists:

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from gridpersona.lake import deltalog
+from gridpersona.lake import arrow_rows, deltalog
+from gridpersona.lake.arrow_rows import ArrowRows
 from gridpersona.lake.common import (LakeError, Snapshot, TableInfo, WriteConflictError, WriteResult,
                                      arrow_to_spark_schema, check_schema, log, partition_value_str,
                                      remove_empty_parents, where_to_sql)
@@ -52,9 +53,21 @@ def _outside(files: list[dict], where: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _partition_values(rel: str) -> dict[str, str | None]:
+    """The partition values of a staged file from its Hive-style folders (``date=2026-06-01/...``)."""
+    values: dict[str, str | None] = {}
+    for part in Path(rel).parent.parts:
+        key, _, raw = part.partition("=")
+        value = unquote(raw)
+        values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+    return values
+
+
 class DeltaRsBackend:
     # A replace checks the partitions of the files it staged (no pass over the frame before the write).
     checks_replace_partitions = True
+    # Writes an ArrowRows in its tasks (lake/arrow_rows.py), not through a Spark frame.
+    writes_arrow_rows = True
     """The ``deltalake`` backend; see the module docstring. Versions it is given are resolved by the Lake."""
 
     name = "deltalake"
@@ -251,6 +264,12 @@ class DeltaRsBackend:
         """Spark writes the frame's Parquet files into a staging folder; returns (folder, files)."""
         root = self.path(table)
         staging = os.path.join(root, "_staging", uuid.uuid4().hex)
+        if isinstance(df, ArrowRows):
+            # The tasks write their own files (arrow_rows); only the files they report are committed.
+            os.makedirs(staging, exist_ok=True)
+            return staging, [{"staged": os.path.join(staging, f["rel"]), "rel": f["rel"], "rows": f["rows"],
+                              "partition_values": _partition_values(f["rel"])}
+                             for f in arrow_rows.stage(df, partition_by, staging)]
         writer = df.write.mode("overwrite")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
@@ -262,12 +281,7 @@ class DeltaRsBackend:
                     continue
                 full = os.path.join(dirpath, name)
                 rel = os.path.relpath(full, staging)
-                values: dict[str, str | None] = {}
-                for part in Path(rel).parent.parts:
-                    key, _, raw = part.partition("=")
-                    value = unquote(raw)
-                    values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
-                files.append({"staged": full, "rel": rel, "partition_values": values,
+                files.append({"staged": full, "rel": rel, "partition_values": _partition_values(rel),
                               "rows": pq.read_metadata(full).num_rows})
         return staging, files
 

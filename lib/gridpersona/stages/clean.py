@@ -20,7 +20,7 @@ from gridpersona.console import stage_prefix
 from gridpersona.contracts.bronze import AMI_INTERVAL, CUSTOMER_ARCHIVE
 from gridpersona.contracts.silver import (AMI_CLEAN, AMI_QUARANTINE, METER_DAY_QUALITY, METER_DAY_READINGS,
                                          QUARANTINE_REASONS)
-from gridpersona.lake import check_schema
+from gridpersona.lake import ArrowRows, check_schema
 from gridpersona.session import session_conf
 from gridpersona.stages.inputs import read_bronze
 from gridpersona.stages.runner import StageContext, StageResult, calendar_frame, partition_dates
@@ -99,7 +99,9 @@ def run_clean(ctx: StageContext) -> StageResult:
         first_date=first, last_date=last, max_interval_kwh=s.clean.max_interval_kwh,
         max_gap=s.clean.max_interpolate_intervals, rule=rule, lookback_days=lookback, dates=dates, prior_stats=prior,
         partitions=partitions, cache=lambda df: df.persist(StorageLevel.MEMORY_AND_DISK))
-    for spec, df in ((AMI_QUARANTINE, out.quarantine), (AMI_CLEAN, out.clean), (METER_DAY_QUALITY, out.quality),
+    # silver.ami_clean's rows are made (and, on the embedded lake, written) by the tasks from the days' arrays.
+    clean = ArrowRows(out.clean_days, out.clean_rows_fn, AMI_CLEAN.schema)
+    for spec, df in ((AMI_QUARANTINE, out.quarantine), (AMI_CLEAN, clean), (METER_DAY_QUALITY, out.quality),
                      (METER_DAY_READINGS, out.readings)):
         check_schema(spec.name, spec.schema, df.schema)
     try:
@@ -110,7 +112,7 @@ def run_clean(ctx: StageContext) -> StageResult:
             # twice quarantines all its readings).
             quarantined_rows = ctx.lake.replace(out.quarantine.hint("rebalance", "date"), AMI_QUARANTINE,
                                                 where={"date": dates}).rows
-            clean_rows = ctx.lake.replace(out.clean, AMI_CLEAN, where={"date": dates}).rows
+            clean_rows = ctx.lake.replace(clean, AMI_CLEAN, where={"date": dates}).rows
             # The same readings as one array per meter-day, for shapes (from the cached pass: no second pass).
             day_rows = ctx.lake.replace(out.readings.hint("rebalance", "date"), METER_DAY_READINGS,
                                         where={"date": dates}).rows

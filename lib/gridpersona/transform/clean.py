@@ -34,6 +34,7 @@ kWh is the sum of its readings, and its expected interval count is 92 or 100.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
@@ -42,7 +43,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from gridpersona.contracts.silver import QUALITY_CODES, QUARANTINE_REASONS
+from gridpersona.contracts.silver import AMI_CLEAN, QUALITY_CODES, QUARANTINE_REASONS
 from gridpersona.transform import clean_kernel as K
 
 
@@ -158,20 +159,22 @@ def with_instant_and_slot(df: DataFrame, *, interval_minutes: int, time_zone: st
     return df.withColumn("slot", F.col("pos"))
 
 
-def day_rows(days: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
-    """The kernel's written meter-days -> silver.ami_clean rows, one per position with a value. A day
-    without ``raw`` (complete, read once per instant, no candidate) is all ``measured``."""
-    # One explode for both kinds of day (a union would write each date's files twice over).
-    measured = F.array_repeat(F.lit(K.MEASURED).cast("tinyint"), F.size("kwh"))
-    zipped = F.arrays_zip(F.col("kwh").alias("k"), F.coalesce(F.col("raw"), F.col("kwh")).alias("r"),
-                          F.coalesce(F.col("q"), measured).alias("q"))
-    codes = F.array(*[F.lit(name) for name in QUALITY_CODES])
-    rows = (days.select("meter_id", "date", "day_start_epoch", F.posexplode(zipped).alias("pos", "z"))
-            .filter(F.col("z.k").isNotNull())
-            .select("meter_id", "date", "day_start_epoch", "pos", F.col("z.k").alias("kwh"),
-                    F.col("z.r").alias("kwh_raw"), codes[F.col("z.q").cast("int")].alias("quality")))
-    return (with_instant_and_slot(rows, interval_minutes=interval_minutes, time_zone=time_zone)
-            .select("meter_id", "ts", "date", "slot", "kwh", "kwh_raw", "quality"))
+def day_slots(calendar_rows: Iterable[tuple[dt.date, int, int]], time_zone: str, interval_minutes: int
+              ) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """(day_start_epoch, the wall-clock slot of each position) of the calendar days whose slots are not
+    their positions: the DST change days of zones that have them, none elsewhere."""
+    if fixed_utc_offset_seconds(time_zone) is not None:
+        return ()
+    zone, step = ZoneInfo(time_zone), interval_minutes * 60
+    out = []
+    for _, start, expected in calendar_rows:
+        slots = []
+        for pos in range(expected):
+            local = dt.datetime.fromtimestamp(start + pos * step, zone)
+            slots.append((local.hour * 3600 + local.minute * 60 + local.second) // step)
+        if slots != list(range(expected)):
+            out.append((int(start), tuple(slots)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -195,13 +198,26 @@ class OutlierRule:
 class CleanOutput:
     """The frames of one clean run; ``cached`` are reused by several outputs (release them after the writes)."""
 
-    clean: DataFrame        # silver.ami_clean rows
+    clean_days: DataFrame   # the written meter-days whose arrays silver.ami_clean's rows are ...
+    clean_rows_fn: Callable[[pa.RecordBatch], pa.Table]  # ... exploded by this Arrow function, batch by batch
     readings: DataFrame     # silver.meter_day_readings rows: the same readings, one array per meter-day
     quarantine: DataFrame   # silver.ami_quarantine rows
     counts: DataFrame       # per meter-day counts and statistics: what quality_from reads
     known_meters: DataFrame
     calendar: DataFrame     # the output dates' calendar
     cached: list[DataFrame]
+
+    @property
+    def clean(self) -> DataFrame:
+        """silver.ami_clean rows as a Spark frame (the stage instead hands ``clean_days`` and
+        ``clean_rows_fn`` to the lake, whose tasks make and write the rows: lake/arrow_rows.py)."""
+        fn = self.clean_rows_fn
+
+        def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                yield from fn(batch).to_batches()
+
+        return self.clean_days.mapInArrow(rows, AMI_CLEAN.schema)
 
     @property
     def quality(self) -> DataFrame:
@@ -317,7 +333,10 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
     by_meter = by_meter.repartition(partitions, "meter_id") if partitions else by_meter.repartition("meter_id")
     days = cache(by_meter.mapInArrow(kernel, K.OUTPUT_SCHEMA))
     written = days.filter(F.col("out"))
-    clean = day_rows(written, interval_minutes=interval_minutes, time_zone=time_zone)
+    # silver.ami_clean: the written days' arrays exploded by an Arrow function (clean_kernel.clean_rows).
+    clean_days = written.select("meter_id", "date", "day_start_epoch", "kwh", "raw", "q")
+    clean_rows_fn = functools.partial(K.clean_rows, p=K.DayRowsParams(
+        step_seconds=interval_minutes * 60, slots=day_slots(cal_rows, time_zone, interval_minutes)))
     counts = written.select("meter_id", "date", "measured_intervals", "outlier_intervals", "interpolated_intervals",
                             *_DAY_STATS)
     quarantine = (days.filter(F.col("reason").isNotNull() & F.col("date").isin(out_dates))
@@ -327,5 +346,5 @@ def clean_interval_readings(raw: DataFrame, known_meters: DataFrame, calendar: D
         "meter_id", "date", F.col("kwh").alias("kwh_by_position"),
         (F.col("measured_intervals") + F.col("outlier_intervals") + F.col("interpolated_intervals")).alias("readings"),
         (F.col("outlier_intervals") + F.col("interpolated_intervals")).alias("imputed"))
-    return CleanOutput(clean=clean, readings=readings, quarantine=quarantine, counts=counts, known_meters=known_meters,
+    return CleanOutput(clean_days=clean_days, clean_rows_fn=clean_rows_fn, readings=readings, quarantine=quarantine, counts=counts, known_meters=known_meters,
                        calendar=calendar.filter(F.col("date").isin(out_dates)), cached=[days])

@@ -33,6 +33,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gridpersona.contracts.silver import QUALITY_CODES, QUARANTINE_REASONS
 
@@ -377,5 +378,65 @@ def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_p
     table = table.take(pa.array(order))
     starts = np.r_[0, np.nonzero(np.diff(codes[order]))[0] + 1]
     bounds = np.r_[starts[::meters_per_call], len(order)]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        yield from clean_meters(table.slice(int(a), int(b - a)), p).to_batches()
+    parts = [clean_meters(table.slice(int(a), int(b - a)), p) for a, b in zip(bounds[:-1], bounds[1:])]
+    del table
+    out = pa.concat_tables(parts)
+    del parts
+    # Date-major (a stable sort: meters stay in order within a date): the date-partitioned writers then
+    # receive each date's rows together instead of switching file at every meter-day.
+    yield from out.take(pc.sort_indices(out, sort_keys=[("date", "ascending")])).to_batches(max_chunksize=16_384)
+
+
+# ------------------------------------------------------------------ clean rows
+CLEAN_ROWS_SCHEMA = pa.schema([
+    pa.field("meter_id", pa.string(), nullable=False), pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("date", pa.date32(), nullable=False), pa.field("slot", pa.int32(), nullable=False),
+    pa.field("kwh", pa.float64()), pa.field("kwh_raw", pa.float64()), pa.field("quality", pa.string(), nullable=False)])
+
+
+@dataclass(frozen=True)
+class DayRowsParams:
+    """What :func:`clean_rows` needs besides the written days: the interval and, for the local days whose
+    wall-clock slots differ from the positions (the two DST change days of a year), the slot of each
+    position (keyed by the day's ``day_start_epoch``)."""
+
+    step_seconds: int
+    slots: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+
+def clean_rows(days: pa.RecordBatch | pa.Table, p: DayRowsParams) -> pa.Table:
+    """Written meter-days (``meter_id``, ``date``, ``day_start_epoch``, ``kwh``, ``raw``, ``q`` of
+    :data:`OUTPUT_SCHEMA`) -> silver.ami_clean rows (:data:`CLEAN_ROWS_SCHEMA`), one per position with a
+    value, in the days' order and position order. A day without ``raw`` (plain: complete, read once per
+    instant, no candidate) reads its ``kwh`` as raw and is all ``measured``."""
+    n = days.num_rows
+    kwh = days.column("kwh")
+    lengths = pc.fill_null(pc.list_value_length(kwh), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(kwh)
+    day = np.repeat(np.arange(n), lengths)
+    starts = np.cumsum(lengths) - lengths
+    pos = np.arange(len(day), dtype=np.int64) - np.repeat(starts, lengths)
+    # An absent raw list / quality list means "as kwh" / all measured; element nulls stay (an interpolated
+    # position has no raw reading).
+    raw_list = pc.if_else(pc.is_null(days.column("raw")), kwh, days.column("raw"))
+    raw = pc.list_flatten(raw_list)
+    q_list = days.column("q")
+    has_q = pc.is_valid(q_list).to_numpy(zero_copy_only=False)
+    q = np.full(len(day), MEASURED, dtype=np.int8)
+    q[np.repeat(has_q, lengths)] = pc.list_flatten(q_list).to_numpy(zero_copy_only=False)
+    keep = pc.is_valid(flat).to_numpy(zero_copy_only=False)
+    day, pos, q = day[keep], pos[keep], q[keep]
+    take = pa.array(np.nonzero(keep)[0])
+    start = days.column("day_start_epoch").to_numpy(zero_copy_only=False)[day]
+    slot = pos.astype(np.int32)
+    for day_start, slots in p.slots:  # DST change days: wall-clock slot of each position
+        on = start == day_start
+        if on.any():
+            slot[on] = np.asarray(slots, dtype=np.int32)[pos[on]]
+    codes = pa.array(QUALITY_CODES, pa.string())
+    return pa.Table.from_arrays([
+        days.column("meter_id").take(pa.array(day)),
+        pa.array((start + pos * p.step_seconds) * 1_000_000, pa.timestamp("us", tz="UTC")),
+        days.column("date").take(pa.array(day)),
+        pa.array(slot), flat.take(take), raw.take(take), codes.take(pa.array(q)),
+    ], schema=CLEAN_ROWS_SCHEMA)
