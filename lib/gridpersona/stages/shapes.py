@@ -14,9 +14,10 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from gridpersona.contracts.silver import AMI_CLEAN, DAILY_LOAD_SHAPE, METER_DAY_READINGS
-from gridpersona.lake import check_schema
-from gridpersona.stages.runner import StageContext, StageResult, calendar_frame
+from gridpersona.lake import ArrowRows, check_schema
+from gridpersona.stages.runner import StageContext, StageResult
 from gridpersona.transform import shapes as S
+from gridpersona.transform.clean import local_calendar
 
 
 def run_shapes(ctx: StageContext) -> StageResult:
@@ -29,9 +30,11 @@ def run_shapes(ctx: StageContext) -> StageResult:
         raise RuntimeError(f"shapes: {METER_DAY_READINGS.name} does not exist: run clean for the window first "
                            "(clean writes it since issue 14; a lake cleaned before needs one clean run)")
     days = ctx.lake.read(METER_DAY_READINGS.name).filter(F.col("date").isin(dates))
-    shapes = S.daily_load_shapes_from_positions(days, calendar_frame(ctx, dates[0], dates[-1]),
-                                                interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone,
-                                                tariff=s.tariff, normalization=s.shapes.normalization)
+    params = S.shape_params(local_calendar(dates[0], dates[-1], s.ami.time_zone, s.ami.interval_minutes),
+                            interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, tariff=s.tariff,
+                            normalization=s.shapes.normalization)
+    # Each task computes its days' rows in numpy and, on the embedded lake, writes them itself.
+    shapes = ArrowRows(days.select(*S.SHAPES_INPUT), S.daily_shapes_fn(params), DAILY_LOAD_SHAPE.schema)
     check_schema(DAILY_LOAD_SHAPE.name, DAILY_LOAD_SHAPE.schema, shapes.schema)
     written = ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": dates}).rows
     rows_in = ctx.lake.partition_rows(AMI_CLEAN.name, "date", dates) if not s.shapes.count_input else None

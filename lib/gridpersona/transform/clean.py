@@ -148,17 +148,6 @@ def tag_reasons(raw: DataFrame, known_meters: DataFrame, calendar: DataFrame, *,
 # meter-day with the repaired readings as arrays; the clean rows are its exploded arrays.
 
 
-def with_instant_and_slot(df: DataFrame, *, interval_minutes: int, time_zone: str) -> DataFrame:
-    """Rows with ``day_start_epoch`` (local midnight, UTC epoch seconds) and ``pos`` (the reading's position
-    in the local day) + ``ts`` (the instant) and ``slot`` (its wall-clock slot)."""
-    step = interval_minutes * 60
-    df = df.withColumn("ts", F.timestamp_seconds(F.col("day_start_epoch") + F.col("pos") * step))
-    if fixed_utc_offset_seconds(time_zone) is None:
-        # DST zones: position and wall-clock slot differ on the two change days.
-        return with_local_time(df.drop("slot"), time_zone, interval_minutes).drop("local_date", "aligned")
-    return df.withColumn("slot", F.col("pos"))
-
-
 def day_slots(calendar_rows: Iterable[tuple[dt.date, int, int]], time_zone: str, interval_minutes: int
               ) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """(day_start_epoch, the wall-clock slot of each position) of the calendar days whose slots are not

@@ -1,18 +1,34 @@
 """Shapes: clean readings -> one row per meter and local day with the day's slot array and load features.
 
-Built from column expressions only: a two-level aggregation of conditional sums
-turns the readings into one row per meter-day with a column per slot (no ``pivot``,
-no ``collect_list``, no Python UDF), and every day figure is a code-generated
-expression over those columns.
+Two ways to the same rows, bit for bit (``tests/test_clean_shapes.py``, DST days included):
+
+- :func:`daily_load_shapes` aggregates reading rows (silver.ami_clean) with column expressions only: a
+  two-level aggregation of conditional sums gives one row per meter-day with a column per slot (no
+  ``pivot``, no ``collect_list``, no Python UDF) and every day figure is a code-generated expression over
+  those columns. It is the reference the other is checked against.
+- :func:`daily_load_shapes_from_positions` (the shapes stage) reads clean's meter-day arrays
+  (silver.meter_day_readings) and computes each Arrow batch in numpy (:mod:`shapes_kernel`), adding in the
+  same order; the stage's tasks also write the rows on the embedded lake (``lake/arrow_rows.py``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+from typing import Callable, Iterable, Iterator
+
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gridpersona.config import TariffConfig, parse_hhmm_range
-from gridpersona.transform.clean import with_instant_and_slot
+from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
+from gridpersona.transform import shapes_kernel as K
+from gridpersona.transform.clean import day_slots
+
+_EPOCH = dt.date(1970, 1, 1)
+# The silver.meter_day_readings columns the shapes kernel reads.
+SHAPES_INPUT = ("meter_id", "date", "kwh_by_position", "readings", "imputed")
 
 PERIODS = ("peak", "flat", "valley")
 
@@ -83,35 +99,6 @@ def slot_columns(clean: DataFrame, slots: int) -> DataFrame:
           for q in range(slots // w) for j in range(w)])
 
 
-def slot_columns_from_positions(days: DataFrame, calendar: DataFrame, *, slots: int, interval_minutes: int,
-                                time_zone: str) -> DataFrame:
-    """silver.meter_day_readings rows -> the frame of :func:`slot_columns`, without touching the readings one
-    by one: on a day of ``slots`` positions the position is the wall-clock slot, so ``_s{i}`` is element i
-    (plus 0.0, as the sum of one reading is). Only the DST change days (92 or 100 positions) are exploded
-    and aggregated by wall-clock slot, as :func:`slot_columns` does.
-
-    ``calendar``: date, day_start_epoch, expected_intervals of the days.
-    """
-    changed_dates = sorted(r["date"] for r in calendar.filter(F.col("expected_intervals") != slots).select("date").collect())
-    as_slots = [F.col("meter_id"), F.col("date"), F.col("readings").cast("long").alias("_present"),
-                F.col("imputed").cast("int").alias("imputed_slots"),
-                *[(F.col("kwh_by_position")[i] + F.lit(0.0)).alias(f"_s{i}") for i in range(slots)]]
-    if not changed_dates:  # no DST change day among the dates (always so in a zone without DST)
-        return days.select(*as_slots)
-    cal = F.broadcast(calendar.select("date", "day_start_epoch", "expected_intervals"))
-    df = days.join(cal, "date", "left")
-    plain = df.filter(~F.col("date").isin(changed_dates)).select(*as_slots)
-    changed = (df.filter(F.col("date").isin(changed_dates))
-               .select("meter_id", "date", "day_start_epoch", "imputed", F.posexplode("kwh_by_position").alias("pos", "kwh"))
-               .filter(F.col("kwh").isNotNull()))
-    changed = with_instant_and_slot(changed, interval_minutes=interval_minutes, time_zone=time_zone)
-    # Each reading as measured: the day's count of imputed readings comes with its row.
-    summed = slot_columns(changed.withColumn("quality", F.lit("measured")), slots).drop("imputed_slots")
-    imputed = df.filter(F.col("date").isin(changed_dates)).select("meter_id", "date",
-                                                                  F.col("imputed").cast("int").alias("imputed_slots"))
-    return plain.unionByName(summed.join(imputed, ["meter_id", "date"]).select(*plain.columns))
-
-
 def daily_load_shapes(clean: DataFrame, calendar: DataFrame, *, interval_minutes: int, tariff: TariffConfig,
                       normalization: str = "total") -> DataFrame:
     """silver.ami_clean rows -> silver.daily_load_shape rows (see :func:`shapes_from_slot_columns`)."""
@@ -120,14 +107,42 @@ def daily_load_shapes(clean: DataFrame, calendar: DataFrame, *, interval_minutes
                                     normalization=normalization)
 
 
-def daily_load_shapes_from_positions(days: DataFrame, calendar: DataFrame, *, interval_minutes: int, time_zone: str,
-                                     tariff: TariffConfig, normalization: str = "total") -> DataFrame:
+def shape_params(calendar_rows: Iterable[tuple[dt.date, int, int]], *, interval_minutes: int, time_zone: str,
+                 tariff: TariffConfig, normalization: str = "total") -> K.ShapeParams:
+    """What :func:`shapes_kernel.daily_shapes` needs for the days of ``calendar_rows`` (date,
+    day_start_epoch, expected intervals: :func:`gridpersona.transform.clean.local_calendar`)."""
+    if normalization not in ("total", "minmax"):
+        raise ValueError(f"shapes.normalization {normalization!r}: expected 'total' or 'minmax'")
+    rows = list(calendar_rows)
+    masks = tariff_slot_masks(tariff, interval_minutes)
+    epoch_day = {start: (day - _EPOCH).days for day, start, _ in rows}
+    return K.ShapeParams(
+        slots=slots_per_day(interval_minutes), normalization=normalization,
+        masks=tuple(tuple(m > 0 for m in masks[period]) for period in PERIODS),
+        expected=tuple(((day - _EPOCH).days, int(expected)) for day, _, expected in rows),
+        day_slots=tuple((epoch_day[start], slots) for start, slots in day_slots(rows, time_zone, interval_minutes)))
+
+
+def daily_shapes_fn(params: K.ShapeParams) -> Callable[[pa.RecordBatch], pa.Table]:
+    """silver.meter_day_readings batch -> silver.daily_load_shape rows (picklable: runs in the tasks)."""
+    return functools.partial(K.daily_shapes, p=params)
+
+
+def daily_load_shapes_from_positions(days: DataFrame, calendar_rows: Iterable[tuple[dt.date, int, int]], *,
+                                     interval_minutes: int, time_zone: str, tariff: TariffConfig,
+                                     normalization: str = "total") -> DataFrame:
     """silver.meter_day_readings rows -> silver.daily_load_shape rows: the rows :func:`daily_load_shapes` gives
-    from the same readings in silver.ami_clean, without aggregating them again."""
-    n = slots_per_day(interval_minutes)
-    slots = slot_columns_from_positions(days, calendar, slots=n, interval_minutes=interval_minutes, time_zone=time_zone)
-    return shapes_from_slot_columns(slots, calendar, interval_minutes=interval_minutes, tariff=tariff,
-                                    normalization=normalization)
+    from the same readings in silver.ami_clean, without aggregating them again. Computed in numpy per Arrow
+    batch (:mod:`gridpersona.transform.shapes_kernel`); the stage hands the same function to the lake, whose
+    tasks also write the rows."""
+    fn = daily_shapes_fn(shape_params(calendar_rows, interval_minutes=interval_minutes, time_zone=time_zone,
+                                      tariff=tariff, normalization=normalization))
+
+    def shapes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from fn(batch).to_batches()
+
+    return days.select(*SHAPES_INPUT).mapInArrow(shapes, DAILY_LOAD_SHAPE.schema)
 
 
 def shapes_from_slot_columns(slot_frame: DataFrame, calendar: DataFrame, *, interval_minutes: int,
