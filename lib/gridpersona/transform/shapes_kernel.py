@@ -1,7 +1,7 @@
 """Daily load shapes from clean's meter-day arrays in numpy, batch by batch (Arrow in, Arrow out).
 
 :func:`daily_shapes` is the computation of :func:`gridpersona.transform.shapes.shapes_from_slot_columns`
-over :func:`~gridpersona.transform.shapes.slot_columns_from_positions`, on a batch of
+(the column expressions of the reference path, which aggregates reading rows) on a batch of
 silver.meter_day_readings rows, giving the same bits: every sum is taken in slot order starting from 0.0,
 as Spark's column expressions there add, and each division and comparison is the same IEEE operation. A
 day of ``slots`` positions maps position i to slot i; a DST change day maps each position to its
