@@ -490,3 +490,12 @@ def test_day_slots_name_only_the_dst_change_days():
     assert slots[:3] == (0, 1, 4) and slots[-1] == 47
     assert C.day_slots(C.local_calendar(dt.date(2026, 3, 28), dt.date(2026, 3, 30), "Asia/Shanghai", 30),
                        "Asia/Shanghai", 30) == ()
+
+
+def test_clean_rows_refuse_raw_lists_that_do_not_line_up_with_the_readings():
+    days = pa.record_batch({
+        "meter_id": ["a"], "date": pa.array([D], pa.date32()), "day_start_epoch": pa.array([0], pa.int64()),
+        "kwh": pa.array([[1.0, 2.0]], pa.list_(pa.float64())), "raw": pa.array([[1.0]], pa.list_(pa.float64())),
+        "q": pa.array([None], pa.list_(pa.int8()))})
+    with pytest.raises(ValueError, match="'raw' list does not match"):
+        K.clean_rows(days, K.DayRowsParams(step_seconds=900))

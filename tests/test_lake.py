@@ -374,3 +374,46 @@ def test_only_the_files_the_tasks_report_are_committed(spark, lake, monkeypatch)
     assert sorted(r["meter_id"] for r in lake.read("silver.arrow_leftover").collect()) == ["m1"] * 3
     assert not os.path.exists(os.path.join(lake.path("silver.arrow_leftover"), "_staging")) or \
         not os.listdir(os.path.join(lake.path("silver.arrow_leftover"), "_staging"))
+
+
+def test_arrow_rows_without_rows_still_replace_their_partitions(spark, lake):
+    from gridpersona.lake import ArrowRows
+
+    lake.append(_frame(spark, _rows(D1) + _rows(D2)), "silver.arrow_empty", partition_by=["date"])
+    rows = ArrowRows(_source(spark, [("m1", D1, 0)]), _explode_counts, SCHEMA)
+    assert lake.replace(rows, "silver.arrow_empty", where={"date": D1}).rows == 0
+    assert {r["date"] for r in lake.read("silver.arrow_empty").select("date").collect()} == {D2}
+
+
+def test_a_task_bounds_its_open_files_and_buffered_rows(tmp_path, monkeypatch):
+    """Batches alternating between three dates, with at most two files open and a tiny buffer: every row
+    is written once, in files under Spark-named partition folders, and the task reports each file."""
+    import pyarrow.parquet as pq
+    from gridpersona.lake import arrow_rows
+    from gridpersona.lake.arrow_rows import _arrow_schema, _partition_dir, stage_task_files
+
+    monkeypatch.setattr(arrow_rows, "MAX_OPEN_FILES", 2)
+    monkeypatch.setattr(arrow_rows, "ROW_GROUP_ROWS", 4)
+    batches = [pa.record_batch({"meter_id": [f"m{i}"], "date": pa.array([day]), "n": [3]})
+               for i, day in enumerate([D1, D2, D3, D1, D2, D3])]
+    reported = pa.Table.from_batches(list(stage_task_files(iter(batches), _explode_counts, _arrow_schema(SCHEMA),
+                                                           ("date",), str(tmp_path)))).to_pylist()
+    assert sum(r["rows"] for r in reported) == 18
+    assert len(reported) > 3  # a closed partition's later rows went to a new file
+    for r in reported:
+        assert pq.read_metadata(tmp_path / r["rel"]).num_rows == r["rows"]
+    assert {os.path.dirname(r["rel"]) for r in reported} == {f"date={d}" for d in (D1, D2, D3)}
+    assert _partition_dir(("k",), ("a b/c=d",)) == "k=a b%2Fc%3Dd"  # as Spark escapes a folder name
+
+
+def test_a_write_keeps_an_existing_tables_stored_schema(spark, lake):
+    """A frame whose columns are declared NOT NULL writes into a table stored with nullable ones: the
+    table's schema (as the Delta log holds it) does not change."""
+    from gridpersona.lake import ArrowRows
+
+    lake.append(_frame(spark, _rows(D1)), "silver.arrow_schema", partition_by=["date"])
+    strict = T.StructType([T.StructField(f.name, f.dataType, nullable=False) for f in SCHEMA.fields])
+    lake.replace(ArrowRows(_source(spark, [("m1", D1, 2)]), _explode_counts, strict), "silver.arrow_schema",
+                 where={"date": D1})
+    assert [f.nullable for f in lake.schema("silver.arrow_schema").fields] == [True] * 4
+    assert lake.read("silver.arrow_schema").count() == 2

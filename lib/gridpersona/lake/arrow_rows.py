@@ -9,7 +9,9 @@ each task and writes the task's Parquet files with pyarrow into its staging fold
 rows that is 7-11 CPU s against 27-33 for Spark's explode and Parquet writer (``bench/README.md``).
 
 A task returns the files it completed; the driver commits exactly those, so the leftovers of a failed
-task attempt in the staging folder are never committed (the folder is deleted after the commit).
+task attempt in the staging folder are never committed (the folder is deleted after the commit, or when
+the staging step fails). A task holds at most ``ROW_GROUP_ROWS`` rows in memory and ``MAX_OPEN_FILES``
+files open; folders are named as Spark names them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +30,14 @@ from pyspark.sql import types as T
 
 from gridpersona.lake.common import partition_value_str
 
-# Rows a file buffers per partition before it writes a row group.
+# Rows a task buffers (all partitions together) before it writes them out as row groups.
 ROW_GROUP_ROWS = 1 << 20
+# Files a task keeps open at once (Spark's spark.sql.maxConcurrentOutputFileWriters plays this part for
+# its own writer): past it the least recently written file is closed, and a later row of its partition
+# starts a new file.
+MAX_OPEN_FILES = 64
+# The characters Spark escapes in a partition folder name (ExternalCatalogUtils.escapePathName), as %XX.
+_ESCAPED = {*map(chr, range(0x01, 0x20)), '"', "#", "%", "'", "*", "/", ":", "=", "?", "\\", "\x7f", "{", "[", "]", "^"}
 STAGED_SCHEMA = "rel string, rows long"
 
 
@@ -70,11 +77,16 @@ def _arrow_schema(schema: T.StructType) -> pa.Schema:
     return to_arrow_schema(schema, timezone="UTC")
 
 
+def _escape(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in text)
+
+
 def _partition_dir(partition_by: tuple[str, ...], values: tuple) -> str:
+    """Hive-style folders as Spark names them (``date=2026-06-01``; a null is __HIVE_DEFAULT_PARTITION__)."""
     parts = []
     for col, value in zip(partition_by, values):
         text = partition_value_str(value)
-        parts.append(f"{col}={'__HIVE_DEFAULT_PARTITION__' if text is None else quote(text, safe='')}")
+        parts.append(f"{col}={'__HIVE_DEFAULT_PARTITION__' if text is None else _escape(text)}")
     return os.path.join(*parts) if parts else ""
 
 
@@ -86,21 +98,32 @@ def stage_task_files(batches: Iterator[pa.RecordBatch], fn: Callable[[pa.RecordB
     Yields one row per completed file: its path relative to ``staging`` and its row count."""
     file_schema = pa.schema([f for f in arrow_schema if f.name not in partition_by])
     task = uuid.uuid4().hex
-    writers: dict[tuple, pq.ParquetWriter] = {}
+    writers: dict[tuple, tuple[pq.ParquetWriter, int]] = {}   # open files (insertion order: least recent first)
+    done: list[list] = []                                      # [rel, rows] of every file, in order
     buffered: dict[tuple, list[pa.Table]] = {}
-    counts: dict[tuple, int] = {}
-    rels: dict[tuple, str] = {}
+    held = 0
 
-    def flush(key: tuple) -> None:
-        tables = buffered.pop(key, [])
-        if not tables:
-            return
-        if key not in writers:
-            rel = os.path.join(_partition_dir(partition_by, key), f"part-{len(rels):05d}-{task}.c000.snappy.parquet")
-            os.makedirs(os.path.dirname(os.path.join(staging, rel)) or staging, exist_ok=True)
-            writers[key] = pq.ParquetWriter(os.path.join(staging, rel), file_schema, compression="snappy")
-            rels[key] = rel
-        writers[key].write_table(pa.concat_tables(tables), row_group_size=ROW_GROUP_ROWS)
+    def close(key: tuple) -> None:
+        writer, _ = writers.pop(key)
+        writer.close()
+
+    def flush_all() -> None:
+        nonlocal held
+        for key, tables in buffered.items():
+            if key in writers:
+                writers[key] = writers.pop(key)  # most recently written last
+            else:
+                if len(writers) >= MAX_OPEN_FILES:
+                    close(next(iter(writers)))
+                rel = os.path.join(_partition_dir(partition_by, key), f"part-{len(done):05d}-{task}.c000.snappy.parquet")
+                os.makedirs(os.path.dirname(os.path.join(staging, rel)) or staging, exist_ok=True)
+                writers[key] = (pq.ParquetWriter(os.path.join(staging, rel), file_schema, compression="snappy"), len(done))
+                done.append([rel, 0])
+            table = pa.concat_tables(tables)
+            writers[key][0].write_table(table, row_group_size=ROW_GROUP_ROWS)
+            done[writers[key][1]][1] += table.num_rows
+        buffered.clear()
+        held = 0
 
     try:
         for batch in batches:
@@ -109,17 +132,15 @@ def stage_task_files(batches: Iterator[pa.RecordBatch], fn: Callable[[pa.RecordB
                 continue
             for key, part in _split(rows, partition_by):
                 buffered.setdefault(key, []).append(part.drop_columns(list(partition_by)))
-                counts[key] = counts.get(key, 0) + part.num_rows
-                if sum(t.num_rows for t in buffered[key]) >= ROW_GROUP_ROWS:
-                    flush(key)
-        for key in list(buffered):
-            flush(key)
+                held += part.num_rows
+            if held >= ROW_GROUP_ROWS:  # bounded memory: the task's buffer, whatever its partitions
+                flush_all()
+        flush_all()
     finally:
-        for writer in writers.values():
+        for writer, _ in writers.values():
             writer.close()
-    if rels:
-        keys = list(rels)
-        yield pa.RecordBatch.from_pydict({"rel": [rels[k] for k in keys], "rows": [counts[k] for k in keys]},
+    if done:
+        yield pa.RecordBatch.from_pydict({"rel": [r for r, _ in done], "rows": [n for _, n in done]},
                                          schema=pa.schema([("rel", pa.string()), ("rows", pa.int64())]))
 
 
@@ -128,7 +149,7 @@ def _split(rows: pa.Table, partition_by: tuple[str, ...]) -> Iterator[tuple[tupl
     if not partition_by:
         yield (), rows
         return
-    order = pc.sort_indices(rows, sort_keys=[(c, "ascending") for c in partition_by], null_placement="at_end")
+    order = pc.sort_indices(rows, sort_keys=[(c, "ascending") for c in partition_by])  # nulls last
     rows = rows.take(order)
     codes = np.zeros(rows.num_rows, dtype=np.int64)
     for col in partition_by:

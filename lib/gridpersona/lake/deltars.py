@@ -264,16 +264,20 @@ class DeltaRsBackend:
         """Spark writes the frame's Parquet files into a staging folder; returns (folder, files)."""
         root = self.path(table)
         staging = os.path.join(root, "_staging", uuid.uuid4().hex)
-        if isinstance(df, ArrowRows):
-            # The tasks write their own files (arrow_rows); only the files they report are committed.
-            os.makedirs(staging, exist_ok=True)
-            return staging, [{"staged": os.path.join(staging, f["rel"]), "rel": f["rel"], "rows": f["rows"],
-                              "partition_values": _partition_values(f["rel"])}
-                             for f in arrow_rows.stage(df, partition_by, staging)]
-        writer = df.write.mode("overwrite")
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        writer.parquet(staging)
+        try:
+            if isinstance(df, ArrowRows):
+                # The tasks write their own files (arrow_rows); only the files they report are committed.
+                os.makedirs(staging, exist_ok=True)
+                return staging, [{"staged": os.path.join(staging, f["rel"]), "rel": f["rel"], "rows": f["rows"],
+                                  "partition_values": _partition_values(f["rel"])}
+                                 for f in arrow_rows.stage(df, partition_by, staging)]
+            writer = df.write.mode("overwrite")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            writer.parquet(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a failed task's partial files go with the write
+            raise
         files = []
         for dirpath, _, names in os.walk(staging):
             for name in names:
@@ -325,7 +329,9 @@ class DeltaRsBackend:
                     modification_time=int(stat.st_mtime * 1000), data_change=True,
                     stats=json.dumps({"numRecords": f["rows"]}),
                 ))
-            schema = Schema.from_json(df.schema.json())
+            # An existing table keeps its stored schema (nullability included: the Lake checked the frame's
+            # names and types against it); a new one takes the frame's (an ArrowRows: its contract's).
+            schema = Schema.from_json((self.schema(table, base_version) if exists else df.schema).json())
             metadata = {"gridpersona.mode": mode, "gridpersona.rows": str(sum(f["rows"] for f in files))}
             if tag:
                 metadata[deltalog.RUN_TAG_KEY] = tag

@@ -373,6 +373,7 @@ def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_p
     if not batches:
         return
     table = pa.Table.from_batches(batches)
+    del batches
     codes = table.column("meter_id").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     table = table.take(pa.array(order))
@@ -384,7 +385,9 @@ def clean_partition(batches: Iterator[pa.RecordBatch], p: KernelParams, meters_p
     del parts
     # Date-major (a stable sort: meters stay in order within a date): the date-partitioned writers then
     # receive each date's rows together instead of switching file at every meter-day.
-    yield from out.take(pc.sort_indices(out, sort_keys=[("date", "ascending")])).to_batches(max_chunksize=16_384)
+    order = pc.sort_indices(out, sort_keys=[("date", "ascending")])
+    for start in range(0, len(order), 16_384):  # taken a chunk at a time: no second copy of the whole output
+        yield from out.take(order[start:start + 16_384]).to_batches()
 
 
 # ------------------------------------------------------------------ clean rows
@@ -418,6 +421,12 @@ def clean_rows(days: pa.RecordBatch | pa.Table, p: DayRowsParams) -> pa.Table:
     pos = np.arange(len(day), dtype=np.int64) - np.repeat(starts, lengths)
     # An absent raw list / quality list means "as kwh" / all measured; element nulls stay (an interpolated
     # position has no raw reading).
+    for name in ("raw", "q"):  # a day's raw and quality lists, when present, line up with its readings
+        given = days.column(name)
+        present = pc.is_valid(given).to_numpy(zero_copy_only=False)
+        given_lengths = pc.fill_null(pc.list_value_length(given), 0).to_numpy(zero_copy_only=False)
+        if (present & ((given_lengths != lengths) | ~pc.is_valid(kwh).to_numpy(zero_copy_only=False))).any():
+            raise ValueError(f"clean_rows: a day's {name!r} list does not match its 'kwh' list")
     raw_list = pc.if_else(pc.is_null(days.column("raw")), kwh, days.column("raw"))
     raw = pc.list_flatten(raw_list)
     q_list = days.column("q")

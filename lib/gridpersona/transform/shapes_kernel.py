@@ -74,8 +74,8 @@ def slot_matrix(days: pa.RecordBatch | pa.Table, p: ShapeParams) -> np.ndarray:
         out[plain] = np.where(valid[idx], values[idx], 0.0)
     for r in np.nonzero(~plain)[0]:
         a, k = starts[r], lengths[r]
-        slot_of = np.asarray(changed.get(int(date[r]), range(k)), dtype=np.int64)[:k]
-        for j in range(k):  # position order, as the readings arrive (a DST day: a few hundred rows a night)
+        slot_of = np.asarray(changed.get(int(date[r]), range(min(k, p.slots))), dtype=np.int64)
+        for j in range(min(k, len(slot_of))):  # position order (a DST day: a few hundred rows a night)
             if valid[a + j]:
                 out[r, slot_of[j]] = out[r, slot_of[j]] + values[a + j]
     return out
