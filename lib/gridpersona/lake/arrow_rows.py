@@ -38,7 +38,9 @@ ROW_GROUP_ROWS = 1 << 20
 MAX_OPEN_FILES = 64
 # The characters Spark escapes in a partition folder name (ExternalCatalogUtils.escapePathName), as %XX.
 _ESCAPED = {*map(chr, range(0x01, 0x20)), '"', "#", "%", "'", "*", "/", ":", "=", "?", "\\", "\x7f", "{", "[", "]", "^"}
+# A task's row per completed file, as Spark and as Arrow declare it.
 STAGED_SCHEMA = "rel string, rows long"
+_STAGED = pa.schema([("rel", pa.string()), ("rows", pa.int64())])
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,9 @@ def _partition_dir(partition_by: tuple[str, ...], values: tuple) -> str:
 def stage_task_files(batches: Iterator[pa.RecordBatch], fn: Callable[[pa.RecordBatch], pa.Table],
                      arrow_schema: pa.Schema, partition_by: tuple[str, ...], staging: str
                      ) -> Iterator[pa.RecordBatch]:
-    """One task: ``fn`` of each batch, its rows written with pyarrow into one Parquet file per partition
-    (Hive-style folders under ``staging``, partition columns not in the file, Snappy as Spark writes).
+    """One task: ``fn`` of each batch, its rows written with pyarrow into a Parquet file per partition (a
+    second one when the first was closed to stay under ``MAX_OPEN_FILES``; Hive-style folders under
+    ``staging``, partition columns not in the file, Snappy as Spark writes).
     Yields one row per completed file: its path relative to ``staging`` and its row count."""
     file_schema = pa.schema([f for f in arrow_schema if f.name not in partition_by])
     task = uuid.uuid4().hex
@@ -140,8 +143,7 @@ def stage_task_files(batches: Iterator[pa.RecordBatch], fn: Callable[[pa.RecordB
         for writer, _ in writers.values():
             writer.close()
     if done:
-        yield pa.RecordBatch.from_pydict({"rel": [r for r, _ in done], "rows": [n for _, n in done]},
-                                         schema=pa.schema([("rel", pa.string()), ("rows", pa.int64())]))
+        yield pa.RecordBatch.from_pydict({"rel": [r for r, _ in done], "rows": [n for _, n in done]}, schema=_STAGED)
 
 
 def _split(rows: pa.Table, partition_by: tuple[str, ...]) -> Iterator[tuple[tuple, pa.Table]]:

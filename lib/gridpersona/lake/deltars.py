@@ -1,6 +1,7 @@
 """The embedded backend (``lake.backend: deltalake``): Spark writes Parquet, delta-rs commits; no Delta jars.
 
-Writes: Spark writes the frame's Parquet data files natively into a staging folder; the files are moved
+Writes: Spark writes the frame's Parquet data files natively into a staging folder (for an
+:class:`~gridpersona.lake.arrow_rows.ArrowRows`, the tasks write them with pyarrow); the files are moved
 into the table folder and committed to the Delta log with the ``deltalake`` package (delta-rs) in one
 atomic commit. A journal beside the staging folder names the files about to move, so the next writer can
 delete those a crash left uncommitted. Reads take the snapshot's live file list from delta-rs and hand it
@@ -261,7 +262,8 @@ class DeltaRsBackend:
 
     # ------------------------------------------------------------ write (writer lock held)
     def _stage_parquet(self, df: DataFrame, table: str, partition_by: tuple[str, ...]) -> tuple[str, list[dict]]:
-        """Spark writes the frame's Parquet files into a staging folder; returns (folder, files)."""
+        """Spark (or, for an ArrowRows, the tasks) writes the frame's Parquet files into a staging folder;
+        returns (folder, files)."""
         root = self.path(table)
         staging = os.path.join(root, "_staging", uuid.uuid4().hex)
         try:

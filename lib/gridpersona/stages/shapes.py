@@ -14,7 +14,7 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from gridpersona.contracts.silver import AMI_CLEAN, DAILY_LOAD_SHAPE, METER_DAY_READINGS
-from gridpersona.lake import ArrowRows, check_schema
+from gridpersona.lake import ArrowRows
 from gridpersona.stages.runner import StageContext, StageResult
 from gridpersona.transform import shapes as S
 from gridpersona.transform.clean import local_calendar
@@ -33,9 +33,9 @@ def run_shapes(ctx: StageContext) -> StageResult:
     params = S.shape_params(local_calendar(dates[0], dates[-1], s.ami.time_zone, s.ami.interval_minutes),
                             interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, tariff=s.tariff,
                             normalization=s.shapes.normalization)
-    # Each task computes its days' rows in numpy and, on the embedded lake, writes them itself.
+    # Each task computes its days' rows in numpy and, on the embedded lake, writes them itself; the rows are
+    # cast to the contract's schema in the task, so a kernel that drifts from it fails the write.
     shapes = ArrowRows(days.select(*S.SHAPES_INPUT), S.daily_shapes_fn(params), DAILY_LOAD_SHAPE.schema)
-    check_schema(DAILY_LOAD_SHAPE.name, DAILY_LOAD_SHAPE.schema, shapes.schema)
     written = ctx.lake.replace(shapes, DAILY_LOAD_SHAPE, where={"date": dates}).rows
     rows_in = ctx.lake.partition_rows(AMI_CLEAN.name, "date", dates) if not s.shapes.count_input else None
     if rows_in is None:  # the readings the days hold

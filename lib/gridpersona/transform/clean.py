@@ -183,6 +183,15 @@ class OutlierRule:
     capacity_margin: float = 2.0
 
 
+def arrow_frame(source: DataFrame, fn: Callable[[pa.RecordBatch], pa.Table], schema) -> DataFrame:
+    """``fn`` (Arrow batch -> Arrow table of ``schema``'s columns) over every batch of ``source``, as a frame."""
+    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from fn(batch).to_batches()
+
+    return source.mapInArrow(rows, schema)
+
+
 @dataclass
 class CleanOutput:
     """The frames of one clean run; ``cached`` are reused by several outputs (release them after the writes)."""
@@ -200,13 +209,7 @@ class CleanOutput:
     def clean(self) -> DataFrame:
         """silver.ami_clean rows as a Spark frame (the stage instead hands ``clean_days`` and
         ``clean_rows_fn`` to the lake, whose tasks make and write the rows: lake/arrow_rows.py)."""
-        fn = self.clean_rows_fn
-
-        def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                yield from fn(batch).to_batches()
-
-        return self.clean_days.mapInArrow(rows, AMI_CLEAN.schema)
+        return arrow_frame(self.clean_days, self.clean_rows_fn, AMI_CLEAN.schema)
 
     @property
     def quality(self) -> DataFrame:

@@ -421,11 +421,12 @@ def clean_rows(days: pa.RecordBatch | pa.Table, p: DayRowsParams) -> pa.Table:
     pos = np.arange(len(day), dtype=np.int64) - np.repeat(starts, lengths)
     # An absent raw list / quality list means "as kwh" / all measured; element nulls stay (an interpolated
     # position has no raw reading).
+    has_kwh = pc.is_valid(kwh).to_numpy(zero_copy_only=False)
     for name in ("raw", "q"):  # a day's raw and quality lists, when present, line up with its readings
         given = days.column(name)
         present = pc.is_valid(given).to_numpy(zero_copy_only=False)
         given_lengths = pc.fill_null(pc.list_value_length(given), 0).to_numpy(zero_copy_only=False)
-        if (present & ((given_lengths != lengths) | ~pc.is_valid(kwh).to_numpy(zero_copy_only=False))).any():
+        if (present & ((given_lengths != lengths) | ~has_kwh)).any():
             raise ValueError(f"clean_rows: a day's {name!r} list does not match its 'kwh' list")
     raw_list = pc.if_else(pc.is_null(days.column("raw")), kwh, days.column("raw"))
     raw = pc.list_flatten(raw_list)

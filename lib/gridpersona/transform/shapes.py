@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame
@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from gridpersona.config import TariffConfig, parse_hhmm_range
 from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
 from gridpersona.transform import shapes_kernel as K
-from gridpersona.transform.clean import day_slots
+from gridpersona.transform.clean import arrow_frame, day_slots
 
 _EPOCH = dt.date(1970, 1, 1)
 # The silver.meter_day_readings columns the shapes kernel reads.
@@ -137,12 +137,7 @@ def daily_load_shapes_from_positions(days: DataFrame, calendar_rows: Iterable[tu
     tasks also write the rows."""
     fn = daily_shapes_fn(shape_params(calendar_rows, interval_minutes=interval_minutes, time_zone=time_zone,
                                       tariff=tariff, normalization=normalization))
-
-    def shapes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            yield from fn(batch).to_batches()
-
-    return days.select(*SHAPES_INPUT).mapInArrow(shapes, DAILY_LOAD_SHAPE.schema)
+    return arrow_frame(days.select(*SHAPES_INPUT), fn, DAILY_LOAD_SHAPE.schema)
 
 
 def shapes_from_slot_columns(slot_frame: DataFrame, calendar: DataFrame, *, interval_minutes: int,

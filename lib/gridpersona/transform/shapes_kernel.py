@@ -18,8 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-PERIOD_NAMES = ("peak", "flat", "valley")
-
 SHAPES_SCHEMA = pa.schema([
     pa.field("meter_id", pa.string(), nullable=False), pa.field("date", pa.date32(), nullable=False),
     pa.field("slot_kwh", pa.list_(pa.field("element", pa.float64(), nullable=False)), nullable=False),
@@ -52,9 +50,9 @@ def _ordered_sum(columns: np.ndarray) -> np.ndarray:
     return total
 
 
-def slot_matrix(days: pa.RecordBatch | pa.Table, p: ShapeParams) -> np.ndarray:
+def slot_matrix(days: pa.RecordBatch | pa.Table, date: np.ndarray, p: ShapeParams) -> np.ndarray:
     """rows x ``slots``: each slot's energy (a reading plus 0.0, or the readings of the slot added from
-    0.0 on a DST change day; 0.0 for a slot without a reading)."""
+    0.0 on a DST change day; 0.0 for a slot without a reading). ``date``: the rows' unix days."""
     n = days.num_rows
     kwh = days.column("kwh_by_position")
     if isinstance(kwh, pa.ChunkedArray):
@@ -64,7 +62,6 @@ def slot_matrix(days: pa.RecordBatch | pa.Table, p: ShapeParams) -> np.ndarray:
     values = pc.fill_null(flat, 0.0).to_numpy(zero_copy_only=False) + 0.0
     valid = pc.is_valid(flat).to_numpy(zero_copy_only=False)
     out = np.zeros((n, p.slots))
-    date = days.column("date").cast(pa.int32()).to_numpy(zero_copy_only=False)
     changed = dict(p.day_slots)
     is_changed = np.isin(date, np.fromiter(changed, dtype=np.int64, count=len(changed))) if changed else np.zeros(n, bool)
     plain = ~is_changed & (lengths == p.slots)
@@ -85,7 +82,8 @@ def daily_shapes(days: pa.RecordBatch | pa.Table, p: ShapeParams) -> pa.Table:
     """silver.meter_day_readings rows (``meter_id``, ``date``, ``kwh_by_position``, ``readings``,
     ``imputed``) -> silver.daily_load_shape rows (:data:`SHAPES_SCHEMA`), in the same order."""
     n, rows = p.slots, days.num_rows
-    m = slot_matrix(days, p)
+    date = days.column("date").cast(pa.int32()).to_numpy(zero_copy_only=False)
+    m = slot_matrix(days, date, p)
     daily = _ordered_sum(m)
     hi, lo = m.max(axis=1, initial=-np.inf), m.min(axis=1, initial=np.inf)
     uniform = np.full(n, 1.0 / n)
@@ -103,8 +101,8 @@ def daily_shapes(days: pa.RecordBatch | pa.Table, p: ShapeParams) -> pa.Table:
                            mask=~has_energy) for mask in p.masks]
         load_factor = pa.array(daily / n / np.where(hi > 0, hi, 1.0), mask=~(hi > 0))
     expected_of = dict(p.expected)
-    date = days.column("date").cast(pa.int32()).to_numpy(zero_copy_only=False)
-    expected = np.array([expected_of.get(int(d), n) for d in date], dtype=np.int64) if rows else np.zeros(0, np.int64)
+    day, at = np.unique(date, return_inverse=True)  # a batch holds a few dates: look each up once
+    expected = np.array([expected_of.get(int(d), n) for d in day], dtype=np.int64)[at.reshape(-1)]
     present = days.column("readings").cast(pa.int64()).to_numpy(zero_copy_only=False)
     completeness = np.minimum(1.0, present / expected)
     dow = ((date.astype(np.int64) + 3) % 7) + 1  # 1970-01-01 was a Thursday; 1 = Monday ... 7 = Sunday
