@@ -1,13 +1,14 @@
-"""Airflow DAGs for gridpersona: daily cleaning and shapes, monthly segments, tags and campaigns.
+"""Airflow DAGs for gridpersona: daily cleaning, shapes and alerts, monthly segments, advice, tags and campaigns.
 
 Two DAGs, both submitting every stage with ``scripts/submit.sh`` through a ``BashOperator``:
 
 - ``gridpersona_daily`` (02:00 local, every day): clean >> shapes with ``--incremental``, as-of = the
   day that just ended. Each stage writes only the dates of its window that are new or changed since
   its last succeeded run (the day that ended, late readings landed in older days, and for clean the
-  days those reach through its look-back); see docs/operations.md.
+  days those reach through its look-back); see docs/operations.md. Then alerts with ``--window-days 1``:
+  the mid-cycle bill and vacancy alerts of the day that ended (at most one per customer and bill period).
 - ``gridpersona_monthly`` (04:00 local on the 1st): waits for the daily shapes of the month's last
-  day, then segment-train >> segment-assign >> tags >> campaigns >> evaluate, and tags >> profile;
+  day, then segment-train >> segment-assign >> advice >> tags >> campaigns >> evaluate, and tags >> profile;
   as-of = the month's last day. It reads the stored daily shapes and never reruns clean or shapes.
 
 **Why submit.sh and not SparkSubmitOperator.** submit.sh is the one way gridpersona is submitted:
@@ -38,6 +39,9 @@ what the failed one did not publish.
 next run's plan picks up every window date whose readings are new or changed since the last
 succeeded run, however many days that spans. A backfill (a changed cleaning rule, a date outside the
 window) is a manual whole-window run: ``submit.sh clean --as-of D --window-days N``, then shapes.
+Alerts are the exception: a night's alerts cover its own day, so a missed night's day is only caught
+up (a customer still over the threshold is alerted the next night anyway) by a backfill,
+``submit.sh alerts --as-of D --window-days N`` (days already alerted get the same rows again).
 
 **No work at parse time.** The file imports Airflow only (no Spark, no gridpersona, no lake
 access); everything that touches data runs inside the tasks. Settings come from Airflow Variables
@@ -68,9 +72,9 @@ DEFAULT_HOME = str(Path(__file__).resolve().parent.parent)
 
 DAILY_DAG_ID = "gridpersona_daily"
 MONTHLY_DAG_ID = "gridpersona_monthly"
-DAILY_STAGES = ("clean", "shapes")
-# The intended monthly order; tags, campaigns and evaluate are issue 4's stages.
-MONTHLY_STAGES = ("segment-train", "segment-assign", "tags", "campaigns", "evaluate", "profile")
+DAILY_STAGES = ("clean", "shapes", "alerts")
+# The intended monthly order; tags, campaigns and evaluate are issue 4's stages, advice issue 15's.
+MONTHLY_STAGES = ("segment-train", "segment-assign", "advice", "tags", "campaigns", "evaluate", "profile")
 DAILY_CRON = "0 2 * * *"      # 2 h after local midnight: the day's readings have landed
 MONTHLY_CRON = "0 4 1 * *"    # after the daily run of the month's last day
 
@@ -104,13 +108,14 @@ def _var(name: str, default: str) -> str:
     return "{{ var.value.get('%s', '%s') }}" % (name, default)
 
 
-def submit_task(stage: str, incremental: bool = False) -> BashOperator:
+def submit_task(stage: str, incremental: bool = False, window_days: int | None = None) -> BashOperator:
     """A task that submits one stage with scripts/submit.sh for the run's as-of date (``incremental``:
-    only the window's new or changed dates)."""
+    only the window's new or changed dates; ``window_days``: a window of that many days, not the config's)."""
     command = (
         '"$GRIDPERSONA_HOME/scripts/submit.sh" ' + stage
         + " --as-of {{ gridpersona_as_of(data_interval_end) }}"
         + (" --incremental" if incremental else "")
+        + (f" --window-days {window_days}" if window_days else "")
         + ' --env "$GRIDPERSONA_ENV" --master "$GRIDPERSONA_MASTER" '
         + _var("gridpersona_submit_args", "")
         # A trailing space: a command ending in ".sh" would be taken for a template file name.
@@ -134,7 +139,7 @@ _MACROS = {"gridpersona_as_of": as_of_for}
 
 with DAG(
     dag_id=DAILY_DAG_ID,
-    description="gridpersona daily: clean the day's meter readings and build daily load shapes",
+    description="gridpersona daily: clean the day's meter readings, build daily load shapes, mid-cycle alerts",
     schedule=CronDataIntervalTimetable(DAILY_CRON, timezone=TIME_ZONE),
     start_date=dt.datetime(2026, 1, 1, tzinfo=ZoneInfo(TIME_ZONE)),
     catchup=False,          # the next run's plan picks up every day a missed run would have written
@@ -144,12 +149,15 @@ with DAG(
     tags=["gridpersona", "daily"],
     doc_md=__doc__,
 ) as daily_dag:
-    clean, shapes = (submit_task(s, incremental=True) for s in DAILY_STAGES)
-    clean >> shapes
+    clean, shapes = (submit_task(s, incremental=True) for s in DAILY_STAGES[:2])
+    # The day that ended only: earlier days were alerted by their own nights (a stored alert suppresses
+    # later ones of its period), and a missed night is caught up by a backfill (docs/operations.md).
+    alerts = submit_task("alerts", window_days=1)
+    clean >> shapes >> alerts
 
 with DAG(
     dag_id=MONTHLY_DAG_ID,
-    description="gridpersona monthly: segments, tags, campaigns, evaluation and group portraits",
+    description="gridpersona monthly: segments, advice, tags, campaigns, evaluation and group portraits",
     schedule=CronDataIntervalTimetable(MONTHLY_CRON, timezone=TIME_ZONE),
     start_date=dt.datetime(2026, 1, 1, tzinfo=ZoneInfo(TIME_ZONE)),
     catchup=False,
@@ -169,6 +177,6 @@ with DAG(
         timeout=6 * 3600,
     )
     tasks = {s: submit_task(s) for s in MONTHLY_STAGES}
-    wait_for_daily >> tasks["segment-train"] >> tasks["segment-assign"] >> tasks["tags"]
+    wait_for_daily >> tasks["segment-train"] >> tasks["segment-assign"] >> tasks["advice"] >> tasks["tags"]
     tasks["tags"] >> tasks["campaigns"] >> tasks["evaluate"]
     tasks["tags"] >> tasks["profile"]  # group portraits read the segments and the tags

@@ -109,7 +109,7 @@ campaigns:
 def test_project_campaigns_yaml_loads_with_the_required_strategies():
     s = load_settings("test")
     ids = {c.id for c in s.campaigns.active}
-    assert {"tou_ev_night", "green_power_package", "smart_home_bundle", "vip_service", "bill_shock_alert",
+    assert {"tou_rate_advice", "energy_report", "green_power_package", "smart_home_bundle", "vip_service", "bill_shock_alert",
             "vacancy_safety_check", "demand_response", "churn_risk_care"} <= ids
     assert s.campaigns.max_per_customer >= 1
     assert next(c for c in s.campaigns.active if c.id == "vip_service").channel == "account_manager"

@@ -252,7 +252,7 @@ def test_absent_optional_inputs_read_as_empty_and_are_named_in_one_line(lake, sp
         "optional inputs absent, read as empty: bronze.billing_payment, bronze.service_interaction, "
         "bronze.contact_history, bronze.campaign_response; optional columns absent, read as null: "
         "bronze.customer_archive (customer_name, phone, address, tariff_type, age_band, household_size, housing_type, "
-        "contracted_capacity_kva, products_held, do_not_contact, vip, account_open_date)")
+        "contracted_capacity_kva, products_held, do_not_contact, vip, account_open_date, account_close_date)")
     with pytest.raises(Exception, match="bronze.ami_interval"):  # a required input is never guessed
         read_bronze_or_empty(lake, AMI)
     shutil.rmtree(lake.path("bronze.customer_archive"))

@@ -199,7 +199,8 @@ def _view_row(**overrides) -> dict:
         contracted_capacity_kva=8.0, products_held=[], vip=False, do_not_contact=False, account_tenure_years=10.0,
         segment_id=5, segment_label="evening_peak", days_observed=30, complete_days=30, mean_daily_kwh=9.0,
         kwh_pct_in_group=0.5, peak_share=0.6, flat_share=0.25, valley_share=0.15, load_factor=0.2,
-        weekend_ratio=1.1, daily_kwh_cv=0.2, peak_to_mean=3.0, peak_demand_kw=3.0, complete_nights=29,
+        weekend_ratio=1.1, daily_kwh_cv=0.2, peak_to_mean=3.0, peak_demand_kw=3.0,
+        peak_valley_rate=0.8, weekday_curve=None, weekend_curve=None, complete_nights=29,
         night_surge_kw=0.2, night_surge_day_share=0.0, night_block_hours=None, night_block_start_sd_h=None, near_zero_days=0, current_near_zero_run_days=0, longest_near_zero_run_days=0,
         recent_daily_kwh=9.0, history_daily_kwh=9.0, recent_vs_history=1.0, bills_12m=12, late_payments_12m=0,
         unpaid_bills=0, has_arrears=False, arrears_cny=0.0, max_days_late=0, mean_bill_cny=150.0,
@@ -208,7 +209,9 @@ def _view_row(**overrides) -> dict:
         interactions_12m=3, interactions_app=3, interactions_hotline=0, interactions_service_hall=0,
         complaints_12m=0, repairs_12m=0, topic_bill_tariff_12m=0, topic_solar_12m=0, topic_ev_12m=0, topic_app_12m=0,
         campaign_contacts_12m=0, campaigns_contacted_12m=0, campaign_responses_12m=0, responded_campaigns=[],
-        days_since_last_contact=None,
+        days_since_last_contact=None, rate_days_used=60, rate_reason="already_cheapest",
+        recommended_plan_kind=None, tou_annual_saving_cny=-120.0, neighbour_complete_days=30,
+        neighbour_state="good", neighbour_vs_median_pct=-0.1,
     )
     unknown = set(overrides) - set(row)
     assert not unknown, unknown
@@ -294,6 +297,17 @@ CASES = [
     ("age_band", {"age_band": "65+"}, "65+"),
     ("household_size", {"household_size": 5}, 5),
     ("housing_type", {"housing_type": "villa"}, "villa"),
+    ("tou_saver", {"recommended_plan_kind": "tou", "rate_reason": None, "tou_annual_saving_cny": 300.0}, True),
+    ("tou_saver", {}, False),  # already on the cheapest plan
+    ("tou_saver", {"rate_reason": "saving_below_min", "tou_annual_saving_cny": 40.0}, False),
+    ("tou_saver", {"rate_reason": "current_plan_unknown", "tou_annual_saving_cny": None}, None),
+    ("tou_saver", {"rate_reason": "insufficient_data", "rate_days_used": 10}, None),
+    # The advice stage has no row for the customer: unknown, never "not a saver".
+    ("tou_saver", {"rate_days_used": None, "rate_reason": None}, None),
+    ("tou_annual_saving_cny", {"tou_annual_saving_cny": 250.5}, 250.5),
+    ("tou_annual_saving_cny", {"rate_days_used": None, "tou_annual_saving_cny": None}, None),
+    ("neighbour_state", {"neighbour_state": "above"}, "above"),
+    ("neighbour_state", {"neighbour_complete_days": None, "neighbour_state": None}, None),
 ]
 
 

@@ -5,7 +5,10 @@ mails as one attachment). Content, for one as-of: the run's stages (timings, row
 status from ops.job_runs), data quality (reconciliation, quarantine reasons), the
 segment table, centroid load curves, the segment radar, tag distributions and the
 campaign funnel — the same loaders and plots as notebooks/segment_portraits.ipynb
-(:mod:`gridpersona.analyst.portraits`). No customer-level rows and no PII: only aggregates.
+(:mod:`gridpersona.analyst.portraits`). By default no customer-level rows and no PII: only
+aggregates. A customer page (``--customer ID``, :mod:`gridpersona.analyst.customer_page`) is
+added only for the ids asked for: the customer's numbers from gold.customer_portrait, a radar
+of their percentiles among peers and their load curve (customer_id only, still no PII).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import html
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from gridpersona import __version__
+from gridpersona.analyst import customer_page as CP
 from gridpersona.analyst import portraits as P
 
 log = logging.getLogger("gridpersona")
@@ -28,6 +33,7 @@ class Report:
     html: str
     images: list[str] = field(default_factory=list)  # titles of the embedded pictures
     missing: list[str] = field(default_factory=list)  # sections not computed for the as-of
+    customers: list[str] = field(default_factory=list)  # customer pages included (--customer)
 
 
 def _esc(value) -> str:
@@ -104,12 +110,16 @@ class _Builder:
         self.add(f'<p class="missing">{_esc(section)}: {P.NOT_COMPUTED} ({_esc(table)} has no rows for it).</p>')
 
 
-def build_report(lake, as_of: dt.date | None = None, window_days: int | None = None) -> Report:
-    """Assemble the report for ``as_of`` (default: the newest as-of in gold.segment_profile)."""
+def build_report(lake, as_of: dt.date | None = None, window_days: int | None = None,
+                 customers: Sequence[str] = ()) -> Report:
+    """Assemble the report for ``as_of`` (default: the newest as-of in gold.segment_profile); with
+    ``customers``, a portrait page per customer id after the aggregates (ValueError first, before any section
+    is built, when an id has no gold.customer_portrait row for the as-of)."""
     as_of = as_of or P.latest_as_of(lake)
     if as_of is None:
         raise ValueError("report: gold.segment_profile has no as-of yet; run `gridpersona run all --as-of DATE` first")
     lake.spark  # column expressions below need an active session
+    portraits_asked = CP.load_customer_portraits(lake, as_of, customers) if customers else []
     b = _Builder()
     runs = P.load_job_runs(lake, as_of)
     if window_days is None:
@@ -205,15 +215,54 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
     else:
         b.not_computed("Campaign funnel", P.CAMPAIGN_TARGETS.name)
 
+    for customer in portraits_asked:
+        _customer_page(b, lake, as_of, customer)
+
     doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>gridpersona report {as_of}</title><style>{_CSS}</style></head><body>"
            + "\n".join(b.parts) + "</body></html>")
-    return Report(as_of, doc, b.images, b.missing)
+    return Report(as_of, doc, b.images, b.missing, [c["customer_id"] for c in portraits_asked])
 
 
-def write_report(lake, out: str | None = None, as_of: dt.date | None = None) -> tuple[str, Report]:
-    """Build the report and write it to ``out`` (default <lake root>/_reports/report-<as_of>.html); returns (path, report)."""
-    report = build_report(lake, as_of)
+def _customer_page(b: _Builder, lake, as_of: dt.date, customer: dict) -> None:
+    """One customer's section: context, the portrait numbers with their peer percentile, radar and curves."""
+    cid = customer["customer_id"]
+    b.add(f'<h2 id="customer-{_esc(cid)}">Customer {_esc(cid)}</h2>')
+    segment = customer.get("segment_label") or "no segment"
+    b.add(f'<p class="meta">{_esc(customer["customer_type"])} · region {_esc(customer["region"])} · segment '
+          f"{_esc(segment)} · figures over {customer['days_used']} complete days of {customer['days_observed']} "
+          f"observed in the window · payment channel {_esc(customer.get('payment_channel_pref') or 'unknown')} "
+          f"({_pct(customer.get('payment_channel_share'))}) · interaction channel "
+          f"{_esc(customer.get('interaction_channel_pref') or 'unknown')} "
+          f"({_pct(customer.get('interaction_channel_share'))})</p>")
+    if not customer["days_used"]:
+        b.missing.append(f"Customer {cid}")
+        b.add(f'<p class="missing">No complete day in the window ({customer["days_observed"]} observed): its load '
+              f"figures are unknown, so there is no radar or curve.</p>")
+        return
+    peers = CP.load_peer_figures(lake, as_of, customer)
+    rows = [[label, _num(customer.get(key), 3), _pct(peers["percentile"][key]), _num(peers["median"][key], 3),
+             f"{peers['known'][key]:,}"] for key, label in CP.PORTRAIT_AXES]
+    rows += [["peak demand kW", _num(customer.get("peak_demand_kw")), "", "", ""],
+             ["kWh percentile in region and type", _pct(customer.get("kwh_pct_in_group")), "", "", ""]]
+    b.add(_table(["figure", "value", "percentile among peers", "peer median", "peers with a value"], rows,
+                 numeric={1, 2, 3, 4}))
+    b.add(f'<p class="meta">Peers: the {peers["peers"]:,} {_esc(customer["customer_type"])} customers of the '
+          f"as-of; percentile = share of peers with a lower value, ties counted half.</p>")
+    b.figure(f"Portrait radar {cid}", CP.plot_customer_radar(cid, peers["percentile"]),
+             f"{cid}: percentile among {customer['customer_type']} customers per portrait figure (seed 003 §4.1); "
+             f"dashed ring: the peer median")
+    centroid = CP.segment_centroid(lake, as_of, customer.get("segment_id"))
+    b.figure(f"Load curve {cid}", CP.plot_customer_curves(customer, peers, centroid),
+             f"{cid}: mean kWh per slot on complete weekdays and weekend days, against the peers' mean"
+             + (" and the segment centroid scaled to the customer's daily kWh" if centroid else ""))
+
+
+def write_report(lake, out: str | None = None, as_of: dt.date | None = None,
+                 customers: Sequence[str] = ()) -> tuple[str, Report]:
+    """Build the report (with a portrait page per id of ``customers``) and write it to ``out`` (default
+    <lake root>/_reports/report-<as_of>.html); returns (path, report)."""
+    report = build_report(lake, as_of, customers=customers)
     path = out or os.path.join(lake.root, "_reports", f"report-{report.as_of}.html")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:

@@ -158,9 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write a self-contained HTML report (pictures inline) of one as-of",
                         description="Self-contained HTML: stage timings and rows (ops.job_runs), data quality, "
                                     "segment table, centroid load curves, segment radar, tag distributions, "
-                                    "campaign funnel. Aggregates only, no customer rows or PII.")
+                                    "campaign funnel. Aggregates only, no customer rows or PII, unless "
+                                    "--customer asks for a customer's portrait page.")
     rp.add_argument("--as-of", type=_date, help="as-of date (default: the newest in gold.segment_profile)")
     rp.add_argument("--out", help="output file (default: <lake.root>/_reports/report-<as-of>.html)")
+    rp.add_argument("--customer", action="append", default=[], metavar="ID",
+                    help="add a portrait page for this customer id (repeatable): the numbers of "
+                         "gold.customer_portrait, a radar of percentiles among peers of the same customer type, "
+                         "the weekday/weekend load curve against the peers' mean and the segment centroid")
 
     d = sub.add_parser("demo", help="the main job on the embedded default: generate the lake if absent, then list it")
     d.add_argument("--regenerate", action="store_true", help="regenerate the synthetic lake even if it exists")
@@ -331,7 +336,68 @@ def truth_report(lake, first: dt.date, last: dt.date, interval_minutes: int) -> 
                                align_right=[2])]
     if lake.exists("gold.customer_tags"):
         lines += ["", tag_accuracy_report(lake, last)]
+        if "tou_saver" in lake.read("gold.customer_tags").columns:
+            lines += ["", rate_advice_report(lake, last)]
+    if lake.exists("gold.alert_targets") and lake.exists("truth.meters") \
+            and "bill_shock_start_date" in lake.read("truth.meters").columns:
+        lines += ["", alert_timeliness_report(lake)]
     return "\n".join(lines)
+
+
+# Issue 15's bars for mid-cycle alerts: planted bill shocks alerted at least ALERT_LEAD_DAYS before their
+# period ends (share >= ALERT_ON_TIME_BAR), nobody twice in a period, alerts without a shock <= ALERT_FALSE_BAR.
+ALERT_LEAD_DAYS, ALERT_ON_TIME_BAR, ALERT_FALSE_BAR = 7, 0.90, 0.05
+
+
+def alert_timeliness_report(lake) -> str:
+    """gold.alert_targets (bill_projection) vs the planted bill shocks of truth.meters, with the bars."""
+    from gridpersona.synthetic.truth_checks import alert_timeliness
+
+    s = lake.settings
+    r = alert_timeliness(lake, s.tariff, baseline_months=s.alerts.baseline_months, lead_days=ALERT_LEAD_DAYS)
+    if not r["periods"]:
+        return "alerts: gold.alert_targets has no rows (run alerts for the days of a bill period)"
+    excluded = ", ".join(f"{v:,} {k}" for k, v in sorted(r["excluded"].items())) or "none"
+
+    def share(x):
+        return "-" if x is None else f"{x:.1%}"
+
+    on_time_ok = r["on_time_share"] is not None and r["on_time_share"] >= ALERT_ON_TIME_BAR
+    false_ok = r["false_share"] is not None and r["false_share"] <= ALERT_FALSE_BAR
+    rows = [[f"shocks alerted >= {r['lead_days']} days before the period ends", f"{r['on_time']:,} / {r['scored']:,}",
+             share(r["on_time_share"]), f">= {ALERT_ON_TIME_BAR:.0%}", "ok" if on_time_ok else "BELOW"],
+            ["customers alerted twice in a period", f"{r['twice']:,}", "-", "0", "ok" if r["twice"] == 0 else "BELOW"],
+            ["bill alerts without a planted shock", f"{r['false_alerts']:,} / {r['alerts']:,}", share(r["false_share"]),
+             f"<= {ALERT_FALSE_BAR:.0%}", "ok" if false_ok else "BELOW"]]
+    periods = ", ".join(p.isoformat()[:7] for p in r["periods"])
+    split = "; ".join(f"{p.isoformat()[:7]}: {n:,} bill alerts, {f:,} without a shock" for p, (n, f) in
+                      r["by_period"].items())
+    return (f"alerts vs truth.meters.bill_shock (periods {periods}; {r['planted']:,} planted shocks, not scored: "
+            f"{excluded}; {r['before_start']:,} of the on-time alerts came before the shock began; both arms)\n"
+            + render_table(["measure", "count", "share", "bar", ""], rows, align_right=[1, 2])
+            + (f"\nby period: {split}" if split else ""))
+
+
+# Issue 15's bar for the rate advisor: planted TOU savers found with precision and recall of at least 0.95.
+RATE_ADVICE_BAR = 0.95
+
+
+def rate_advice_report(lake, as_of: dt.date) -> str:
+    """The tou_saver tag (rate advisor) vs truth.meters.tou_saver, with the bar and what was not scored."""
+    from gridpersona.synthetic.truth_checks import rate_advice_accuracy
+
+    r = rate_advice_accuracy(lake, as_of)
+    s = r["score"]
+    if not (s.planted or s.detected):  # nothing to score is no evidence, not a pass
+        return f"rate advisor: no customer of {as_of} could be scored against truth.meters.tou_saver"
+    verdict = "ok" if min(s.precision, s.recall) >= RATE_ADVICE_BAR else "BELOW"
+    return (f"rate advisor vs truth.meters.tou_saver (as of {as_of}; {r['customers']:,} customers; not scored: "
+            f"{r['truth_unknown']:,} too close to call, {r['tag_unknown']:,} unknown to the pipeline, "
+            f"{r['planted_tag_unknown']:,} of them planted savers)\n"
+            + render_table(["tag=value", "planted", "tagged", "true pos", "precision", "recall", "bar", ""],
+                           [[s.category, f"{s.planted:,}", f"{s.detected:,}", f"{s.true_positive:,}",
+                             f"{s.precision:.4f}", f"{s.recall:.4f}", f"{RATE_ADVICE_BAR:.2f}", verdict]],
+                           align_right=[1, 2, 3, 4, 5, 6]))
 
 
 # Accuracy bars of issue 4 per planted tag (precision and recall of each planted value).
@@ -441,9 +507,11 @@ def cmd_report(settings: Settings, args) -> int:
     from gridpersona.analyst.report import write_report
 
     lake = _lake(settings)
-    path, report = write_report(lake, out=args.out, as_of=args.as_of)
+    path, report = write_report(lake, out=args.out, as_of=args.as_of, customers=args.customer)
     print(f"report for as-of {report.as_of}: {path}")
     print(f"  pictures: {', '.join(report.images) or 'none'}")
+    if report.customers:
+        print(f"  customer pages: {', '.join(report.customers)}")
     if report.missing:
         print(f"  not computed for this as-of: {', '.join(report.missing)}")
     return 0

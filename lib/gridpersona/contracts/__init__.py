@@ -14,7 +14,7 @@ The bottom layer of the package: imports nothing from gridpersona but itself.
 
 from __future__ import annotations
 
-from gridpersona.contracts import bronze, campaigns, ops, segments, silver, tags, truth
+from gridpersona.contracts import advice, bronze, campaigns, ops, segments, silver, tags, truth
 from gridpersona.contracts.base import LAYERS, Column, TableSpec
 
 __all__ = ["LAYERS", "Column", "TableSpec", "all_specs", "layer_specs", "pii_columns", "spec_for"]
@@ -24,7 +24,7 @@ _SPECS: dict[str, TableSpec] = {
     for spec in (
         *bronze.BRONZE.values(), bronze.INGEST_REJECTS,
         *silver.SPECS,
-        *segments.SPECS, *tags.SPECS, *campaigns.SPECS,
+        *segments.SPECS, *advice.SPECS, *tags.SPECS, *campaigns.SPECS,
         *ops.SPECS,
         *truth.TRUTH.values(),
     )

@@ -50,6 +50,8 @@ CUSTOMER_ARCHIVE = TableSpec(
         Column("do_not_contact", B, "Customer opted out of marketing contact."),
         Column("vip", B, "Key account / VIP flag."),
         Column("account_open_date", DT, "Date the account was opened."),
+        Column("account_close_date", DT, "Date the account was closed (its last day of supply); null while open. "
+               "Optional: an archive without any close date leaves churn unknown in gold.campaign_outcomes."),
     ),
     keys=("customer_id",),
     foreign_keys=("meter_id",),

@@ -18,6 +18,8 @@ from pyspark.sql import types as T
 
 from gridpersona.contracts.base import ARR_S, B, D, DT, I, L, S, Column, TableSpec
 
+ARR_D = T.ArrayType(D, True)
+
 # Tag value types a definition may declare, and their Spark types.
 TAG_TYPES: dict[str, T.DataType] = {"string": S, "boolean": B, "int": I, "double": D}
 
@@ -66,6 +68,11 @@ FEATURE_VIEW = TableSpec(
         Column("daily_kwh_cv", D, "Coefficient of variation (std / mean) of daily kWh over complete days."),
         Column("peak_to_mean", D, "Mean over complete days of the day's max interval kWh / its mean interval kWh."),
         Column("peak_demand_kw", D, "Highest interval demand of the window (max interval kWh x 60 / interval minutes).", "kW"),
+        Column("peak_valley_rate", D, "Peak-valley difference rate (峰谷差率): mean over complete days of the day's "
+               "(max slot kWh - min slot kWh) / max slot kWh (days without energy left out)."),
+        Column("weekday_curve", ARR_D, "Mean kWh of each wall-clock slot over the complete weekdays (the typical weekday "
+               "curve); null without a complete weekday.", "kWh"),
+        Column("weekend_curve", ARR_D, "Mean kWh of each slot over the complete weekend days; null without one.", "kWh"),
         Column("complete_nights", I, "Nights (`ev_night_window`, evening of one day to the morning of the next) whose "
                "two days are both present and complete.", "nights", nullable=False),
         Column("night_surge_kw", D, "Median over complete nights of the highest 1-hour mean power minus the night's "
@@ -120,6 +127,15 @@ FEATURE_VIEW = TableSpec(
                "responded to.", "responses"),
         Column("responded_campaigns", ARR_S, "Ids of those campaigns, sorted (null: responses unknown)."),
         Column("days_since_last_contact", I, "Days from the last marketing contact to the as-of date (null: none).", "days"),
+        # advice (gold.rate_comparison, gold.neighbour_comparison of the as-of; stage advice)
+        Column("rate_days_used", I, "Days the rate advisor priced (null: no rate comparison for the customer).", "days"),
+        Column("rate_reason", S, "Why no plan is recommended (gold.rate_comparison.reason); null: one is, or no comparison."),
+        Column("recommended_plan_kind", S, "Kind (`flat`, `tou`, `tiered`) of the recommended plan; null: none recommended."),
+        Column("tou_annual_saving_cny", D, "Annual saving of the cheapest time-of-use plan over the current plan "
+               "(negative: TOU costs more); null: no TOU plan, current plan unknown or no data.", "CNY"),
+        Column("neighbour_complete_days", I, "Complete days of the similar-home comparison (null: no comparison).", "days"),
+        Column("neighbour_state", S, "`great`, `good` or `above` similar homes (gold.neighbour_comparison.state)."),
+        Column("neighbour_vs_median_pct", D, "(kWh - peer median) / peer median over the comparison period."),
     ),
     keys=("as_of", "customer_id"),
 )
@@ -133,6 +149,8 @@ SOURCE_MARKERS: dict[str, str] = {
     "bronze.campaign_response": "campaign_responses_12m",
     "silver.daily_load_shape": "mean_daily_kwh",
     "gold.customer_segments": "segment_id",
+    "gold.rate_comparison": "rate_days_used",
+    "gold.neighbour_comparison": "neighbour_complete_days",
 }
 
 # gold.customer_tags: these context columns of the feature view first (the campaigns stage's targeting reads
@@ -183,6 +201,54 @@ def customer_tags_spec(tags: Iterable[TagColumn]) -> TableSpec:
 def customer_tags_columns(tags: Iterable[TagColumn]) -> list[str]:
     """The column names of gold.customer_tags for these tag definitions: what campaign rules may name."""
     return customer_tags_spec(tags).column_names
+
+
+# Days in a (mean) month: monthly_mean_kwh = mean_daily_kwh x this.
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def _portrait_column(name: str, extra: str = "") -> Column:
+    """A feature view column as gold.customer_portrait carries it (same type, unit and meaning)."""
+    c = _VIEW_COLUMNS[name]
+    return replace(c, description=c.description + extra)
+
+
+CUSTOMER_PORTRAIT = TableSpec(
+    "gold.customer_portrait",
+    "Portrait fields as numbers (seed 003 §4.1, Table 1): per customer and as-of date, the figures behind the "
+    "categorical tags of gold.customer_tags, from the same feature view (a select of its columns, written by the "
+    "tags stage). No PII. Unknown stays null: load figures are null for a customer without a complete day in "
+    "the window (`days_used` 0; `days_observed` tells whether the days were missing or incomplete).",
+    (
+        _portrait_column("as_of", " Partition column."),
+        _portrait_column("customer_id"),
+        _portrait_column("customer_type"),
+        _portrait_column("region"),
+        _portrait_column("segment_id"),
+        _portrait_column("segment_label"),
+        _portrait_column("days_observed"),
+        Column("days_used", I, "Complete days the load figures rest on (`complete_days` of the feature view: days at "
+               "least `tags.features.min_completeness` complete); 0: every load figure is null.", "days",
+               nullable=False),
+        Column("monthly_mean_kwh", D, "Monthly mean energy (月均用电量): `mean_daily_kwh` x 365.25 / 12.", "kWh/month"),
+        _portrait_column("mean_daily_kwh"),
+        *(_portrait_column(c) for c in ("peak_share", "flat_share", "valley_share", "load_factor", "peak_to_mean",
+                                        "peak_valley_rate", "weekend_ratio", "daily_kwh_cv", "peak_demand_kw",
+                                        "kwh_pct_in_group")),
+        Column("payment_channel_pref", S, "The `payment_channel_pref` tag of gold.customer_tags (`online`, `offline`, "
+               "`auto_debit`; null: not determinable or no such tag configured)."),
+        Column("payment_channel_share", D, "Share of the window's payments (online + offline + auto-debit) made "
+               "through the preferred channel family; null with the preference."),
+        Column("interaction_channel_pref", S, "The `interaction_channel_pref` tag (`app`, `hotline`, `service_hall`; "
+               "null: not determinable or no such tag configured)."),
+        Column("interaction_channel_share", D, "Share of the app, hotline and service-hall contacts made through the "
+               "preferred channel; null with the preference."),
+        _portrait_column("weekday_curve"),
+        _portrait_column("weekend_curve"),
+    ),
+    keys=("as_of", "customer_id"),
+    partition_by=("as_of",),
+)
 
 
 TAG_CATALOG = TableSpec(
@@ -263,7 +329,7 @@ CONSUMPTION_PRICE_QUADRANT = TableSpec(
 )
 
 # The tables beside gold.customer_tags that the tags and profile stages write (docs/tags.md documents them too).
-OUTPUT_SPECS = (TAG_CATALOG, SEGMENT_TAG_PROFILE, CONSUMPTION_PRICE_QUADRANT)
+OUTPUT_SPECS = (TAG_CATALOG, CUSTOMER_PORTRAIT, SEGMENT_TAG_PROFILE, CONSUMPTION_PRICE_QUADRANT)
 SPECS = (CUSTOMER_TAGS, *OUTPUT_SPECS)
 
 

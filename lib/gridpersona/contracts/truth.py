@@ -25,10 +25,17 @@ TRUTH_METERS = TableSpec(
         Column("mean_daily_kwh", D, "Scale of the household's consumption.", "kWh/day"),
         Column("ev_owner", B, "Planted: owns an EV charged at night."),
         Column("vacant", B, "Planted: premises vacant (near-zero load for long stretches)."),
-        Column("bill_shock", B, "Planted: the meter's load surges 1.8-2.4x over the window's last 14-21 days (bill shock)."),
+        Column("bill_shock", B, "Planted: the meter's load surges 1.8-2.4x from `bill_shock_start_date` to the window's end "
+               "(bill shock): from the 4th to the 17th-last day of the last bill period, and at least 14 days."),
         Column("credit_rating", S, "Planted: `good`, `medium` or `poor` payment behaviour."),
         Column("payment_channel_pref", S, "Planted: `online`, `offline` or `auto_debit`."),
         Column("interaction_channel_pref", S, "Planted: `app`, `hotline` or `service_hall`."),
+        Column("bill_shock_start_date", DT, "Planted: the first day of the bill shock (null: none)."),
+        Column("tou_saving_cny", D, "Annual bill on the customer's plan minus the cheapest time-of-use plan's, "
+               "priced by the rate advisor's rule from every fault-free reading of the window.", "CNY"),
+        Column("tou_saver", B, "Planted by the archetype mix and scored by price: the cheapest plan is a TOU plan "
+               "saving at least rate_advisor.min_saving_cny; null within generate.tou_saver_margin_cny of either "
+               "threshold (too close to call) or for a customer whose current plan is unmapped."),
     ),
     keys=("meter_id",),
 )
@@ -58,4 +65,26 @@ TRUTH_CAMPAIGNS = TableSpec(
     keys=("campaign_id", "cycle_as_of"),
 )
 
-TRUTH: dict[str, TableSpec] = {s.name: s for s in (TRUTH_METERS, TRUTH_FAULTS, TRUTH_CAMPAIGNS)}
+TRUTH_CAMPAIGN_OUTCOMES = TableSpec(
+    "truth.campaign_outcomes",
+    "Synthetic ground truth of the past campaign cycle (generate.outcome_days before the lake's last day): the "
+    "effects planted on the treated customers' kWh and account closures (generate.plant_outcomes).",
+    (
+        Column("campaign_id", S, "Campaign whose treated customers carry the effect (treatment by the pipeline's "
+               "holdout hash).", nullable=False),
+        Column("cycle_as_of", DT, "As-of date of the past cycle.", nullable=False),
+        Column("outcome", S, "`kwh_log_change` (kWh x (1 - x) from the day after the cycle) or `churn` (closure "
+               "probability lowered by delta).", nullable=False),
+        Column("planted_effect", D, "Treatment minus control as gold.campaign_outcomes measures it: log(1 - x) for "
+               "kwh_log_change, -delta for churn.", nullable=False),
+        Column("base_rate", D, "Churn: the closure probability over the outcome days without the campaign; null for "
+               "kwh_log_change."),
+        Column("holdout_share", D, "Holdout share the treatment/control hash used.", nullable=False),
+        Column("window_first", DT, "First day of the outcome period (the day after the cycle).", nullable=False),
+        Column("window_last", DT, "Last day of the outcome period (the lake's last day).", nullable=False),
+    ),
+    keys=("campaign_id", "cycle_as_of", "outcome"),
+)
+
+TRUTH: dict[str, TableSpec] = {s.name: s for s in (TRUTH_METERS, TRUTH_FAULTS, TRUTH_CAMPAIGNS,
+                                                   TRUTH_CAMPAIGN_OUTCOMES)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gridpersona.config import Settings
+from gridpersona.contracts import advice as AD
 from gridpersona.contracts import bronze as BR
 from gridpersona.contracts import campaigns as CA
 from gridpersona.contracts import segments as SG
@@ -59,19 +60,31 @@ STAGES: tuple[StageSpec, ...] = (
               inputs=_names(SI.AMI_CLEAN, SI.METER_DAY_READINGS), outputs=_names(SI.DAILY_LOAD_SHAPE),
               window_input=SI.AMI_CLEAN.name,
               incremental_output=SI.DAILY_LOAD_SHAPE.name),
+    # Daily, right after shapes (the daily DAG runs it with --window-days 1). It also reads its own
+    # output's earlier rows (locked as an output, so not listed as an input) to alert once per bill period.
+    StageSpec("alerts", "gridpersona.stages.alerts:run_alerts",
+              inputs=_names(SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, BR.BILLING_PAYMENT),
+              outputs=_names(AD.ALERT_TARGETS), window_input=SI.DAILY_LOAD_SHAPE.name),
     StageSpec("segment-train", "gridpersona.stages.segment_train:run_segment_train",
               inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL),
               window_input=SI.DAILY_LOAD_SHAPE.name),
     StageSpec("segment-assign", "gridpersona.stages.segment_assign:run_segment_assign",
               inputs=_names(SI.DAILY_LOAD_SHAPE, SG.SEGMENT_MODEL, BR.CUSTOMER_ARCHIVE),
               outputs=_names(SG.CUSTOMER_SEGMENTS)),
+    StageSpec("advice", "gridpersona.stages.advice:run_advice",
+              inputs=_names(SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE),
+              outputs=_names(AD.RATE_COMPARISON, AD.NEIGHBOUR_COMPARISON)),
     StageSpec("tags", "gridpersona.stages.tags:run_tags",
-              inputs=_names(SG.CUSTOMER_SEGMENTS, SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, *_TAG_SOURCES),
-              outputs=_names(TG.CUSTOMER_TAGS, TG.TAG_CATALOG)),
+              inputs=_names(SG.CUSTOMER_SEGMENTS, SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, *_TAG_SOURCES,
+                            AD.RATE_COMPARISON, AD.NEIGHBOUR_COMPARISON),
+              outputs=_names(TG.CUSTOMER_TAGS, TG.TAG_CATALOG, TG.CUSTOMER_PORTRAIT)),
     StageSpec("campaigns", "gridpersona.stages.campaigns:run_campaigns",
-              inputs=_names(TG.CUSTOMER_TAGS, BR.CONTACT_HISTORY), outputs=_names(CA.CAMPAIGN_TARGETS)),
+              inputs=_names(TG.CUSTOMER_TAGS, BR.CONTACT_HISTORY, BR.CAMPAIGN_RESPONSE, SI.DAILY_LOAD_SHAPE),
+              outputs=_names(CA.CAMPAIGN_TARGETS, CA.CAMPAIGN_POWER)),
     StageSpec("evaluate", "gridpersona.stages.campaigns:run_evaluate",
-              inputs=_names(CA.CAMPAIGN_TARGETS, BR.CAMPAIGN_RESPONSE), outputs=_names(CA.CAMPAIGN_EVALUATION)),
+              inputs=_names(CA.CAMPAIGN_TARGETS, BR.CAMPAIGN_RESPONSE, SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE,
+                            BR.BILLING_PAYMENT, BR.SERVICE_INTERACTION),
+              outputs=_names(CA.CAMPAIGN_EVALUATION, CA.CAMPAIGN_OUTCOMES)),
     StageSpec("profile", "gridpersona.stages.profile:run_profile",
               inputs=_names(SG.CUSTOMER_SEGMENTS, SG.SEGMENT_MODEL, SI.DAILY_LOAD_SHAPE, TG.CUSTOMER_TAGS,
                             TG.TAG_CATALOG),

@@ -2,9 +2,14 @@
 
 ``tags``  gold.customer_segments (as-of), silver.daily_load_shape (window), bronze customer_archive /
           billing_payment / service_interaction / contact_history / campaign_response
-          -> gold.customer_tags (partition as_of), gold.tag_catalog (partition as_of)
+          -> gold.customer_tags (partition as_of), gold.tag_catalog (partition as_of),
+             gold.customer_portrait (partition as_of)
 
-Idempotent per as-of: a rerun replaces exactly the as-of's partitions of both
+The feature view is computed once (persisted for the run): the tags are one select
+over it and the portrait numbers another, so the portrait costs one more select
+and write, not another pass over the daily load shapes.
+
+Idempotent per as-of: a rerun replaces exactly the as-of's partitions of the three
 tables with the same rows (same inputs, same conf/tags.yaml).
 """
 
@@ -12,17 +17,20 @@ from __future__ import annotations
 
 import logging
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from gridpersona.stages.inputs import read_bronze, read_bronze_or_empty
 from gridpersona.lake import check_schema
 from gridpersona.stages.runner import StageContext, StageResult
+from gridpersona.contracts.advice import NEIGHBOUR_COMPARISON, RATE_COMPARISON
 from gridpersona.contracts.bronze import CUSTOMER_ARCHIVE
 from gridpersona.contracts.segments import CUSTOMER_SEGMENTS
 from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
-from gridpersona.contracts.tags import CUSTOMER_TAGS, TAG_CATALOG
+from gridpersona.contracts.tags import CUSTOMER_PORTRAIT, CUSTOMER_TAGS, TAG_CATALOG
 from gridpersona.transform import features as FV
+from gridpersona.transform import portrait as PT
 from gridpersona.transform import tags as TG
 
 log = logging.getLogger("gridpersona")
@@ -62,7 +70,22 @@ def build_feature_view(ctx: StageContext) -> DataFrame:
     return FV.customer_feature_view(
         archive, segments, daily, *[sources[t] for t in FV.OPTIONAL_SOURCES],
         as_of=ctx.as_of, interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, params=s.tags.features,
-        absent=absent)
+        absent=absent, advice=read_advice(ctx))
+
+
+def read_advice(ctx: StageContext) -> DataFrame | None:
+    """The advice stage's rows of the as-of as per-customer view columns; a table the advice stage has not
+    written for the as-of leaves its columns null (said once in the log)."""
+    frames = {}
+    for spec in (RATE_COMPARISON, NEIGHBOUR_COMPARISON):
+        rows = (ctx.lake.read(spec.name).filter(F.col("as_of") == F.lit(ctx.as_of))
+                if ctx.lake.exists(spec.name) else None)
+        if rows is None or rows.isEmpty():
+            log.warning("[tags] %s has no rows for %s (run advice first): the tags that need it are unknown (null)",
+                        spec.name, ctx.as_of)
+            rows = None
+        frames[spec.name] = rows
+    return FV.customer_advice_features(frames[RATE_COMPARISON.name], frames[NEIGHBOUR_COMPARISON.name])
 
 
 def tag_value_counts(customer_tags: DataFrame, codes_types: list[tuple[str, str]]) -> dict[str, dict]:
@@ -76,7 +99,8 @@ def tag_value_counts(customer_tags: DataFrame, codes_types: list[tuple[str, str]
 
 
 def run_tags(ctx: StageContext) -> StageResult:
-    """Feature view -> gold.customer_tags (one row per archive customer) and gold.tag_catalog, for the as-of."""
+    """Feature view -> gold.customer_tags (one row per archive customer), gold.tag_catalog and
+    gold.customer_portrait (one row per archive customer), for the as-of."""
     s, lake = ctx.settings, ctx.lake
     tags = s.tags
     if not tags.definitions:
@@ -84,16 +108,27 @@ def run_tags(ctx: StageContext) -> StageResult:
     TG.check_with_spark(ctx.spark, tags)  # analysis only: fails naming the tag before any job runs
     version = TG.catalog_version(tags)
 
-    out = TG.compile_tags(build_feature_view(ctx), tags, version)
-    expected = TG.customer_tags_schema(tags)
-    check_schema(CUSTOMER_TAGS.name, expected, out.schema)
-    lake.check_stored_schema(CUSTOMER_TAGS.name, expected,
-                             f"conf/tags.yaml now defines other tag columns (or types) than the table holds; "
-                             f"migrate {CUSTOMER_TAGS.name} (e.g. move it aside and rerun the as-of dates you need)")
-    lake.check_stored_schema(TAG_CATALOG.name, TAG_CATALOG.schema,
-                             f"{TAG_CATALOG.name} was written by an older tags stage (this one adds open_values, "
-                             f"needs, coverage); move it aside and rerun the as-of dates you need")
-    written = lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}).rows
+    # Both gold.customer_tags and gold.customer_portrait select from the view: computed once.
+    view = build_feature_view(ctx).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        out = TG.compile_tags(view, tags, version)
+        expected = TG.customer_tags_schema(tags)
+        check_schema(CUSTOMER_TAGS.name, expected, out.schema)
+        portrait = PT.customer_portrait(view, out)
+        check_schema(CUSTOMER_PORTRAIT.name, CUSTOMER_PORTRAIT.schema, portrait.schema)
+        lake.check_stored_schema(CUSTOMER_TAGS.name, expected,
+                                 f"conf/tags.yaml now defines other tag columns (or types) than the table holds; "
+                                 f"migrate {CUSTOMER_TAGS.name} (e.g. move it aside and rerun the as-of dates you need)")
+        lake.check_stored_schema(TAG_CATALOG.name, TAG_CATALOG.schema,
+                                 f"{TAG_CATALOG.name} was written by an older tags stage (this one adds open_values, "
+                                 f"needs, coverage); move it aside and rerun the as-of dates you need")
+        lake.check_stored_schema(CUSTOMER_PORTRAIT.name, CUSTOMER_PORTRAIT.schema,
+                                 f"{CUSTOMER_PORTRAIT.name} was written with other columns than its contract; move "
+                                 f"it aside and rerun the as-of dates you need")
+        written = lake.replace(out, CUSTOMER_TAGS, where={"as_of": ctx.as_of}).rows
+        portrayed = lake.replace(portrait, CUSTOMER_PORTRAIT, where={"as_of": ctx.as_of}).rows
+    finally:
+        view.unpersist()
 
     written_tags = lake.read(CUSTOMER_TAGS.name).filter(F.col("as_of") == F.lit(ctx.as_of))
     codes = [t.code for t in tags.definitions]
@@ -101,8 +136,10 @@ def run_tags(ctx: StageContext) -> StageResult:
     catalog = ctx.spark.createDataFrame(TG.catalog_rows(tags, ctx.as_of, coverage), TAG_CATALOG.schema)
     lake.replace(catalog, TAG_CATALOG, where={"as_of": ctx.as_of})
 
-    result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS.name: written, TAG_CATALOG.name: len(tags.definitions)})
+    result = StageResult(rows_in=written, outputs={CUSTOMER_TAGS.name: written, TAG_CATALOG.name: len(tags.definitions),
+                                                   CUSTOMER_PORTRAIT.name: portrayed})
     result.notes.append(f"{written:,} customers tagged with {len(tags.definitions)} tags, catalog version {version}")
+    result.notes.append(f"{portrayed:,} customer portraits (numbers) written")
     categorical = {t.code: t.type for t in tags.definitions if t.type in ("string", "boolean")}
     counts = tag_value_counts(written_tags, list(categorical.items()))
     for code in codes:

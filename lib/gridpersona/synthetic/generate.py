@@ -42,7 +42,8 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
   window; it includes the expected charging and heating energy). Bills use the
   same climate (per month), so bills and readings agree.
 - **Bill shocks.** In windows of 28 days or more, ``generate.bill_shock_share``
-  of the known residential, non-vacant meters get a new load over the window's last 14-21 days: their
+  of the known residential, non-vacant meters get a new load from a day of the last bill period
+  (``_shock_start_range``, ``truth.meters.bill_shock_start_date``) to the window's end: their
   household load grows by 0.8-1.4x the meter's mean daily kWh from then on
   (``truth.meters.bill_shock``).
   Bills, all of earlier months, do not include it; ``mean_daily_kwh`` does.
@@ -68,6 +69,12 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
   snapshot day, with a planted uplift for customers in treatment by the
   pipeline's holdout hash (``truth.campaigns``: base rate, true uplift); those
   responses are dated after the snapshot (what the CRM will report).
+- **A past cycle with outcomes** (``generate.plant_outcomes``; :func:`_outcome_plan`). A cycle
+  ``outcome_days`` before the snapshot (when the window holds twice that): the treated customers (by the
+  same hash) of ``outcome_kwh_campaign`` use (1 - x) of their kWh from the day after it, and account
+  closures in the days after it (probability lowered by delta for the treated of
+  ``outcome_churn_campaign``) set ``account_close_date`` and stop the meter's readings
+  (``truth.campaign_outcomes``).
 
 Everything is deterministic by seed: each table and purpose (and each AMI day)
 draws from its own ``numpy`` stream derived from ``(seed, purpose, ...)``, so
@@ -90,7 +97,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T
 
-from gridpersona.config import FaultRates, Settings
+from gridpersona.config import FaultRates, Settings, TariffConfig, parse_hhmm_range
 from gridpersona.contracts.base import TableSpec
 from gridpersona.contracts.bronze import AMI_INTERVAL, BRONZE
 from gridpersona.contracts.truth import ARCHETYPES, FAULT_CODES, TRUTH
@@ -105,6 +112,7 @@ TABLES = (
     "bronze.contact_history",
     "bronze.campaign_response",
     "truth.campaigns",
+    "truth.campaign_outcomes",
     "truth.meters",
     "bronze.ami_interval",
     "truth.faults",
@@ -676,9 +684,13 @@ def _block_energy(step_h: float, n_slots: int, prev_len_h: float, power_prev, st
 
 def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, counter: dict[str, int],
                  progress: Callable[[str], None] | None, shock: BillShock | None = None,
-                 weather: Weather | None = None, holidays: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
+                 weather: Weather | None = None, holidays: np.ndarray | None = None,
+                 periods: PeriodTotals | None = None) -> Iterator[pa.RecordBatch]:
     """One record batch per local day: every meter's readings with the planned faults applied
-    (and the household load of bill-shock meters raised from their first surge day on)."""
+    (and the household load of bill-shock meters raised from their first surge day on).
+
+    ``periods``, if given, receives each day's fault-free kWh per meter and tariff period (the truth the
+    rate advisor is checked against)."""
     schema = arrow_schema(BRONZE["bronze.ami_interval"])
     names = pop.arch_names()
     groups = {a: np.flatnonzero(names == a) for a in ARCHETYPES}
@@ -783,6 +795,8 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
             # Thermostats and compressors cycle: the block is not a flat line.
             values[heat] += block * _lognormal_mean1(rng, 0.2, block.shape)
         values = np.round(values, 3)
+        if periods is not None:
+            periods.add(d, grid.wall_hours[d], values)
 
         # Faults of this day.
         lo, hi = bounds[d], bounds[d + 1]
@@ -817,6 +831,45 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
         if progress and ((d + 1) % report_every == 0 or d + 1 == grid.days):
             progress(f"bronze.ami_interval: {d + 1}/{grid.days} days")
         yield batch
+
+
+@dataclass
+class PeriodTotals:
+    """Fault-free kWh per meter, calendar month of the window and tariff period (peak, flat, valley)."""
+
+    period_of_minute: np.ndarray  # (1440,) 0 peak, 1 flat, 2 valley: the period holding each wall-clock minute
+    month_of_day: np.ndarray  # (days,) index into ``months``
+    months: list[dt.date]
+    kwh: np.ndarray  # (meters, len(months), 3)
+    # What the lake finally holds of day d, per meter (the past cycle's planted kWh effect, nothing after a
+    # closure): the readings are added times it. None: all of it.
+    day_factor: Callable[[int], np.ndarray] | None = None
+
+    @classmethod
+    def for_grid(cls, tariff: TariffConfig, grid: TimeGrid, meters: int) -> "PeriodTotals":
+        period = np.full(1440, -1, dtype=np.int64)
+        for p, name in enumerate(PRICE_PERIODS):
+            for text in getattr(tariff, name):
+                start, end = parse_hhmm_range(text)
+                minutes = np.arange(start, end) if start < end else np.r_[np.arange(start, 1440), np.arange(0, end)]
+                period[minutes] = p
+        months = sorted({d.replace(day=1) for d in grid.dates})
+        month_of_day = np.array([months.index(d.replace(day=1)) for d in grid.dates])
+        return cls(period, month_of_day, months, np.zeros((meters, len(months), 3)))
+
+    def add(self, d: int, slot_start_hours: np.ndarray, values: np.ndarray) -> None:
+        """Add day ``d``'s readings (meters x slots), each slot to the period of its first wall-clock minute."""
+        per = self.period_of_minute[np.round(slot_start_hours * 60).astype(np.int64) % 1440]
+        if self.day_factor is not None:
+            values = values * self.day_factor(d)[:, None]
+        for p in range(3):
+            self.kwh[:, self.month_of_day[d], p] += values[:, per == p].sum(axis=1)
+
+    def shares(self) -> np.ndarray:
+        """(meters, 3): each meter's share of the window's kWh per period (equal thirds for a meter without any)."""
+        total = self.kwh.sum(axis=1)
+        whole = total.sum(axis=1, keepdims=True)
+        return np.where(whole > 0, total / np.where(whole > 0, whole, 1.0), 1.0 / 3.0)
 
 
 def _truth_faults(pop: Population, grid: TimeGrid, plan: FaultPlan) -> pa.Table:
@@ -970,6 +1023,8 @@ def _customers(pop: Population, seed: int, open_before: dt.date, null_share: flo
         "do_not_contact": dnc,
         "vip": vip,
         "account_open_date": opened,
+        # Closures are planted with the past cycle's outcomes (_outcome_plan), after the archive is drawn.
+        "account_close_date": pa.nulls(len(customer_id), pa.date32()),
     }, schema=arrow_schema(BRONZE["bronze.customer_archive"]))
     table = _blank_attributes(table, null_share, seed)
     return Customers(customer_id, region, commercial, age_band, tariff, products, dnc, vip, credit,
@@ -1011,8 +1066,44 @@ def _cap_per_group(flags: np.ndarray, group: np.ndarray, caps: np.ndarray) -> np
 
 # ------------------------------------------------------------------ billing
 
-def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: Weather, snapshot: dt.date) -> pa.Table:
-    """Monthly bills and payments; see the module docstring for the months covered."""
+PRICE_PERIODS = ("peak", "flat", "valley")
+
+
+def _bill_amounts(kwh: np.ndarray, cust: Customers, tariff: TariffConfig, period_shares: np.ndarray) -> np.ndarray:
+    """(customers, months) bills in CNY: each customer's monthly kWh priced on their plan (archive
+    customer type and true tariff type through ``tariff.current_plan``; an unmapped pair: the first plan of
+    the type). A time-of-use plan splits the month's kWh by the customer's ``period_shares`` (customers x 3)."""
+    from gridpersona.transform.pricing import current_plan_id
+
+    ctype = np.where(cust.commercial, "commercial", "residential")
+    plan_of = np.array([current_plan_id(tariff, c, t)
+                        or next((p.id for p in tariff.plans if c in p.customer_types), "")
+                        for c, t in zip(ctype, cust.tariff_type)], dtype=object)
+    amount = np.zeros_like(kwh)
+    for plan in tariff.plans:
+        rows = plan_of == plan.id
+        if not rows.any():
+            continue
+        k = kwh[rows]
+        if plan.kind == "flat":
+            amount[rows] = k * float(plan.price)
+        elif plan.kind == "tou":
+            rate = period_shares[rows] @ np.array([float(plan.prices[p]) for p in PRICE_PERIODS])
+            amount[rows] = k * rate[:, None]
+        else:
+            charge, lower = np.zeros_like(k), 0.0
+            for block in plan.blocks:
+                upper = np.inf if block.up_to_kwh is None else float(block.up_to_kwh)
+                charge += np.clip(np.minimum(k, upper) - lower, 0, None) * float(block.price)
+                lower = upper
+            amount[rows] = charge
+    return np.round(amount, 2)
+
+
+def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: Weather, snapshot: dt.date,
+             tariff: TariffConfig, period_shares: np.ndarray) -> pa.Table:
+    """Monthly bills and payments; see the module docstring for the months covered. Prices come from
+    ``tariff`` (:func:`_bill_amounts`)."""
     rng = _rng(seed, "billing")
     n = pop.n_known
     month_starts = _billing_months(snapshot, months)
@@ -1031,10 +1122,7 @@ def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: 
     heat = np.stack([pop.heat_kwh(h, c)[:n].mean(axis=1) for h, c in dd], axis=1)
     daily = pop.household_kwh[:n, None] * factor + pop.ev_kwh_per_day()[:n, None] + heat
     kwh = np.round(daily * dim[None, :] * _lognormal_mean1(rng, 0.06, (n, months)), 1)
-    # Residential 0.56 CNY/kWh (tiered: +0.05 above 260 kWh/month, +0.30 above 600); commercial 0.80.
-    tiered = kwh * 0.56 + np.clip(kwh - 260, 0, None) * 0.05 + np.clip(kwh - 600, 0, None) * 0.25
-    is_tiered = (cust.tariff_type == "tiered")[:, None]
-    amount = np.round(np.where(cust.commercial[:, None], kwh * 0.80, np.where(is_tiered, tiered, kwh * 0.56)), 2)
+    amount = _bill_amounts(kwh, cust, tariff, period_shares)
 
     # Payment state: 0 on time, 1 late, 2 unpaid. Late bills are never the latest one, so a
     # late payment is always dated on or before the snapshot.
@@ -1234,12 +1322,31 @@ class BillShock:
         return self.factor > 1.0
 
 
-def _bill_shocks(pop: Population, share: float, days: int, seed: int) -> BillShock:
+def _shock_start_range(dates: list[dt.date]) -> tuple[int, int]:
+    """Window indexes (first, last) the shocks' first days are drawn from.
+
+    In the bill period (calendar month) of the window's last day: from its 4th day to 17 days before it ends,
+    so an alert system has ten days of the surge before the last week of the period, and no later than 13
+    days before the window's end, so the window's last 14 days are all surge. A window whose last month
+    cannot hold that range (it began too recently) keeps the older rule: 14-21 days before the window ends.
+    """
+    days, last = len(dates), dates[-1]
+    month = last.replace(day=1)
+    month_end = month.replace(day=calendar.monthrange(month.year, month.month)[1])
+    lo = (month + dt.timedelta(days=3) - dates[0]).days
+    hi = min((month_end - dt.timedelta(days=17) - dates[0]).days, days - 14)
+    if lo >= 7 and hi >= lo:
+        return lo, hi
+    return days - 21, days - 14
+
+
+def _bill_shocks(pop: Population, share: float, days: int, seed: int,
+                 dates: list[dt.date] | None = None) -> BillShock:
     """Pick ``share`` of the known residential, non-vacant meters for a bill shock: a new load (an air
-    conditioner, a heater) raises the meter's load 1.8-2.4x over the window's last 14-21 days, so this
-    month's bill, still unbilled, will be far above the same month last year. Meters unknown to the
-    archive never get one, nor does any meter in a window shorter than 28 days (a surge needs a week of
-    ordinary days before it)."""
+    conditioner, a heater) raises the meter's load 1.8-2.4x from a first day drawn by
+    :func:`_shock_start_range` to the window's end, so this month's bill, still unbilled, will be far above
+    the same month last year. Meters unknown to the archive never get one, nor does any meter in a window
+    shorter than 28 days (a surge needs a week of ordinary days before it)."""
     rng = _rng(seed, "bill_shock")
     names = pop.arch_names()
     eligible = np.flatnonzero((np.arange(pop.n) < pop.n_known) & np.isin(names, _RESIDENTIAL_WITH_SEASON))
@@ -1251,7 +1358,8 @@ def _bill_shocks(pop: Population, share: float, days: int, seed: int) -> BillSho
         # The meter's whole consumption grows 1.8-2.4x: an EV owner's household load grows by as much energy.
         whole = rng.uniform(1.8, 2.4, count)
         factor[chosen] = 1.0 + (whole - 1.0) * pop.mean_daily_kwh[chosen] / pop.household_kwh[chosen]
-        first[chosen] = np.maximum(0, days - rng.integers(14, 22, count))
+        lo, hi = _shock_start_range(dates) if dates is not None else (days - 21, days - 14)
+        first[chosen] = np.maximum(0, lo + rng.integers(0, hi - lo + 1, count))
     return BillShock(factor, first, days)
 
 
@@ -1297,7 +1405,179 @@ def _current_cycle(cust: Customers, campaigns, seed: int, snapshot: dt.date, tz:
     return responses, pa.Table.from_pydict(truth, schema=arrow_schema(TRUTH["truth.campaigns"]))
 
 
-def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = None) -> pa.Table:
+@dataclass(frozen=True)
+class OutcomePlan:
+    """The past campaign cycle's planted outcomes (generate.plant_outcomes), per known meter i < n_known.
+
+    ``cycle_day``: index of the cycle's as-of in the window; ``kwh_factor``: the meter's readings are
+    multiplied by it from day cycle_day + 1 on (1 - x for the treated customers of the kWh campaign, else
+    1); ``close_day``: index of the account's last day of supply (readings stop after it), -1 when open.
+    """
+
+    cycle_day: int
+    cycle_as_of: dt.date
+    kwh_factor: np.ndarray
+    close_day: np.ndarray
+    close_date: list[dt.date | None]
+    truth: pa.Table
+
+
+def _outcome_plan(pop: Population, cust: Customers, campaigns, gen, dates: list[dt.date],
+                  seed: int) -> OutcomePlan | None:
+    """Plan the past cycle at the snapshot - ``gen.outcome_days`` and its outcomes, or None (not planted:
+    ``gen.plant_outcomes`` false, or a window shorter than 2 x outcome_days, which leaves no pre period).
+
+    Treatment is the pipeline's own hash (:func:`gridpersona.transform.holdout.is_control`) with the
+    campaign's configured holdout_share, for every archive customer, so whoever the pipeline targets at the
+    cycle, its treatment and control differ by the planted effect in expectation. A campaign id that is not
+    configured (enabled) plants nothing. Draws come from their own rng streams: the other tables' draws do
+    not change.
+    """
+    from gridpersona.transform.holdout import is_control
+
+    days, post = len(dates), gen.outcome_days
+    if not gen.plant_outcomes or days < 2 * post:
+        return None
+    cycle_day = days - 1 - post
+    cycle, first, last = dates[cycle_day], dates[cycle_day + 1], dates[-1]
+    n = pop.n_known
+    by_id = {c.id: c for c in campaigns}
+    truth = {name: [] for name in arrow_schema(TRUTH["truth.campaign_outcomes"]).names}
+
+    def treated(campaign) -> np.ndarray:
+        return np.array([not is_control(cid, campaign.id, campaign.holdout_share) for cid in cust.customer_id],
+                        dtype=bool)
+
+    def record(campaign, outcome: str, effect: float, base: float | None) -> None:
+        for key, value in (("campaign_id", campaign.id), ("cycle_as_of", cycle), ("outcome", outcome),
+                           ("planted_effect", effect), ("base_rate", base),
+                           ("holdout_share", float(campaign.holdout_share)), ("window_first", first),
+                           ("window_last", last)):
+            truth[key].append(value)
+
+    kwh_factor = np.ones(pop.n)
+    kwh_campaign = by_id.get(gen.outcome_kwh_campaign)
+    if kwh_campaign is not None and gen.outcome_kwh_effect > 0:
+        kwh_factor[:n] = np.where(treated(kwh_campaign), 1.0 - gen.outcome_kwh_effect, 1.0)
+        record(kwh_campaign, "kwh_log_change", math.log1p(-gen.outcome_kwh_effect), None)
+
+    p_close = np.full(n, gen.outcome_closure_rate)
+    churn_campaign = by_id.get(gen.outcome_churn_campaign)
+    if churn_campaign is not None:
+        p_close = p_close - gen.outcome_churn_effect * treated(churn_campaign)
+        record(churn_campaign, "churn", -float(gen.outcome_churn_effect), float(gen.outcome_closure_rate))
+    rng = _rng(seed, "outcome_closures")
+    closes = rng.random(n) < p_close
+    day = rng.integers(cycle_day + 1, days, n)
+    close_day = np.full(pop.n, -1, dtype=np.int64)
+    close_day[:n] = np.where(closes, day, -1)
+    close_date = [dates[d] if d >= 0 else None for d in close_day[:n].tolist()]
+    table = pa.Table.from_pydict(truth, schema=arrow_schema(TRUTH["truth.campaign_outcomes"]))
+    return OutcomePlan(cycle_day, cycle, kwh_factor, close_day, close_date, table)
+
+
+def _with_close_dates(archive: pa.Table, outcomes: OutcomePlan | None) -> pa.Table:
+    """The archive with account_close_date set from the planted closures (all null when none planted)."""
+    if outcomes is None:
+        return archive
+    i = archive.schema.get_field_index("account_close_date")
+    return archive.set_column(i, archive.schema.field(i), pa.array(outcomes.close_date, pa.date32()))
+
+
+def _outcome_truth(outcomes: OutcomePlan | None) -> pa.Table:
+    """truth.campaign_outcomes rows (none when no outcomes were planted)."""
+    schema = arrow_schema(TRUTH["truth.campaign_outcomes"])
+    return outcomes.truth if outcomes is not None else schema.empty_table()
+
+
+def _plant_outcome_readings(batches: Iterator[pa.RecordBatch], outcomes: OutcomePlan | None, pop: Population,
+                            start: dt.date, counter: dict[str, int]) -> Iterator[pa.RecordBatch]:
+    """The day batches of bronze.ami_interval with the past cycle's outcomes applied: readings after the cycle
+    times the meter's kwh_factor (rounded to the readings' 3 decimals), and no reading after a closed
+    account's last day. Each batch holds one local day (its ``date`` column)."""
+    if outcomes is None:
+        yield from batches
+        return
+    for batch in batches:
+        if not batch.num_rows:
+            yield batch
+            continue
+        d = (batch.column(3)[0].as_py() - start).days
+        if d <= outcomes.cycle_day:
+            yield batch
+            continue
+        idx = pc.index_in(batch.column(0), value_set=pop.meter_ids).to_numpy(zero_copy_only=False)
+        kwh = batch.column(2)
+        scaled = pc.round(pc.multiply(kwh, pa.array(outcomes.kwh_factor[idx])), 3)
+        close = outcomes.close_day[idx]
+        keep = (close < 0) | (d <= close)
+        out = pa.RecordBatch.from_arrays([batch.column(0), batch.column(1), scaled, batch.column(3)],
+                                         schema=batch.schema)
+        counter["bronze.ami_interval"] -= int((~keep).sum())  # counted by _ami_batches before the closures
+        yield out.filter(pa.array(keep))
+
+
+def _drop_closed_faults(faults: pa.Table, outcomes: OutcomePlan | None, pop: Population,
+                        grid: TimeGrid) -> pa.Table:
+    """truth.faults without the faults planted on readings after a closed account's last day (never written)."""
+    if outcomes is None or not faults.num_rows:
+        return faults
+    idx = pc.index_in(faults.column("meter_id"), value_set=pop.meter_ids).to_numpy(zero_copy_only=False)
+    close = outcomes.close_day[idx]
+    never = np.iinfo(np.int64).max
+    # ends[d]: the first instant after day d (the start of day d + 1); the window's last day has no end.
+    ends = np.array([grid.slot_ts_us(d + 1)[0] for d in range(grid.days - 1)] + [never], dtype=np.int64)
+    cutoff = np.where(close >= 0, ends[np.maximum(close, 0)], never)
+    ts = faults.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return faults.filter(pa.array(ts < cutoff))
+
+
+def _tou_truth(cust: Customers, periods: PeriodTotals, grid: TimeGrid, settings: Settings,
+               closed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tou_saving_cny, tou_saver) per archive customer, priced by the rate advisor's rule
+    (:mod:`gridpersona.transform.pricing`) from every fault-free reading of the window (all days priced).
+    tou_saver is None within ``generate.tou_saver_margin_cny`` of a threshold, without a mapped plan, or for
+    an account ``closed`` by the snapshot (the advisor leaves closed accounts out)."""
+    from decimal import Decimal
+
+    from gridpersona.transform import pricing as PR
+
+    tariff, advisor = settings.tariff, settings.rate_advisor
+    margin = settings.generate.tou_saver_margin_cny
+    window_days = np.bincount(periods.month_of_day, minlength=len(periods.months))
+    month_days = [calendar.monthrange(m.year, m.month)[1] for m in periods.months]
+    n = len(cust.customer_id)
+    saving = np.full(n, np.nan)
+    saver = np.full(n, None, dtype=object)
+    for i in range(n):
+        ctype = "commercial" if cust.commercial[i] else "residential"
+        current = PR.current_plan_id(tariff, ctype, cust.tariff_type[i])
+        if closed is not None and closed[i]:
+            continue  # a closed account is advised nothing
+        plans = PR.eligible_plans(tariff, ctype)
+        if current is None or not any(p.kind == "tou" for p in plans):
+            continue
+        annual = {}
+        for plan in plans:
+            bill = Decimal(0)
+            for m, (w, dim) in enumerate(zip(window_days, month_days)):
+                if w == 0:
+                    continue
+                kwh = {name: PR.month_estimate(float(periods.kwh[i, m, k]), dim, int(w))
+                       for k, name in enumerate(PRICE_PERIODS)}
+                bill += PR.plan_bill(plan, kwh, int(w), dim)
+            annual[plan.id] = float(bill) * 365.0 / float(window_days.sum())
+        best_tou = min(annual[p.id] for p in plans if p.kind == "tou")
+        best_other = min((annual[p.id] for p in plans if p.kind != "tou"), default=np.inf)
+        saving[i] = annual[current] - best_tou
+        threshold = float(advisor.min_saving_cny)
+        close = abs(saving[i] - threshold) < margin or abs(best_other - best_tou) < margin
+        saver[i] = None if close else bool(saving[i] >= threshold and best_tou < best_other)
+    return np.round(saving, 2), saver
+
+
+def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = None,
+                  start: dt.date | None = None, tou: tuple[np.ndarray, np.ndarray] | None = None) -> pa.Table:
     n_unknown = pop.n - pop.n_known
     arch = pop.arch_names()
     pad = [None] * n_unknown
@@ -1318,6 +1598,11 @@ def _truth_meters(pop: Population, cust: Customers, shock: BillShock | None = No
         "credit_rating": cust.credit.tolist() + pad,
         "payment_channel_pref": cust.pay_pref.tolist() + pad,
         "interaction_channel_pref": cust.interaction_pref.tolist() + pad,
+        "bill_shock_start_date": [start + dt.timedelta(days=int(f)) if shock is not None and p and start else None
+                                  for f, p in zip(shock.first_day if shock is not None else np.zeros(pop.n),
+                                                  shock.planted if shock is not None else np.zeros(pop.n, bool))],
+        "tou_saving_cny": ([None if np.isnan(v) else float(v) for v in tou[0]] if tou else [None] * pop.n_known) + pad,
+        "tou_saver": (list(tou[1]) if tou else [None] * pop.n_known) + pad,
     }, schema=arrow_schema(TRUTH["truth.meters"]))
 
 
@@ -1366,7 +1651,8 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
                       gen.ambiguous_meter_share)
     first_bill = _billing_months(snapshot, gen.billing_months)[0]
     cust = _customers(pop, seed, first_bill - dt.timedelta(days=30), gen.archive_attribute_null_share)
-    shock = _bill_shocks(pop, gen.bill_shock_share, days, seed)
+    shock = _bill_shocks(pop, gen.bill_shock_share, days, seed, grid.dates)
+    outcomes = _outcome_plan(pop, cust, settings.campaigns.active, gen, grid.dates, seed)
     counts: dict[str, int] = {}
 
     def write(table: str, data: pa.Table) -> None:
@@ -1377,25 +1663,37 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
         counts[table] = data.num_rows
         say(f"{table}: {data.num_rows} rows")
 
-    write("bronze.customer_archive", cust.table)
-    write("bronze.billing_payment", _billing(pop, cust, seed, gen.billing_months, weather, snapshot))
+    write("bronze.customer_archive", _with_close_dates(cust.table, outcomes))
     write("bronze.service_interaction", _service_interactions(pop, cust, seed, snapshot, tz))
     contacts, responses = _campaigns(pop, cust, seed, start, tz, snapshot)
     write("bronze.contact_history", contacts)
     cycle_responses, campaign_truth = _current_cycle(cust, settings.campaigns.active, seed, snapshot, tz)
     write("bronze.campaign_response", pa.concat_tables([responses, cycle_responses]))
     write("truth.campaigns", campaign_truth)
-    write("truth.meters", _truth_meters(pop, cust, shock))
+    write("truth.campaign_outcomes", _outcome_truth(outcomes))
 
     mean_interval = pop.mean_daily_kwh[: pop.n_known] * interval / 1440.0
+    periods = PeriodTotals.for_grid(settings.tariff, grid, pop.n)
+    if outcomes is not None:
+        # The truth prices what the lake holds: the planted kWh effect after the cycle, nothing after a closure.
+        periods.day_factor = lambda d: (outcomes.kwh_factor if d > outcomes.cycle_day else np.ones(pop.n)) * (
+            (outcomes.close_day < 0) | (d <= outcomes.close_day))
     charger = pop.ev_power_kw[: pop.n_known] * interval / 60.0
     plan = _plan_faults(gen.faults, pop.n_known, grid.total_slots, mean_interval, charger, seed, interval / 60.0)
     reader = pa.RecordBatchReader.from_batches(
         arrow_schema(BRONZE["bronze.ami_interval"]),
-        _ami_batches(pop, grid, plan, seed, counts, progress, shock, weather, holidays))
+        _plant_outcome_readings(_ami_batches(pop, grid, plan, seed, counts, progress, shock, weather, holidays,
+                                             periods), outcomes, pop, start, counts))
     lake.write_arrow(AMI_INTERVAL.name, reader, mode="overwrite", partition_by=AMI_INTERVAL.partition_by)
     counts.setdefault("bronze.ami_interval", 0)
-    write("truth.faults", _truth_faults(pop, grid, plan))
+    # Bills of time-of-use customers split their kWh like the customer's readings; the TOU truth prices them.
+    shares = periods.shares()[: pop.n_known]
+    write("bronze.billing_payment", _billing(pop, cust, seed, gen.billing_months, weather, snapshot,
+                                             settings.tariff, shares))
+    write("truth.meters", _truth_meters(pop, cust, shock, start,
+                                        _tou_truth(cust, periods, grid, settings,
+                                                   None if outcomes is None else outcomes.close_day[: pop.n_known] >= 0)))
+    write("truth.faults", _drop_closed_faults(_truth_faults(pop, grid, plan), outcomes, pop, grid))
     say(f"generated {meters} meters x {days} days in {time.perf_counter() - t0:.1f}s")
     return {name: counts[name] for name in TABLES if name in counts}
 

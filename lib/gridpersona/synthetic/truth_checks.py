@@ -50,7 +50,7 @@ def fault_detection(lake: Lake, first: dt.date, last: dt.date, interval_minutes:
     What counts as detected: quarantine reasons for duplicate / negative / null_value /
     unknown_meter; ``outlier_replaced`` for spike; ``interpolated`` rows at instants that
     were absent from the raw data for short_gap; intervals left missing on incomplete
-    days for long_gap.
+    days for long_gap (not after a closed account's close date: the meter no longer supplies).
     """
     truth = lake.read("truth.faults").filter(_local_day_in(first, last, lake))
     clean = lake.read("silver.ami_clean").filter(F.col("date").between(first, last))
@@ -69,8 +69,23 @@ def fault_detection(lake: Lake, first: dt.date, last: dt.date, interval_minutes:
     filled = (clean.filter(F.col("quality") == "interpolated")
               .join(quarantine.select("meter_id", "ts").distinct(), ["meter_id", "ts"], "left_anti"))
     scores.append(_score("short_gap", planted("short_gap"), filled.select("meter_id", "ts")))
-    scores.append(_score("long_gap", planted("long_gap"), _missing_instants(clean, quality, lake, interval_minutes)))
+    missing = _before_closure(_missing_instants(clean, quality, lake, interval_minutes), lake)
+    scores.append(_score("long_gap", planted("long_gap"), missing))
     return scores
+
+
+def _before_closure(instants: DataFrame, lake: Lake) -> DataFrame:
+    """The (meter_id, ts) instants not after their account's close date (bronze.customer_archive): a closed
+    account's meter stops reporting (generate.plant_outcomes), and that silence is no fault to detect."""
+    from gridpersona.stages.inputs import read_bronze
+    from gridpersona.transform.clean import local_seconds
+
+    closed = (read_bronze(lake, "bronze.customer_archive").filter(F.col("account_close_date").isNotNull())
+              .select("meter_id", "account_close_date"))
+    day = F.date_from_unix_date(F.floor(local_seconds("ts", lake.settings.ami.time_zone) / 86400).cast("int"))
+    return (instants.join(closed, "meter_id", "left")
+            .filter(F.col("account_close_date").isNull() | (day <= F.col("account_close_date")))
+            .select("meter_id", "ts"))
 
 
 def _local_day_in(first: dt.date, last: dt.date, lake: Lake):
@@ -221,3 +236,100 @@ def uplift_truth_check(lake, as_of: dt.date) -> list[dict]:
                 row["covered_family"] = e["uplift_family_low"] <= t["true_uplift"] <= e["uplift_family_high"]
         rows.append(row)
     return rows
+
+
+def rate_advice_accuracy(lake, as_of: dt.date) -> dict:
+    """gold.customer_tags.tou_saver (the rate advisor's TOU recommendation) of the as-of vs truth.meters.tou_saver.
+
+    Scored over the customers both sides decide: ``truth_unknown`` counts the customers whose truth is too
+    close to a threshold to call (generate.tou_saver_margin_cny), ``tag_unknown`` those the pipeline leaves
+    unknown (too few priced days, or a current plan the archive does not give). Returns the counts with
+    the DetectionScore of the decided customers (``score``).
+    """
+    tags = lake.read("gold.customer_tags").filter(F.col("as_of") == F.lit(as_of)).select("customer_id", "tou_saver")
+    truth = (lake.read("truth.meters").filter(F.col("customer_id").isNotNull())
+             .select("customer_id", F.col("tou_saver").alias("truth")))
+    row = (tags.join(truth, "customer_id").agg(
+        F.count(F.lit(1)).alias("customers"),
+        F.count(F.when(F.col("truth").isNull(), 1)).alias("truth_unknown"),
+        F.count(F.when(F.col("truth").isNotNull() & F.col("tou_saver").isNull(), 1)).alias("tag_unknown"),
+        F.count(F.when(F.col("truth") & F.col("tou_saver").isNotNull(), 1)).alias("planted"),
+        F.count(F.when(F.col("tou_saver") & F.col("truth").isNotNull(), 1)).alias("detected"),
+        F.count(F.when(F.col("tou_saver") & F.col("truth"), 1)).alias("tp"),
+        F.count(F.when(F.col("truth") & F.col("tou_saver").isNull(), 1)).alias("planted_tag_unknown"))
+        .collect()[0])
+    return {"customers": row["customers"], "truth_unknown": row["truth_unknown"], "tag_unknown": row["tag_unknown"],
+            "planted_tag_unknown": row["planted_tag_unknown"],
+            "score": DetectionScore("tou_saver=true", row["planted"], row["detected"], row["tp"])}
+
+
+def alert_timeliness(lake, tariff, *, baseline_months: int, lead_days: int = 7) -> dict:
+    """gold.alert_targets (bill_projection rows, both arms) vs the bill shocks of truth.meters.
+
+    A planted shock belongs to the bill period (calendar month) of its ``bill_shock_start_date``; it is
+    scored when the customer can be alerted at all: consent (do_not_contact false), a current plan
+    (``tariff.current_plan``) and a bill baseline before the period (the stage's own rule, with
+    ``baseline_months``); the others are counted as excluded. Only the periods gold.alert_targets holds rows
+    of are scored (a backfill of the last period scores that period).
+
+    Returns: ``periods`` scored; ``planted`` shocks in them; ``excluded`` {reason: count}; ``scored``;
+    ``on_time`` (a bill_projection row of the period dated at least ``lead_days`` before its end);
+    ``alerted`` (any row of the period); ``before_start`` (on time, but dated before the shock began);
+    ``on_time_share``; ``twice`` (customer, alert type and period with more than one row); ``alerts`` (all
+    bill_projection rows); ``false_alerts`` (of them, customers without a shock starting in that period),
+    ``false_share``, and ``by_period`` {period start: (alerts, false alerts)}.
+    """
+    from gridpersona.transform import alerts as AL
+
+    alerts = lake.read("gold.alert_targets")
+    bills_rows = alerts.filter(F.col("alert_type") == "bill_projection")
+    periods = sorted(r[0] for r in alerts.select("period_start").distinct().collect())
+    twice = alerts.groupBy("customer_id", "alert_type", "period_start").count().filter(F.col("count") > 1).count()
+    truth = (lake.read("truth.meters").filter(F.col("customer_id").isNotNull() & F.col("bill_shock"))
+             .select("customer_id", F.col("bill_shock_start_date").alias("start"),
+                     F.trunc("bill_shock_start_date", "month").alias("period_start"))
+             .filter(F.col("period_start").isin(periods)))
+    archive = lake.read("bronze.customer_archive")
+    contactable = AL.contactable_customers(archive, tariff)
+    billing = lake.read("bronze.billing_payment") if lake.exists("bronze.billing_payment") else None
+    base = (AL.bill_baselines(billing, periods, baseline_months).select("customer_id", "period_start",
+                                                                        F.lit(True).alias("has_baseline"))
+            if billing is not None and periods else None)
+    shocks = truth.join(contactable.select("customer_id", F.lit(True).alias("consent"), "plan_id"), "customer_id",
+                        "left")
+    shocks = (shocks.join(base, ["customer_id", "period_start"], "left") if base is not None
+              else shocks.withColumn("has_baseline", F.lit(None).cast("boolean")))
+    first = bills_rows.groupBy("customer_id", "period_start").agg(F.min("alert_date").alias("alert_date"))
+    shocks = shocks.join(first, ["customer_id", "period_start"], "left")
+    reason = (F.when(F.col("consent").isNull(), F.lit("no consent (do_not_contact true or unknown)"))
+              .when(F.col("plan_id").isNull(), F.lit("current plan unknown"))
+              .when(F.col("has_baseline").isNull(), F.lit("no bill baseline")))
+    on_time = F.col("alert_date") <= F.date_sub(F.last_day("period_start"), lead_days)
+    rows = shocks.withColumn("reason", reason).groupBy("reason").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.count(F.when(on_time, 1)).alias("on_time"),
+        F.count("alert_date").alias("alerted"),
+        F.count(F.when(on_time & (F.col("alert_date") < F.col("start")), 1)).alias("before_start")).collect()
+    scored = next((r for r in rows if r["reason"] is None), None)
+    n = scored["n"] if scored else 0
+    planted_periods = truth.select("customer_id", "period_start", F.lit(True).alias("shock"))
+    by_period = (bills_rows.join(planted_periods, ["customer_id", "period_start"], "left").groupBy("period_start")
+                 .agg(F.count(F.lit(1)).alias("alerts"), F.count(F.when(F.col("shock").isNull(), 1)).alias("false"))
+                 .collect())
+    counted = {"alerts": sum(r["alerts"] for r in by_period), "false": sum(r["false"] for r in by_period)}
+    return {
+        "periods": periods,
+        "planted": sum(r["n"] for r in rows),
+        "excluded": {r["reason"]: r["n"] for r in rows if r["reason"] is not None},
+        "scored": n,
+        "on_time": scored["on_time"] if scored else 0,
+        "alerted": scored["alerted"] if scored else 0,
+        "before_start": scored["before_start"] if scored else 0,
+        "on_time_share": (scored["on_time"] / n) if n else None,
+        "twice": twice,
+        "alerts": counted["alerts"],
+        "false_alerts": counted["false"],
+        "false_share": counted["false"] / counted["alerts"] if counted["alerts"] else None,
+        "by_period": {r["period_start"]: (r["alerts"], r["false"]) for r in sorted(by_period, key=lambda r: r[0])},
+        "lead_days": lead_days,
+    }

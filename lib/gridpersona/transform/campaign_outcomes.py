@@ -37,6 +37,12 @@ level by Acklam's rational approximation, relative error < 1.2e-9, since the
 family size is only known per cycle inside the plan), and
 :func:`newcombe_interval` / :func:`family_intervals` in Python, the twins the
 tests and reports check the Spark result against.
+
+Business outcomes (gold.campaign_outcomes, issue 15): :func:`customer_outcome_values` gives each target
+its value of every outcome after the cycle (null: missing), :func:`outcome_sums` the per-arm count, sum
+and sum of squares per (campaign, level, channel, outcome), and :func:`outcome_rows` the intervals from
+those sums in Python: Newcombe for proportions, Welch (:mod:`gridpersona.transform.power`) for means,
+each with its Bonferroni family interval per (cycle, level, outcome) and its MDE.
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ from statistics import NormalDist
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from gridpersona.contracts.campaigns import CAMPAIGN_EVALUATION, CI_METHOD
+from gridpersona.contracts.campaigns import (CAMPAIGN_EVALUATION, CAMPAIGN_OUTCOMES, CI_METHOD, OUTCOME_KINDS,
+                                             OUTCOME_UNITS, OUTCOMES, WELCH_METHOD)
+from gridpersona.transform import power as PW
+from gridpersona.transform.validate import local_date
 
 # A family is one cycle and one level (campaign rows; campaign x segment rows).
 FAMILY_BY = ("as_of", "level")
@@ -265,3 +274,190 @@ def campaign_evaluation(targets: DataFrame, responses: DataFrame, *, confidence:
     out = with_family_interval(with_uplift_interval(counts, confidence=confidence), family_by=FAMILY_BY,
                                confidence=confidence)
     return out.select(*CAMPAIGN_EVALUATION.column_names)
+
+
+# ------------------------------------------------------------------ business outcomes (gold.campaign_outcomes)
+#
+# Per target, one value per outcome (null: missing), computed in Spark; per (campaign, level, channel,
+# outcome, arm) the count, missing count, sum and sum of squares, aggregated in Spark; the intervals from
+# those few sums in Python (:func:`outcome_rows`): Newcombe for proportions, Welch for means.
+
+_TARGET_KEYS = ("campaign_id", "customer_id", "ab_group", "channel")
+# The direction each outcome's campaign seeks (for the MDE of a proportion): +1 up, -1 down.
+SOUGHT = {"response": 1, "kwh_log_change": -1, "peak_valley_rate_change": -1, "arpu_cny": 1, "churn": -1,
+          "complaint": -1, "paid_on_time": 1}
+
+
+def customer_outcome_values(targets: DataFrame, *, responses: DataFrame, daily: DataFrame, archive: DataFrame,
+                            billing: DataFrame, interactions: DataFrame, cycle, window_last, pre_days: int,
+                            min_days: int, min_completeness: float, min_pre_kwh_per_day: float,
+                            time_zone: str) -> DataFrame:
+    """One row per target of the cycle: campaign_id, customer_id, ab_group, channel and one double column per
+    outcome of ``OUTCOMES`` (null: no value for this customer).
+
+    ``cycle``: the cycle's as-of; the outcome period is ``cycle`` + 1 .. ``window_last`` and the pre
+    period the ``pre_days`` ending on ``cycle``. kWh and peak-valley rate use the days of
+    ``daily`` (silver.daily_load_shape) with completeness >= ``min_completeness``, at least ``min_days``
+    in each period; an account closed in or before the period has no value for them. Churn is 1 when
+    account_close_date falls in the period, 0 when later or null, null when it closed by the cycle.
+    """
+    first = F.date_add(F.lit(cycle).cast("date"), 1)
+    last = F.lit(window_last).cast("date")
+    pre_first = F.date_sub(F.lit(cycle).cast("date"), pre_days - 1)
+    t = targets.select(*_TARGET_KEYS)
+    acct = archive.select("customer_id", "meter_id", "account_close_date")
+
+    r = responses.filter(F.col("cycle_as_of") == F.lit(cycle).cast("date")).select(
+        "campaign_id", "customer_id", F.col("responded").cast("double").alias("response"))
+
+    d = daily.filter((F.col("date") >= pre_first) & (F.col("date") <= last)
+                     & (F.col("completeness") >= F.lit(min_completeness)))
+    post = F.col("date") >= first
+    pv = F.when(F.col("max_kwh") > 0, (F.col("max_kwh") - F.col("min_kwh")) / F.col("max_kwh"))
+    per_meter = d.groupBy("meter_id").agg(
+        F.sum(F.when(~post, 1).otherwise(0)).alias("_pre_n"), F.sum(F.when(post, 1).otherwise(0)).alias("_post_n"),
+        F.avg(F.when(~post, F.col("daily_kwh"))).alias("_pre_kwh"),
+        F.avg(F.when(post, F.col("daily_kwh"))).alias("_post_kwh"),
+        F.avg(F.when(~post, pv)).alias("_pre_pv"), F.avg(F.when(post, pv)).alias("_post_pv"))
+    open_in_period = F.col("account_close_date").isNull() | (F.col("account_close_date") > last)
+    enough = (F.col("_pre_n") >= min_days) & (F.col("_post_n") >= min_days) & open_in_period
+    load = acct.join(per_meter, "meter_id", "left").select(
+        "customer_id",
+        F.when(enough & (F.col("_pre_kwh") >= F.lit(min_pre_kwh_per_day)) & (F.col("_post_kwh") > 0),
+               F.log(F.col("_post_kwh")) - F.log(F.col("_pre_kwh"))).alias("kwh_log_change"),
+        F.when(enough, F.col("_post_pv") - F.col("_pre_pv")).alias("peak_valley_rate_change"),
+        F.when(F.col("account_close_date") <= F.lit(cycle).cast("date"), F.lit(None).cast("double"))
+        .when(F.col("account_close_date") <= last, 1.0).otherwise(0.0).alias("churn"))
+
+    bills = billing.select("customer_id", "bill_month", "bill_amount_cny", "due_date", "paid_date")
+    arpu = (bills.filter((F.col("bill_month") > F.lit(cycle).cast("date")) & (F.col("bill_month") <= last))
+            .groupBy("customer_id").agg(F.avg(F.col("bill_amount_cny").cast("double")).alias("arpu_cny")))
+    on_time = (bills.filter((F.col("due_date") >= first) & (F.col("due_date") <= last))
+               .groupBy("customer_id")
+               .agg(F.min(F.when(F.col("paid_date").isNotNull() & (F.col("paid_date") <= F.col("due_date")), 1.0)
+                          .otherwise(0.0)).alias("paid_on_time")))
+
+    day = local_date(F.col("ts"), time_zone)
+    complained = (interactions.filter((F.col("interaction_type") == "complaint") & (day >= first) & (day <= last))
+                  .select("customer_id").distinct().withColumn("_complained", F.lit(1.0)))
+
+    out = (t.join(r, ["campaign_id", "customer_id"], "left")
+           .join(load, "customer_id", "left").join(arpu, "customer_id", "left")
+           .join(on_time, "customer_id", "left").join(complained, "customer_id", "left"))
+    return out.select(*_TARGET_KEYS, *[
+        F.coalesce(F.col("_complained"), F.lit(0.0)).alias(o) if o == "complaint" else F.col(o).cast("double")
+        for o in OUTCOMES])
+
+
+def outcome_sums(values: DataFrame, outcomes: Sequence[str] = None) -> DataFrame:
+    """Per-target outcome values -> per (campaign_id, level, channel, outcome, ab_group): n (values), missing
+    (nulls), total and total_sq. ``level`` ``campaign`` (channel null) and ``channel``."""
+    outcomes = list(outcomes or OUTCOMES)
+    long = values.unpivot(list(_TARGET_KEYS), outcomes, "outcome", "value")
+
+    def agg(df: DataFrame) -> DataFrame:
+        return df.agg(F.count("value").alias("n"), F.sum(F.col("value").isNull().cast("long")).alias("missing"),
+                      F.sum("value").alias("total"), F.sum(F.col("value") * F.col("value")).alias("total_sq"))
+
+    per_campaign = agg(long.groupBy("campaign_id", "outcome", "ab_group")).select(
+        "campaign_id", F.lit("campaign").alias("level"), F.lit(None).cast("string").alias("channel"), "outcome",
+        "ab_group", "n", "missing", "total", "total_sq")
+    per_channel = agg(long.groupBy("campaign_id", "channel", "outcome", "ab_group")).select(
+        "campaign_id", F.lit("channel").alias("level"), "channel", "outcome", "ab_group", "n", "missing", "total",
+        "total_sq")
+    return per_campaign.unionByName(per_channel)
+
+
+def outcome_rows(sums: Sequence[dict], *, as_of, window_first, window_last, window_complete: bool,
+                 confidence: float, power: float, unavailable: dict[str, str] | None = None) -> list[dict]:
+    """gold.campaign_outcomes rows (dicts in contract order) from :func:`outcome_sums` rows (as dicts).
+
+    ``unavailable``: outcome -> reason for outcomes whose source the lake lacks; their rows keep the
+    counts of targets but carry null values, effect and interval and that reason. A row whose arms are not
+    both measured gets reason ``empty_arm``. Families: (level, outcome) of this cycle (Bonferroni).
+    """
+    unavailable = unavailable or {}
+    groups: dict[tuple, dict] = {}
+    for s in sums:
+        key = (s["campaign_id"], s["level"], s["channel"], s["outcome"])
+        groups.setdefault(key, {})[s["ab_group"]] = s
+    empty = {"n": 0, "missing": 0, "total": None, "total_sq": None}
+
+    def interval(outcome: str, t: dict, c: dict, level: float):
+        if OUTCOME_KINDS[outcome] == "proportion":
+            x_t, x_c = round(t["total"] or 0), round(c["total"] or 0)
+            return newcombe_interval(x_t, t["n"], x_c, c["n"], level)
+        w = PW.welch_from_sums(t["total"], t["total_sq"], t["n"], c["total"], c["total_sq"], c["n"], level)
+        return None if w is None else (w.low, w.high)
+
+    def measurable(outcome: str, t: dict, c: dict) -> bool:
+        need = 1 if OUTCOME_KINDS[outcome] == "proportion" else 2
+        return outcome not in unavailable and t["n"] >= need and c["n"] >= need
+
+    family = {}
+    for (_, level, _, outcome), arms in groups.items():
+        ok = measurable(outcome, arms.get("treatment", empty), arms.get("control", empty))
+        family[(level, outcome)] = family.get((level, outcome), 0) + int(ok)
+
+    rows = []
+    for (campaign_id, level, channel, outcome), arms in sorted(groups.items(), key=lambda kv: tuple(
+            "" if v is None else v for v in kv[0])):
+        t, c = arms.get("treatment", empty), arms.get("control", empty)
+        kind = OUTCOME_KINDS[outcome]
+        m = family[(level, outcome)]
+        ok = measurable(outcome, t, c)
+        v_t = t["total"] / t["n"] if t["n"] and outcome not in unavailable else None
+        v_c = c["total"] / c["n"] if c["n"] and outcome not in unavailable else None
+        effect = low = high = f_low = f_high = mde = None
+        if ok:
+            effect = v_t - v_c
+            low, high = interval(outcome, t, c, confidence)
+            f_low, f_high = interval(outcome, t, c, bonferroni_confidence(confidence, m))
+            if kind == "proportion":
+                mde = PW.mde_proportion_exact(v_c, t["n"], c["n"], confidence=confidence, power=power,
+                                              decrease=SOUGHT[outcome] < 0)
+            else:
+                var_t = max(t["total_sq"] - t["n"] * v_t * v_t, 0.0)
+                var_c = max(c["total_sq"] - c["n"] * v_c * v_c, 0.0)
+                sigma = math.sqrt((var_t + var_c) / (t["n"] + c["n"] - 2))
+                mde = PW.mde_mean(sigma, t["n"], c["n"], confidence=confidence, power=power)
+        n_t, n_c = (0, 0) if outcome in unavailable else (t["n"], c["n"])
+        rows.append({
+            "as_of": as_of, "campaign_id": campaign_id, "level": level, "channel": channel, "outcome": outcome,
+            "kind": kind, "unit": OUTCOME_UNITS[outcome], "window_first": window_first, "window_last": window_last,
+            "window_complete": bool(window_complete), "n_treatment": int(n_t), "n_control": int(n_c),
+            "missing_treatment": int(t["missing"] + t["n"] - n_t), "missing_control": int(c["missing"] + c["n"] - n_c),
+            "value_treatment": v_t, "value_control": v_c, "effect": effect, "ci_low": low, "ci_high": high,
+            "confidence": float(confidence), "method": CI_METHOD if kind == "proportion" else WELCH_METHOD,
+            "significant": None if low is None else bool(low > 0 or high < 0), "family_size": int(m),
+            "family_confidence": bonferroni_confidence(confidence, m) if m else None,
+            "family_low": f_low, "family_high": f_high, "mde": mde,
+            "reason": unavailable.get(outcome) or (None if ok else "empty_arm"),
+        })
+    return [{k: r[k] for k in CAMPAIGN_OUTCOMES.column_names} for r in rows]
+
+
+def placebo_kwh_sd(targets: DataFrame, daily: DataFrame, *, as_of, days: int, min_days: int,
+                   min_completeness: float, min_pre_kwh_per_day: float) -> DataFrame:
+    """Per campaign_id: ``n`` targets with a placebo kWh change and its sample standard deviation ``sd``.
+
+    The placebo change is what ``kwh_log_change`` would measure for a cycle ``days`` before ``as_of`` with
+    no campaign: log(mean daily kWh of the ``days`` ending on ``as_of`` / mean of the ``days`` before), on
+    days with completeness >= ``min_completeness``, at least ``min_days`` in each period. ``targets``:
+    campaign_id and meter_id per target; ``daily``: silver.daily_load_shape. Its sd is the sigma of the
+    outcome's minimum detectable effect at targeting time.
+    """
+    end = F.lit(as_of).cast("date")
+    split = F.date_sub(end, days)
+    start = F.date_sub(end, 2 * days - 1)
+    d = daily.filter((F.col("date") >= start) & (F.col("date") <= end)
+                     & (F.col("completeness") >= F.lit(min_completeness)))
+    late = F.col("date") > split
+    per_meter = d.groupBy("meter_id").agg(
+        F.sum(F.when(~late, 1).otherwise(0)).alias("_pre_n"), F.sum(F.when(late, 1).otherwise(0)).alias("_post_n"),
+        F.avg(F.when(~late, F.col("daily_kwh"))).alias("_pre"), F.avg(F.when(late, F.col("daily_kwh"))).alias("_post"))
+    ok = ((F.col("_pre_n") >= min_days) & (F.col("_post_n") >= min_days)
+          & (F.col("_pre") >= F.lit(min_pre_kwh_per_day)) & (F.col("_post") > 0))
+    change = per_meter.select("meter_id", F.when(ok, F.log("_post") - F.log("_pre")).alias("_change"))
+    return (targets.select("campaign_id", "meter_id").join(change, "meter_id", "left")
+            .groupBy("campaign_id").agg(F.count("_change").alias("n"), F.stddev_samp("_change").alias("sd")))

@@ -109,11 +109,49 @@ def _with_night_blocks(day: DataFrame, *, interval_minutes: int, width: int, par
     return day.withColumn("_nb", udf(F.col("_night"))).drop("_night")
 
 
+DAY_TYPE_CURVES_TYPE = "struct<weekday_curve:array<double>,weekend_curve:array<double>>"
+
+
+def day_type_curves(days: pa.Array, *, slots: int) -> pa.StructArray:
+    """Each meter's complete days (a list of struct<date, is_weekend, slot_kwh>, in date order) -> its
+    weekday_curve and weekend_curve: the mean kWh of each of the ``slots`` slots over the days of that type
+    (null when the meter has none; a day whose ``is_weekend`` is null counts as neither, as in the view's
+    weekend_ratio). numpy over every meter of a batch at once; sums run in list (date) order, so a rerun gives
+    the same bits. ValueError when a day's slot array is not ``slots`` long (the contract's wall-clock slots).
+    """
+    rows = len(days)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(days), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    flat = pc.list_flatten(days)
+    meter = np.repeat(np.arange(rows), lengths)
+    slot_arrays = pc.struct_field(flat, "slot_kwh")
+    widths = pc.fill_null(pc.list_value_length(slot_arrays), -1).to_numpy(zero_copy_only=False)
+    if len(widths) and (widths != slots).any():
+        raise ValueError(f"day_type_curves: a day's slot_kwh holds {int(widths[widths != slots][0])} slots, "
+                         f"expected {slots} (silver.daily_load_shape keeps wall-clock slots)")
+    values = pc.list_flatten(slot_arrays).to_numpy(zero_copy_only=False).astype(float).reshape(len(widths), slots)
+    weekend = pc.struct_field(flat, "is_weekend")
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * slots)
+    curves = []
+    for is_weekend in (False, True):
+        pick = pc.fill_null(pc.equal(weekend, is_weekend), False).to_numpy(zero_copy_only=False)
+        acc = np.zeros((rows, slots))
+        np.add.at(acc, meter[pick], values[pick])  # unbuffered: each meter's days added in list order
+        counts = np.bincount(meter[pick], minlength=rows)
+        mean = acc / np.maximum(counts, 1)[:, None]
+        curves.append(pa.ListArray.from_arrays(offsets, pa.array(mean.reshape(-1)), mask=pa.array(counts == 0)))
+    return pa.StructArray.from_arrays(curves, names=["weekday_curve", "weekend_curve"])
+
+
 def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: int, params: TagFeatures) -> DataFrame:
     """silver.daily_load_shape rows of the window -> one row per meter with the view's load columns.
 
     ``daily`` needs meter_id, date, slot_kwh, daily_kwh, completeness,
     peak_share, flat_share, valley_share, load_factor, max_kwh, is_weekend.
+
+    The portrait columns come from the same aggregation: ``peak_valley_rate``
+    (the day's (max - min) / max slot kWh, averaged over complete days with
+    energy) and ``weekday_curve`` / ``weekend_curve`` (:func:`day_type_curves`
+    over the complete days' ``slot_kwh``).
 
     Night charging features look at nights, not calendar days: a night is the
     ``ev_night_window`` from the evening of the day before to the morning of the
@@ -138,6 +176,9 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
     day = _with_night_blocks(daily.select(
         "meter_id", "date", "daily_kwh", "peak_share", "flat_share", "valley_share", "load_factor", "max_kwh",
         "is_weekend", complete.alias("complete"), night.alias("_night"),
+        F.when(F.col("max_kwh") > 0, (F.col("max_kwh") - F.array_min("slot_kwh")) / F.col("max_kwh"))
+        .alias("_peak_valley_rate"),
+        F.when(complete, F.struct("date", "is_weekend", "slot_kwh")).alias("_complete_day"),
     ), interval_minutes=interval_minutes, width=width, params=params)
     # Block start as minutes of the local clock (0..1440), and as hours from the night's start.
     start_min = (F.lit(evening_from * interval_minutes) + F.col("_nb.block_start") * F.lit(interval_minutes)) % 1440
@@ -180,6 +221,9 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
         F.avg(over_complete(F.when(F.col("daily_kwh") > 0, F.col("max_kwh") / (F.col("daily_kwh") / F.lit(n)))))
         .alias("peak_to_mean"),
         (F.max(over_complete(F.col("max_kwh"))) * F.lit(60.0 / interval_minutes)).alias("peak_demand_kw"),
+        F.avg(over_complete(F.col("_peak_valley_rate"))).alias("peak_valley_rate"),
+        # collect_list skips the incomplete days' nulls; sorted, so the curves sum in date order.
+        F.array_sort(F.collect_list("_complete_day")).alias("_complete_days"),
         F.count(F.col("_nb")).cast("int").alias("complete_nights"),
         F.median(F.col("_nb.best_kw") - F.col("_nb.base_kw")).alias("night_surge_kw"),
         F.avg(surge_night.cast("double")).alias("night_surge_day_share"),
@@ -190,13 +234,18 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
         recent.alias("recent_daily_kwh"),
         history.alias("history_daily_kwh"),
     )
+    curves = F.arrow_udf(lambda d: day_type_curves(d, slots=n), DAY_TYPE_CURVES_TYPE)
+    # The UDF's struct as one column first, so that its two fields do not call it twice.
+    agg = agg.withColumn("_curves", curves(F.col("_complete_days"))).drop("_complete_days")
     return agg.select(
         "*",
+        F.col("_curves.weekday_curve").alias("weekday_curve"),
+        F.col("_curves.weekend_curve").alias("weekend_curve"),
         F.col("_runs.cur").cast("int").alias("current_near_zero_run_days"),
         F.col("_runs.best").cast("int").alias("longest_near_zero_run_days"),
         F.when(F.col("history_daily_kwh") > 0, F.col("recent_daily_kwh") / F.col("history_daily_kwh"))
         .alias("recent_vs_history"),
-    ).drop("_runs")
+    ).drop("_runs", "_curves")
 
 
 def customer_billing_features(billing: DataFrame, *, as_of: dt.date, months: int) -> DataFrame:
@@ -283,6 +332,36 @@ def customer_response_features(responses: DataFrame, *, as_of: dt.date, days: in
                 F.array_sort(F.collect_set("campaign_id")).alias("responded_campaigns")))
 
 
+ADVICE_COLUMNS = ("rate_days_used", "rate_reason", "recommended_plan_kind", "tou_annual_saving_cny",
+                  "neighbour_complete_days", "neighbour_state", "neighbour_vs_median_pct")
+
+
+def customer_advice_features(rates: DataFrame | None, peers: DataFrame | None) -> DataFrame | None:
+    """gold.rate_comparison and gold.neighbour_comparison rows of one as-of -> one row per customer with
+    :data:`ADVICE_COLUMNS` (a table passed as None leaves its columns null); None when both are None."""
+    parts = []
+    if rates is not None:
+        parts.append(rates.groupBy("customer_id").agg(
+            F.max("days_used").cast("int").alias("rate_days_used"),
+            F.max("reason").alias("rate_reason"),
+            F.max(F.when(F.col("plan_id") == F.col("recommended_plan_id"), F.col("plan_kind"))
+                  ).alias("recommended_plan_kind"),
+            # Annualised from too few priced days, a saving is not a figure to publish.
+            F.max(F.when((F.col("plan_kind") == "tou") & (F.coalesce(F.col("reason"), F.lit("")) != "insufficient_data"),
+                         F.col("annual_saving_cny"))).cast("double").alias("tou_annual_saving_cny")))
+    if peers is not None:
+        parts.append(peers.select("customer_id", F.col("complete_days").alias("neighbour_complete_days"),
+                                  F.col("state").alias("neighbour_state"),
+                                  F.col("vs_median_pct").alias("neighbour_vs_median_pct")))
+    if not parts:
+        return None
+    out = parts[0] if len(parts) == 1 else parts[0].join(parts[1], "customer_id", "full")
+    for c in ADVICE_COLUMNS:
+        if c not in out.columns:
+            out = out.withColumn(c, F.lit(None))
+    return out.select("customer_id", *ADVICE_COLUMNS)
+
+
 # The sources of the view besides the archive, and which view columns each fills. A source that is absent
 # (no table, or an empty one) leaves its columns null for every customer: "no data", never "zero events".
 OPTIONAL_SOURCES = (BILLING_PAYMENT.name, SERVICE_INTERACTION.name, CONTACT_HISTORY.name, CAMPAIGN_RESPONSE.name)
@@ -295,13 +374,17 @@ ARCHIVE_DEFAULTED = ("vip", "products_held")
 def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFrame, billing: DataFrame,
                           interactions: DataFrame, contacts: DataFrame, responses: DataFrame, *, as_of: dt.date,
                           interval_minutes: int, time_zone: str, params: TagFeatures,
-                          absent: frozenset[str] | set[str] = frozenset()) -> DataFrame:
+                          absent: frozenset[str] | set[str] = frozenset(), advice: DataFrame | None = None
+                          ) -> DataFrame:
     """Every source -> view.customer_features (one row per archive customer; columns of contracts.tags.FEATURE_VIEW).
 
     ``archive``: bronze.customer_archive (its PII columns are never selected);
     ``segments``: gold.customer_segments rows of ``as_of``; ``daily``:
     silver.daily_load_shape rows of the window; the bronze tables whole (each
     is cut to its own look-back here).
+
+    ``advice``: :func:`customer_advice_features` of the as-of (None: the advice stage has not run; its
+    columns are null).
 
     ``absent``: names of the sources that carry no data for this run (a table
     of :data:`OPTIONAL_SOURCES` missing or empty; ``bronze.customer_archive.<col>``
@@ -354,6 +437,10 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
         CAMPAIGN_RESPONSE.name: (responses, lambda d: customer_response_features(
             d, as_of=as_of, days=params.campaign_days, time_zone=time_zone)),
     }
+    if advice is not None:
+        df = df.join(advice, "customer_id", "left")
+    else:
+        df = df.select("*", *[F.lit(None).alias(c) for c in ADVICE_COLUMNS])
     present: dict[str, str] = {}
     for i, (name, (frame, build)) in enumerate(sources.items()):
         if name in absent:
