@@ -10,7 +10,7 @@ tariff period ``p`` is projected as
 where ``observed_p`` is the kWh of the complete days so far and ``recent_p`` the mean kWh of the complete days
 among the ``alerts.recent_days`` calendar days ending on ``t`` (they may reach into the previous month). The
 projection is rounded to 6 decimals and priced on the customer's current plan for the whole period
-(:func:`gridpersona.transform.pricing.plan_bill_column` with ``w = D``). The baseline is the bill of the same
+(:func:`gridpersona.transform.pricing.bill_by_plan` with ``w = D``). The baseline is the bill of the same
 month a year earlier, else (``alerts.baseline_months`` > 0) the mean of that many bills before the period; the
 threshold is ``max(ratio x baseline, baseline + min_increase_cny)``, both to the cent.
 
@@ -33,7 +33,7 @@ from gridpersona.config import AlertsConfig, TariffConfig
 from gridpersona.contracts.advice import ALERT_TARGETS
 from gridpersona.transform.holdout import ab_group_col
 from gridpersona.transform.pricing import KWH_SCALE, KWH_TYPE, MONEY_TYPE, PERIODS, period_kwh_columns, \
-    plan_bill_column
+    bill_by_plan
 
 # Holdout ids of the two alert types (transform/holdout.py): a customer's arm is fixed per type.
 HOLDOUT_IDS = {"bill_projection": "bill_alert", "vacancy": "vacancy_alert"}
@@ -161,12 +161,8 @@ def priced_progress(progress: DataFrame, baselines: DataFrame, *, tariff: Tariff
                     params: AlertsConfig) -> DataFrame:
     """:func:`daily_progress` rows with projected_bill_cny (the projection priced on ``plan_id`` for the
     whole period), the baseline of :func:`bill_baselines` and threshold_cny, all decimal(14,2)."""
-    kwh = {p: F.col(f"projected_{p}") for p in PERIODS}
-    bill = None
-    for plan in tariff.plans:
-        expr = plan_bill_column(plan, kwh, F.col("days_in_period"), F.col("days_in_period"))
-        bill = (F.when(F.col("plan_id") == plan.id, expr) if bill is None
-                else bill.when(F.col("plan_id") == plan.id, expr))
+    bill = bill_by_plan(tariff, F.col("plan_id"), {p: F.col(f"projected_{p}") for p in PERIODS},
+                        F.col("days_in_period"), F.col("days_in_period"))
     ratio = Decimal(str(params.ratio))
     threshold = F.greatest(F.round(F.col("baseline_cny") * _money_lit(ratio), 2),
                            F.col("baseline_cny") + _money_lit(params.min_increase_cny))

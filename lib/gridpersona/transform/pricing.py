@@ -121,6 +121,16 @@ def plan_bill_column(plan: TariffPlan, kwh: dict[str, Column], days_in_window: C
     return F.round(charge / days_in_month.cast(T.DecimalType(2, 0)), 2).cast(MONEY_TYPE)
 
 
+def bill_by_plan(tariff: TariffConfig, plan_id: Column, kwh: dict[str, Column], days_in_window: Column,
+                 days_in_month: Column) -> Column:
+    """:func:`plan_bill_column` of the plan a row names in ``plan_id`` (null for a plan not in ``tariff``)."""
+    bill = None
+    for plan in tariff.plans:
+        expr = plan_bill_column(plan, kwh, days_in_window, days_in_month)
+        bill = F.when(plan_id == plan.id, expr) if bill is None else bill.when(plan_id == plan.id, expr)
+    return bill if bill is not None else F.lit(None).cast(MONEY_TYPE)
+
+
 def period_kwh_columns(slot_kwh: Column, masks: dict[str, list[float]]) -> dict[str, Column]:
     """{period: the day's kWh in the period}: the slots of its mask added in slot order (a fixed order)."""
     out = {}
@@ -189,12 +199,8 @@ def rate_comparison(daily: DataFrame, archive: DataFrame, *, tariff: TariffConfi
     cust_plans = (customers.join(F.broadcast(plans), "customer_type")
                   .join(F.broadcast(current_df), ["customer_type", "tariff_type"], "left"))
 
-    est_cols = {p: F.col(f"est_{p}") for p in PERIODS}
-    bill = None
-    for plan in tariff.plans:
-        expr = plan_bill_column(plan, est_cols, F.col("window_days"), F.col("month_days"))
-        bill = (F.when(F.col("plan_id") == plan.id, expr) if bill is None
-                else bill.when(F.col("plan_id") == plan.id, expr))
+    bill = bill_by_plan(tariff, F.col("plan_id"), {p: F.col(f"est_{p}") for p in PERIODS},
+                        F.col("window_days"), F.col("month_days"))
     monthly = cust_plans.join(by_month, "meter_id", "left").withColumn("month_bill", bill)
     agg = (monthly.groupBy("customer_id", "customer_type", "tariff_type", "plan_id", "plan_kind", "current_plan_id")
            .agg(F.sum("window_days").cast("int").alias("days_in_window"),
