@@ -50,11 +50,12 @@ def test_spark_bill_column_equals_the_python_bill_to_the_cent(spark):
     rows.append((D("324.200265"), D("0"), D("0"), 30, 30))  # flat: 171.2749999995 -> 171.27
     assert PR.plan_bill(four.plan("x"), dict(peak=D("324.200265"), flat=D(0), valley=D(0)), 30, 30) == D("171.27")
     df = spark.createDataFrame(rows, "peak decimal(18,6), flat decimal(18,6), valley decimal(18,6), w int, m int")
-    for plan in [*t.plans, *four.plans]:
-        col = PR.plan_bill_column(plan, {p: F.col(p) for p in PR.PERIODS}, F.col("w"), F.col("m"))
-        got = [r[0] for r in df.select(col).collect()]
+    plans = [*t.plans, *four.plans]
+    got = df.select(*[PR.plan_bill_column(plan, {p: F.col(p) for p in PR.PERIODS}, F.col("w"), F.col("m")).alias(plan.id)
+                      for plan in plans]).collect()  # one job for every plan
+    for plan in plans:
         want = [PR.plan_bill(plan, dict(peak=p, flat=f, valley=v), w, m) for p, f, v, w, m in rows]
-        assert got == want, plan.id
+        assert [r[plan.id] for r in got] == want, plan.id
 
 
 @pytest.mark.parametrize("override, message", [

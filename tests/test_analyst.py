@@ -89,7 +89,7 @@ def build_analyst_lake(spark, root) -> Lake:
     archive = BRONZE["bronze.customer_archive"].schema
     lake.overwrite(spark.createDataFrame(
         [(c, m, PII_VALUES[0], PII_VALUES[1], PII_VALUES[2], "R1", "residential", "tou", "35-49", 3, "apartment", 8.0,
-          "tou", False, False, dt.date(2020, 1, 1)) for c, m, _ in CUSTOMERS], archive), "bronze.customer_archive")
+          "tou", False, False, dt.date(2020, 1, 1), None) for c, m, _ in CUSTOMERS], archive), "bronze.customer_archive")
     started = dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.timezone.utc)
     runs = [("run1", stage, AS_OF, 30, started + dt.timedelta(minutes=i), 10.0 + i, "succeeded", 1000 // (i + 1), 10 * (i + 1),
              "{}", None, "cfg123", "0.1.0+test", "test", None, None, None, None, None)

@@ -33,7 +33,8 @@ def tags_frame(spark, rows: list[dict], tag_definitions=None):
     conf/tags.yaml); unspecified columns take bland defaults (a tag without one: null)."""
     spec = customer_tags_spec(tag_definitions if tag_definitions is not None else load_settings("test").tags.definitions)
     defaults = dict(as_of=AS_OF, region="SA01", customer_type="residential", segment_id=1,
-                    segment_label="flat", vip=False, do_not_contact=False, products_held=[], has_arrears=False,
+                    segment_label="flat", vip=False, do_not_contact=False, account_closed=False, products_held=[],
+                    has_arrears=False,
                     tariff_type="flat_rate", age_band="35-49", household_size=3, housing_type="apartment",
                     consumption_level="medium", usage_pattern="flat", price_sensitivity="medium",
                     payment_channel_pref="auto_debit", credit_rating="good", interaction_channel_pref="hotline",
@@ -233,6 +234,7 @@ def test_exclusions_first_reason_wins_and_each_can_be_switched_off(spark):
         dict(customer_id="boundary", ev_owner=True),  # contacted exactly N days ago: allowed again
         dict(customer_id="future", ev_owner=True),  # contacted after the as-of: not seen by this cycle
         dict(customer_id="holder", ev_owner=True, products_held=["green_power", "tou"]),
+        dict(customer_id="closed", ev_owner=True, account_closed=True, do_not_contact=None),
     ])
     contacts = contacts_frame(spark, [("recent", local_noon(AS_OF - dt.timedelta(days=29))),
                                       ("boundary", local_noon(AS_OF - dt.timedelta(days=30))),
@@ -243,16 +245,17 @@ def test_exclusions_first_reason_wins_and_each_can_be_switched_off(spark):
     expected = spark.createDataFrame(
         [("ok", None), ("dnc", "do_not_contact"), ("dnc_unknown", "do_not_contact"), ("arrears", "arrears"),
          ("arrears_unknown", "arrears"), ("recent", "recently_contacted"), ("boundary", None), ("future", None),
-         ("holder", "holds_product")], "customer_id string, exclusion string")
+         ("holder", "holds_product"), ("closed", "account_closed")], "customer_id string, exclusion string")
     assert_df_equality(screened.select("customer_id", "exclusion"), expected, ignore_row_order=True, ignore_nullable=True)
 
     off = campaign(offered_product="tou", exclusions=dict(do_not_contact=False, arrears=False,
                                                           contacted_within_days=None, holds_offered_product=False))
     cands = C.campaign_candidates(tags, [off], RULES, "sms")
     screened = C.screen_candidates(cands, C.last_contact_dates(contacts, AS_OF, TZ), AS_OF)
-    # Switched off, explicit opt-outs and arrears pass; unknown consent never does.
+    # Switched off, explicit opt-outs and arrears pass; unknown consent and a closed account never do.
     reasons = {r["customer_id"]: r["exclusion"] for r in screened.collect()}
     assert reasons.pop("dnc_unknown") == "do_not_contact"
+    assert reasons.pop("closed") == "account_closed"
     assert set(reasons.values()) == {None}
 
 
@@ -367,7 +370,8 @@ def test_unknown_opt_out_is_never_targeted_from_the_archive_through_tags_to_targ
     archive = (archive.withColumn("household_size", F.lit(None).cast("int"))
                .withColumn("contracted_capacity_kva", F.lit(None).cast("double"))
                .withColumn("vip", F.lit(None).cast("boolean"))
-               .withColumn("account_open_date", F.lit(None).cast("date")))
+               .withColumn("account_open_date", F.lit(None).cast("date"))
+               .withColumn("account_close_date", F.lit(None).cast("date")))
     daily_schema = ("meter_id string, date date, slot_kwh array<double>, daily_kwh double, completeness double, "
                     "peak_share double, flat_share double, valley_share double, load_factor double, "
                     "max_kwh double, is_weekend boolean")

@@ -196,7 +196,7 @@ def _view_row(**overrides) -> dict:
     row = dict(
         as_of=AS_OF, customer_id="C1", meter_id="M1", region="SA01", customer_type="residential",
         tariff_type="flat_rate", age_band="35-49", household_size=3, housing_type="apartment",
-        contracted_capacity_kva=8.0, products_held=[], vip=False, do_not_contact=False, account_tenure_years=10.0,
+        contracted_capacity_kva=8.0, products_held=[], vip=False, do_not_contact=False, account_tenure_years=10.0, account_closed=False,
         segment_id=5, segment_label="evening_peak", days_observed=30, complete_days=30, mean_daily_kwh=9.0,
         kwh_pct_in_group=0.5, peak_share=0.6, flat_share=0.25, valley_share=0.15, load_factor=0.2,
         weekend_ratio=1.1, daily_kwh_cv=0.2, peak_to_mean=3.0, peak_demand_kw=3.0,

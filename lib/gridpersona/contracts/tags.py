@@ -51,6 +51,9 @@ FEATURE_VIEW = TableSpec(
         Column("do_not_contact", B, "Opted out of marketing contact (archive). Null: unknown, never read as false "
                "(campaigns treat unknown consent as opted out)."),
         Column("account_tenure_years", D, "Years from `account_open_date` to the as-of date.", "years"),
+        Column("account_closed", B, "The account was closed on or before the as-of date (archive "
+               "`account_close_date`; no date: open). A closed account is never a campaign target.",
+               nullable=False),
         Column("segment_id", I, "Load segment of the meter (gold.customer_segments of the as-of); null if none."),
         Column("segment_label", S, "The segment's archetype code (`evening_peak`, `ev_night`, `vacant`, ...); null if none."),
         # load shape (silver.daily_load_shape over the window)
@@ -156,7 +159,7 @@ SOURCE_MARKERS: dict[str, str] = {
 # gold.customer_tags: these context columns of the feature view first (the campaigns stage's targeting reads
 # them), then one column per tag of conf/tags.yaml in file order, then tag_catalog_version.
 CUSTOMER_TAGS_CONTEXT = ("as_of", "customer_id", "meter_id", "region", "customer_type", "segment_id", "segment_label",
-                         "vip", "do_not_contact", "products_held", "has_arrears", "tariff_type")
+                         "vip", "do_not_contact", "account_closed", "products_held", "has_arrears", "tariff_type")
 TAG_CATALOG_VERSION = "tag_catalog_version"
 
 _VIEW_COLUMNS = {c.name: c for c in FEATURE_VIEW.columns}

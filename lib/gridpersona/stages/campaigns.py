@@ -37,7 +37,8 @@ from gridpersona.transform import power as PW
 log = logging.getLogger("gridpersona")
 
 # Tag columns the targeting itself uses, whatever the rules say.
-_TARGETING_COLUMNS = ("customer_id", "segment_id", "segment_label", "do_not_contact", "has_arrears", "products_held")
+_TARGETING_COLUMNS = ("customer_id", "segment_id", "segment_label", "do_not_contact", "account_closed", "has_arrears",
+                      "products_held")
 
 
 def read_tags(ctx: StageContext) -> DataFrame:

@@ -47,7 +47,7 @@ from gridpersona.contracts.campaigns import CAMPAIGN_TARGETS
 from gridpersona.transform.validate import local_date
 from gridpersona.transform.holdout import ab_group_col
 
-EXCLUSION_REASONS = ("do_not_contact", "arrears", "recently_contacted", "holds_product")
+EXCLUSION_REASONS = ("account_closed", "do_not_contact", "arrears", "recently_contacted", "holds_product")
 
 
 class Targeting(NamedTuple):
@@ -109,13 +109,15 @@ def campaign_candidates(tags: DataFrame, campaigns: Sequence, channel_rules: Seq
             # Unknown arrears (no bills) is not "no arrears".
             (F.coalesce(F.col("has_arrears"), F.lit(True)) if ex.arrears else F.lit(False)).alias("ex_arrears"),
             holds_product.alias("ex_holds_product"),
+            # A closed account is nobody to contact, whatever the campaign's exclusions say.
+            F.coalesce(F.col("account_closed"), F.lit(False)).alias("ex_account_closed"),
             F.lit(ex.contacted_within_days).cast("int").alias("cooldown_days"),
         ))
     return (tags.select("customer_id", "segment_id", "segment_label", F.explode(F.array(*structs)).alias("c"))
             .filter(F.col("c.eligible"))
             .select("customer_id", "segment_id", "segment_label", "c.campaign_id", "c.priority", "c.offer_code",
                     "c.score", "c.qualifying_tags", "c.channel", "c.ex_do_not_contact", "c.ex_arrears",
-                    "c.ex_holds_product", "c.cooldown_days"))
+                    "c.ex_holds_product", "c.ex_account_closed", "c.cooldown_days"))
 
 
 def last_contact_dates(contacts: DataFrame, as_of: dt.date, time_zone: str) -> DataFrame:
@@ -137,7 +139,8 @@ def screen_candidates(candidates: DataFrame, last_contacts: DataFrame, as_of: dt
     joined = candidates.join(last_contacts, "customer_id", "left")
     recent = (F.col("cooldown_days").isNotNull() & F.col("last_contact_date").isNotNull()
               & (F.datediff(F.lit(as_of), F.col("last_contact_date")) < F.col("cooldown_days")))
-    reason = (F.when(F.col("ex_do_not_contact"), F.lit("do_not_contact"))
+    reason = (F.when(F.col("ex_account_closed"), F.lit("account_closed"))
+              .when(F.col("ex_do_not_contact"), F.lit("do_not_contact"))
               .when(F.col("ex_arrears"), F.lit("arrears"))
               .when(recent, F.lit("recently_contacted"))
               .when(F.col("ex_holds_product"), F.lit("holds_product")))

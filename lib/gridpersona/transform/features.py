@@ -422,6 +422,9 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
         archive_col("vip", F.coalesce(F.col("vip"), F.lit(False))).cast("boolean").alias("vip"),
         F.col("do_not_contact"),
         (F.datediff(F.lit(as_of), F.col("account_open_date")) / F.lit(365.25)).alias("account_tenure_years"),
+        # No close date (or an archive without the column): the account is open.
+        (F.coalesce(F.col("account_close_date") <= F.lit(as_of), F.lit(False)) if "account_close_date" in archive.columns
+         else F.lit(False)).alias("account_closed"),
     )
     seg = segments.select("meter_id", "segment_id", "segment_label")
     load = meter_load_features(daily, as_of=as_of, interval_minutes=interval_minutes, params=params)
