@@ -75,6 +75,12 @@ def parse_hhmm_range(text: str) -> tuple[int, int]:
     return start, end
 
 
+def range_minutes(text: str) -> list[int]:
+    """The minutes after local midnight a time range holds: '23:00-01:00' -> [1380 .. 1439, 0 .. 59]."""
+    start, end = parse_hhmm_range(text)
+    return [*range(start, end)] if start < end else [*range(start, 1440), *range(0, end)]
+
+
 def _exact_decimal(v):
     """A price or a kWh limit as written in YAML, exactly: 0.56 is Decimal('0.56'), not the float's binary value."""
     if v is None or isinstance(v, Decimal):
@@ -205,9 +211,7 @@ class TariffConfig(_Section):
         cover = [0] * 1440
         for ranges in (self.peak, self.flat, self.valley):
             for r in ranges:
-                start, end = parse_hhmm_range(r)
-                minutes = range(start, end) if start < end else [*range(start, 1440), *range(0, end)]
-                for minute in minutes:
+                for minute in range_minutes(r):
                     cover[minute] += 1
         bad = [i for i, c in enumerate(cover) if c != 1]
         if bad:

@@ -75,7 +75,7 @@ def run_advice(ctx: StageContext) -> StageResult:
     states = Counter()
     for r in rows:
         states[r["state"] or f"none ({r['state_reason']})"] += r["count"]
-    levels = Counter({r["group_level"]: 0 for r in rows if r["group_level"] is not None})
+    levels = Counter()
     for r in rows:
         if r["group_level"] is not None:
             levels[r["group_level"]] += r["count"]

@@ -97,7 +97,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T
 
-from gridpersona.config import FaultRates, Settings, TariffConfig, parse_hhmm_range
+from gridpersona.config import FaultRates, Settings, TariffConfig, range_minutes
 from gridpersona.contracts.base import TableSpec
 from gridpersona.contracts.bronze import AMI_INTERVAL, BRONZE
 from gridpersona.contracts.truth import ARCHETYPES, FAULT_CODES, TRUTH
@@ -850,9 +850,7 @@ class PeriodTotals:
         period = np.full(1440, -1, dtype=np.int64)
         for p, name in enumerate(PRICE_PERIODS):
             for text in getattr(tariff, name):
-                start, end = parse_hhmm_range(text)
-                minutes = np.arange(start, end) if start < end else np.r_[np.arange(start, 1440), np.arange(0, end)]
-                period[minutes] = p
+                period[range_minutes(text)] = p
         months = sorted({d.replace(day=1) for d in grid.dates})
         month_of_day = np.array([months.index(d.replace(day=1)) for d in grid.dates])
         return cls(period, month_of_day, months, np.zeros((meters, len(months), 3)))

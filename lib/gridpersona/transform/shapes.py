@@ -21,7 +21,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from gridpersona.config import TariffConfig, parse_hhmm_range
+from gridpersona.config import TariffConfig, range_minutes
 from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
 from gridpersona.transform import shapes_kernel as K
 from gridpersona.transform.clean import arrow_frame, day_slots
@@ -47,9 +47,7 @@ def tariff_slot_masks(tariff: TariffConfig, interval_minutes: int) -> dict[str, 
     for period in PERIODS:
         mask = [0.0] * n
         for text in getattr(tariff, period):
-            start, end = parse_hhmm_range(text)
-            minutes = range(start, end) if start < end else [*range(start, 1440), *range(0, end)]
-            for minute in minutes:
+            for minute in range_minutes(text):
                 if minute % interval_minutes == 0:
                     mask[minute // interval_minutes] = 1.0
         masks[period] = mask
