@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="work folder (default: a new temporary folder)")
     p.add_argument("--interval-minutes", type=int, default=30)
     p.add_argument("--time-zone", default="Europe/London")
+    p.add_argument("--calendar", default="none",
+                   help="calendar.country for the data's holidays (default none: the built-in calendar is China's, "
+                        "the sample is from Scotland)")
     p.add_argument("--as-of", type=dt.date.fromisoformat, default=None, help="default: the data's last local day")
     p.add_argument("--window-days", type=int, default=None, help="default: every day of the data")
     p.add_argument("--retrain-seed", type=int, default=7)
@@ -281,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{args.data}: {data.num_rows:,} readings of {n_meters} meters, local days {first_local} .. {last_local}; "
         f"as-of {as_of}, window {window} days; work folder {work}")
 
-    settings = [f"ami.interval_minutes={args.interval_minutes}", f"ami.time_zone={args.time_zone}", *args.overrides]
+    settings = [f"ami.interval_minutes={args.interval_minutes}", f"ami.time_zone={args.time_zone}",
+                f"calendar.country={args.calendar}", *args.overrides]
     gp = Runner(lake_root, settings, args.env)
     figures: dict = dict(data=os.path.abspath(args.data), readings=data.num_rows, meters=n_meters,
                          as_of=str(as_of), window_days=window)

@@ -1,4 +1,5 @@
-"""Airflow DAGs for gridpersona: daily cleaning, shapes and alerts, monthly segments, advice, tags and campaigns.
+"""Airflow DAGs for gridpersona: daily cleaning, shapes, alerts and abnormal-use flags; monthly segments, advice,
+forecasts, tags and campaigns.
 
 Two DAGs, both submitting every stage with ``scripts/submit.sh`` through a ``BashOperator``:
 
@@ -6,9 +7,12 @@ Two DAGs, both submitting every stage with ``scripts/submit.sh`` through a ``Bas
   day that just ended. Each stage writes only the dates of its window that are new or changed since
   its last succeeded run (the day that ended, late readings landed in older days, and for clean the
   days those reach through its look-back); see docs/operations.md. Then alerts with ``--window-days 1``:
-  the mid-cycle bill and vacancy alerts of the day that ended (at most one per customer and bill period).
+  the mid-cycle bill and vacancy alerts of the day that ended (at most one per customer and bill period),
+  and beside them anomalies with ``--window-days 1``: the abnormal-use flags still in evidence on that day,
+  for the inspection teams (the stage reads ``anomalies.history_days`` before it for the baselines).
 - ``gridpersona_monthly`` (04:00 local on the 1st): waits for the daily shapes of the month's last
-  day, then segment-train >> segment-assign >> advice >> tags >> campaigns >> evaluate, and tags >> profile;
+  day, then segment-train >> segment-assign >> advice >> tags >> campaigns >> evaluate, tags >> profile and
+  segment-assign >> forecast (the monthly kWh forecast per segment and region, from the bills);
   as-of = the month's last day. It reads the stored daily shapes and never reruns clean or shapes.
 
 **Why submit.sh and not SparkSubmitOperator.** submit.sh is the one way gridpersona is submitted:
@@ -72,9 +76,10 @@ DEFAULT_HOME = str(Path(__file__).resolve().parent.parent)
 
 DAILY_DAG_ID = "gridpersona_daily"
 MONTHLY_DAG_ID = "gridpersona_monthly"
-DAILY_STAGES = ("clean", "shapes", "alerts")
-# The intended monthly order; tags, campaigns and evaluate are issue 4's stages, advice issue 15's.
-MONTHLY_STAGES = ("segment-train", "segment-assign", "advice", "tags", "campaigns", "evaluate", "profile")
+DAILY_STAGES = ("clean", "shapes", "alerts", "anomalies")
+# The intended monthly order; tags, campaigns and evaluate are issue 4's stages, advice issue 15's, forecast 16's.
+MONTHLY_STAGES = ("segment-train", "segment-assign", "advice", "forecast", "tags", "campaigns", "evaluate",
+                  "profile")
 DAILY_CRON = "0 2 * * *"      # 2 h after local midnight: the day's readings have landed
 MONTHLY_CRON = "0 4 1 * *"    # after the daily run of the month's last day
 
@@ -139,7 +144,8 @@ _MACROS = {"gridpersona_as_of": as_of_for}
 
 with DAG(
     dag_id=DAILY_DAG_ID,
-    description="gridpersona daily: clean the day's meter readings, build daily load shapes, mid-cycle alerts",
+    description="gridpersona daily: clean the day's meter readings, build daily load shapes, mid-cycle alerts, "
+                "abnormal-use flags",
     schedule=CronDataIntervalTimetable(DAILY_CRON, timezone=TIME_ZONE),
     start_date=dt.datetime(2026, 1, 1, tzinfo=ZoneInfo(TIME_ZONE)),
     catchup=False,          # the next run's plan picks up every day a missed run would have written
@@ -153,11 +159,13 @@ with DAG(
     # The day that ended only: earlier days were alerted by their own nights (a stored alert suppresses
     # later ones of its period), and a missed night is caught up by a backfill (docs/operations.md).
     alerts = submit_task("alerts", window_days=1)
-    clean >> shapes >> alerts
+    # The flags in evidence on the day that ended (their baselines come from the days before it).
+    anomalies = submit_task("anomalies", window_days=1)
+    clean >> shapes >> [alerts, anomalies]
 
 with DAG(
     dag_id=MONTHLY_DAG_ID,
-    description="gridpersona monthly: segments, advice, tags, campaigns, evaluation and group portraits",
+    description="gridpersona monthly: segments, advice, forecasts, tags, campaigns, evaluation and group portraits",
     schedule=CronDataIntervalTimetable(MONTHLY_CRON, timezone=TIME_ZONE),
     start_date=dt.datetime(2026, 1, 1, tzinfo=ZoneInfo(TIME_ZONE)),
     catchup=False,
@@ -180,3 +188,4 @@ with DAG(
     wait_for_daily >> tasks["segment-train"] >> tasks["segment-assign"] >> tasks["advice"] >> tasks["tags"]
     tasks["tags"] >> tasks["campaigns"] >> tasks["evaluate"]
     tasks["tags"] >> tasks["profile"]  # group portraits read the segments and the tags
+    tasks["segment-assign"] >> tasks["forecast"]  # bills grouped by the month's segments

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up gridpersona from nothing: Java 17 (a JDK: javac builds the SQL guard), a virtual
-# environment in .venv, the project with its dev dependencies, the SQL guard's jar.
+# environment in .venv, the project with its dev dependencies and the dl extra (torch), the SQL guard's jar.
 # Idempotent: a second run only checks.
 #   PYTHON=python3.11 scripts/setup.sh      # choose the interpreter (>= 3.11)
 #   VENV=/path/to/venv scripts/setup.sh     # choose the venv location
@@ -31,9 +31,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.gridpersona-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing gridpersona and its dev dependencies (first time: a few minutes)"
+  say "installing gridpersona, its dev dependencies and the dl extra (PyTorch, CPU; first time: a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  "$VENV/bin/python" -m pip install -q -e ".[dev,dl]"
   touch "$stamp"
 fi
 # The SQL guard (read-only `gridpersona sql` / `sql-server`): compiled once against pyspark's jars, cached.

@@ -99,24 +99,26 @@ def test_dagbag_loads_both_dags_with_no_import_errors_and_no_spark_at_parse_time
     assert dagbag["heavy_modules"] == []
 
 
-def test_daily_dag_runs_clean_then_shapes_then_alerts_at_0200_local_with_retries(dagbag):
+def test_daily_dag_runs_clean_then_shapes_then_alerts_and_anomalies_at_0200_local_with_retries(dagbag):
     daily = dagbag["dags"]["gridpersona_daily"]
     assert (daily["timetable"], daily["cron"], daily["timezone"]) == ("CronDataIntervalTimetable", "0 2 * * *", "Asia/Shanghai")
     assert daily["catchup"] is False and daily["max_active_runs"] == 1
     assert {t: v["upstream"] for t, v in daily["tasks"].items()} == {"clean": [], "shapes": ["clean"],
-                                                                    "alerts": ["shapes"]}
+                                                                    "alerts": ["shapes"], "anomalies": ["shapes"]}
     for stage, task in (("clean", daily["tasks"]["clean"]), ("shapes", daily["tasks"]["shapes"])):
         assert task["type"] == "BashOperator" and task["retries"] == 2
         assert task["command"].startswith(f'"$GRIDPERSONA_HOME/scripts/submit.sh" {stage} --as-of {{{{ gridpersona_as_of(data_interval_end) }}}}')
         assert " --incremental " in task["command"]  # only the window's new or changed dates
         assert task["command"].endswith(" ")  # never read as a template file name
-    alerts = daily["tasks"]["alerts"]
-    assert alerts["type"] == "BashOperator" and alerts["retries"] == 2
-    # The day that ended only (a backfill is a manual --window-days N run), never --incremental.
-    assert " --window-days 1 " in alerts["command"] and "--incremental" not in alerts["command"]
+    for stage in ("alerts", "anomalies"):
+        task = daily["tasks"][stage]
+        assert task["type"] == "BashOperator" and task["retries"] == 2
+        assert task["command"].startswith(f'"$GRIDPERSONA_HOME/scripts/submit.sh" {stage} --as-of ')
+        # The day that ended only (a backfill is a manual --window-days N run), never --incremental.
+        assert " --window-days 1 " in task["command"] and "--incremental" not in task["command"]
 
 
-def test_monthly_dag_waits_for_daily_then_segments_advice_tags_campaigns_evaluate_profile(dagbag):
+def test_monthly_dag_waits_for_daily_then_segments_advice_forecast_tags_campaigns_evaluate_profile(dagbag):
     monthly = dagbag["dags"]["gridpersona_monthly"]
     assert (monthly["timetable"], monthly["cron"], monthly["timezone"]) == ("CronDataIntervalTimetable", "0 4 1 * *", "Asia/Shanghai")
     assert {t: v["upstream"] for t, v in monthly["tasks"].items()} == {
@@ -124,6 +126,7 @@ def test_monthly_dag_waits_for_daily_then_segments_advice_tags_campaigns_evaluat
         "segment_train": ["wait_for_daily_shapes"],
         "segment_assign": ["segment_train"],
         "advice": ["segment_assign"],
+        "forecast": ["segment_assign"],
         "tags": ["advice"],
         "campaigns": ["tags"],
         "evaluate": ["campaigns"],
@@ -172,10 +175,11 @@ def test_airflow_dags_test_runs_the_daily_path_end_to_end(airflow, synthetic_lak
     assert "--as-of 2026-06-07" in out
 
     runs = {r["stage"]: r for r in lake.read("ops.job_runs").filter(F.col("status") != "running").collect()}
-    assert set(runs) == {"clean", "shapes", "alerts"}
+    assert set(runs) == {"clean", "shapes", "alerts", "anomalies"}
     assert all(r["status"] == "succeeded" and r["as_of"] == AS_OF for r in runs.values())
     assert runs["clean"]["config_hash"] == settings.config_hash()
     assert runs["alerts"]["window_days"] == 1 and lake.exists("gold.alert_targets")  # the day that ended
+    assert runs["anomalies"]["window_days"] == 1 and lake.exists("gold.anomaly_flags")
     shapes = lake.read("silver.daily_load_shape")
     assert shapes.filter(F.col("date") == AS_OF).count() > 0
     assert shapes.agg(F.max("date")).first()[0] == AS_OF

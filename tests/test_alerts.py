@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from gridpersona.config import AlertsConfig, TariffConfig
 from gridpersona.contracts.advice import ALERT_TARGETS
-from gridpersona.contracts.bronze import BILLING_PAYMENT
+from gridpersona.contracts.bronze import BILLING_PAYMENT, WEATHER
 from gridpersona.transform import alerts as AL
 
 # Four 6-hour slots a day: valley, valley, flat, peak (hand-made masks keep the arithmetic by hand short).
@@ -20,7 +20,7 @@ PARAMS = AlertsConfig(min_days_elapsed=5, recent_days=7, min_completeness=0.9, r
 TARIFF = TariffConfig()
 JUNE = dt.date(2026, 6, 1)
 ARCHIVE_SCHEMA = ("customer_id string, meter_id string, customer_type string, tariff_type string, "
-                  "do_not_contact boolean, account_close_date date")
+                  "do_not_contact boolean, account_close_date date, region string")
 DAILY_SCHEMA = "meter_id string, date date, slot_kwh array<double>, daily_kwh double, completeness double"
 
 
@@ -37,18 +37,20 @@ def _bills(spark, rows):
     return spark.createDataFrame(full, BILLING_PAYMENT.schema)
 
 
-def _alerts(spark, archive_rows, daily_rows, bill_rows, days, stored=None):
-    """(priced progress rows, alert rows) of one run over ``days``; ``stored``: gold.alert_targets before it."""
-    archive = spark.createDataFrame(archive_rows, ARCHIVE_SCHEMA)
+def _alerts(spark, archive_rows, daily_rows, bill_rows, days, stored=None, params=PARAMS):
+    """(priced progress rows, alert rows) of one run over ``days``; ``stored``: gold.alert_targets before it.
+    ``archive_rows`` without a region are in SA01."""
+    archive = spark.createDataFrame([r if len(r) == 7 else (*r, "SA01") for r in archive_rows], ARCHIVE_SCHEMA)
     daily = spark.createDataFrame(daily_rows, DAILY_SCHEMA)
     customers = AL.contactable_customers(archive, TARIFF)
-    progress = AL.daily_progress(daily, customers, masks=MASKS, params=PARAMS, near_zero_kwh=1.5, days=days)
+    progress = AL.daily_progress(daily, customers, masks=MASKS, params=params, near_zero_kwh=1.5,
+                                 days=days).localCheckpoint(eager=True)
     baselines = AL.bill_baselines(_bills(spark, bill_rows), sorted({AL.period_start(d) for d in days}),
-                                  PARAMS.baseline_months)
-    priced = AL.priced_progress(progress, baselines, tariff=TARIFF, params=PARAMS).localCheckpoint(eager=True)
+                                  params.baseline_months)
+    priced = AL.priced_progress(progress, baselines, tariff=TARIFF, params=params).localCheckpoint(eager=True)
     kept = stored.filter(~F.col("alert_date").isin(days)) if stored is not None else \
         spark.createDataFrame([], ALERT_TARGETS.schema)
-    return priced.collect(), AL.drop_alerted(AL.alert_candidates(priced, params=PARAMS), kept).collect()
+    return priced.collect(), AL.drop_alerted(AL.alert_candidates(priced, params=params), kept).collect()
 
 
 HIGH, NEAR_ZERO = [5, 5, 5, 5], [0.1, 0.1, 0.1, 0.1]
@@ -96,6 +98,8 @@ def test_projection_and_price_of_a_made_up_tou_customer_by_hand(backfill):
     # June 2025's bill: threshold max(1.3 x 60, 60 + 30) = 90 <= 98.04: an alert.
     assert (r["baseline_cny"], r["baseline_source"], r["threshold_cny"]) == (
         Decimal("60.00"), "same_month_last_year", Decimal("90.00"))
+    # Five customers with a projection and a baseline are fewer than min_peers (20): no peer factor.
+    assert r["peer_factor"] is None
     # June 9: 7 complete days, recent valley (2+2+4+4+4)/5 = 3.2, flat/peak 1.6, 23 days to project:
     # 93.6 x 0.31 + 46.8 x (0.56 + 0.72) = 88.92 < 90, so June 10 is the first crossing day.
     assert priced[("c_tou", _june(9))]["projected_bill_cny"] == Decimal("88.92")
@@ -146,6 +150,88 @@ def test_a_rerun_writes_the_same_rows_and_a_later_night_of_the_period_adds_none(
         ("c_high", _june(13)), ("c_tou", _june(13)), ("unknown_plan", _june(13))}  # they still cross
     _, again_later = _alerts(spark, ARCHIVE, DAILY, BILLS, nights, stored=stored)
     assert again_later == []
+
+
+def test_a_region_wide_rise_moves_the_baseline_and_an_individual_one_still_alerts(spark):
+    # Region R1: four customers at 8 kWh a day (twice last June's use, like a hot month) and one at 20 (a
+    # shock); R2 has two at 8 kWh, fewer than min_peers; "nr" (8 kWh) has no region.
+    rows = {"r1a": ("R1", 2), "r1b": ("R1", 2), "r1c": ("R1", 2), "r1d": ("R1", 2), "r1_shock": ("R1", 5),
+            "r2a": ("R2", 2), "r2b": ("R2", 2), "nr": (None, 2)}
+    archive = [(c, f"m_{c}", "residential", "flat_rate", False, None, region) for c, (region, _) in rows.items()]
+    daily = [_day(f"m_{c}", d, [k] * 4) for c, (_, k) in rows.items() for d in range(1, 11)]
+    bills = [(c, dt.date(2025, 6, 1), 60.0) for c in rows]
+    params = PARAMS.model_copy(update={"min_peers": 5})
+    priced, alerts = _alerts(spark, archive, daily, bills, [_june(10)], params=params)
+    by = {r["customer_id"]: r for r in priced}
+    # 8 kWh x 30 days at 0.56 = 134.40 against 60: 2.24, the median of R1 (2.24 x 4 and 5.6) and of everyone.
+    assert by["r1a"]["projected_bill_cny"] == Decimal("134.40")
+    assert {c: by[c]["peer_factor"] for c in rows} == {**{c: pytest.approx(2.24) for c in rows},
+                                                       "r2a": None, "r2b": None}
+    # Threshold max(1.3 x 134.40, 134.40 + 30) = 174.72: the shock (336.00) crosses, its peers do not; R2's
+    # pair, with too few peers, keeps the plain baseline (90.00) and is alerted.
+    assert (by["r1a"]["threshold_cny"], by["nr"]["threshold_cny"], by["r2a"]["threshold_cny"]) == (
+        Decimal("174.72"), Decimal("174.72"), Decimal("90.00"))
+    assert sorted(a["customer_id"] for a in alerts) == ["r1_shock", "r2a", "r2b"]
+    # Without the peer factor every one of them is alerted: the season reads as a shock.
+    _, plain = _alerts(spark, archive, daily, bills, [_june(10)], params=params.model_copy(
+        update={"baseline_adjust": "none"}))
+    assert sorted(a["customer_id"] for a in plain) == sorted(rows)
+
+
+# Monthly mean temperatures of region R1, June 2025 - May 2026 (then June 2026 at 30 deg C), and the
+# bills of a customer whose use follows them exactly: kWh/day = 5 + 0.5 x hdd + 1.0 x cdd (bases 16 / 22).
+TEMPS = [24, 28, 27, 23, 18, 12, 8, 6, 10, 14, 19, 22]
+
+
+def _kwh_day(temp):
+    return 5 + 0.5 * max(0, 16 - temp) + 1.0 * max(0, temp - 22)
+
+
+def test_a_customer_whose_use_follows_the_weather_is_not_alerted_in_a_hotter_month_and_a_shock_is(spark):
+    months = [dt.date(2025 + (5 + i) // 12, (5 + i) % 12 + 1, 1) for i in range(12)]
+    weather = [("R1", m + dt.timedelta(days=d), float(t)) for m, t in zip(months, TEMPS)
+               for d in range((dt.date(m.year + m.month // 12, m.month % 12 + 1, 1) - m).days)]
+    weather += [("R1", _june(d), 30.0) for d in range(1, 15)]
+    # c_ac and c_shock: a year of weather-following bills (June 2025 at 24 deg C: 7 kWh/day, 210 kWh, 117.60
+    # CNY); c_short: only the last 6 of them. June 2026 is 30 deg C: 13 kWh/day expected. c_ac uses that,
+    # c_shock twice it, c_short the weather's 13.
+    def bills(c, ms):
+        return [(c, m, _kwh_day(t) * ((dt.date(m.year + m.month // 12, m.month % 12 + 1, 1) - m).days),
+                 117.6 if m == months[0] else None, None, None, None, None) for m, t in zip(months, TEMPS) if m in ms]
+    bill_rows = bills("c_ac", months) + bills("c_shock", months) + bills("c_short", months[6:]) + [
+        ("c_short", months[0], 210.0, 117.6, None, None, None, None)]
+    use = {"c_ac": 13.0, "c_shock": 26.0, "c_short": 13.0}
+    archive = spark.createDataFrame([(c, f"m_{c}", "residential", "flat_rate", False, None, "R1") for c in use],
+                                    ARCHIVE_SCHEMA)
+    daily = spark.createDataFrame([_day(f"m_{c}", d, [k / 4] * 4) for c, k in use.items() for d in range(1, 11)],
+                                  DAILY_SCHEMA)
+    billing = spark.createDataFrame(bill_rows, BILLING_PAYMENT.schema)
+    days = [_june(10)]
+
+    def run(adjust):
+        params = PARAMS.model_copy(update={"baseline_adjust": adjust, "baseline_months": 0})
+        customers = AL.contactable_customers(archive, TARIFF)
+        progress = AL.daily_progress(daily, customers, masks=MASKS, params=params, near_zero_kwh=1.5, days=days)
+        baselines = AL.bill_baselines(billing, [JUNE], 0)
+        weather_in = AL.weather_inputs(billing, customers, spark.createDataFrame(weather, WEATHER.schema),
+                                       days=days, params=params, heating_base_c=16.0, cooling_base_c=22.0,
+                                       min_coverage=0.9)
+        priced = AL.priced_progress(progress, baselines, tariff=TARIFF, params=params, weather=weather_in)
+        alerts = AL.alert_candidates(priced, params=params).collect()
+        return {r["customer_id"]: r for r in priced.collect()}, sorted(a["customer_id"] for a in alerts)
+
+    by, alerted = run("weather")
+    # 13 kWh/day x 30 at 0.56 = 218.40 against 117.60: the plain threshold max(1.3 x 117.60, 147.60) = 152.88.
+    assert by["c_ac"]["projected_bill_cny"] == Decimal("218.40") and by["c_ac"]["baseline_cny"] == Decimal("117.60")
+    # Its fit predicts 13 kWh/day at June 2026's 8 cooling degree-days a day and 7 at June 2025's 2: 13 / 7.
+    assert by["c_ac"]["weather_factor"] == pytest.approx(13 / 7, rel=1e-4)
+    assert by["c_shock"]["weather_factor"] == pytest.approx(13 / 7, rel=1e-4)
+    assert by["c_short"]["weather_factor"] is None  # 7 bills, fewer than weather_min_bills (12)
+    # Threshold 1.3 x 218.40 = 283.92: c_ac's 218.40 stays under it, c_shock's 436.80 crosses; c_short keeps
+    # the plain baseline and is alerted for the weather.
+    assert by["c_ac"]["threshold_cny"] == Decimal("283.92") and by["c_ac"]["peer_factor"] is None
+    # (c_short, same use and baseline as c_ac: what the hot month alone does without the weather factor.)
+    assert alerted == ["c_shock", "c_short"]
 
 
 def test_shared_lake_alert_targets_hold_at_most_one_row_per_customer_type_and_period(synthetic_lake):

@@ -83,7 +83,7 @@ def build_analyst_lake(spark, root) -> Lake:
     lake.replace(spark.createDataFrame(_profile_rows(BARE_AS_OF), SEGMENT_PROFILE.schema), "gold.segment_profile",
                  where={"as_of": [BARE_AS_OF]})
     labels = {s[0]: s[1:4] for s in SEGMENTS}
-    lake.replace(spark.createDataFrame([(AS_OF, c, m, sid, *labels[sid], 0.1, "20260630") for c, m, sid in CUSTOMERS],
+    lake.replace(spark.createDataFrame([(AS_OF, c, m, sid, *labels[sid], 0.1, "20260630", None, None) for c, m, sid in CUSTOMERS],
                                        CUSTOMER_SEGMENTS.schema), "gold.customer_segments", where={"as_of": [AS_OF]},
                  partition_by=["as_of"])
     archive = BRONZE["bronze.customer_archive"].schema

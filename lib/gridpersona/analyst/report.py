@@ -3,12 +3,13 @@
 Pictures are PNGs inlined as base64 data URIs (no external files, opens offline,
 mails as one attachment). Content, for one as-of: the run's stages (timings, rows,
 status from ops.job_runs), data quality (reconciliation, quarantine reasons), the
-segment table, centroid load curves, the segment radar, tag distributions and the
-campaign funnel — the same loaders and plots as notebooks/segment_portraits.ipynb
-(:mod:`gridpersona.analyst.portraits`). By default no customer-level rows and no PII: only
-aggregates. A customer page (``--customer ID``, :mod:`gridpersona.analyst.customer_page`) is
-added only for the ids asked for: the customer's numbers from gold.customer_portrait, a radar
-of their percentiles among peers and their load curve (customer_id only, still no PII).
+segment table, centroid load curves, the segment radar, tag distributions, the trend
+forecast's backtest and chart (gold.segment_forecast) and the campaign funnel — the same
+loaders and plots as notebooks/segment_portraits.ipynb (:mod:`gridpersona.analyst.portraits`).
+By default no customer-level rows and no PII: only aggregates. A customer page (``--customer ID``,
+:mod:`gridpersona.analyst.customer_page`) is added only for the ids asked for: the customer's numbers
+from gold.customer_portrait, a radar of their percentiles among peers and their load curve (customer_id
+only, still no PII).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Sequence
 from gridpersona import __version__
 from gridpersona.analyst import customer_page as CP
 from gridpersona.analyst import portraits as P
+from gridpersona.contracts.forecast import SEGMENT_FORECAST
+from gridpersona.contracts.tags import TAG_ASSOCIATION_RULES
 
 log = logging.getLogger("gridpersona")
 
@@ -190,6 +193,10 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
                          numeric=set(range(1, 2 + len(flags)))))
     else:
         b.not_computed("Tag distributions", P.CUSTOMER_TAGS.name)
+    if dist:  # rules are mined from the tags: without them the section above already says so
+        _tag_rules_section(b, lake, as_of)
+
+    _forecast_section(b, lake, as_of)
 
     b.add("<h2>Campaigns</h2>")
     funnel = P.load_campaign_funnel(lake, as_of)
@@ -222,6 +229,121 @@ def build_report(lake, as_of: dt.date | None = None, window_days: int | None = N
            f"<title>gridpersona report {as_of}</title><style>{_CSS}</style></head><body>"
            + "\n".join(b.parts) + "</body></html>")
     return Report(as_of, doc, b.images, b.missing, [c["customer_id"] for c in portraits_asked])
+
+
+TAG_RULES = TAG_ASSOCIATION_RULES.name
+
+
+def _tag_rules_section(b: _Builder, lake, as_of: dt.date) -> None:
+    """The strongest association rules between tag values of the as-of (gold.tag_association_rules, by lift):
+    ``association_rules.report_rules`` of them, with support, confidence and the customer counts."""
+    limit = lake.settings.association_rules.report_rules
+    if not limit:
+        return
+    b.add("<h3>Tag association rules</h3>")
+    rules = _as_of_rows(b, lake, TAG_RULES, as_of, "Tag association rules", "profile")
+    if not rules:
+        return
+    rules.sort(key=lambda r: r["rule_rank"])
+    b.add(_table(["#", "customers with", "also have", "support", "confidence", "lift", "customers (rule / with)"],
+                 [[r["rule_rank"], ", ".join(r["antecedent"]), ", ".join(r["consequent"]), _pct(r["support"]),
+                   _pct(r["confidence"]), _num(r["lift"]), f"{r['rule_count']:,} / {r['antecedent_count']:,}"]
+                  for r in rules[:limit]], numeric={0, 3, 4, 5, 6}))
+    bands = f" Bands: {_esc(rules[0]['item_bands'])}." if rules[0].get("item_bands") else ""
+    b.add(f'<p class="meta">The {min(limit, len(rules))} strongest of {len(rules):,} rules by lift over '
+          f"{rules[0]['n_customers']:,} customers (FPGrowth; an unknown tag value is no item). Support: share of all "
+          f"customers holding every item; confidence: share of the left-hand customers that also have the right-hand "
+          f"item; lift: confidence / the right-hand item's share of all customers.{bands}</p>")
+
+
+FORECAST = SEGMENT_FORECAST.name
+
+
+def _as_of_rows(b: _Builder, lake, table: str, as_of: dt.date, title: str, stage: str) -> list[dict] | None:
+    """The rows of ``table`` for ``as_of``, or None after saying why there are none: a lake written before
+    ``stage`` existed gets a note (not counted as a missing section), an as-of it did not run for is counted."""
+    if not lake.exists(table):
+        b.add(f'<p class="meta">No {_esc(table)} in this lake yet: `gridpersona run {stage}` writes it.</p>')
+        return None
+    rows = [r for r in lake.read_arrow(table).to_pylist() if r["as_of"] == as_of]
+    if not rows:
+        b.not_computed(title, table)
+        return None
+    return rows
+
+
+def _forecast_section(b: _Builder, lake, as_of: dt.date) -> None:
+    """The trend forecast of the as-of (gold.segment_forecast): the backtest against seasonal-naive per level,
+    per segment, and a chart of everyone's monthly kWh with the backtest and the forecast."""
+    b.add("<h2>Forecast</h2>")
+    rows = _as_of_rows(b, lake, FORECAST, as_of, "Forecast", "forecast")
+    if not rows:
+        return
+    overall = [r for r in rows if r["kind"] == "overall"]
+    held = max((sum(1 for x in rows if x["kind"] == "backtest" and x["level"] == r["level"]
+                    and x["segment_id"] == r["segment_id"] and x["region"] == r["region"])
+                for r in rows if r["kind"] == "summary"), default=0)
+    b.add(_table(["level", "groups compared", "MAPE model", "MAPE seasonal-naive", "MAPE model, realised weather"],
+                 [[r["level"], r["n_groups"], _num(r["mape_model_pct"], 1), _num(r["mape_naive_pct"], 1),
+                   _num(r["mape_expost_pct"], 1)] for r in overall], numeric={1, 2, 3, 4}))
+    b.add(f'<p class="meta">Backtest: the last {held} bill months held out and forecast from the months before '
+          f"(mean absolute percentage error per group, %, averaged over the level's groups). The model's forecast "
+          f"takes the climatological degree-days; 'realised weather' gives it the months' actual degree-days, "
+          f"what is left is the model's own error (docs/forecast.md).</p>")
+    by_segment = sorted((r for r in rows if r["kind"] == "summary" and r["level"] == "segment"),
+                        key=lambda r: r["segment_id"])
+    nxt = {r["segment_id"]: r for r in sorted((r for r in rows if r["kind"] == "forecast" and r["level"] == "segment"),
+                                               key=lambda r: r["month"], reverse=True)}
+    if by_segment:
+        b.add(_table(["segment", "label", "customers", "method", "MAPE model", "MAPE naive", "next month", "kWh",
+                      "interval"],
+                     [[r["segment_id"], r["segment_label"], f"{r['n_customers'] or 0:,}", r["method"] or r["reason"],
+                       _num(r["mape_model_pct"], 1), _num(r["mape_naive_pct"], 1),
+                       f"{nxt[r['segment_id']]['month']:%Y-%m}" if r["segment_id"] in nxt else "",
+                       _num(nxt.get(r["segment_id"], {}).get("forecast_kwh"), 0),
+                       _interval_kwh(nxt.get(r["segment_id"], {}))] for r in by_segment],
+                     numeric={0, 2, 4, 5, 7}))
+    everyone = [r for r in rows if r["level"] == "all" and r["month"] is not None]
+    if everyone:
+        b.figure("Forecast", _plot_forecast(everyone),
+                 "Everyone's billed kWh per month, the backtest (model and seasonal-naive) and the forecast with its "
+                 "interval")
+
+
+def _interval_kwh(r: dict) -> str:
+    if r.get("lower_kwh") is None or r.get("upper_kwh") is None:
+        return ""
+    return f"{r['lower_kwh']:,.0f} – {r['upper_kwh']:,.0f}"
+
+
+def _plot_forecast(rows: list[dict]):
+    """Monthly kWh (history), the backtest's model and naive forecasts, and the forecast with its interval."""
+    plt = P._plt()
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    hist = sorted((r for r in rows if r["kind"] == "history"), key=lambda r: r["month"])
+    bt = sorted((r for r in rows if r["kind"] == "backtest"), key=lambda r: r["month"])
+    fc = sorted((r for r in rows if r["kind"] == "forecast" and r["forecast_kwh"] is not None),
+                key=lambda r: r["month"])
+    mwh = lambda v: None if v is None else v / 1000  # noqa: E731
+    ax.plot([r["month"] for r in hist], [mwh(r["actual_kwh"]) for r in hist], color="black", marker="o", ms=3,
+            lw=1.2, label="billed")
+    ax.plot([r["month"] for r in bt], [mwh(r["forecast_kwh"]) for r in bt], color="tab:blue", marker="s", ms=3,
+            lw=1, ls="--", label="backtest: model")
+    ax.plot([r["month"] for r in bt], [mwh(r["naive_kwh"]) for r in bt], color="tab:orange", marker="^", ms=3,
+            lw=1, ls=":", label="backtest: seasonal-naive")
+    if fc:
+        ax.plot([r["month"] for r in fc], [mwh(r["forecast_kwh"]) for r in fc], color="tab:blue", marker="o", ms=3,
+                lw=1.5, label="forecast")
+        if all(r["lower_kwh"] is not None for r in fc):
+            ax.fill_between([r["month"] for r in fc], [mwh(r["lower_kwh"]) for r in fc],
+                            [mwh(r["upper_kwh"]) for r in fc], color="tab:blue", alpha=0.15, label="interval")
+    ax.set_ylabel("MWh per month", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    ax.set_title("Monthly kWh, all customers: backtest and forecast", fontsize=10)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
 
 
 def _customer_page(b: _Builder, lake, as_of: dt.date, customer: dict) -> None:

@@ -336,12 +336,58 @@ def truth_report(lake, first: dt.date, last: dt.date, interval_minutes: int) -> 
                                align_right=[2])]
     if lake.exists("gold.customer_tags"):
         lines += ["", tag_accuracy_report(lake, last)]
+        lines += ["", holiday_vacancy_report(lake, first, last)]
         if "tou_saver" in lake.read("gold.customer_tags").columns:
             lines += ["", rate_advice_report(lake, last)]
     if lake.exists("gold.alert_targets") and lake.exists("truth.meters") \
             and "bill_shock_start_date" in lake.read("truth.meters").columns:
         lines += ["", alert_timeliness_report(lake)]
+    if lake.exists("gold.anomaly_flags") and lake.exists("truth.anomalies"):
+        lines += ["", anomaly_report(lake, last)]
     return "\n".join(lines)
+
+
+# Issue 16's bar for abnormal-use flags: planted cases found with precision and recall of at least 0.80.
+ANOMALY_BAR = 0.80
+
+
+def anomaly_report(lake, as_of: dt.date) -> str:
+    """gold.anomaly_flags vs truth.anomalies: precision / recall per kind and overall, with the bar."""
+    from gridpersona.synthetic.truth_checks import anomaly_detection
+
+    r = anomaly_detection(lake, as_of)
+    if not (r["strict"].planted or r["strict"].detected):
+        return f"anomalies: no planted case and no flag for {as_of} (a lake of 28+ days plants them)"
+    rows = []
+    for s in [*r["per_kind"], r["strict"], r["any_kind"]]:
+        bar = s in (r["strict"], r["any_kind"])
+        verdict = ("ok" if min(s.precision, s.recall) >= ANOMALY_BAR else "BELOW") if bar else "-"
+        rows.append([s.category, f"{s.planted:,}", f"{s.detected:,}", f"{s.true_positive:,}", f"{s.precision:.4f}",
+                     f"{s.recall:.4f}", f"{ANOMALY_BAR:.2f}" if bar else "-", verdict])
+    unplanted = ", ".join(f"{k} {v:,}" for k, v in r["unplanted_by_flag"].items()) or "none"
+    start = "-" if r["start_error_days"] is None else f"{r['start_error_days']:.1f}"
+    return (f"anomalies vs truth.anomalies (as of {as_of}; a flag of kind k finds a case of kind k; 'any flag': a "
+            f"flagged meter with any case); {r['unplanted_meters']:,} meters flagged without a planted case "
+            f"({unplanted}); median start-date error {start} days\n"
+            + render_table(["kind", "planted", "flagged", "true pos", "precision", "recall", "bar", ""], rows,
+                           align_right=[1, 2, 3, 4, 5, 6]))
+
+
+def holiday_vacancy_report(lake, first: dt.date, last: dt.date) -> str:
+    """Issue 16's bar: no customer tagged vacancy for a holiday absence (non-vacant archetype, near-zero
+    run in a holiday period of the run's calendar)."""
+    from gridpersona.stages.calendar import holiday_calendar
+    from gridpersona.synthetic.truth_checks import holiday_vacancy
+
+    s = lake.settings
+    cal = holiday_calendar(lake, s, first, last)
+    r = holiday_vacancy(lake, last, first, cal.period_dates(), s.tags.features.near_zero_daily_kwh,
+                        s.tags.features.min_completeness)
+    verdict = "ok" if r["holiday_false_vacancy"] == 0 else "BELOW"
+    return (f"vacancy vs holidays ({cal.note}): {r['holiday_false_vacancy']:,} non-vacant customers tagged vacancy "
+            f"with a near-zero run in a holiday period (bar 0: {verdict}); {r['holiday_near_zero']:,} non-vacant "
+            f"customers near-zero for 3+ days into a holiday period; vacancy tagged {r['vacancy_tagged']:,} "
+            f"({r['vacant_tagged']:,} of {r['vacant_planted']:,} planted vacant, {r['false_vacancy']:,} not vacant)")
 
 
 # Issue 15's bars for mid-cycle alerts: planted bill shocks alerted at least ALERT_LEAD_DAYS before their

@@ -271,14 +271,22 @@ class GenerateConfig(_Section):
         }
     )
     faults: FaultRates = Field(default_factory=FaultRates)
-    billing_months: int = Field(12, ge=1, le=60)
+    # Months of bills (at least 24 gives every bill of the last year its same month a year earlier).
+    billing_months: int = Field(24, ge=1, le=60)
+    # Consumption growth per year in the bills: a bill's kWh is (1 + annual_growth) ** -(years before the AMI
+    # window) of what that month's weather gives (factor 1 over the window, so bills and readings agree).
+    annual_growth: float = Field(0.04, ge=-0.5, le=0.5)
     # Share of known residential (non-vacant) meters whose load surges over the window's last 14-21 days.
     bill_shock_share: float = Field(0.04, ge=0, le=1)
+    # Share of the known meters given one planted abnormal-use case (truth.anomalies), split evenly over
+    # sustained_drop, flatline, zero_run, reverse_flow and pattern_change; 0: none. Windows of 28+ days only.
+    anomaly_share: float = Field(0.04, ge=0, le=0.5)
     # Share of occupied homes whose load mixes their archetype with a secondary one at 25-45% (genuinely
     # ambiguous households); the others carry a secondary pattern at 0-20%.
     ambiguous_meter_share: float = Field(0.12, ge=0, le=1)
-    # Public holidays (behave like weekends; some households go away): cn = built-in Chinese list, none.
-    holiday_calendar: Literal["cn", "none"] = "cn"
+    # Public holidays (behave like weekends; some households go away): cn = built-in Chinese list, none;
+    # null (the default): the calendar of `calendar.country`. bronze.holiday_calendar is written from it.
+    holiday_calendar: Literal["cn", "none"] | None = None
     # Optional bronze tables not to write (a minimal lake); the archive and the AMI readings are required.
     omit_tables: list[str] = Field(default_factory=list)
     # Share of customers whose archive lacks each optional attribute (tariff_type, age_band, household_size,
@@ -305,7 +313,7 @@ class GenerateConfig(_Section):
     @classmethod
     def _optional_tables(cls, v: list[str]) -> list[str]:
         optional = ("bronze.billing_payment", "bronze.service_interaction", "bronze.contact_history",
-                    "bronze.campaign_response")
+                    "bronze.campaign_response", "bronze.weather", "bronze.holiday_calendar")
         wrong = sorted(set(v) - set(optional))
         if wrong:
             raise ValueError(f"cannot omit {wrong}: only optional bronze tables can be omitted {list(optional)}")
@@ -481,7 +489,40 @@ def _default_day_parts() -> list[DayPart]:
     return [DayPart(code=c, zh=zh, en=en, hours=h) for c, zh, en, h in parts]
 
 
+class SegmentDLConfig(_Section):
+    """The CNN + GRU segment model (gridpersona.segment.dl; needs the `dl` extra, torch)."""
+
+    # segment-train trains it beside KMeans and segment-assign fills dl_segment_id / dl_probability
+    # (always on when segment.method is dl).
+    second_opinion: bool = False
+    # kmeans: learn the KMeans segments of the training window | truth: learn truth.meters.archetype (a
+    # synthetic lake), each archetype mapped to the segment holding most of its meters.
+    labels: Literal["kmeans", "truth"] = "kmeans"
+    # Days the model sees per meter: the last weeks x 7 days of the window (at most the window).
+    weeks: int = Field(12, ge=1, le=52)
+    # Training crops: each epoch a meter shows a random run of min_crop_days..all its days, so the model
+    # learns to assign meters with few days.
+    min_crop_days: int = Field(7, ge=1)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=2)
+    learning_rate: float = Field(3e-3, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    # Channels of the two per-day convolutions and the GRU's hidden size.
+    conv_channels: tuple[int, int] = (8, 16)
+    hidden: int = Field(32, ge=2)
+    # TorchDistributor processes (local_mode: on the driver; false: on executors, a cluster).
+    num_processes: int = Field(1, ge=1)
+    local_mode: bool = True
+    seed: int = 20240501
+    # Rows per batch of the predict_batch_udf inference.
+    predict_batch_size: int = Field(256, ge=1)
+
+
 class SegmentConfig(_Section):
+    # Which model writes segment_id: kmeans | dl (the CNN + GRU model of segment.dl; meters it cannot
+    # assign keep their KMeans segment).
+    method: Literal["kmeans", "dl"] = "kmeans"
+    dl: SegmentDLConfig = Field(default_factory=SegmentDLConfig)
     # Typical shape per meter: mean_shape (mean of the daily normalized shapes) |
     # energy_weighted (kWh per slot summed over the window / the window's kWh).
     typical_shape: Literal["mean_shape", "energy_weighted"] = "mean_shape"
@@ -603,6 +644,11 @@ class TagFeatures(_Section):
     ev_surge_kw: float = Field(2.2, gt=0)
     ev_surge_ratio: float = Field(1.0, ge=0)
     ev_min_block_hours: float = Field(1.0, gt=0, le=12)
+    # Temperature sensitivity (bronze.weather): slopes of daily kWh on heating / cooling degree-days (daily mean
+    # temperature below heating_base_c / above cooling_base_c) over at least weather_min_days complete days.
+    heating_base_c: float = 16.0
+    cooling_base_c: float = 22.0
+    weather_min_days: int = Field(10, ge=3)
 
     @field_validator("ev_night_window")
     @classmethod
@@ -778,12 +824,131 @@ class AlertsConfig(_Section):
     baseline_months: int = Field(0, ge=0)
     vacancy_run_days: int = Field(7, ge=1)        # complete near-zero days in a row (tags.features.near_zero_daily_kwh)
     holdout_share: float = Field(0.1, ge=0, lt=1) # control share of alert recipients (written, not sent)
+    # How the same-month-last-year baseline is scaled before the threshold (docs/tags-and-campaigns.md):
+    # peer: by the region's median projected / baseline bill of the day (peer_factor); weather: by the customer's
+    # own degree-day fit, predicted kWh/day now / in the baseline month (weather_factor); weather_peer: both,
+    # the peer median taken on the weather-adjusted ratio; none: the plain baseline. Unadjusted, on the
+    # default lake 106 of 135 bill alerts had no planted shock (a hotter August than the year before).
+    # weather_peer on the 1000-meter weather-driven lake at ratio 1.7: 0 false bill alerts (peer alone: 2 of 27).
+    baseline_adjust: Literal["none", "peer", "weather", "weather_peer"] = "weather_peer"
+    min_peers: int = Field(20, ge=1)              # fewer customers with a baseline in the region: factor 1 (unadjusted)
+    weather_min_bills: int = Field(12, ge=4)      # bills (with kWh and degree-days) a customer's fit needs; fewer: no factor
+    weather_factor_min: float = Field(0.5, gt=0)  # the weather factor is clipped to [min, max]
+    weather_factor_max: float = Field(3.0, gt=0)
 
     _money = field_validator("min_increase_cny", mode="before")(_exact_decimal)
 
 
+class AnomaliesConfig(_Section):
+    # gold.anomaly_flags (stage anomalies): abnormal-use flags for inspection teams (docs/anomalies.md).
+    history_days: int = Field(60, ge=0)            # days read before the run's window for baselines
+    min_completeness: float = Field(0.9, gt=0, le=1)  # a day with fewer of its readings clean is not used
+    peer_keys: list[str] = ["region", "customer_type"]  # archive columns of the peer group; [] = everyone
+    min_peers: int = Field(20, ge=1)               # a smaller peer group (or a null key) uses everyone instead
+    baseline_days: int = Field(10, ge=1)           # normal days needed before a change point (a run: half)
+    drop_min_days: int = Field(14, ge=1)           # sustained_drop: normal days after the change point
+    drop_max_ratio: float = Field(0.6, gt=0, lt=1) # ... level after / before, divided by the peers', at most this
+    drop_day_ratio: float = Field(0.75, gt=0, le=1)  # ... a day after counts as low below this x the baseline
+    drop_day_share: float = Field(0.8, gt=0, le=1)   # ... and this share of the days after are low
+    drop_below_quantile: float = Field(0.1, ge=0, le=1)  # ... the level after below this quantile of the days before
+    drop_max_shape_shift: float = Field(0.15, ge=0, le=1)  # ... shape kept: at most this share of energy moved hours
+    flatline_min_days: int = Field(2, ge=1)        # flatline: days in a row with every reading the same value > 0
+    flatline_tolerance_kwh: float = Field(0.0005, ge=0)  # ... max - min of the day's readings at most this
+    zero_run_min_days: int = Field(3, ge=1)        # zero_run: days in a row of exact zero readings ...
+    occupied_min_daily_kwh: float = Field(1.5, ge=0)  # ... after normal days with this median kWh (occupied)
+    reverse_min_share: float = Field(0.25, gt=0, le=1)  # reverse_flow: a day with this share of readings negative
+    reverse_min_days: int = Field(2, ge=1)         # ... on this many days
+    pattern_min_days: int = Field(14, ge=1)        # pattern_change: normal days after the change point
+    pattern_min_shift: float = Field(0.2, ge=0, le=1)  # ... at least this share of the day's energy moved hours
+    pattern_min_contrast: float = Field(1.8, ge=0)  # ... and at least this x the days' median distance to their mean
+    pattern_day_share: float = Field(0.7, gt=0, le=1)  # ... and this share of the days after are nearer the new shape
+
+
+class ForecastConfig(_Section):
+    # gold.segment_forecast: monthly kWh per segment and region from the bills, a degree-day regression with a
+    # trend, backtested against seasonal-naive (docs/forecast.md).
+    horizon_months: int = Field(3, ge=1, le=12)   # months forecast after the last complete bill month
+    # Last months of bills held out and forecast from the months before (fewer when that would leave the model
+    # less than min_model_months): 12, a whole year, so one odd month's weather does not decide (docs/forecast.md).
+    backtest_months: int = Field(12, ge=1, le=12)
+    heating_base_c: float = 16.0                  # heating degree-days: max(0, base - daily mean temperature)
+    cooling_base_c: float = 22.0                  # cooling degree-days: max(0, daily mean temperature - base)
+    min_weather_coverage: float = Field(0.9, gt=0, le=1)  # share of a month's days with a temperature for its degree-days
+    min_model_months: int = Field(12, ge=4)       # months (with degree-days) the regression needs to fit
+    month_effects_min_months: int = Field(36, ge=13)  # from this many fit months on, the regression adds month effects
+    yoy_months: int = Field(3, ge=1, le=12)       # fallback without weather: naive x (last N months / same N a year before)
+    interval_z: float = Field(1.28, gt=0)         # prediction interval: forecast x (1 +- z x relative error sd); 1.28 ~ 80 %
+    levels: list[Literal["segment_region", "segment", "region", "all"]] = [
+        "segment_region", "segment", "region", "all"]
+
+    @model_validator(mode="after")
+    def _bases_ordered(self) -> "ForecastConfig":
+        if self.heating_base_c > self.cooling_base_c:
+            raise ValueError(f"forecast.heating_base_c ({self.heating_base_c}) exceeds cooling_base_c "
+                             f"({self.cooling_base_c}): a day would both heat and cool")
+        if not self.levels:
+            raise ValueError("forecast.levels is empty: list at least one of segment_region, segment, region, all")
+        return self
+
+
+class CalendarConfig(_Section):
+    # The built-in holiday calendar when the lake has no bronze.holiday_calendar (config/holidays.py):
+    # cn = China's statutory holidays and make-up working days, none = no holidays.
+    country: Literal["cn", "none"] = "cn"
+
+
 class PipelineConfig(_Section):
     window_days: int = Field(90, ge=1)
+
+
+class ItemBand(_Section):
+    """A numeric figure cut into ``low`` / ``mid`` / ``high`` items (``<feature>=high``) for the association rules."""
+
+    # A column of the meter load summary (daily_kwh, peak_share, flat_share, valley_share, load_factor,
+    # weekend_ratio, over the window's complete days) or a numeric (int/double) tag of conf/tags.yaml.
+    feature: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # Two ascending cut points: low < cuts[0] <= mid < cuts[1] <= high. null: the tertiles of the as-of's
+    # customers with a known value (each band holds about a third of them).
+    cuts: list[float] | None = None
+
+    @field_validator("cuts")
+    @classmethod
+    def _two_ascending(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 2 or not v[0] < v[1]):
+            raise ValueError(f"cuts {v} must be two ascending numbers [low/mid, mid/high] (or null: tertiles)")
+        return v
+
+
+class AssociationRulesConfig(_Section):
+    """gold.tag_association_rules (stage profile): FPGrowth over one basket of tag items per customer."""
+
+    enabled: bool = True
+    min_support: float = Field(0.02, gt=0, le=1)     # share of the as-of's customers holding all items of a rule
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    min_lift: float = Field(1.2, ge=0)
+    max_antecedent_items: int = Field(2, ge=1)       # longer left-hand sides are mined but not kept
+    # A rule with several antecedent items is kept only when its confidence beats every rule with one item
+    # fewer (same consequent) by this much: else it restates the shorter rule.
+    min_improvement: float = Field(0.05, ge=0)
+    max_rules: int = Field(1000, ge=1)               # the strongest by lift are kept
+    report_rules: int = Field(10, ge=0)              # rules shown in the HTML report
+    # Tags whose values are items: a true boolean tag gives `code`, a string tag `code=value` (int and double
+    # tags only through bands). null: every boolean and string tag of conf/tags.yaml.
+    tags: list[str] | None = None
+    # A false boolean tag gives an item `code=false` too. Off: "not X" is the common case of most flags, and
+    # its rules say little about cross-selling.
+    false_items: bool = False
+    bands: list[ItemBand] = Field(default_factory=lambda: [ItemBand(feature="valley_share"),
+                                                           ItemBand(feature="peak_share")])
+    # FPGrowth's partitions (1 keeps its work in one task: baskets are one per customer and small).
+    partitions: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _distinct_bands(self) -> "AssociationRulesConfig":
+        features = [b.feature for b in self.bands]
+        if len(set(features)) != len(features):
+            raise ValueError(f"bands: a feature is banded twice ({features})")
+        return self
 
 
 # ---------------------------------------------------------------- campaigns (conf/campaigns.yaml)
@@ -992,14 +1157,18 @@ class Settings(_Section):
     clean: CleanConfig = Field(default_factory=CleanConfig)
     shapes: ShapesConfig = Field(default_factory=ShapesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     rate_advisor: RateAdvisorConfig = Field(default_factory=RateAdvisorConfig)
     neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    anomalies: AnomaliesConfig = Field(default_factory=AnomaliesConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     # conf/tags.yaml (merged after base.yaml, before the environment file).
     tags: TagsConfig = Field(default_factory=TagsConfig)
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
     sql_server: SqlServerConfig = Field(default_factory=SqlServerConfig)
+    association_rules: AssociationRulesConfig = Field(default_factory=AssociationRulesConfig)
 
     @model_validator(mode="after")
     def _source_zone_follows_ami(self) -> "Settings":

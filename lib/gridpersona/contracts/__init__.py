@@ -15,6 +15,8 @@ The bottom layer of the package: imports nothing from gridpersona but itself.
 from __future__ import annotations
 
 from gridpersona.contracts import advice, bronze, campaigns, ops, segments, silver, tags, truth
+from gridpersona.contracts import forecast
+from gridpersona.contracts import anomalies
 from gridpersona.contracts.base import LAYERS, Column, TableSpec
 
 __all__ = ["LAYERS", "Column", "TableSpec", "all_specs", "layer_specs", "pii_columns", "spec_for"]
@@ -25,6 +27,8 @@ _SPECS: dict[str, TableSpec] = {
         *bronze.BRONZE.values(), bronze.INGEST_REJECTS,
         *silver.SPECS,
         *segments.SPECS, *advice.SPECS, *tags.SPECS, *campaigns.SPECS,
+        *forecast.SPECS,
+        *anomalies.SPECS,
         *ops.SPECS,
         *truth.TRUTH.values(),
     )

@@ -113,7 +113,8 @@ ALERT_TARGETS = TableSpec(
     "mean of the complete days among the last `alerts.recent_days` days for every day missing or left, priced "
     "on the customer's current plan, and compared with the bill of the same month last year (else the mean of "
     "the last `alerts.baseline_months` bills when that is not 0). A `bill_projection` row is written on the "
-    "first day the projection reaches max(`alerts.ratio` x baseline, baseline + `alerts.min_increase_cny`) once "
+    "first day the projection reaches max(`alerts.ratio` x baseline, baseline + `alerts.min_increase_cny`), the "
+    "baseline scaled by `weather_factor` and `peer_factor` (`alerts.baseline_adjust`), once "
     "`alerts.min_days_elapsed` days of the period have passed; a `vacancy` row on the first day of the period "
     "that ends `alerts.vacancy_run_days` complete near-zero days in a row. At most one row per customer, alert "
     "type and bill period: a stored row for them suppresses every later one. Customers whose do_not_contact is "
@@ -141,8 +142,22 @@ ALERT_TARGETS = TableSpec(
                "CNY"),
         Column("baseline_source", S, "`same_month_last_year` (the bill of the same month a year earlier) or "
                "`recent_bills_mean` (the mean of the last `alerts.baseline_months` bills before the period)."),
-        Column("threshold_cny", MONEY, "max(`alerts.ratio` x baseline, baseline + `alerts.min_increase_cny`), to "
-               "the cent.", "CNY"),
+        Column("weather_factor", D, "The customer's own degree-day fit (kWh/day of their bill months on the "
+               "months' mean heating and cooling degree-days of bronze.weather in their `region`, least squares "
+               "over at least `alerts.weather_min_bills` bills before the period) predicted at the period's "
+               "degree-days so far (extrapolated like the projection) over predicted at the baseline month's, "
+               "clipped to [`alerts.weather_factor_min`, `alerts.weather_factor_max`], 6 decimals. Null: not "
+               "applied (`alerts.baseline_adjust` none or peer, bronze.weather absent, fewer bills, no region or "
+               "degree-days, a `recent_bills_mean` baseline, or no baseline).", "ratio"),
+        Column("peer_factor", D, "The median, over the customers of the same `region` (the archive's; a null "
+               "region: everyone) with a baseline and a projected bill on `alert_date`, of projected bill / "
+               "baseline (x `weather_factor` when that applies), rounded to 6 decimals: the rise the season "
+               "(weather, growth) gives everyone, which scales the baseline in the threshold. Null: not "
+               "applied (`alerts.baseline_adjust` none or weather, fewer than `alerts.min_peers` such "
+               "customers, or no baseline).", "ratio"),
+        Column("threshold_cny", MONEY, "max(`alerts.ratio` x adjusted baseline, adjusted baseline + "
+               "`alerts.min_increase_cny`), to the cent, where the adjusted baseline is `baseline_cny` x "
+               "`weather_factor` x `peer_factor` (to the cent; a null factor counts 1).", "CNY"),
         Column("near_zero_run_days", I, "Complete near-zero days in a row (`tags.features.near_zero_daily_kwh`) "
                "ending on `alert_date`, within the period (incomplete days neither count nor break the run).",
                "days", nullable=False),

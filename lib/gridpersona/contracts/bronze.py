@@ -128,10 +128,42 @@ CAMPAIGN_RESPONSE = TableSpec(
     source="CRM / campaign management system.",
 )
 
+WEATHER = TableSpec(
+    "bronze.weather",
+    "Daily mean temperature per supply region. Optional: without it the temperature features are null "
+    "(reason `no_weather`) and forecasts use no degree-days.",
+    (
+        Column("region", S, "Supply region / station area code, as the archive's `region` (e.g. `SA01`).",
+               nullable=False),
+        Column("date", DT, "Local calendar date (`ami.time_zone`).", nullable=False),
+        Column("temp_mean_c", D, "Daily mean air temperature; null when the station had no reading.", "deg C",
+               measure=True),
+    ),
+    keys=("region", "date"),
+    unique_keys=True,
+    source="Meteorological service, the station serving each region (one row per region and day).",
+)
+
+HOLIDAY_CALENDAR = TableSpec(
+    "bronze.holiday_calendar",
+    "Public holidays and make-up working days. Optional: when absent, the built-in calendar of "
+    "`calendar.country` applies (`cn` or `none`; lib/gridpersona/config/holidays.py). A date not listed is an "
+    "ordinary day (Saturday and Sunday off).",
+    (
+        Column("date", DT, "The date.", nullable=False),
+        Column("holiday_name", S, "The holiday (e.g. `Spring Festival`), also on its make-up working days."),
+        Column("day_off", B, "true: a public holiday, off work; false: a make-up working day (调休), a working day "
+               "even on a Saturday or Sunday.", measure=True),
+    ),
+    keys=("date",),
+    unique_keys=True,
+    source="The State Council's annual holiday arrangement (or the utility's own calendar).",
+)
+
 # The landed inputs (ingest's tables), by name.
 BRONZE: dict[str, TableSpec] = {
     s.name: s for s in (AMI_INTERVAL, CUSTOMER_ARCHIVE, BILLING_PAYMENT, SERVICE_INTERACTION, CONTACT_HISTORY,
-                        CAMPAIGN_RESPONSE)
+                        CAMPAIGN_RESPONSE, WEATHER, HOLIDAY_CALENDAR)
 }
 
 INGEST_REJECTS = TableSpec(

@@ -72,6 +72,10 @@ CUSTOMER_SEGMENTS = TableSpec(
         Column("distance", D, "Euclidean distance of the meter's typical shape to its segment's stored centroid.",
                nullable=False),
         Column("model_version", S, "Model version that assigned the segment.", nullable=False),
+        Column("dl_segment_id", I, "Segment the CNN + GRU model of the same version gives the meter's days "
+               "(`segment.method: dl` or `segment.dl.second_opinion`); null when the DL model is off or the meter "
+               "has no complete day in the days it reads."),
+        Column("dl_probability", D, "The DL model's softmax probability of `dl_segment_id` (null with it)."),
     ),
     keys=("as_of", "meter_id"),
     partition_by=("as_of",),

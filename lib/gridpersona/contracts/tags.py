@@ -87,11 +87,25 @@ FEATURE_VIEW = TableSpec(
         Column("night_block_start_sd_h", D, "Standard deviation of the block's start time over the surge nights: near "
                "0 for a timer (storage heating), about 1 h or more for charging that starts when the car is plugged "
                "in (null: no surge night).", "hours"),
-        Column("near_zero_days", I, "Complete days with daily kWh below `near_zero_daily_kwh`.", "days", nullable=False),
+        Column("near_zero_days", I, "Complete days with daily kWh below `near_zero_daily_kwh`, outside holiday periods "
+               "(a public holiday and the days off next to it: docs/calendar_weather.md).", "days", nullable=False),
         Column("current_near_zero_run_days", I, "Near-zero complete days in a row ending with the last complete day "
-               "(incomplete days neither break nor extend a run).", "days", nullable=False),
-        Column("longest_near_zero_run_days", I, "Longest run of near-zero complete days in the window.", "days",
-               nullable=False),
+               "outside holiday periods (incomplete days and holiday-period days neither break nor extend a run, so "
+               "a run of holiday absence alone is 0).", "days", nullable=False),
+        Column("longest_near_zero_run_days", I, "Longest run of near-zero complete days in the window, holiday-period "
+               "days skipped as in `current_near_zero_run_days`.", "days", nullable=False),
+        # temperature sensitivity (bronze.weather of the meter's region)
+        Column("weather_days", I, "Complete days outside holiday periods with a temperature for the meter's region "
+               "(bronze.weather): the days the two slopes below are fitted on.", "days", nullable=False),
+        Column("heating_kwh_per_degree", D, "Extra daily kWh per heating degree-day (`heating_base_c` - daily mean "
+               "temperature, when positive): least-squares slope of daily kWh on heating and cooling degree-days "
+               "over `weather_days`. Null when `weather_reason` is set or fewer than 3 of the days need heating.",
+               "kWh/degC-day"),
+        Column("cooling_kwh_per_degree", D, "Extra daily kWh per cooling degree-day (daily mean temperature - "
+               "`cooling_base_c`, when positive), from the same fit. Null when `weather_reason` is set or fewer than "
+               "3 of the days need cooling.", "kWh/degC-day"),
+        Column("weather_reason", S, "Why both slopes are null: `no_weather` (bronze.weather absent or without the "
+               "region's days), `too_few_days` (fewer than `weather_min_days` weather days); null when fitted."),
         Column("recent_daily_kwh", D, "Mean daily kWh over the complete days among the last `recent_days` days.", "kWh/day"),
         Column("history_daily_kwh", D, "Mean daily kWh over the complete days of the window before those.", "kWh/day"),
         Column("recent_vs_history", D, "`recent_daily_kwh` / `history_daily_kwh` (null when either is missing or 0)."),
@@ -237,7 +251,8 @@ CUSTOMER_PORTRAIT = TableSpec(
         _portrait_column("mean_daily_kwh"),
         *(_portrait_column(c) for c in ("peak_share", "flat_share", "valley_share", "load_factor", "peak_to_mean",
                                         "peak_valley_rate", "weekend_ratio", "daily_kwh_cv", "peak_demand_kw",
-                                        "kwh_pct_in_group")),
+                                        "kwh_pct_in_group", "heating_kwh_per_degree", "cooling_kwh_per_degree",
+                                        "weather_reason")),
         Column("payment_channel_pref", S, "The `payment_channel_pref` tag of gold.customer_tags (`online`, `offline`, "
                "`auto_debit`; null: not determinable or no such tag configured)."),
         Column("payment_channel_share", D, "Share of the window's payments (online + offline + auto-debit) made "
@@ -331,8 +346,45 @@ CONSUMPTION_PRICE_QUADRANT = TableSpec(
     partition_by=("as_of",),
 )
 
+TAG_ASSOCIATION_RULES = TableSpec(
+    "gold.tag_association_rules",
+    "Association rules between tag values (seed 000 §2.2.3, seed 003 §4.1: cross-selling groups), mined with "
+    "MLlib FPGrowth over one basket per customer of the as-of: the items are the customer's known tag values "
+    "(`code` for a true boolean tag, `code=value` for a categorical one) and banded load figures "
+    "(`valley_share=high`), as configured in `association_rules`. An unknown (null) value gives no item. "
+    "Rules meeting min_support, min_confidence and min_lift (a longer antecedent only when its confidence beats "
+    "the rules with one item fewer by min_improvement), the strongest `max_rules` by lift.",
+    (
+        Column("as_of", DT, "As-of date; partition column.", nullable=False),
+        Column("rule_rank", I, "1 = the highest lift (ties: higher confidence, support, then the items' text).",
+               nullable=False),
+        Column("antecedent", ARR_S, "Items of the rule's left-hand side, sorted.", nullable=False),
+        Column("consequent", ARR_S, "The item the rule predicts (one item).", nullable=False),
+        Column("support", D, "`rule_count` / `n_customers`: share of customers holding every item of the rule.",
+               nullable=False),
+        Column("confidence", D, "`rule_count` / `antecedent_count`: of the customers holding the antecedent, the "
+               "share also holding the consequent.", nullable=False),
+        Column("lift", D, "`confidence` / `consequent_support`: above 1, the antecedent makes the consequent more "
+               "likely than in the population.", nullable=False),
+        Column("consequent_support", D, "`consequent_count` / `n_customers`.", nullable=False),
+        Column("n_customers", L, "Baskets: the as-of's customers in gold.customer_tags (a customer with no known "
+               "item counts, with an empty basket).", "customers", nullable=False),
+        Column("antecedent_count", L, "Customers holding every antecedent item.", "customers", nullable=False),
+        Column("consequent_count", L, "Customers holding the consequent item.", "customers", nullable=False),
+        Column("rule_count", L, "Customers holding every item of the rule.", "customers", nullable=False),
+        Column("item_bands", S, "The cut points of the banded items this as-of (e.g. `valley_share: low < 0.21 <= "
+               "mid < 0.34 <= high`), `;`-separated; null when no band is configured."),
+        Column("tag_catalog_version", S, "`catalog_version` of gold.tag_catalog: the tag definitions of the items.",
+               nullable=False),
+        Column("model_version", S, "Segment model of the as-of's gold.customer_segments (the `usage_pattern` "
+               "items); null when the as-of has none."),
+    ),
+    keys=("as_of", "antecedent", "consequent"),
+    partition_by=("as_of",),
+)
+
 # The tables beside gold.customer_tags that the tags and profile stages write (docs/tags.md documents them too).
-OUTPUT_SPECS = (TAG_CATALOG, CUSTOMER_PORTRAIT, SEGMENT_TAG_PROFILE, CONSUMPTION_PRICE_QUADRANT)
+OUTPUT_SPECS = (TAG_CATALOG, CUSTOMER_PORTRAIT, SEGMENT_TAG_PROFILE, CONSUMPTION_PRICE_QUADRANT, TAG_ASSOCIATION_RULES)
 SPECS = (CUSTOMER_TAGS, *OUTPUT_SPECS)
 
 

@@ -86,5 +86,31 @@ TRUTH_CAMPAIGN_OUTCOMES = TableSpec(
     keys=("campaign_id", "cycle_as_of", "outcome"),
 )
 
+# The abnormal-use cases the generator plants (generate.anomaly_share); gold.anomaly_flags' flag names.
+ANOMALY_KINDS = ("sustained_drop", "flatline", "zero_run", "reverse_flow", "pattern_change")
+
+TRUTH_ANOMALIES = TableSpec(
+    "truth.anomalies",
+    "Synthetic ground truth: the abnormal-use cases planted on known, occupied, open archive meters "
+    "(generate.anomaly_share, windows of 28 days or more), one row per meter; gold.anomaly_flags is scored "
+    "against it. Planted meters have no bill shock, no closure, no planted fault from `start_date` to "
+    "`end_date`, and are not EV or electric-heating homes.",
+    (
+        Column("meter_id", S, "Meter id.", nullable=False),
+        Column("customer_id", S, "Customer owning the meter.", nullable=False),
+        Column("kind", S, "One of " + ", ".join(f"`{k}`" for k in ANOMALY_KINDS) + ": `sustained_drop` (readings "
+               "x 0.25-0.55, shape kept), `flatline` (the same non-zero reading every interval), `zero_run` "
+               "(exact zeros), `reverse_flow` (every reading negated: a reversed CT, no PV), `pattern_change` "
+               "(the daily shape becomes another archetype's, same energy).", nullable=False),
+        Column("start_date", DT, "First local day of the case.", nullable=False),
+        Column("end_date", DT, "Last local day of the case (`flatline`, `zero_run`: 4-10 days; the others run to "
+               "the window's last day).", nullable=False),
+        Column("detail", S, "What was planted: the drop factor (`x0.41`), the constant reading (`0.312 kWh`) or "
+               "the new archetype (`to night`); null for zero_run and reverse_flow."),
+    ),
+    keys=("meter_id",),
+    allowed_values={"kind": ANOMALY_KINDS},
+)
+
 TRUTH: dict[str, TableSpec] = {s.name: s for s in (TRUTH_METERS, TRUTH_FAULTS, TRUTH_CAMPAIGNS,
-                                                   TRUTH_CAMPAIGN_OUTCOMES)}
+                                                   TRUTH_CAMPAIGN_OUTCOMES, TRUTH_ANOMALIES)}

@@ -33,9 +33,11 @@ def customer_segments(assigned: DataFrame, archive: DataFrame, *, as_of, model_v
     Only ``meter_id`` and ``customer_id`` are taken from ``archive`` (no PII,
     whatever else it holds). A meter unknown to the archive keeps a null
     customer id; a meter listed under several customers takes the smallest id
-    (deterministic, never a duplicate row).
+    (deterministic, never a duplicate row). ``dl_segment_id`` / ``dl_probability``
+    come from ``assigned`` when it has them (the DL model's second opinion), else null.
     """
     ids = archive.groupBy("meter_id").agg(F.min("customer_id").alias("customer_id"))
+    dl = [F.col(c) if c in assigned.columns else F.lit(None) for c in ("dl_segment_id", "dl_probability")]
     return assigned.join(ids, "meter_id", "left").select(
         F.lit(as_of).cast("date").alias("as_of"),
         "customer_id", "meter_id",
@@ -45,6 +47,36 @@ def customer_segments(assigned: DataFrame, archive: DataFrame, *, as_of, model_v
         F.col("name_en").alias("segment_name_en"),
         F.col("distance").cast("double").alias("distance"),
         F.lit(model_version).alias("model_version"),
+        dl[0].cast("int").alias("dl_segment_id"),
+        dl[1].cast("double").alias("dl_probability"),
+    )
+
+
+def with_dl_segments(assigned: DataFrame, dl: DataFrame, segments: DataFrame, *, replace: bool) -> DataFrame:
+    """``assigned`` (attach_segments rows) with the DL model's ``dl_segment_id`` and ``dl_probability``
+    (``dl``: one row per meter it could read; the others get nulls).
+
+    ``replace``: the DL segment becomes the meter's segment (``segment.method: dl``): ``segment_id``,
+    label, names and distance (to that segment's centroid) follow it; a meter without a DL prediction keeps
+    its KMeans segment. ``segments`` (small, broadcast): ``segment_id``, ``centroid``, ``segment_label``,
+    ``name_zh``, ``name_en``.
+    """
+    out = assigned.join(dl.select("meter_id", "dl_segment_id", "dl_probability"), "meter_id", "left")
+    if not replace:
+        return out
+    seg = F.broadcast(segments.select(F.col("segment_id").alias("_dl_id"), F.col("centroid").alias("_c"),
+                                      F.col("segment_label").alias("_label"), F.col("name_zh").alias("_zh"),
+                                      F.col("name_en").alias("_en")))
+    joined = out.join(seg, F.col("dl_segment_id") == F.col("_dl_id"), "left")
+    use = F.col("_dl_id").isNotNull()
+    return joined.select(
+        *[c for c in out.columns if c not in ("segment_id", "segment_label", "name_zh", "name_en", "distance")],
+        F.when(use, F.col("_dl_id")).otherwise(F.col("segment_id")).alias("segment_id"),
+        F.when(use, F.col("_label")).otherwise(F.col("segment_label")).alias("segment_label"),
+        F.when(use, F.col("_zh")).otherwise(F.col("name_zh")).alias("name_zh"),
+        F.when(use, F.col("_en")).otherwise(F.col("name_en")).alias("name_en"),
+        F.when(use, F.sqrt(squared_distance(F.col("features"), F.col("_c")))).otherwise(F.col("distance"))
+        .alias("distance"),
     )
 
 

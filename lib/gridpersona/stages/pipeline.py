@@ -17,8 +17,10 @@ from typing import Callable
 
 from gridpersona.config import Settings
 from gridpersona.contracts import advice as AD
+from gridpersona.contracts import anomalies as AN
 from gridpersona.contracts import bronze as BR
 from gridpersona.contracts import campaigns as CA
+from gridpersona.contracts import forecast as FC
 from gridpersona.contracts import segments as SG
 from gridpersona.contracts import silver as SI
 from gridpersona.contracts import tags as TG
@@ -63,8 +65,13 @@ STAGES: tuple[StageSpec, ...] = (
     # Daily, right after shapes (the daily DAG runs it with --window-days 1). It also reads its own
     # output's earlier rows (locked as an output, so not listed as an input) to alert once per bill period.
     StageSpec("alerts", "gridpersona.stages.alerts:run_alerts",
-              inputs=_names(SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, BR.BILLING_PAYMENT),
+              inputs=_names(SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, BR.BILLING_PAYMENT, BR.HOLIDAY_CALENDAR,
+                            BR.WEATHER),
               outputs=_names(AD.ALERT_TARGETS), window_input=SI.DAILY_LOAD_SHAPE.name),
+    # Flags for inspection teams: the window's days and anomalies.history_days before, one pass.
+    StageSpec("anomalies", "gridpersona.stages.anomalies:run_anomalies",
+              inputs=_names(SI.DAILY_LOAD_SHAPE, SI.AMI_QUARANTINE, BR.CUSTOMER_ARCHIVE),
+              outputs=_names(AN.ANOMALY_FLAGS), window_input=SI.DAILY_LOAD_SHAPE.name),
     StageSpec("segment-train", "gridpersona.stages.segment_train:run_segment_train",
               inputs=_names(SI.DAILY_LOAD_SHAPE), outputs=_names(SG.SEGMENT_MODEL),
               window_input=SI.DAILY_LOAD_SHAPE.name),
@@ -74,9 +81,13 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("advice", "gridpersona.stages.advice:run_advice",
               inputs=_names(SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE),
               outputs=_names(AD.RATE_COMPARISON, AD.NEIGHBOUR_COMPARISON)),
+    # Monthly: reads the bills (not the window), the as-of's segments, and the weather when the lake has it.
+    StageSpec("forecast", "gridpersona.stages.forecast:run_forecast",
+              inputs=_names(BR.BILLING_PAYMENT, SG.CUSTOMER_SEGMENTS, BR.CUSTOMER_ARCHIVE, BR.WEATHER),
+              outputs=_names(FC.SEGMENT_FORECAST)),
     StageSpec("tags", "gridpersona.stages.tags:run_tags",
               inputs=_names(SG.CUSTOMER_SEGMENTS, SI.DAILY_LOAD_SHAPE, BR.CUSTOMER_ARCHIVE, *_TAG_SOURCES,
-                            AD.RATE_COMPARISON, AD.NEIGHBOUR_COMPARISON),
+                            AD.RATE_COMPARISON, AD.NEIGHBOUR_COMPARISON, BR.WEATHER, BR.HOLIDAY_CALENDAR),
               outputs=_names(TG.CUSTOMER_TAGS, TG.TAG_CATALOG, TG.CUSTOMER_PORTRAIT)),
     StageSpec("campaigns", "gridpersona.stages.campaigns:run_campaigns",
               inputs=_names(TG.CUSTOMER_TAGS, BR.CONTACT_HISTORY, BR.CAMPAIGN_RESPONSE, SI.DAILY_LOAD_SHAPE),
@@ -88,7 +99,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("profile", "gridpersona.stages.profile:run_profile",
               inputs=_names(SG.CUSTOMER_SEGMENTS, SG.SEGMENT_MODEL, SI.DAILY_LOAD_SHAPE, TG.CUSTOMER_TAGS,
                             TG.TAG_CATALOG),
-              outputs=_names(SG.SEGMENT_PROFILE, TG.SEGMENT_TAG_PROFILE, TG.CONSUMPTION_PRICE_QUADRANT)),
+              outputs=_names(SG.SEGMENT_PROFILE, TG.SEGMENT_TAG_PROFILE, TG.CONSUMPTION_PRICE_QUADRANT,
+                             TG.TAG_ASSOCIATION_RULES)),
 )
 STAGE_ORDER = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}

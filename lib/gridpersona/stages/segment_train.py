@@ -16,6 +16,7 @@ Stable ids
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from gridpersona.contracts.segments import SEGMENT_MODEL
@@ -25,12 +26,14 @@ from gridpersona.segment.features import vacancy_counts
 from gridpersona.stages.runner import StageContext, StageResult, code_version
 from gridpersona.stages.segment_common import (fmt, latest_model_version, model_dir, model_segments,
                                                model_version_of, run_typical_shapes, segment_params)
+from gridpersona.stages.segment_dl import dl_dir, dl_enabled, require_torch, train_dl_model
 
 
 def run_segment_train(ctx: StageContext) -> StageResult:
     """silver.daily_load_shape (window) -> gold.segment_model (one row per segment) + MLlib model(s) on disk."""
     s, seg, lake = ctx.settings, ctx.settings.segment, ctx.lake
     version = model_version_of(ctx.as_of)
+    require_torch(s)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     feats = run_typical_shapes(ctx)
@@ -58,6 +61,15 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     rel_path = model_dir(version)
     model.save(os.path.join(lake.root, rel_path))
     timings["save"] = time.perf_counter() - t
+    dl_notes: list[str] = []
+    if dl_enabled(s):
+        t = time.perf_counter()
+        dl_notes = train_dl_model(ctx, os.path.join(lake.root, rel_path), [g.segment_id for g in model.segments],
+                                  model.transform(feats))
+        timings["dl"] = time.perf_counter() - t
+    else:
+        # A rerun of the version without the DL model must not leave an earlier DL model beside new ids.
+        shutil.rmtree(dl_dir(os.path.join(lake.root, rel_path)), ignore_errors=True)
 
     rows = model.segment_rows(model_version=version, as_of=ctx.as_of, window_days=ctx.window_days,
                               reference_version=reference, model_path=rel_path, config_hash=s.config_hash(),
@@ -90,5 +102,6 @@ def run_segment_train(ctx: StageContext) -> StageResult:
     for r in rows:
         result.notes.append(f"segment {r['segment_id']}: {r['segment_label']} {r['name_zh']} / {r['name_en']}, "
                             f"{r['size']:,} meters ({r['share']:.1%}), {fmt(r['mean_daily_kwh'])} kWh/day")
+    result.notes.extend(dl_notes)
     result.notes.append("timings " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return result

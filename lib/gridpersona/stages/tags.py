@@ -21,11 +21,12 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from gridpersona.stages.calendar import holiday_calendar, read_weather
 from gridpersona.stages.inputs import read_bronze, read_bronze_or_empty
 from gridpersona.lake import check_schema
 from gridpersona.stages.runner import StageContext, StageResult
 from gridpersona.contracts.advice import NEIGHBOUR_COMPARISON, RATE_COMPARISON
-from gridpersona.contracts.bronze import CUSTOMER_ARCHIVE
+from gridpersona.contracts.bronze import CUSTOMER_ARCHIVE, WEATHER
 from gridpersona.contracts.segments import CUSTOMER_SEGMENTS
 from gridpersona.contracts.silver import DAILY_LOAD_SHAPE
 from gridpersona.contracts.tags import CUSTOMER_PORTRAIT, CUSTOMER_TAGS, TAG_CATALOG
@@ -49,8 +50,12 @@ def absent_sources(sources: dict[str, DataFrame], archive: DataFrame) -> set[str
     return absent
 
 
-def build_feature_view(ctx: StageContext) -> DataFrame:
-    """view.customer_features for the run's as-of and window (read through ctx.lake; nothing written)."""
+def build_feature_view(ctx: StageContext, notes: list[str] | None = None) -> DataFrame:
+    """view.customer_features for the run's as-of and window (read through ctx.lake; nothing written).
+
+    The window's holiday periods (:func:`gridpersona.stages.calendar.holiday_calendar`) are skipped by the
+    vacancy runs, and bronze.weather (when present) gives the temperature slopes; ``notes``, if given,
+    receives one line on each."""
     s, lake = ctx.settings, ctx.lake
     first, last = ctx.window
     for table, stage in ((CUSTOMER_SEGMENTS.name, "segment-assign"), (DAILY_LOAD_SHAPE.name, "shapes")):
@@ -64,13 +69,20 @@ def build_feature_view(ctx: StageContext) -> DataFrame:
     archive = read_bronze(lake, CUSTOMER_ARCHIVE.name)
     sources = {t: read_bronze_or_empty(lake, t) for t in FV.OPTIONAL_SOURCES}
     absent = absent_sources(sources, archive)
+    holidays = holiday_calendar(lake, s, first, last)
+    weather = read_weather(lake)
+    if notes is not None:
+        notes.append(holidays.note)
+        notes.append(f"weather: {WEATHER.name} read, temperature slopes fitted where a region has "
+                     f"{s.tags.features.weather_min_days}+ complete days" if weather is not None else
+                     f"weather: {WEATHER.name} absent, temperature features null (weather_reason no_weather)")
     if absent:
         log.warning("[tags] no data in %s: their features and the tags that need them are unknown (null)",
                     ", ".join(sorted(absent)))
     return FV.customer_feature_view(
         archive, segments, daily, *[sources[t] for t in FV.OPTIONAL_SOURCES],
         as_of=ctx.as_of, interval_minutes=s.ami.interval_minutes, time_zone=s.ami.time_zone, params=s.tags.features,
-        absent=absent, advice=read_advice(ctx))
+        absent=absent, advice=read_advice(ctx), weather=weather, holiday_dates=holidays.period_dates())
 
 
 def read_advice(ctx: StageContext) -> DataFrame | None:
@@ -109,7 +121,8 @@ def run_tags(ctx: StageContext) -> StageResult:
     version = TG.catalog_version(tags)
 
     # Both gold.customer_tags and gold.customer_portrait select from the view: computed once.
-    view = build_feature_view(ctx).persist(StorageLevel.MEMORY_AND_DISK)
+    input_notes: list[str] = []
+    view = build_feature_view(ctx, input_notes).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         out = TG.compile_tags(view, tags, version)
         expected = TG.customer_tags_schema(tags)
@@ -140,6 +153,7 @@ def run_tags(ctx: StageContext) -> StageResult:
                                                    CUSTOMER_PORTRAIT.name: portrayed})
     result.notes.append(f"{written:,} customers tagged with {len(tags.definitions)} tags, catalog version {version}")
     result.notes.append(f"{portrayed:,} customer portraits (numbers) written")
+    result.notes.extend(input_notes)
     categorical = {t.code: t.type for t in tags.definitions if t.type in ("string", "boolean")}
     counts = tag_value_counts(written_tags, list(categorical.items()))
     for code in codes:

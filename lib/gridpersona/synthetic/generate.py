@@ -15,17 +15,22 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
   and plateaus over the local hour, varied per meter (time shift, amplitude,
   base load), mixed with a secondary archetype's shape (weight 0-20%; for
   ``generate.ambiguous_meter_share`` of the occupied homes 25-45%), with
-  weekday/weekend shapes and levels. Public holidays
-  (``generate.holiday_calendar``) are lived like weekends.
+  weekday/weekend shapes and levels. Public holidays (``generate.holiday_calendar``, default
+  ``calendar.country``: :mod:`gridpersona.config.holidays`) are lived like weekends, make-up working days
+  like weekdays; ``bronze.holiday_calendar`` holds that calendar for the years the lake touches.
 - **Day to day.** Each home's routine runs up to about 1.5 h early or late on a
   given day (the day's shape rotates), its level has lognormal day noise, 3% of
   days are high (x1.3-1.8) and 3% low (out all day: flatter, x0.4-0.65); 15% of
-  homes take a 2-9 day trip and 15% go away over each holiday period (fridge
-  and standby only). Readings carry per-interval multiplicative noise.
+  homes take a 2-9 day trip (standby plus 10-25% of the usual load) and 15% go away over each holiday
+  period of 2+ days, shutting the home down (fridge and standby only, 0.6-1.0 kWh a day: near-zero like a
+  vacant premise). Readings carry per-interval multiplicative noise.
 - **Weather.** A daily mean temperature (the climate curve of Shanghai, so a
   trend across the window, plus an AR(1) anomaly, sd about 2.7 C) drives the
   household level: heating below 16 C, air conditioning above 22 C, scaled by
-  each meter's sensitivity; the factor averages to 1 over the window.
+  each meter's sensitivity; the factor averages to 1 over the window. The series runs back to the first
+  bill month (the anomaly drawn backwards from the window's first day, so the window does not depend on
+  ``billing_months``) and is written as ``bronze.weather``, per region plus a fixed station offset
+  (``_REGION_TEMP_OFFSET_C``) the load does not follow.
 - **Appliance bursts.** Three quarters of the occupied homes have a big
   appliance (3-9 kW: electric shower, oven, heater) used 0.2-1.2 times a day
   (at most 20% of the household's energy) for 15 min to 2 h, mornings and
@@ -40,13 +45,24 @@ How the data is made (all in local wall-clock time of ``ami.time_zone``):
 - **Scale.** ``truth.meters.mean_daily_kwh`` is the expected mean daily kWh over
   the generated AMI window (seasonal and weekday factors average to 1 over the
   window; it includes the expected charging and heating energy). Bills use the
-  same climate (per month), so bills and readings agree.
+  month's realized temperatures of that series and a consumption growth of ``generate.annual_growth`` a
+  year (factor 1 at the window, smaller before it), so bills, readings and weather agree.
 - **Bill shocks.** In windows of 28 days or more, ``generate.bill_shock_share``
   of the known residential, non-vacant meters get a new load from a day of the last bill period
   (``_shock_start_range``, ``truth.meters.bill_shock_start_date``) to the window's end: their
   household load grows by 0.8-1.4x the meter's mean daily kWh from then on
   (``truth.meters.bill_shock``).
   Bills, all of earlier months, do not include it; ``mean_daily_kwh`` does.
+- **Abnormal use** (``generate.anomaly_share``, windows of 28 days or more; :func:`_plan_anomalies`,
+  ``truth.anomalies``): a share of the known, open, non-shock homes of the plain archetypes (no EV, no
+  electric heating, not vacant) get one case each, split evenly over the kinds: ``sustained_drop``
+  (readings x 0.25-0.55 from the first day on, shape kept), ``flatline`` (4-10 days of one constant
+  non-zero reading), ``zero_run`` (4-10 days of exact zeros), ``reverse_flow`` (every reading negated from
+  the first day on) and ``pattern_change`` (the main shape becomes another archetype's, same energy). The
+  cases that move the level start at least 14 days into the window and, when a past cycle's outcomes are
+  planted, end or begin before its pre period, so its kWh effect is measured as before; no fault is
+  planted on a case's days. A reverse-flow customer's ``tou_saver`` truth is null (the pipeline sees no
+  reading of it); the other kinds are priced as the lake holds them.
 - **Archive.** ``generate.archive_attribute_null_share`` of the customers lack
   each optional archive attribute (``ARCHIVE_OPTIONAL_ATTRIBUTES``, drawn per
   attribute); ``generate.omit_tables`` leaves optional bronze tables unwritten.
@@ -98,9 +114,10 @@ import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from gridpersona.config import FaultRates, Settings, TariffConfig, range_minutes
+from gridpersona.config.holidays import default_calendar
 from gridpersona.contracts.base import TableSpec
 from gridpersona.contracts.bronze import AMI_INTERVAL, BRONZE
-from gridpersona.contracts.truth import ARCHETYPES, FAULT_CODES, TRUTH
+from gridpersona.contracts.truth import ANOMALY_KINDS, ARCHETYPES, FAULT_CODES, TRUTH
 
 __all__ = ["arrow_schema", "generate_lake", "TABLES"]
 
@@ -116,6 +133,9 @@ TABLES = (
     "truth.meters",
     "bronze.ami_interval",
     "truth.faults",
+    "truth.anomalies",
+    "bronze.weather",
+    "bronze.holiday_calendar",
 )
 
 _SPARK_TO_ARROW = {
@@ -325,18 +345,37 @@ def _season_factor(temp_c: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Weather:
-    """The window's daily mean temperature (climate + persistent anomalies) and what follows from it."""
+    """The window's daily mean temperature (climate + persistent anomalies) and what follows from it, and
+    the same series over the whole span the lake covers (bills before the window, then the window)."""
 
     temp_c: np.ndarray  # (D,)
     factor: np.ndarray  # (D,) household seasonal factor, window mean 1
     norm: float  # mean of _season_factor over the window (divides every factor, bills too)
     hdd: np.ndarray
     cdd: np.ndarray
+    span_start: dt.date | None = None  # first day of span_temp_c (None: the window's first day)
+    span_temp_c: np.ndarray | None = None  # daily temperature from span_start to the window's last day
+
+    def temp_on(self, days: list[dt.date]) -> np.ndarray:
+        """Temperature of each of ``days`` (all within the span)."""
+        start = self.span_start
+        series = self.span_temp_c if self.span_temp_c is not None else self.temp_c
+        if start is None:
+            raise ValueError("Weather.temp_on: the series has no span start")
+        idx = np.array([(d - start).days for d in days], dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(series)):
+            raise ValueError(f"Weather.temp_on: {days[0]} .. {days[-1]} is outside the generated span "
+                             f"{start} .. {start + dt.timedelta(days=len(series) - 1)}")
+        return series[idx]
 
 
-def _weather(dates, seed: int) -> Weather:
+def _weather(dates, seed: int, span_start: dt.date | None = None) -> Weather:
     """Daily temperatures: the climatological curve (a trend across the window, not a step) plus an
-    AR(1) anomaly (spells of warm and cool days, sd about 2.7 C)."""
+    AR(1) anomaly (spells of warm and cool days, sd about 2.7 C).
+
+    ``span_start`` (before the window's first day): the series goes back to it, the anomaly run backwards
+    from the window's first day on its own stream (a stationary Gaussian AR(1) reads the same both ways),
+    so the window's temperatures, and so its readings, do not depend on how far back the bills go."""
     rng = _rng(seed, "weather")
     shocks = rng.normal(0.0, 1.8, len(dates))
     anomaly = np.zeros(len(dates))
@@ -345,36 +384,54 @@ def _weather(dates, seed: int) -> Weather:
     temp = _climate_at(dates) + anomaly
     raw = _season_factor(temp)
     hdd, cdd = _degree_days(temp)
-    return Weather(temp, raw / raw.mean(), float(raw.mean()), hdd, cdd)
+    first = dates[0]
+    before = max(0, (first - span_start).days) if span_start is not None else 0
+    back = np.zeros(before)
+    back_shocks = _rng(seed, "weather_history").normal(0.0, 1.8, before)
+    prev = anomaly[0] if len(anomaly) else 0.0
+    for i in range(before - 1, -1, -1):
+        prev = back[i] = 0.75 * prev + back_shocks[before - 1 - i]
+    history = [first - dt.timedelta(days=before - i) for i in range(before)]
+    span = np.concatenate([_climate_at(history) + back, temp]) if before else temp
+    return Weather(temp, raw / raw.mean(), float(raw.mean()), hdd, cdd, first - dt.timedelta(days=before), span)
 
 
-def _cn_holidays() -> frozenset[dt.date]:
-    """Chinese public holidays (statutory days off) 2024-2027; other years keep the fixed-date ones only
-    (New Year, Labour Day 1-5 May, National Day 1-7 Oct). Make-up working days are not modelled."""
-    spans = [
-        ("2024-01-01", 1), ("2024-02-10", 8), ("2024-04-04", 3), ("2024-05-01", 5), ("2024-06-10", 1),
-        ("2024-09-15", 3), ("2024-10-01", 7),
-        ("2025-01-01", 1), ("2025-01-28", 8), ("2025-04-04", 3), ("2025-05-01", 5), ("2025-05-31", 3),
-        ("2025-10-01", 8),
-        ("2026-01-01", 3), ("2026-02-15", 9), ("2026-04-04", 3), ("2026-05-01", 5), ("2026-06-19", 3),
-        ("2026-09-25", 3), ("2026-10-01", 7),
-        ("2027-01-01", 3), ("2027-02-05", 7), ("2027-04-03", 3), ("2027-05-01", 5), ("2027-06-09", 1),
-        ("2027-09-15", 1), ("2027-10-01", 7),
-    ]
-    days = {dt.date.fromisoformat(s) + dt.timedelta(days=k) for s, n in spans for k in range(n)}
-    for year in range(1990, 2100):
-        if not 2024 <= year <= 2027:
-            days |= {dt.date(year, 1, 1)} | {dt.date(year, 5, k) for k in range(1, 6)}
-            days |= {dt.date(year, 10, k) for k in range(1, 8)}
-    return frozenset(days)
+# Each region's weather station reads the city's series plus a fixed siting offset (deg C): the city centre
+# (SA03) is warmer, the outer district (SA04) cooler. The load follows the city's series.
+_REGION_TEMP_OFFSET_C = {"SA01": 0.2, "SA02": 0.0, "SA03": 0.5, "SA04": -0.4}
 
 
-HOLIDAY_CALENDARS: dict[str, Callable[[], frozenset[dt.date]]] = {"cn": _cn_holidays, "none": frozenset}
+def _weather_table(weather: Weather) -> pa.Table:
+    """bronze.weather: every region's daily mean temperature (city series + the region's offset, to 0.1 C)
+    over the whole span (the bills' months and the AMI window)."""
+    series = weather.span_temp_c if weather.span_temp_c is not None else weather.temp_c
+    start = weather.span_start
+    days = np.datetime64(start, "D") + np.arange(len(series)).astype("timedelta64[D]")
+    regions = list(_REGION_TEMP_OFFSET_C)
+    return pa.Table.from_pydict({
+        "region": np.repeat(np.array(regions, dtype=object), len(series)).tolist(),
+        "date": np.tile(days, len(regions)),
+        "temp_mean_c": np.concatenate([np.round(series + _REGION_TEMP_OFFSET_C[r], 1) for r in regions]),
+    }, schema=arrow_schema(BRONZE["bronze.weather"]))
 
 
-def _holiday_mask(dates, calendar_name: str) -> np.ndarray:
-    days = HOLIDAY_CALENDARS[calendar_name]()
-    return np.array([d in days for d in dates], dtype=bool)
+def _holiday_mask(dates, calendar_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(holiday, make-up working day) masks of ``dates`` from the built-in calendar ``calendar_name``
+    (:func:`gridpersona.config.holidays.default_calendar`, the one the pipeline falls back to)."""
+    rows = default_calendar(calendar_name, dates[0], dates[-1]) if len(dates) else []
+    off = {r.date for r in rows if r.day_off}
+    work = {r.date for r in rows if not r.day_off}
+    return (np.array([d in off for d in dates], dtype=bool), np.array([d in work for d in dates], dtype=bool))
+
+
+def _holiday_table(first: dt.date, last: dt.date, calendar_name: str) -> pa.Table:
+    """bronze.holiday_calendar: the built-in calendar's rows from ``first`` to ``last``."""
+    rows = default_calendar(calendar_name, first, last)
+    return pa.Table.from_pydict({
+        "date": [r.date for r in rows],
+        "holiday_name": [r.holiday_name for r in rows],
+        "day_off": [r.day_off for r in rows],
+    }, schema=arrow_schema(BRONZE["bronze.holiday_calendar"]))
 
 
 # ------------------------------------------------------------------ meters
@@ -629,9 +686,11 @@ class DayPlan:
     level: np.ndarray  # (n, D) multiplicative day level (noise, high days, low days)
     low: np.ndarray  # (n, D) bool: out most of the day (flatter shape)
     away: np.ndarray  # (n, D) bool: away from home (trip, holiday): base load only
+    holiday_away: np.ndarray | None = None  # (n, D) bool: of those, away over a holiday period (home shut down)
 
 
-def _day_plan(pop: Population, grid: TimeGrid, holidays: np.ndarray, seed: int) -> DayPlan:
+def _day_plan(pop: Population, grid: TimeGrid, holidays: np.ndarray, seed: int,
+              workdays: np.ndarray | None = None) -> DayPlan:
     """Households vary day to day: their routine shifts by up to about 1.5 h, a few days a month are
     unusually high (guests, laundry) or low (out all day), some take a 2-9 day trip, and on public
     holidays some go away for the whole holiday."""
@@ -657,14 +716,18 @@ def _day_plan(pop: Population, grid: TimeGrid, holidays: np.ndarray, seed: int) 
     col = np.arange(days)[None, :]
     away |= trip[:, None] & (col >= trip_start[:, None]) & (col < (trip_start + trip_len)[:, None])
     # A holiday period: consecutive days off (holidays and the weekends next to them) holding a holiday.
-    off = holidays | np.array([d.weekday() >= 5 for d in grid.dates], dtype=bool)
+    # (the period rule of gridpersona.config.holidays.holiday_period_dates; a make-up working day is not off)
+    off = holidays | (np.array([d.weekday() >= 5 for d in grid.dates], dtype=bool)
+                      & ~(workdays if workdays is not None else np.zeros(days, dtype=bool)))
     run_id = np.cumsum(np.concatenate([[1], ~off[:-1] | ~off[1:]])) if days else np.zeros(0, int)
+    holiday_away = np.zeros((n, days), dtype=bool)
     for rid in np.unique(run_id[holidays]) if holidays.any() else []:
         period = off & (run_id == rid)
         if period.sum() >= 2:
             goes = occupied & (rng.random(n) < 0.15)
-            away |= goes[:, None] & period[None, :]
-    return DayPlan(shift_slots, level, low & ~away, away)
+            holiday_away |= goes[:, None] & period[None, :]
+    away |= holiday_away
+    return DayPlan(shift_slots, level, low & ~away, away, holiday_away)
 
 
 def _block_energy(step_h: float, n_slots: int, prev_len_h: float, power_prev, start_prev, hours_prev,
@@ -685,9 +748,12 @@ def _block_energy(step_h: float, n_slots: int, prev_len_h: float, power_prev, st
 def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, counter: dict[str, int],
                  progress: Callable[[str], None] | None, shock: BillShock | None = None,
                  weather: Weather | None = None, holidays: np.ndarray | None = None,
-                 periods: PeriodTotals | None = None) -> Iterator[pa.RecordBatch]:
+                 periods: PeriodTotals | None = None,
+                 anomalies: AnomalyPlan | None = None, workdays: np.ndarray | None = None
+                 ) -> Iterator[pa.RecordBatch]:
     """One record batch per local day: every meter's readings with the planned faults applied
-    (and the household load of bill-shock meters raised from their first surge day on).
+    (and the household load of bill-shock meters raised from their first surge day on, and the planted
+    abnormal-use cases of ``anomalies`` applied on their days).
 
     ``periods``, if given, receives each day's fault-free kWh per meter and tariff period (the truth the
     rate advisor is checked against)."""
@@ -699,7 +765,8 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
     weather = weather if weather is not None else _weather(grid.dates, seed)
     holidays = holidays if holidays is not None else np.zeros(grid.days, dtype=bool)
     week_level = np.array([_WEEK_LEVEL.get(a, _WEEK_LEVEL_RESIDENTIAL) for a in ARCHETYPES])[pop.archetype]
-    days_plan = _day_plan(pop, grid, holidays, seed)
+    workdays = workdays if workdays is not None else np.zeros(grid.days, dtype=bool)
+    days_plan = _day_plan(pop, grid, holidays, seed, workdays)
     # Bursts are part of the household's energy: the smooth load carries the rest.
     smooth_kwh = pop.household_kwh - pop.burst_rate * _BURST_MEAN_KWH
     rows = np.arange(pop.n)[:, None]
@@ -723,6 +790,7 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
     heat_energy = (pop.heat_kwh(weather.hdd, weather.cdd)[heat][:, evening]
                    * _lognormal_mean1(heat_rng, 0.12, shape_h))
     heat_energy = np.where(days_plan.away[heat][:, evening], 0.3 * heat_energy, heat_energy)
+    heat_energy = np.where(days_plan.holiday_away[heat][:, evening], 0.0, heat_energy)
     direct = (pop.heat_kind[heat] == 1)[:, None]
     heat_start = pop.heat_start_h[heat][:, None] + np.where(direct, heat_rng.uniform(-0.5, 0.5, shape_h), 0.0)
     heat_hours = np.broadcast_to(pop.heat_hours[heat][:, None], shape_h)
@@ -733,13 +801,17 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
     report_every = max(1, grid.days // 10)
     for d in range(grid.days):
         n = grid.n_slots(d)
-        weekend = grid.dates[d].weekday() >= 5 or bool(holidays[d])  # a holiday is lived like a Sunday
+        # A holiday is lived like a Sunday; a make-up working day (a Saturday or Sunday) like a weekday.
+        weekend = (grid.dates[d].weekday() >= 5 and not workdays[d]) or bool(holidays[d])
         mid_h = grid.wall_hours[d] + step_h / 2.0
-        key = (mid_h.tobytes(), weekend)
+        main, switched = (anomalies.main_codes(pop.archetype, d) if anomalies is not None
+                          else (pop.archetype, 0))
+        # Pattern changes only ever add meters as days go on: their count names the set.
+        key = (mid_h.tobytes(), weekend, switched)
         shape = shape_cache.get(key)
         if shape is None:
             parts = {}
-            for role, codes in (("main", pop.archetype), ("second", pop.secondary)):
+            for role, codes in (("main", main), ("second", pop.secondary)):
                 part = np.empty((pop.n, n))
                 for code, arch in enumerate(ARCHETYPES):
                     idx = np.flatnonzero(codes == code)
@@ -768,8 +840,11 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
         season = 1.0 + pop.season_amp * (weather.factor[d] - 1.0)
         level = kwh * week_level[:, 1 if weekend else 0] * season * days_plan.level[:, d]
         # Away: the fridge and standby only (0.6-1.0 kWh a day plus 10-25% of the usual load).
-        level = np.where(away, pop.household_kwh * rng.uniform(0.1, 0.25, pop.n) + rng.uniform(0.6, 1.0, pop.n),
-                         level)
+        # Away over a holiday: the home is shut down, the fridge and standby only (0.6-1.0 kWh), near-zero
+        # like a vacant premise, which is what the pipeline's holiday rule is there for.
+        standby = pop.household_kwh * rng.uniform(0.1, 0.25, pop.n)
+        fridge = rng.uniform(0.6, 1.0, pop.n)
+        level = np.where(days_plan.holiday_away[:, d], fridge, np.where(away, standby + fridge, level))
         values = level[:, None] * shape * _lognormal_mean1(rng, pop.int_sigma[:, None], (pop.n, n))
 
         # Appliance bursts on ordinary days at home: 3-9 kW for 15 min to 2 h, mornings and evenings.
@@ -795,8 +870,12 @@ def _ami_batches(pop: Population, grid: TimeGrid, plan: FaultPlan, seed: int, co
             # Thermostats and compressors cycle: the block is not a flat line.
             values[heat] += block * _lognormal_mean1(rng, 0.2, block.shape)
         values = np.round(values, 3)
+        if anomalies is not None:
+            values = anomalies.apply_level(d, values)
         if periods is not None:
             periods.add(d, grid.wall_hours[d], values)
+        if anomalies is not None:  # after the period totals: a reversed CT does not change what was used
+            values = anomalies.apply_reverse(d, values)
 
         # Faults of this day.
         lo, hi = bounds[d], bounds[d + 1]
@@ -1098,10 +1177,22 @@ def _bill_amounts(kwh: np.ndarray, cust: Customers, tariff: TariffConfig, period
     return np.round(amount, 2)
 
 
+def _bill_growth(month_starts: list[dt.date], window_start: dt.date, annual_growth: float) -> np.ndarray:
+    """(months,) consumption level of each bill month relative to the AMI window: (1 + g) ** -(years from
+    the month's middle to the window's first day), 1 for a month ending on or after that day."""
+    years = np.array([max(0.0, (window_start - (m + dt.timedelta(days=calendar.monthrange(m.year, m.month)[1] / 2))
+                                ).days / 365.25)
+                      if (m + dt.timedelta(days=calendar.monthrange(m.year, m.month)[1] - 1)) < window_start else 0.0
+                      for m in month_starts])
+    return (1.0 + annual_growth) ** -years
+
+
 def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: Weather, snapshot: dt.date,
-             tariff: TariffConfig, period_shares: np.ndarray) -> pa.Table:
+             tariff: TariffConfig, period_shares: np.ndarray, window_start: dt.date | None = None,
+             annual_growth: float = 0.0) -> pa.Table:
     """Monthly bills and payments; see the module docstring for the months covered. Prices come from
-    ``tariff`` (:func:`_bill_amounts`)."""
+    ``tariff`` (:func:`_bill_amounts`). A month's kWh follows its realized daily temperatures
+    (``weather``'s span when it covers the month, else the climate) and :func:`_bill_growth`."""
     rng = _rng(seed, "billing")
     n = pop.n_known
     month_starts = _billing_months(snapshot, months)
@@ -1110,16 +1201,18 @@ def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: 
     due = np.array([x.replace(day=15) for x in next_month], dtype="datetime64[D]")
     issue = np.array([x.replace(day=3) for x in next_month], dtype="datetime64[D]")
 
-    # The month's climate sets the household's seasonal factor (normalized like the AMI window's) and
-    # the heating block's size, so bills and readings agree.
+    # The month's realized weather (bronze.weather's series) sets the household's seasonal factor
+    # (normalized like the AMI window's) and the heating block's size, so bills, readings and weather agree.
     month_days = [[x + dt.timedelta(days=k) for k in range(m)] for x, m in zip(month_starts, dim)]
-    month_temp = [_climate_at(days) for days in month_days]
+    covered = weather.span_start is not None and month_starts[0] >= weather.span_start
+    month_temp = [weather.temp_on(days) if covered else _climate_at(days) for days in month_days]
     month_season = np.array([_season_factor(t).mean() for t in month_temp]) / weather.norm
     factor = 1.0 + pop.season_amp[:n, None] * (month_season[None, :] - 1.0)
     dd = [_degree_days(t) for t in month_temp]
     heat = np.stack([pop.heat_kwh(h, c)[:n].mean(axis=1) for h, c in dd], axis=1)
     daily = pop.household_kwh[:n, None] * factor + pop.ev_kwh_per_day()[:n, None] + heat
-    kwh = np.round(daily * dim[None, :] * _lognormal_mean1(rng, 0.06, (n, months)), 1)
+    growth = _bill_growth(month_starts, window_start, annual_growth) if window_start else np.ones(months)
+    kwh = np.round(daily * dim[None, :] * growth[None, :] * _lognormal_mean1(rng, 0.06, (n, months)), 1)
     amount = _bill_amounts(kwh, cust, tariff, period_shares)
 
     # Payment state: 0 on time, 1 late, 2 unpaid. Late bills are never the latest one, so a
@@ -1129,15 +1222,22 @@ def _billing(pop: Population, cust: Customers, seed: int, months: int, weather: 
     unpaid_n = np.minimum(unpaid_n, months)
     poor_no_room = (credit == "poor") & (unpaid_n == 0) & (months - 1 < 4)
     unpaid_n[poor_no_room] = 1  # too few months for four late payments: owe instead
-    late_n = np.select(
-        [credit == "medium", (credit == "poor") & (unpaid_n == 0), credit == "poor"],
-        [rng.integers(1, 4, n), rng.integers(4, 9, n), rng.integers(0, 6, n)], 0)
     col = np.arange(months)[None, :]
     unpaid = col >= months - unpaid_n[:, None]
     can_be_late = (~unpaid) & (col < months - 1)
-    keys = np.where(can_be_late, rng.random((n, months)), np.inf)
-    rank = np.argsort(np.argsort(keys, axis=1), axis=1)
-    late = (rank < late_n[:, None]) & can_be_late
+    # Late payments are drawn per 12-month block counted back from the newest bill, each block with its
+    # credit class's count, so the last 12 months (what credit_rating reads) hold the class's count
+    # however long the history is.
+    block = (months - 1 - col) // 12
+    late = np.zeros((n, months), dtype=bool)
+    for b in range(int(block.max()) + 1 if months else 0):
+        late_n = np.select(
+            [credit == "medium", (credit == "poor") & (unpaid_n == 0), credit == "poor"],
+            [rng.integers(1, 4, n), rng.integers(4, 9, n), rng.integers(0, 6, n)], 0)
+        in_block = can_be_late & (block == b)
+        keys = np.where(in_block, rng.random((n, months)), np.inf)
+        rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+        late |= (rank < late_n[:, None]) & in_block
 
     snap = np.datetime64(snapshot, "D")
     window = (due - issue).astype(int)[None, :]
@@ -1359,6 +1459,134 @@ def _bill_shocks(pop: Population, share: float, days: int, seed: int,
         lo, hi = _shock_start_range(dates) if dates is not None else (days - 21, days - 14)
         first[chosen] = np.maximum(0, lo + rng.integers(0, hi - lo + 1, count))
     return BillShock(factor, first, days)
+
+
+# Abnormal use: the homes eligible, and the archetype whose shape a pattern change switches to (a dissimilar one).
+_PATTERN_CHANGE_TO = {"evening_peak": "night", "double_peak": "night", "night": "evening_peak",
+                      "flat": "commercial_day"}
+_ANOMALY_BASELINE_DAYS = 14  # a case starts at least this many days into the window
+_ANOMALY_EVIDENCE_DAYS = 14  # a case running to the window's end has at least this many days
+_ANOMALY_KIND = {name: i for i, name in enumerate(ANOMALY_KINDS)}
+
+
+@dataclass(frozen=True)
+class AnomalyPlan:
+    """Planted abnormal-use cases (generate.anomaly_share), one entry per case (one case per meter)."""
+
+    meter: np.ndarray  # int64 meter index
+    kind: np.ndarray  # int index into ANOMALY_KINDS
+    first_day: np.ndarray  # window index of the case's first day
+    last_day: np.ndarray  # window index of its last day (inclusive)
+    value: np.ndarray  # sustained_drop: the readings' multiplier; flatline: the constant reading (kWh); else 0
+    target: np.ndarray  # pattern_change: archetype code of the new main shape; else -1
+
+    def on(self, kind: str, d: int) -> np.ndarray:
+        """Indexes into the plan of the ``kind`` cases active on window day ``d``."""
+        return np.flatnonzero((self.kind == _ANOMALY_KIND[kind]) & (self.first_day <= d) & (d <= self.last_day))
+
+    def main_codes(self, archetype: np.ndarray, d: int) -> tuple[np.ndarray, int]:
+        """(each meter's main archetype code on day ``d``, how many have switched): pattern changes applied."""
+        sel = self.on("pattern_change", d)
+        codes = archetype.copy()
+        codes[self.meter[sel]] = self.target[sel]
+        return codes, len(sel)
+
+    def apply_level(self, d: int, values: np.ndarray) -> np.ndarray:
+        """Day ``d``'s readings (meters x slots, rounded) with the drops, flatlines and zero runs applied."""
+        sel = self.on("sustained_drop", d)
+        values[self.meter[sel]] = np.round(values[self.meter[sel]] * self.value[sel, None], 3)
+        sel = self.on("flatline", d)
+        values[self.meter[sel]] = self.value[sel, None]
+        values[self.meter[self.on("zero_run", d)]] = 0.0
+        return values
+
+    def apply_reverse(self, d: int, values: np.ndarray) -> np.ndarray:
+        """Day ``d``'s readings with the reverse-flow meters' readings negated (a reversed CT)."""
+        rows = self.meter[self.on("reverse_flow", d)]
+        values[rows] = -values[rows]
+        return values
+
+
+def _plan_anomalies(pop: Population, share: float, days: int, seed: int, interval_minutes: int,
+                    shock: BillShock, outcomes: "OutcomePlan | None") -> AnomalyPlan:
+    """Pick ``share`` of the known meters (at most the eligible ones) for one abnormal-use case each.
+
+    Eligible: known, of a plain occupied archetype (``_PATTERN_CHANGE_TO``: no EV or heating block, not
+    vacant), no bill shock, no closure. Kinds go round-robin over a shuffled order (an even split). The cases
+    that move the level (all but pattern_change) start on day 14 or later; with a past cycle's outcomes
+    planted they begin (drop, reverse flow: run to the end) or end (flatline, zero run: 4-10 days) before
+    its pre period, so that cycle's pre and post periods see the same level; without room for that, anywhere
+    leaving 14 days of evidence. A pattern change (same energy) starts in the window's second half, 14 days
+    before its end at the latest. No case in a window shorter than 28 days.
+    """
+    rng = _rng(seed, "anomalies")
+    names = pop.arch_names()
+    ok = (np.arange(pop.n) < pop.n_known) & np.isin(names, tuple(_PATTERN_CHANGE_TO)) & ~shock.planted
+    if outcomes is not None:
+        ok &= outcomes.close_day < 0
+    eligible = np.flatnonzero(ok)
+    count = min(len(eligible), _round_half_up(share * pop.n_known)) if days >= 28 else 0
+    meter = np.sort(rng.choice(eligible, size=count, replace=False)) if count else np.zeros(0, np.int64)
+    kind = rng.permutation(np.arange(count) % len(ANOMALY_KINDS))
+    lo, hi = _ANOMALY_BASELINE_DAYS, days - _ANOMALY_EVIDENCE_DAYS
+    # The outcome cycle's pre period starts as long before the cycle as its post period runs after it.
+    quiet = 2 * outcomes.cycle_day + 2 - days if outcomes is not None else days
+    first = np.zeros(count, np.int64)
+    last = np.full(count, days - 1, np.int64)
+    value = np.zeros(count)
+    target = np.full(count, -1, np.int64)
+    duration = rng.integers(4, 11, count)
+    u = rng.random(count)
+    for k, name in enumerate(ANOMALY_KINDS):
+        sel = kind == k
+        if name in ("flatline", "zero_run"):
+            top = min(quiet, days - 1) - duration[sel]  # ends before the quiet limit and the window's last day
+            top = np.where(top >= lo, top, hi)
+            first[sel] = lo + np.floor(u[sel] * (top - lo + 1)).astype(np.int64)
+            last[sel] = first[sel] + duration[sel] - 1
+        elif name == "pattern_change":
+            begin = max(lo, days // 2)
+            first[sel] = begin + np.floor(u[sel] * (hi - begin + 1)).astype(np.int64)
+        else:
+            top = min(quiet - 1, hi) if quiet - 1 >= lo else hi
+            first[sel] = lo + np.floor(u[sel] * (top - lo + 1)).astype(np.int64)
+    drop = kind == _ANOMALY_KIND["sustained_drop"]
+    value[drop] = rng.uniform(0.25, 0.55, int(drop.sum()))
+    flat = kind == _ANOMALY_KIND["flatline"]
+    value[flat] = np.maximum(0.001, np.round(pop.mean_daily_kwh[meter[flat]] * interval_minutes / 1440.0, 3))
+    change = kind == _ANOMALY_KIND["pattern_change"]
+    target[change] = [_ARCH[_PATTERN_CHANGE_TO[a]] for a in names[meter[change]]]
+    return AnomalyPlan(meter.astype(np.int64), kind, first, last, value, target)
+
+
+def _without_anomaly_faults(plan: FaultPlan, anomalies: AnomalyPlan, grid: TimeGrid) -> FaultPlan:
+    """The fault plan without the faults that fall on a planted case's days (the case is the meter's story)."""
+    if not len(anomalies.meter) or not len(plan.meter):
+        return plan
+    begin = np.full(int(plan.meter.max()) + 1, np.iinfo(np.int64).max)
+    end = np.zeros(len(begin), np.int64)
+    inside = anomalies.meter < len(begin)
+    begin[anomalies.meter[inside]] = grid.offsets[anomalies.first_day[inside]]
+    end[anomalies.meter[inside]] = grid.offsets[anomalies.last_day[inside] + 1]
+    keep = ~((plan.slot >= begin[plan.meter]) & (plan.slot < end[plan.meter]))
+    return FaultPlan(plan.meter[keep], plan.slot[keep], plan.code[keep], plan.spike_add_kwh[keep])
+
+
+def _truth_anomalies(pop: Population, cust: Customers, anomalies: AnomalyPlan, dates: list[dt.date]) -> pa.Table:
+    """truth.anomalies: one row per planted case."""
+    kinds = [ANOMALY_KINDS[k] for k in anomalies.kind]
+    detail = []
+    for k, v, t in zip(kinds, anomalies.value, anomalies.target):
+        detail.append(f"x{v:.2f}" if k == "sustained_drop" else f"{v:.3f} kWh" if k == "flatline"
+                      else f"to {ARCHETYPES[t]}" if k == "pattern_change" else None)
+    return pa.Table.from_pydict({
+        "meter_id": pop.meter_ids.take(pa.array(anomalies.meter)),
+        "customer_id": [cust.customer_id[m] for m in anomalies.meter],
+        "kind": kinds,
+        "start_date": [dates[d] for d in anomalies.first_day],
+        "end_date": [dates[d] for d in anomalies.last_day],
+        "detail": detail,
+    }, schema=arrow_schema(TRUTH["truth.anomalies"]))
 
 
 def _current_cycle(cust: Customers, campaigns, seed: int, snapshot: dt.date, tz: ZoneInfo
@@ -1643,14 +1871,17 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
         raise ValueError(f"generate.omit_tables lists {stale}, but the lake at {settings.lake.root} already holds "
                          f"them ({', '.join(lake.path(t) for t in stale)}): a minimal lake needs a fresh lake.root "
                          f"(or delete those tables first)")
-    weather = _weather(grid.dates, seed)
-    holidays = _holiday_mask(grid.dates, gen.holiday_calendar)
+    first_bill = _billing_months(snapshot, gen.billing_months)[0]
+    # One temperature series from the first bill month to the window's end (bronze.weather, the bills).
+    weather = _weather(grid.dates, seed, span_start=min(first_bill, start))
+    country = gen.holiday_calendar or settings.calendar.country
+    holidays, workdays = _holiday_mask(grid.dates, country)
     pop = _population(gen.archetype_mix, meters, gen.faults.unknown_meter_share, seed, weather,
                       gen.ambiguous_meter_share)
-    first_bill = _billing_months(snapshot, gen.billing_months)[0]
     cust = _customers(pop, seed, first_bill - dt.timedelta(days=30), gen.archive_attribute_null_share)
     shock = _bill_shocks(pop, gen.bill_shock_share, days, seed, grid.dates)
     outcomes = _outcome_plan(pop, cust, settings.campaigns.active, gen, grid.dates, seed)
+    anomalies = _plan_anomalies(pop, gen.anomaly_share, days, seed, interval, shock, outcomes)
     counts: dict[str, int] = {}
 
     def write(table: str, data: pa.Table) -> None:
@@ -1678,20 +1909,28 @@ def generate_lake(settings: Settings, lake, *, meters: int | None = None, days: 
             (outcomes.close_day < 0) | (d <= outcomes.close_day))
     charger = pop.ev_power_kw[: pop.n_known] * interval / 60.0
     plan = _plan_faults(gen.faults, pop.n_known, grid.total_slots, mean_interval, charger, seed, interval / 60.0)
+    plan = _without_anomaly_faults(plan, anomalies, grid)
     reader = pa.RecordBatchReader.from_batches(
         arrow_schema(BRONZE["bronze.ami_interval"]),
         _plant_outcome_readings(_ami_batches(pop, grid, plan, seed, counts, progress, shock, weather, holidays,
-                                             periods), outcomes, pop, start, counts))
+                                             periods, anomalies, workdays=workdays), outcomes, pop, start, counts))
     lake.write_arrow(AMI_INTERVAL.name, reader, mode="overwrite", partition_by=AMI_INTERVAL.partition_by)
     counts.setdefault("bronze.ami_interval", 0)
     # Bills of time-of-use customers split their kWh like the customer's readings; the TOU truth prices them.
     shares = periods.shares()[: pop.n_known]
     write("bronze.billing_payment", _billing(pop, cust, seed, gen.billing_months, weather, snapshot,
-                                             settings.tariff, shares))
-    write("truth.meters", _truth_meters(pop, cust, shock, start,
-                                        _tou_truth(cust, periods, grid, settings,
-                                                   None if outcomes is None else outcomes.close_day[: pop.n_known] >= 0)))
+                                             settings.tariff, shares, start, gen.annual_growth))
+    write("bronze.weather", _weather_table(weather))
+    # A calendar is published ahead: the whole years the lake touches.
+    write("bronze.holiday_calendar", _holiday_table(weather.span_start.replace(month=1, day=1),
+                                                    snapshot.replace(month=12, day=31), country))
+    tou = _tou_truth(cust, periods, grid, settings,
+                     None if outcomes is None else outcomes.close_day[: pop.n_known] >= 0)
+    # The pipeline sees none of a reverse-flow meter's readings from the case's first day (all negative).
+    tou[1][anomalies.meter[anomalies.kind == _ANOMALY_KIND["reverse_flow"]]] = None
+    write("truth.meters", _truth_meters(pop, cust, shock, start, tou))
     write("truth.faults", _drop_closed_faults(_truth_faults(pop, grid, plan), outcomes, pop, grid))
+    write("truth.anomalies", _truth_anomalies(pop, cust, anomalies, grid.dates))
     say(f"generated {meters} meters x {days} days in {time.perf_counter() - t0:.1f}s")
     return {name: counts[name] for name in TABLES if name in counts}
 

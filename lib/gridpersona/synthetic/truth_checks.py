@@ -60,7 +60,8 @@ def fault_detection(lake: Lake, first: dt.date, last: dt.date, interval_minutes:
     def planted(category: str) -> DataFrame:
         return truth.filter(F.col("fault") == category).select("meter_id", "ts")
 
-    scores = [_score(reason, planted(reason), quarantine.filter(F.col("reason") == reason).select("meter_id", "ts"))
+    scores = [_score(reason, planted(reason), _outside_reverse_flow(
+        quarantine.filter(F.col("reason") == reason).select("meter_id", "ts"), lake))
               for reason in ("duplicate", "negative", "null_value", "unknown_meter")]
     scores.append(_score("spike", planted("spike"),
                          clean.filter(F.col("quality") == "outlier_replaced").select("meter_id", "ts")))
@@ -69,7 +70,8 @@ def fault_detection(lake: Lake, first: dt.date, last: dt.date, interval_minutes:
     filled = (clean.filter(F.col("quality") == "interpolated")
               .join(quarantine.select("meter_id", "ts").distinct(), ["meter_id", "ts"], "left_anti"))
     scores.append(_score("short_gap", planted("short_gap"), filled.select("meter_id", "ts")))
-    missing = _before_closure(_missing_instants(clean, quality, lake, interval_minutes), lake)
+    missing = _outside_reverse_flow(_before_closure(_missing_instants(clean, quality, lake, interval_minutes), lake),
+                                    lake)
     scores.append(_score("long_gap", planted("long_gap"), missing))
     return scores
 
@@ -85,6 +87,22 @@ def _before_closure(instants: DataFrame, lake: Lake) -> DataFrame:
     day = F.date_from_unix_date(F.floor(local_seconds("ts", lake.settings.ami.time_zone) / 86400).cast("int"))
     return (instants.join(closed, "meter_id", "left")
             .filter(F.col("account_close_date").isNull() | (day <= F.col("account_close_date")))
+            .select("meter_id", "ts"))
+
+
+def _outside_reverse_flow(instants: DataFrame, lake: Lake) -> DataFrame:
+    """The (meter_id, ts) instants not on the days of a planted reverse-flow case (truth.anomalies): every
+    reading of those days is negative by design, so quarantined and the day left missing; that is the case
+    gold.anomaly_flags is scored on, not a data fault."""
+    if not lake.exists("truth.anomalies"):
+        return instants
+    from gridpersona.transform.clean import local_seconds
+
+    cases = (lake.read("truth.anomalies").filter(F.col("kind") == "reverse_flow")
+             .select("meter_id", "start_date", "end_date"))
+    day = F.date_from_unix_date(F.floor(local_seconds("ts", lake.settings.ami.time_zone) / 86400).cast("int"))
+    return (instants.join(F.broadcast(cases), "meter_id", "left")
+            .filter(F.col("start_date").isNull() | ~day.between(F.col("start_date"), F.col("end_date")))
             .select("meter_id", "ts"))
 
 
@@ -332,4 +350,81 @@ def alert_timeliness(lake, tariff, *, baseline_months: int, lead_days: int = 7) 
         "false_share": counted["false"] / counted["alerts"] if counted["alerts"] else None,
         "by_period": {r["period_start"]: (r["alerts"], r["false"]) for r in sorted(by_period, key=lambda r: r[0])},
         "lead_days": lead_days,
+    }
+
+
+def holiday_vacancy(lake: Lake, as_of: dt.date, first: dt.date, holiday_dates: frozenset[dt.date] | set[dt.date],
+                    near_zero_kwh: float, min_completeness: float) -> dict:
+    """Issue 16's bar "no holiday absence flagged as vacancy", against truth.meters.archetype.
+
+    For the as-of's gold.customer_tags: ``false_vacancy`` customers tagged vacancy whose planted archetype
+    is not ``vacant``; ``holiday_false_vacancy`` those of them whose trailing near-zero run (complete days of
+    silver.daily_load_shape ``first`` .. ``as_of`` below ``near_zero_kwh``, counted the plain way: every
+    complete day, holidays included) holds a day of ``holiday_dates`` (the bar: 0); ``holiday_near_zero``
+    non-vacant customers with such a run of 3+ days reaching into a holiday period (the absences the
+    lake holds, tagged or not: the test is real only when this is above 0); ``vacancy_tagged``,
+    ``vacant_planted``, ``vacant_tagged`` (true positives).
+    """
+    tags = lake.read("gold.customer_tags").filter(F.col("as_of") == F.lit(as_of)).select("customer_id", "meter_id",
+                                                                                            "vacancy")
+    truth = lake.read("truth.meters").filter(F.col("customer_id").isNotNull()).select("customer_id", "archetype")
+    complete = F.col("completeness") >= F.lit(float(min_completeness))
+    daily = (lake.read("silver.daily_load_shape").filter(F.col("date").between(first, as_of) & complete)
+             .select("meter_id", "date", (F.col("daily_kwh") < F.lit(float(near_zero_kwh))).alias("nz")))
+    last_break = daily.filter(~F.col("nz")).groupBy("meter_id").agg(F.max("date").alias("_break"))
+    holiday = F.col("date").isin(sorted(holiday_dates)) if holiday_dates else F.lit(False)
+    runs = (daily.join(last_break, "meter_id", "left")
+            .filter(F.col("nz") & (F.col("_break").isNull() | (F.col("date") > F.col("_break"))))
+            .groupBy("meter_id").agg(F.count(F.lit(1)).alias("run_days"),
+                                     F.max(holiday.cast("int")).alias("in_holiday")))
+    rows = (tags.join(truth, "customer_id").join(runs, "meter_id", "left")
+            .agg(F.count(F.when(F.col("vacancy"), 1)).alias("vacancy_tagged"),
+                 F.count(F.when(F.col("archetype") == "vacant", 1)).alias("vacant_planted"),
+                 F.count(F.when(F.col("vacancy") & (F.col("archetype") == "vacant"), 1)).alias("vacant_tagged"),
+                 F.count(F.when(F.col("vacancy") & (F.col("archetype") != "vacant"), 1)).alias("false_vacancy"),
+                 F.count(F.when(F.col("vacancy") & (F.col("archetype") != "vacant") & (F.col("in_holiday") == 1), 1))
+                 .alias("holiday_false_vacancy"),
+                 F.count(F.when((F.col("archetype") != "vacant") & (F.col("in_holiday") == 1)
+                                & (F.col("run_days") >= 3), 1)).alias("holiday_near_zero"))
+            .first())
+    return {k: int(v) for k, v in rows.asDict().items()}
+
+
+def anomaly_detection(lake, as_of: dt.date) -> dict:
+    """gold.anomaly_flags of the as-of vs the planted cases of truth.anomalies.
+
+    Per kind: ``planted`` cases of the kind, ``detected`` flags of the kind, ``true_positive`` flags of the kind
+    on a meter whose planted case is that kind (a flag names the right kind). Two overall scores: ``strict``
+    (the same match summed over the kinds: a flag of the wrong kind is a false positive and leaves its case
+    missed) and ``any_kind`` (per meter: a flagged meter with any planted case is found, whatever the flags
+    say). ``unplanted_meters``: meters flagged without a planted case, with ``unplanted_by_flag`` {flag: meters};
+    ``start_error_days``: median |flag start - planted start| over the right-kind matches (None: none).
+    """
+    from gridpersona.contracts.truth import ANOMALY_KINDS
+
+    flags = (lake.read("gold.anomaly_flags").filter(F.col("as_of") == F.lit(as_of))
+             .select("meter_id", "flag", F.col("start_date").alias("flag_start")))
+    truth = lake.read("truth.anomalies").select("meter_id", "kind", "start_date")
+    joined = flags.join(truth, "meter_id", "full").collect()
+    per_kind, starts = {}, []
+    for kind in ANOMALY_KINDS:
+        planted = {r["meter_id"] for r in joined if r["kind"] == kind}
+        detected = {r["meter_id"] for r in joined if r["flag"] == kind}
+        per_kind[kind] = DetectionScore(kind, len(planted), len(detected), len(planted & detected))
+    for r in joined:
+        if r["flag"] is not None and r["flag"] == r["kind"]:
+            starts.append(abs((r["flag_start"] - r["start_date"]).days))
+    planted_meters = {r["meter_id"] for r in joined if r["kind"] is not None}
+    flagged_meters = {r["meter_id"] for r in joined if r["flag"] is not None}
+    unplanted = Counter(r["flag"] for r in joined if r["flag"] is not None and r["kind"] is None)
+    scores = list(per_kind.values())
+    return {
+        "per_kind": scores,
+        "strict": DetectionScore("all (kind named)", sum(s.planted for s in scores), sum(s.detected for s in scores),
+                                 sum(s.true_positive for s in scores)),
+        "any_kind": DetectionScore("all (any flag)", len(planted_meters), len(flagged_meters),
+                                   len(planted_meters & flagged_meters)),
+        "unplanted_meters": len(flagged_meters - planted_meters),
+        "unplanted_by_flag": dict(sorted(unplanted.items())),
+        "start_error_days": float(np.median(starts)) if starts else None,
     }

@@ -142,11 +142,25 @@ def day_type_curves(days: pa.Array, *, slots: int) -> pa.StructArray:
     return pa.StructArray.from_arrays(curves, names=["weekday_curve", "weekend_curve"])
 
 
-def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: int, params: TagFeatures) -> DataFrame:
+def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: int, params: TagFeatures,
+                        holiday_dates: frozenset[dt.date] | set[dt.date] = frozenset()) -> DataFrame:
     """silver.daily_load_shape rows of the window -> one row per meter with the view's load columns.
 
     ``daily`` needs meter_id, date, slot_kwh, daily_kwh, completeness,
-    peak_share, flat_share, valley_share, load_factor, max_kwh, is_weekend.
+    peak_share, flat_share, valley_share, load_factor, max_kwh, is_weekend; it may carry
+    ``temp_mean_c`` (the day's mean temperature in the meter's region, null when unknown; without the
+    column every meter's ``weather_reason`` is ``no_weather``).
+
+    ``holiday_dates``: the window's days in a holiday period (:func:`gridpersona.config.holidays.
+    holiday_period_dates`). They are left out of ``near_zero_days``, of the near-zero runs (they neither
+    extend nor break one: a household away over Spring Festival is not vacant, and a vacant premise stays
+    vacant across it) and of the temperature fit.
+
+    Temperature sensitivity: over the complete days outside holiday periods with a temperature
+    (``weather_days``), the least-squares fit daily_kwh = a + h x HDD + c x CDD (degree-days against
+    ``heating_base_c`` / ``cooling_base_c``) gives ``heating_kwh_per_degree`` = h and
+    ``cooling_kwh_per_degree`` = c; a regressor with fewer than 3 non-zero days (no heating in summer) is
+    left out of the fit and its slope is null.
 
     The portrait columns come from the same aggregation: ``peak_valley_rate``
     (the day's (max - min) / max slot kWh, averaged over complete days with
@@ -169,13 +183,16 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
     evening_from, morning_to = night_slot_range(params.ev_night_window, interval_minutes)
     start_lo, start_hi = parse_hhmm_range(params.ev_start_window)
 
+    holiday = F.col("date").isin(sorted(holiday_dates)) if holiday_dates else F.lit(False)
+    temp = F.col("temp_mean_c").cast("double") if "temp_mean_c" in daily.columns else F.lit(None).cast("double")
     by_date = Window.partitionBy("meter_id").orderBy("date")
     prev_ok = (F.lag("date").over(by_date) == F.date_sub(F.col("date"), 1)) & F.lag(complete).over(by_date) & complete
     night = F.when(prev_ok, F.concat(F.slice(F.lag("slot_kwh").over(by_date), evening_from + 1, n - evening_from),
                                      F.slice("slot_kwh", 1, morning_to)))
     day = _with_night_blocks(daily.select(
         "meter_id", "date", "daily_kwh", "peak_share", "flat_share", "valley_share", "load_factor", "max_kwh",
-        "is_weekend", complete.alias("complete"), night.alias("_night"),
+        "is_weekend", complete.alias("complete"), night.alias("_night"), holiday.alias("_holiday"),
+        temp.alias("_temp"),
         F.when(F.col("max_kwh") > 0, (F.col("max_kwh") - F.array_min("slot_kwh")) / F.col("max_kwh"))
         .alias("_peak_valley_rate"),
         F.when(complete, F.struct("date", "is_weekend", "slot_kwh")).alias("_complete_day"),
@@ -195,6 +212,17 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
     def over_surge(c: Column) -> Column:
         return F.when(surge_night, c)
 
+    def over_counted(c: Column) -> Column:
+        """Complete days outside holiday periods: the days vacancy and the temperature fit look at."""
+        return F.when(F.col("complete") & ~F.col("_holiday"), c)
+
+    fit_day = F.col("complete") & ~F.col("_holiday") & F.col("_temp").isNotNull()
+    hdd = F.greatest(F.lit(0.0), F.lit(float(params.heating_base_c)) - F.col("_temp"))
+    cdd = F.greatest(F.lit(0.0), F.col("_temp") - F.lit(float(params.cooling_base_c)))
+
+    def over_fit(c: Column) -> Column:
+        return F.when(fit_day, c)
+
     wd = F.avg(over_complete(F.when(~F.col("is_weekend"), F.col("daily_kwh"))))
     we = F.avg(over_complete(F.when(F.col("is_weekend"), F.col("daily_kwh"))))
     mean = F.avg(over_complete(F.col("daily_kwh")))
@@ -202,7 +230,7 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
     history = F.avg(over_complete(F.when(F.col("date") < F.lit(recent_from), F.col("daily_kwh"))))
     # Runs of near-zero days over the complete days in date order: (current run, longest run).
     runs = F.aggregate(
-        F.array_sort(F.collect_list(over_complete(F.struct(F.col("date"), near_zero.alias("nz"))))),
+        F.array_sort(F.collect_list(over_counted(F.struct(F.col("date"), near_zero.alias("nz"))))),
         F.struct(F.lit(0).alias("cur"), F.lit(0).alias("best")),
         lambda acc, d: F.struct(
             F.when(d["nz"], acc["cur"] + 1).otherwise(F.lit(0)).alias("cur"),
@@ -229,10 +257,17 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
         F.avg(surge_night.cast("double")).alias("night_surge_day_share"),
         F.median(over_surge(block_h)).alias("night_block_hours"),
         F.stddev_pop(over_surge(F.col("_nb.block_start") * F.lit(slot_h))).alias("night_block_start_sd_h"),
-        F.count(over_complete(F.when(near_zero, F.lit(1)))).cast("int").alias("near_zero_days"),
+        F.count(over_counted(F.when(near_zero, F.lit(1)))).cast("int").alias("near_zero_days"),
         runs.alias("_runs"),
         recent.alias("recent_daily_kwh"),
         history.alias("history_daily_kwh"),
+        F.count(F.col("_temp")).alias("_temp_days"),
+        F.count(over_fit(F.lit(1))).cast("int").alias("weather_days"),
+        F.struct(*[F.sum(over_fit(c)).alias(name) for name, c in (
+            ("h", hdd), ("c", cdd), ("y", F.col("daily_kwh")), ("hh", hdd * hdd), ("cc", cdd * cdd),
+            ("hc", hdd * cdd), ("hy", hdd * F.col("daily_kwh")), ("cy", cdd * F.col("daily_kwh")))],
+                 F.count(over_fit(F.when(hdd > 0, F.lit(1)))).alias("nh"),
+                 F.count(over_fit(F.when(cdd > 0, F.lit(1)))).alias("nc")).alias("_fit"),
     )
     curves = F.arrow_udf(lambda d: day_type_curves(d, slots=n), DAY_TYPE_CURVES_TYPE)
     # The UDF's struct as one column first, so that its two fields do not call it twice.
@@ -245,7 +280,39 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
         F.col("_runs.best").cast("int").alias("longest_near_zero_run_days"),
         F.when(F.col("history_daily_kwh") > 0, F.col("recent_daily_kwh") / F.col("history_daily_kwh"))
         .alias("recent_vs_history"),
-    ).drop("_runs", "_curves")
+        *degree_day_slopes(F.col("_fit"), F.col("weather_days"), F.col("_temp_days"), params.weather_min_days),
+    ).drop("_runs", "_curves", "_fit", "_temp_days")
+
+
+def degree_day_slopes(fit: Column, days: Column, temp_days: Column, min_days: int) -> list[Column]:
+    """``heating_kwh_per_degree``, ``cooling_kwh_per_degree`` and ``weather_reason`` from the sums of a fit.
+
+    ``fit``: a struct of sums over the fit days (h, c, y, hh, cc, hc, hy, cy: degree-days h and c, daily
+    kWh y, and their products; nh, nc: days with h > 0, c > 0); ``days``: the fit days; ``temp_days``:
+    days with any temperature. Both regressors usable (3+ non-zero days and some spread): the two-variable
+    least squares; one usable: its simple slope; the other slope null. Too few days or no temperature:
+    both null, with the reason.
+    """
+    n = days.cast("double")
+
+    def centred(a: str, b: str) -> Column:
+        return fit[a + b] - fit[a] * fit[b] / n
+
+    s_hh, s_cc, s_hc = centred("h", "h"), centred("c", "c"), centred("h", "c")
+    s_hy, s_cy = fit["hy"] - fit["h"] * fit["y"] / n, fit["cy"] - fit["c"] * fit["y"] / n
+    eps = F.lit(1e-9)
+    heat_ok = (fit["nh"] >= 3) & (s_hh > eps)
+    cool_ok = (fit["nc"] >= 3) & (s_cc > eps)
+    det = s_hh * s_cc - s_hc * s_hc
+    reason = (F.when(temp_days == 0, F.lit("no_weather"))
+              .when(days < F.lit(min_days), F.lit("too_few_days")))
+    fitted = reason.isNull()
+    heating = (F.when(fitted & heat_ok & cool_ok & (det > eps), (s_cc * s_hy - s_hc * s_cy) / det)
+               .when(fitted & heat_ok & ~cool_ok, s_hy / s_hh))
+    cooling = (F.when(fitted & heat_ok & cool_ok & (det > eps), (s_hh * s_cy - s_hc * s_hy) / det)
+               .when(fitted & cool_ok & ~heat_ok, s_cy / s_cc))
+    return [heating.alias("heating_kwh_per_degree"), cooling.alias("cooling_kwh_per_degree"),
+            reason.alias("weather_reason")]
 
 
 def customer_billing_features(billing: DataFrame, *, as_of: dt.date, months: int) -> DataFrame:
@@ -374,8 +441,9 @@ ARCHIVE_DEFAULTED = ("vip", "products_held")
 def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFrame, billing: DataFrame,
                           interactions: DataFrame, contacts: DataFrame, responses: DataFrame, *, as_of: dt.date,
                           interval_minutes: int, time_zone: str, params: TagFeatures,
-                          absent: frozenset[str] | set[str] = frozenset(), advice: DataFrame | None = None
-                          ) -> DataFrame:
+                          absent: frozenset[str] | set[str] = frozenset(), advice: DataFrame | None = None,
+                          weather: DataFrame | None = None,
+                          holiday_dates: frozenset[dt.date] | set[dt.date] = frozenset()) -> DataFrame:
     """Every source -> view.customer_features (one row per archive customer; columns of contracts.tags.FEATURE_VIEW).
 
     ``archive``: bronze.customer_archive (its PII columns are never selected);
@@ -385,6 +453,10 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
 
     ``advice``: :func:`customer_advice_features` of the as-of (None: the advice stage has not run; its
     columns are null).
+
+    ``weather``: bronze.weather (region, date, temp_mean_c), joined to each meter's days through the
+    archive's region (None: absent; every ``weather_reason`` is ``no_weather``). ``holiday_dates``: the
+    window's holiday-period days, which vacancy runs skip (:func:`meter_load_features`).
 
     ``absent``: names of the sources that carry no data for this run (a table
     of :data:`OPTIONAL_SOURCES` missing or empty; ``bronze.customer_archive.<col>``
@@ -427,7 +499,13 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
          else F.lit(False)).alias("account_closed"),
     )
     seg = segments.select("meter_id", "segment_id", "segment_label")
-    load = meter_load_features(daily, as_of=as_of, interval_minutes=interval_minutes, params=params)
+    if weather is not None:
+        regions = archive.groupBy("meter_id").agg(F.min("region").alias("_region"))
+        temps = weather.filter(F.col("date") <= F.lit(as_of)).select(
+            F.col("region").alias("_region"), "date", "temp_mean_c")
+        daily = daily.join(regions, "meter_id", "left").join(temps, ["_region", "date"], "left").drop("_region")
+    load = meter_load_features(daily, as_of=as_of, interval_minutes=interval_minutes, params=params,
+                               holiday_dates=holiday_dates)
     df = base.join(seg, "meter_id", "left").join(load, "meter_id", "left")
     # Each present optional source is joined with a marker: the customer has rows in it (or not).
     sources = {
@@ -473,6 +551,9 @@ def customer_feature_view(archive: DataFrame, segments: DataFrame, daily: DataFr
         "has_arrears": billing_known["unpaid_bills"] > 0,
         "projected_month_kwh": projected,
         "bill_shock_ratio": F.when(baseline > 0, projected / baseline),
+        # A customer without load rows has no fit either: too few days, unless there is no weather at all.
+        "weather_reason": F.lit("no_weather") if weather is None else F.coalesce(
+            F.col("weather_reason"), F.when(F.col("complete_days").isNull(), F.lit("too_few_days"))),
     }
     for c in ("interactions_12m", "interactions_app", "interactions_hotline", "interactions_service_hall",
               "complaints_12m", "repairs_12m", "topic_bill_tariff_12m", "topic_solar_12m", "topic_ev_12m",
