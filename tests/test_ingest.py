@@ -250,7 +250,8 @@ def test_absent_optional_inputs_read_as_empty_and_are_named_in_one_line(lake, sp
     assert contacts.schema == BRONZE["bronze.contact_history"].schema and contacts.count() == 0
     assert absent_inputs_note(lake) == (
         "optional inputs absent, read as empty: bronze.billing_payment, bronze.service_interaction, "
-        "bronze.contact_history, bronze.campaign_response; optional columns absent, read as null: "
+        "bronze.contact_history, bronze.campaign_response, bronze.weather; bronze.holiday_calendar absent: the built-in "
+        "calendar of calendar.country=cn applies; optional columns absent, read as null: "
         "bronze.customer_archive (customer_name, phone, address, tariff_type, age_band, household_size, housing_type, "
         "contracted_capacity_kva, products_held, do_not_contact, vip, account_open_date, account_close_date)")
     with pytest.raises(Exception, match="bronze.ami_interval"):  # a required input is never guessed

@@ -243,7 +243,8 @@ def test_unknown_stage_fails_before_spark_with_a_suggestion(tmp_path, no_spark, 
     assert cli_main(["--env", "test", "--set", f"lake.root={tmp_path}", "run", "cleen", "--as-of", "2026-06-01"]) == 2
     err = capsys.readouterr().err
     assert err == ("gridpersona run: error: unknown stage 'cleen'; did you mean 'clean'? stages: clean, shapes, "
-                   "alerts, segment-train, segment-assign, advice, tags, campaigns, evaluate, profile or all\n")
+                   "alerts, anomalies, segment-train, segment-assign, advice, forecast, tags, campaigns, evaluate, "
+                   "profile or all\n")
 
 
 @pytest.mark.parametrize("error", [

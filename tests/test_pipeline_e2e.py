@@ -171,7 +171,8 @@ def test_group_portraits_cover_every_segment_and_the_quadrants(pipeline_lake):
 
 MINIMAL_WINDOW_DAYS = 7
 ABSENT_NOTE = ("optional inputs absent, read as empty: bronze.billing_payment, bronze.service_interaction, "
-               "bronze.contact_history, bronze.campaign_response")
+               "bronze.contact_history, bronze.campaign_response, bronze.weather; bronze.holiday_calendar absent: the "
+               "built-in calendar of calendar.country=cn applies")
 
 
 @pytest.fixture(scope="module")

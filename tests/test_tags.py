@@ -379,7 +379,8 @@ def test_catalog_rows_carry_names_taxonomy_and_hashes(tags_config):
     assert len(rows) == len(tags_config.definitions)
     by_code = {r[3]: r for r in rows}
     credit = by_code["credit_rating"]
-    assert credit[:3] == (AS_OF, TG.catalog_version(tags_config), 11)
+    order = [d.code for d in tags_config.definitions].index("credit_rating") + 1  # the config's order, from 1
+    assert credit[:3] == (AS_OF, TG.catalog_version(tags_config), order)
     assert credit[4:12] == ("信用等级", "Credit rating", "payment_behaviour", "缴费行为特征", "Payment behaviour",
                             "credit", "信用等级", "Credit rating")
     assert credit[12:14] == ("string", ["good", "medium", "poor"])

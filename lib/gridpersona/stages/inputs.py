@@ -139,8 +139,14 @@ def absent_inputs_note(lake: Lake) -> str | None:
     """One line naming the optional inputs the lake lacks, or None when it has them all."""
     tables, columns = absent_inputs(lake)
     parts = []
-    if tables:
-        parts.append("optional inputs absent, read as empty: " + ", ".join(tables))
+    # An absent holiday calendar is not read as empty: the configured country's built-in calendar applies.
+    calendar = "bronze.holiday_calendar"
+    empty = [t for t in tables if t != calendar]
+    if empty:
+        parts.append("optional inputs absent, read as empty: " + ", ".join(empty))
+    if calendar in tables:
+        parts.append(f"{calendar} absent: the built-in calendar of calendar.country="
+                     f"{lake.settings.calendar.country} applies")
     if columns:
         parts.append("optional columns absent, read as null: "
                      + "; ".join(f"{t} ({', '.join(cols)})" for t, cols in columns.items()))
