@@ -203,3 +203,13 @@ def test_the_shared_lake_has_a_forecast_partition(synthetic_lake):
     b = R._Builder()
     R._forecast_section(b, lake, synthetic_lake.as_of)
     assert b.images == ["Forecast"] and not b.missing and "MAPE seasonal-naive" in "".join(b.parts)
+
+
+def test_without_bills_every_overall_row_says_why_it_has_no_figure():
+    cells = pd.DataFrame([], columns=FC.CELL_COLUMNS)
+    weather = pd.DataFrame([], columns=FC.WEATHER_COLUMNS)
+    rows = FC.forecast_rows(cells, weather, ForecastConfig(), AS_OF)
+    overall = [r for r in rows if r["kind"] == "overall"]
+    assert overall and all(r["n_groups"] == 0 and r["mape_model_pct"] is None and r["reason"] == "no_backtest"
+                           for r in overall)
+    assert [r for r in rows if r["kind"] != "overall"] == []

@@ -12,7 +12,7 @@ from gridpersona.contracts.base import D, DT, I, L, S, Column, TableSpec
 FORECAST_LEVELS = ("segment_region", "segment", "region", "all")
 FORECAST_KINDS = ("history", "backtest", "forecast", "summary", "overall")
 FORECAST_METHODS = ("degree_days_trend", "degree_days_trend_month", "naive_yoy")
-FORECAST_REASONS = ("short_history", "no_weather_climatology")
+FORECAST_REASONS = ("short_history", "no_weather_climatology", "no_backtest")
 
 SEGMENT_FORECAST = TableSpec(
     "gold.segment_forecast",
@@ -62,7 +62,8 @@ SEGMENT_FORECAST = TableSpec(
                "see `reason`."),
         Column("reason", S, "Why forecast_kwh is null: `short_history` (too few months for the model and the "
                "fallback), `no_weather_climatology` (weather present but no degree-days for the month's "
-               "calendar month and too few months for the fallback); null when there is a forecast."),
+               "calendar month and too few months for the fallback); on `overall` rows `no_backtest` (no group of "
+               "the level has both backtests, e.g. a lake without bills); null when there is a figure."),
         Column("history_months", I, "Bill months the forecast (backtest: the backtest's fit) rests on.", "months"),
         Column("ape_model_pct", D, "Backtest rows: |forecast - actual| / actual x 100.", "%"),
         Column("ape_naive_pct", D, "Backtest rows: |naive - actual| / actual x 100.", "%"),

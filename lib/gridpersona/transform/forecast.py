@@ -372,7 +372,8 @@ def forecast_rows(cells: pd.DataFrame, weather: pd.DataFrame, params: ForecastCo
                           "region": None}, "overall", None,
                          mape_model_pct=_mean(s["mape_model_pct"] for s in both),
                          mape_naive_pct=_mean(s["mape_naive_pct"] for s in both),
-                         mape_expost_pct=_mean(s["mape_expost_pct"] for s in both), n_groups=len(both)))
+                         mape_expost_pct=_mean(s["mape_expost_pct"] for s in both), n_groups=len(both),
+                         reason=None if both else "no_backtest"))
     return rows
 
 
