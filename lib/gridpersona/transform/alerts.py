@@ -46,6 +46,7 @@ from pyspark.sql import types as T
 
 from gridpersona.config import AlertsConfig, TariffConfig
 from gridpersona.contracts.advice import ALERT_TARGETS
+from gridpersona.transform.features import degree_days
 from gridpersona.transform.holdout import ab_group_col
 from gridpersona.transform.pricing import KWH_SCALE, KWH_TYPE, MONEY_TYPE, PERIODS, period_kwh_columns, \
     bill_by_plan
@@ -264,11 +265,10 @@ def daily_degree_days(weather: DataFrame, *, heating_base_c: float, cooling_base
     """bronze.weather (region, date, temp_mean_c) -> region, date, hdd, cdd: max(0, heating base - mean),
     max(0, mean - cooling base); days without a temperature have no row."""
     t = F.col("temp_mean_c").cast("double")
+    hdd, cdd = degree_days(F.col("_t"), heating_base_c, cooling_base_c)
     return (weather.filter(t.isNotNull() & F.col("region").isNotNull())
             .groupBy("region", "date").agg(F.avg(t).alias("_t"))
-            .select("region", "date",
-                    F.greatest(F.lit(0.0), F.lit(float(heating_base_c)) - F.col("_t")).alias("hdd"),
-                    F.greatest(F.lit(0.0), F.col("_t") - F.lit(float(cooling_base_c))).alias("cdd")))
+            .select("region", "date", hdd.alias("hdd"), cdd.alias("cdd")))
 
 
 def monthly_degree_days(dd: DataFrame, *, min_coverage: float) -> DataFrame:

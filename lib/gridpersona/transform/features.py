@@ -30,6 +30,13 @@ ONLINE_PAYMENT = ("app", "wechat", "alipay")
 OFFLINE_PAYMENT = ("bank_counter", "service_hall")
 
 
+
+def degree_days(temp: Column, heating_base_c: float, cooling_base_c: float) -> tuple[Column, Column]:
+    """(heating, cooling) degree-days of a daily mean temperature column: max(0, heating base - temp),
+    max(0, temp - cooling base); null where the temperature is null."""
+    return (F.greatest(F.lit(0.0), F.lit(float(heating_base_c)) - temp),
+            F.greatest(F.lit(0.0), temp - F.lit(float(cooling_base_c))))
+
 def _int(c: Column) -> Column:
     return F.coalesce(c, F.lit(0)).cast("int")
 
@@ -217,8 +224,7 @@ def meter_load_features(daily: DataFrame, *, as_of: dt.date, interval_minutes: i
         return F.when(F.col("complete") & ~F.col("_holiday"), c)
 
     fit_day = F.col("complete") & ~F.col("_holiday") & F.col("_temp").isNotNull()
-    hdd = F.greatest(F.lit(0.0), F.lit(float(params.heating_base_c)) - F.col("_temp"))
-    cdd = F.greatest(F.lit(0.0), F.col("_temp") - F.lit(float(params.cooling_base_c)))
+    hdd, cdd = degree_days(F.col("_temp"), params.heating_base_c, params.cooling_base_c)
 
     def over_fit(c: Column) -> Column:
         return F.when(fit_day, c)
